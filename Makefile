@@ -1,0 +1,68 @@
+# cedarbackup.peer — developer entry points.
+#   make demo   stage two generated local peers with the collection's modules
+#   make test   install what the tests need, then run every test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+BUILD       := .build
+COLLECTIONS := $(abspath $(BUILD)/collections)
+VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL     := $(BUILD)/cedarbackup-peer-$(VERSION).tar.gz
+APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 sudo
+PYTEST_ARGS ?=
+
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+
+.PHONY: help demo test system-deps venv collection unit integration sanity changelog-lint clean
+
+help:
+	@echo "make demo   - stage two generated local peers and show the result"
+	@echo "make test   - install dependencies, then run unit and integration tests"
+
+# Debian packages the integration tests drive for real (sshd peers, cback3).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test needs root to install:$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VPY): requirements/test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements/test.txt
+	@touch $(VPY)
+
+venv: $(VPY)
+
+# Build the collection artifact and install it where the tests and the demo find it.
+collection: $(VPY)
+	@rm -rf $(BUILD) && mkdir -p $(BUILD)
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(BUILD) . >/dev/null
+	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
+	@echo "installed $(TARBALL) into $(COLLECTIONS)"
+
+demo: collection
+	$(VENV)/bin/ansible-playbook -i demo/inventory.ini demo/demo.yml
+
+unit: collection
+	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: system-deps collection
+	$(VPY) -m pytest tests/integration $(PYTEST_ARGS)
+
+changelog-lint: $(VPY)
+	$(VENV)/bin/antsibull-changelog lint
+
+test: system-deps collection changelog-lint
+	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

@@ -1,0 +1,51 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+"""Ignore-failure modes: when a peer that is not ready is quietly skipped.
+
+Mirrors ``CedarBackup3.actions.stage._getIgnoreFailuresFlag`` and
+``CedarBackup3.util.isStartOfWeek``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+VALID_FAILURE_MODES = ["none", "all", "daily", "weekly"]
+
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def weekday_index(day):
+    """Index (Monday = 0) of a lowercase English weekday; ``ValueError`` otherwise."""
+    try:
+        return WEEKDAYS.index(day)
+    except ValueError:
+        raise ValueError("Starting day must be one of %s." % ", ".join(WEEKDAYS))
+
+
+def is_start_of_week(starting_day, now=None):
+    """True when ``now`` (a ``time.struct_time``, default local time) is the starting day."""
+    when = time.localtime() if now is None else now
+    return when.tm_wday == weekday_index(starting_day)
+
+
+def is_failure_ignored(mode, full=False, starting_day="monday", now=None):
+    """Whether a *not ready* peer with ignore-failure ``mode`` is ignored on this run.
+
+    ``mode`` is ``None`` or one of ``VALID_FAILURE_MODES``; ``full`` is the ``--full``
+    flag.  ``weekly`` ignores on a full run or on the week's starting day, ``daily``
+    on the other days, ``all`` always, ``none`` never.
+    """
+    if mode is not None and mode not in VALID_FAILURE_MODES:
+        raise ValueError("Ignore failure mode must be one of %s." % VALID_FAILURE_MODES)
+    if mode is None or mode == "none":
+        return False
+    if mode == "all":
+        return True
+    if full or is_start_of_week(starting_day, now):
+        return mode == "weekly"
+    return mode == "daily"

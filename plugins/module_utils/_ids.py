@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+"""User and group lookups (CedarBackup3.util.getUidGid and isRunningAsRoot)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import grp
+import os
+import pwd
+
+
+def is_running_as_root():
+    """True when the real uid is 0, the check CedarBackup3.util.isRunningAsRoot makes."""
+    return os.getuid() == 0
+
+
+def get_uid_gid(user, group):
+    """Return ``(uid, gid)`` for a user and group name, as CedarBackup3.util.getUidGid.
+
+    Raises ``ValueError("Unable to lookup up uid and gid for passed in user/group.")``.
+    """
+    try:
+        return (pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    except Exception:
+        raise ValueError("Unable to lookup up uid and gid for passed in user/group.")
+
+
+def resolve_uid(owner):
+    """Turn a user name or a numeric id (int or digit string) into a uid.
+
+    ``None`` gives ``None``.  Raises ``KeyError`` for an unknown name.
+    """
+    if owner is None:
+        return None
+    if isinstance(owner, int):
+        return owner
+    text = str(owner).strip()
+    if text.isdigit():
+        return int(text)
+    return pwd.getpwnam(text).pw_uid
+
+
+def resolve_gid(group):
+    """Turn a group name or a numeric id into a gid; ``None`` gives ``None``."""
+    if group is None:
+        return None
+    if isinstance(group, int):
+        return group
+    text = str(group).strip()
+    if text.isdigit():
+        return int(text)
+    return grp.getgrnam(text).gr_gid
+
+
+def primary_ids(user):
+    """``(uid, gid)`` of a user's account (name or uid)."""
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def current_user_name():
+    """Login name of the effective user, falling back to the numeric uid."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

@@ -1,0 +1,755 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backup peers: the API of ``CedarBackup3.peer``, standard library only.
+
+This is the public Python API of the collection.  ``LocalPeer`` and ``RemotePeer`` have
+the names, constructor signatures, validated properties, return values and exceptions of
+Cedar Backup 3.7's ``CedarBackup3.peer``, so code written against that module works
+unchanged when it imports this one instead::
+
+    from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemotePeer
+
+Differences, all on purpose (see ``docs/peer-api.md``):
+
+* No command ever goes through a local shell.  Where a command line must travel as one
+  string (``su <localUser> -c``, the remote side of the rsh command) every word is quoted
+  with ``shlex.quote``; ``executeManagedAction`` splits ``cbackCommand`` into words and
+  quotes them with the action.
+* A ``RemotePeer`` without a ``workingDir`` uses a private temporary directory (removed
+  afterwards) where Cedar Backup fails with ``TypeError``/``UnboundLocalError``.
+* The local file pushed as the stage indicator is passed to the rcp command verbatim
+  (Cedar Backup escapes spaces in that local path, which breaks a ``workingDir`` with
+  spaces).
+* The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
+  ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
+
+Extensions used by the collection's modules (Cedar Backup has no equivalent): the
+``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), ``stageFiles`` (idempotent, atomic staging with a detailed
+``StageResult``), ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
+``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
+``build_cback_argv``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import filecmp
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from collections import namedtuple
+
+from ._command import join_command, run_command, split_command_line
+from ._failure import VALID_FAILURE_MODES
+from ._ids import is_running_as_root, primary_ids
+from ._paths import encode_path, path_join
+
+logger = logging.getLogger("CedarBackup3.log.peer")
+
+DEF_RCP_COMMAND = ["/usr/bin/scp", "-B", "-q", "-C"]
+DEF_RSH_COMMAND = ["/usr/bin/ssh"]
+DEF_CBACK_COMMAND = "/usr/bin/cback3"
+
+DEF_COLLECT_INDICATOR = "cback.collect"
+DEF_STAGE_INDICATOR = "cback.stage"
+
+SU_COMMAND = ["su"]
+
+__all__ = [
+    "DEF_RCP_COMMAND",
+    "DEF_RSH_COMMAND",
+    "DEF_CBACK_COMMAND",
+    "DEF_COLLECT_INDICATOR",
+    "DEF_STAGE_INDICATOR",
+    "SU_COMMAND",
+    "VALID_FAILURE_MODES",
+    "LocalPeer",
+    "RemotePeer",
+    "StageResult",
+    "RemoteEntry",
+    "build_cback_argv",
+]
+
+
+StageResult = namedtuple("StageResult", ["copied", "unchanged", "excluded", "bytes"])
+StageResult.__doc__ = """Outcome of ``stageFiles``.
+
+``copied``: names written into the target directory by this call (in staging order);
+``unchanged``: names already staged identically, left alone; ``excluded``: names found
+in the collect directory and deliberately not staged; ``bytes``: size of ``copied``.
+"""
+
+RemoteEntry = namedtuple("RemoteEntry", ["name", "kind", "size"])
+RemoteEntry.__doc__ = """One entry of a remote collect directory (``RemotePeer.listCollectDir``).
+
+``kind`` is ``file``, ``directory``, ``broken-link`` or ``other`` (links are followed).
+"""
+
+
+def build_cback_argv(cbackCommand, action, fullBackup):
+    """The argv of ``<cbackCommand> [--full] <action>``.
+
+    ``cbackCommand`` (default ``DEF_CBACK_COMMAND``) is split into words as Cedar Backup
+    splits commands (``splitCommandLine``: spaces, double quotes); never a shell.
+    """
+    if action is None:
+        raise ValueError("Action cannot be None.")
+    words = split_command_line(DEF_CBACK_COMMAND if cbackCommand is None else cbackCommand)
+    if not words:
+        raise ValueError("The cback command must be a non-empty string.")
+    if fullBackup:
+        words.append("--full")
+    words.append(action)
+    return words
+
+
+def _checked_failure_mode(value):
+    if value is not None and value not in VALID_FAILURE_MODES:
+        raise ValueError("Ignore failure mode must be one of %s." % VALID_FAILURE_MODES)
+    return value
+
+
+def _regular_files_below(path):
+    """Regular files (not links) below ``path``, recursively, links to dirs not followed.
+
+    The set CedarBackup3's ``FilesystemList`` builds with excludeDirs and excludeLinks.
+    """
+    found = set()
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            full = path_join(dirpath, name)
+            if not os.path.islink(full):
+                found.add(full)
+    return found
+
+
+def _is_regular(path):
+    return os.path.isfile(path) and not os.path.islink(path)
+
+
+def _matches(candidate, target, mode, ownership):
+    """True when ``target`` already holds ``candidate``'s bytes with ``mode``/``ownership``."""
+    try:
+        info = os.lstat(target)
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != mode:
+        return False
+    if ownership is not None:
+        uid, gid = ownership
+        if (uid not in (None, -1) and info.st_uid != uid) or (gid not in (None, -1) and info.st_gid != gid):
+            return False
+    if info.st_size != os.path.getsize(candidate):
+        return False
+    return filecmp.cmp(candidate, target, shallow=False)
+
+
+def _apply(path, ownership, permissions):
+    if ownership is not None:
+        os.chown(path, -1 if ownership[0] is None else ownership[0], -1 if ownership[1] is None else ownership[1])
+    if permissions is not None:
+        os.chmod(path, permissions)
+
+
+def _attach(exc, result):
+    """Attach the partial ``StageResult`` to an exception raised part-way through staging."""
+    try:
+        exc.stageResult = result
+    except AttributeError:
+        pass
+    return exc
+
+
+class LocalPeer(object):
+    """Backup peer representing a local peer in a backup pool.
+
+    A local (non-network) peer is backed up by plain filesystem copies.  It has a name
+    (typically, but not necessarily, a hostname) and a collect directory.  The public
+    methods other than the constructor are the "backup peer" interface shared with
+    ``RemotePeer``.
+    """
+
+    def __init__(self, name, collectDir, ignoreFailureMode=None):
+        """Initialize a local backup peer.
+
+        The collect directory must be an absolute path but need not exist yet.
+
+        :raises ValueError: if the name is empty or the collect directory is not absolute
+        """
+        self._name = None
+        self._collectDir = None
+        self._ignoreFailureMode = None
+        self.name = name
+        self.collectDir = collectDir
+        self.ignoreFailureMode = ignoreFailureMode
+
+    def _setName(self, value):
+        if value is None or len(value) < 1:
+            raise ValueError("Peer name must be a non-empty string.")
+        self._name = value
+
+    def _getName(self):
+        return self._name
+
+    def _setCollectDir(self, value):
+        if value is None or not os.path.isabs(value):
+            raise ValueError("Collect directory must be an absolute path.")
+        self._collectDir = encode_path(value)
+
+    def _getCollectDir(self):
+        return self._collectDir
+
+    def _setIgnoreFailureMode(self, value):
+        self._ignoreFailureMode = _checked_failure_mode(value)
+
+    def _getIgnoreFailureMode(self):
+        return self._ignoreFailureMode
+
+    name = property(_getName, _setName, None, "Name of the peer.")
+    collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
+    ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
+
+    def _checkDirs(self, targetDir):
+        targetDir = encode_path(targetDir)
+        if not os.path.isabs(targetDir):
+            logger.debug("Target directory [%s] not an absolute path.", targetDir)
+            raise ValueError("Target directory must be an absolute path.")
+        if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
+            logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
+            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+        if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
+            logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
+            raise ValueError("Target directory is not a directory or does not exist on disk.")
+        return targetDir
+
+    def stagePeer(self, targetDir, ownership=None, permissions=None):
+        """Stage data from the peer into the local target directory (flat copy).
+
+        Both directories must exist.  Every entry of the collect directory is copied in
+        ``os.listdir`` order, overwriting existing targets; files keep the source
+        permission bits unless ``permissions`` is given, and get ``ownership`` (a numeric
+        ``(uid, gid)`` tuple) when given.  A symlink or subdirectory raises ``ValueError``
+        after the entries before it were copied.
+
+        :returns: number of files copied
+        :raises ValueError: collect or target directory missing, target not absolute,
+            a source that is not a regular file, a path that cannot be encoded
+        :raises IOError: no files to stage (empty directory), or an I/O error copying
+        :raises OSError: an OS error copying or changing ownership/permissions
+        """
+        targetDir = self._checkDirs(targetDir)
+        count = 0
+        for fileName in os.listdir(self.collectDir):
+            LocalPeer._copyLocalFile(path_join(self.collectDir, fileName), path_join(targetDir, fileName), ownership, permissions)
+            count += 1
+        if count == 0:
+            raise IOError("Did not copy any files from local peer.")
+        return count
+
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False):
+        """Idempotent, atomic variant of ``stagePeer`` (collection extension).
+
+        Entries named in ``exclude`` are not staged.  A file already staged with the
+        same bytes, permission bits and ownership is left alone; any other is written to
+        a temporary file in ``targetDir`` and renamed into place, so a target is never
+        half-written.  With ``checkOnly`` nothing is written and the result tells what
+        would be copied.  Errors are those of ``stagePeer``; an exception raised
+        part-way carries the partial result as ``stageResult``.
+
+        :returns: ``StageResult``
+        """
+        targetDir = self._checkDirs(targetDir)
+        copied, unchanged, excluded, size = [], [], [], 0
+        for fileName in os.listdir(self.collectDir):
+            if fileName in exclude:
+                excluded.append(fileName)
+                continue
+            source = path_join(self.collectDir, fileName)
+            target = path_join(targetDir, fileName)
+            try:
+                if not _is_regular(source):
+                    logger.debug("Source [%s] is not a regular file.", source)
+                    raise ValueError("Source is not a regular file.")
+                mode = permissions if permissions is not None else stat.S_IMODE(os.stat(source).st_mode)
+                if _matches(source, target, mode, ownership):
+                    unchanged.append(fileName)
+                    continue
+                if not checkOnly:
+                    _atomic_copy(source, target, ownership, mode)
+                copied.append(fileName)
+                size += os.path.getsize(source)
+            except (IOError, OSError, ValueError) as exc:
+                raise _attach(exc, StageResult(copied, unchanged, excluded, size))
+        if not copied and not unchanged:
+            raise _attach(IOError("Did not copy any files from local peer."), StageResult(copied, unchanged, excluded, size))
+        return StageResult(copied, unchanged, excluded, size)
+
+    def checkCollectIndicator(self, collectIndicator=None):
+        """Whether the collect indicator exists in the collect directory.
+
+        A missing collect directory gives ``False``.
+
+        :raises ValueError: if a path cannot be encoded properly
+        """
+        collectIndicator = encode_path(collectIndicator)
+        if collectIndicator is None:
+            return os.path.exists(path_join(self.collectDir, DEF_COLLECT_INDICATOR))
+        return os.path.exists(path_join(self.collectDir, collectIndicator))
+
+    def writeStageIndicator(self, stageIndicator=None, ownership=None, permissions=None):
+        """Write the (empty) stage indicator into the peer's collect directory.
+
+        :raises ValueError: collect directory missing, or a path that cannot be encoded
+        :raises IOError: an I/O error creating the file
+        :raises OSError: an OS error creating the file or changing its ownership/permissions
+        """
+        stageIndicator = encode_path(stageIndicator)
+        if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
+            logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
+            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+        fileName = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
+        LocalPeer._copyLocalFile(None, fileName, ownership, permissions)
+
+    @staticmethod
+    def _copyLocalFile(sourceFile=None, targetFile=None, ownership=None, permissions=None, overwrite=True):
+        """Copy one regular file (``None`` source: create an empty target), as Cedar Backup."""
+        targetFile = encode_path(targetFile)
+        sourceFile = encode_path(sourceFile)
+        if targetFile is None:
+            return
+        if not overwrite and os.path.exists(targetFile):
+            raise IOError("Target file [%s] already exists." % targetFile)
+        if sourceFile is None:
+            with open(targetFile, "w"):
+                pass
+        elif _is_regular(sourceFile):
+            shutil.copy(sourceFile, targetFile)
+        else:
+            logger.debug("Source [%s] is not a regular file.", sourceFile)
+            raise ValueError("Source is not a regular file.")
+        _apply(targetFile, ownership, permissions)
+
+
+def _atomic_copy(source, target, ownership, mode):
+    """Copy ``source`` to a temporary file beside ``target`` and rename it into place."""
+    handle, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(target)[:64], suffix=".cback-part", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(handle, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        _apply(temp, ownership, mode)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+class RemotePeer(object):
+    """Backup peer representing a remote peer in a backup pool.
+
+    A remote (networked) peer is backed up with an rcp-compatible copy command.  It has a
+    name (a valid hostname), a collect directory, a working directory and a copy command.
+    An optional local user is the account the copies run as: only root may set it, and
+    root then runs every remote command through ``su <localUser> -c``.
+    """
+
+    def __init__(
+        self,
+        name=None,
+        collectDir=None,
+        workingDir=None,
+        remoteUser=None,
+        rcpCommand=None,
+        localUser=None,
+        rshCommand=None,
+        cbackCommand=None,
+        ignoreFailureMode=None,
+    ):
+        """Initialize a remote backup peer.
+
+        Commands are split into argv lists with Cedar Backup's ``splitCommandLine``
+        rules, never given to a shell.
+
+        :raises ValueError: empty name or remote user, a collect or working directory
+            that is not absolute, an empty command, an unknown ignore-failure mode
+        """
+        self._name = None
+        self._collectDir = None
+        self._workingDir = None
+        self._remoteUser = None
+        self._localUser = None
+        self._rcpCommand = None
+        self._rcpCommandList = None
+        self._rshCommand = None
+        self._rshCommandList = None
+        self._cbackCommand = None
+        self._ignoreFailureMode = None
+        self.commandTimeout = None
+        self.name = name
+        self.collectDir = collectDir
+        self.workingDir = workingDir
+        self.remoteUser = remoteUser
+        self.localUser = localUser
+        self.rcpCommand = rcpCommand
+        self.rshCommand = rshCommand
+        self.cbackCommand = cbackCommand
+        self.ignoreFailureMode = ignoreFailureMode
+
+    def _setName(self, value):
+        if value is None or len(value) < 1:
+            raise ValueError("Peer name must be a non-empty string.")
+        self._name = value
+
+    def _getName(self):
+        return self._name
+
+    def _setCollectDir(self, value):
+        if value is not None and not os.path.isabs(value):
+            raise ValueError("Collect directory must be an absolute path.")
+        self._collectDir = encode_path(value)
+
+    def _getCollectDir(self):
+        return self._collectDir
+
+    def _setWorkingDir(self, value):
+        if value is not None and not os.path.isabs(value):
+            raise ValueError("Working directory must be an absolute path.")
+        self._workingDir = encode_path(value)
+
+    def _getWorkingDir(self):
+        return self._workingDir
+
+    def _setRemoteUser(self, value):
+        if value is None or len(value) < 1:
+            raise ValueError("Peer remote user must be a non-empty string.")
+        self._remoteUser = value
+
+    def _getRemoteUser(self):
+        return self._remoteUser
+
+    def _setLocalUser(self, value):
+        if value is not None and len(value) < 1:
+            raise ValueError("Peer local user must be a non-empty string.")
+        self._localUser = value
+
+    def _getLocalUser(self):
+        return self._localUser
+
+    def _setRcpCommand(self, value):
+        if value is None:
+            self._rcpCommand = None
+            self._rcpCommandList = DEF_RCP_COMMAND
+        elif len(value) >= 1:
+            self._rcpCommand = value
+            self._rcpCommandList = split_command_line(value)
+        else:
+            raise ValueError("The rcp command must be a non-empty string.")
+
+    def _getRcpCommand(self):
+        return self._rcpCommand
+
+    def _setRshCommand(self, value):
+        if value is None:
+            self._rshCommand = None
+            self._rshCommandList = DEF_RSH_COMMAND
+        elif len(value) >= 1:
+            self._rshCommand = value
+            self._rshCommandList = split_command_line(value)
+        else:
+            raise ValueError("The rsh command must be a non-empty string.")
+
+    def _getRshCommand(self):
+        return self._rshCommand
+
+    def _setCbackCommand(self, value):
+        if value is not None and len(value) < 1:
+            raise ValueError("The cback command must be a non-empty string.")
+        self._cbackCommand = value
+
+    def _getCbackCommand(self):
+        return self._cbackCommand
+
+    def _setIgnoreFailureMode(self, value):
+        self._ignoreFailureMode = _checked_failure_mode(value)
+
+    def _getIgnoreFailureMode(self):
+        return self._ignoreFailureMode
+
+    name = property(_getName, _setName, None, "Name of the peer (a valid DNS hostname).")
+    collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
+    workingDir = property(_getWorkingDir, _setWorkingDir, None, "Path to the peer's working directory (an absolute local path).")
+    remoteUser = property(_getRemoteUser, _setRemoteUser, None, "Name of the Cedar Backup user on the remote peer.")
+    localUser = property(_getLocalUser, _setLocalUser, None, "Name of the Cedar Backup user on the current host.")
+    rcpCommand = property(_getRcpCommand, _setRcpCommand, None, "An rcp-compatible copy command to use for copying files.")
+    rshCommand = property(_getRshCommand, _setRshCommand, None, "An rsh-compatible command to use for remote shells to the peer.")
+    cbackCommand = property(_getCbackCommand, _setCbackCommand, None, "A chack-compatible command to use for executing managed actions.")
+    ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
+
+    # ----- command construction (argv lists; su -c strings fully quoted) -----
+
+    def _remote(self, path):
+        return "%s@%s:%s" % (self.remoteUser, self.name, path)
+
+    def _asLocalUser(self, argv, what):
+        """``argv`` as it runs: unchanged, or wrapped in ``su <localUser> -c`` for root."""
+        if self.localUser is None:
+            return list(argv)
+        if not is_running_as_root():
+            raise IOError("Only root can remote %s as another user." % what)
+        return SU_COMMAND + [self.localUser, "-c", join_command(argv)]
+
+    def _rcpArgv(self, args):
+        return self._asLocalUser(list(self._rcpCommandList) + list(args), "copy")
+
+    def remoteShellArgv(self, command):
+        """Argv that runs ``command`` (one remote shell command line) on the peer (extension)."""
+        return self._asLocalUser(list(self._rshCommandList) + ["%s@%s" % (self.remoteUser, self.name), command], "shell")
+
+    def _run(self, argv):
+        return run_command(argv, timeout=self.commandTimeout)
+
+    def _userSuffix(self):
+        return "" if self.localUser is None else " as local user [%s]" % self.localUser
+
+    @contextlib.contextmanager
+    def _workspace(self):
+        """The working directory, or a private temporary one removed afterwards."""
+        if self.workingDir is not None:
+            yield self.workingDir
+            return
+        temp = tempfile.mkdtemp(prefix="cback-peer-")
+        try:
+            if self.localUser is not None and is_running_as_root():
+                os.chown(temp, *primary_ids(self.localUser))
+            yield temp
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+    # ----- the backup peer interface -----
+
+    def stagePeer(self, targetDir, ownership=None, permissions=None):
+        """Stage data from the peer into the local target directory, as Cedar Backup does.
+
+        Runs ``<rcp command> <remoteUser>@<name>:<collectDir>/* <targetDir>``.  Files new
+        to the target directory get ``ownership``/``permissions`` when given; the count is
+        of files new to the directory, so a re-run over existing files fails.
+
+        :returns: number of files copied
+        :raises ValueError: target directory missing or not absolute
+        :raises IOError: the copy command failed, copied nothing, or nothing new
+        :raises OSError: an OS error changing ownership/permissions
+        """
+        targetDir = encode_path(targetDir)
+        self._checkTargetDir(targetDir)
+        before = _regular_files_below(targetDir)
+        result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), targetDir]))
+        if result.rc != 0:
+            raise _with_output(IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix())), result)
+        after = _regular_files_below(targetDir)
+        if len(after) == 0:
+            raise IOError("Did not copy any files from remote peer.")
+        added = after.difference(before)
+        if len(added) == 0:
+            raise IOError("Apparently did not copy any new files from remote peer.")
+        for targetFile in added:
+            _apply(targetFile, ownership, permissions)
+        return len(added)
+
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=()):
+        """Idempotent, atomic variant of ``stagePeer`` (collection extension).
+
+        Copies ``<collectDir>/*`` into a private directory inside ``targetDir`` (owned by
+        ``localUser`` when set), then renames each fetched regular file into place unless
+        it is named in ``exclude`` or already staged with the same bytes, permission bits
+        and ownership.  Without ``permissions`` a file keeps the mode the rcp command gave
+        it (the source mode masked by the umask).  The private directory is always
+        removed.  When the copy command fails, the files it did fetch are still staged and
+        ``IOError`` is raised with the partial result as ``stageResult`` and the command's
+        output as ``commandResult``.
+
+        :returns: ``StageResult``
+        """
+        targetDir = encode_path(targetDir)
+        self._checkTargetDir(targetDir)
+        fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
+        try:
+            if self.localUser is not None and is_running_as_root():
+                os.chown(fetchDir, *primary_ids(self.localUser))
+            result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
+            copied, unchanged, excluded, size = [], [], [], 0
+            for fileName in sorted(os.listdir(fetchDir)):
+                fetched = path_join(fetchDir, fileName)
+                if fileName in exclude:
+                    excluded.append(fileName)
+                    continue
+                if not _is_regular(fetched):
+                    continue
+                target = path_join(targetDir, fileName)
+                mode = permissions if permissions is not None else stat.S_IMODE(os.stat(fetched).st_mode)
+                if _matches(fetched, target, mode, ownership):
+                    unchanged.append(fileName)
+                    continue
+                _apply(fetched, ownership, mode)
+                os.replace(fetched, target)
+                copied.append(fileName)
+                size += os.path.getsize(target)
+            partial = StageResult(copied, unchanged, excluded, size)
+            if result.rc != 0:
+                error = IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()))
+                raise _attach(_with_output(error, result), partial)
+            if not copied and not unchanged:
+                raise _attach(IOError("Did not copy any files from remote peer."), partial)
+            return partial
+        finally:
+            shutil.rmtree(fetchDir, ignore_errors=True)
+
+    def checkCollectIndicator(self, collectIndicator=None):
+        """Whether the collect indicator exists on the peer.
+
+        Fetches ``<collectDir>/<indicator>`` into the working directory with the rcp
+        command and removes it again; any failure to copy counts as ``False``.
+
+        :raises ValueError: if a path cannot be encoded properly
+        """
+        name = DEF_COLLECT_INDICATOR if collectIndicator is None else encode_path(collectIndicator)
+        with self._workspace() as workDir:
+            sourceFile = path_join(self.collectDir, name)
+            targetFile = path_join(workDir, name)
+            try:
+                if os.path.exists(targetFile):
+                    try:
+                        os.remove(targetFile)
+                    except OSError:
+                        raise Exception("Error: collect indicator [%s] already exists!" % targetFile)
+                try:
+                    self._copyRemoteFile(sourceFile, targetFile)
+                    return os.path.exists(targetFile)
+                except Exception as exc:  # any failure to fetch means "not ready"
+                    logger.info("Failed looking for collect indicator: %s", exc)
+                    return False
+            finally:
+                if os.path.exists(targetFile):
+                    with contextlib.suppress(OSError):
+                        os.remove(targetFile)
+
+    def writeStageIndicator(self, stageIndicator=None):
+        """Write the (empty) stage indicator into the peer's collect directory.
+
+        An empty file is created in the working directory and pushed with the rcp
+        command.
+
+        :raises ValueError: if a path cannot be encoded properly
+        :raises IOError: the copy command failed
+        """
+        stageIndicator = encode_path(stageIndicator)
+        targetFile = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
+        with self._workspace() as workDir:
+            sourceFile = path_join(workDir, DEF_STAGE_INDICATOR)
+            try:
+                if not os.path.exists(sourceFile):
+                    with open(sourceFile, "w"):
+                        pass
+                argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
+                result = self._run(argv)
+                if result.rc != 0:
+                    message = "Error (%d) copying [%s] to remote host%s." % (result.rc, sourceFile, self._userSuffix())
+                    raise _with_output(IOError(message), result)
+            finally:
+                if os.path.exists(sourceFile):
+                    with contextlib.suppress(OSError):
+                        os.remove(sourceFile)
+
+    def executeRemoteCommand(self, command):
+        """Execute ``command`` (a remote shell command line) on the peer via the rsh command.
+
+        :raises IOError: if the command cannot be run or exits non-zero
+        """
+        result = self._run(self.remoteShellArgv(command))
+        if result.rc != 0:
+            shown = "%s %s@%s '%s'" % (" ".join(self._rshCommandList), self.remoteUser, self.name, command)
+            if self.localUser is not None:
+                raise _with_output(IOError('Command failed [su -c %s "%s"]' % (self.localUser, shown)), result)
+            raise _with_output(IOError("Command failed [%s]" % shown), result)
+
+    def executeManagedAction(self, action, fullBackup):
+        """Execute a managed action (``<cbackCommand> [--full] <action>``) on this peer.
+
+        :raises ValueError: if the action is ``None``
+        :raises IOError: if the action fails on the peer
+        """
+        command = self.managedActionCommand(action, fullBackup)
+        try:
+            self.executeRemoteCommand(command)
+        except IOError as exc:
+            logger.info(exc)
+            raise _with_output(
+                IOError("Failed to execute action [%s] on managed client [%s]." % (action, self.name)),
+                getattr(exc, "commandResult", None),
+            )
+
+    # ----- collection extensions -----
+
+    def managedActionCommand(self, action, fullBackup):
+        """The remote command line of a managed action, every word shell-quoted."""
+        return join_command(build_cback_argv(self.cbackCommand, action, fullBackup))
+
+    def runRemoteCommand(self, command):
+        """Run ``command`` on the peer over the rsh command; return the ``CommandResult``."""
+        return self._run(self.remoteShellArgv(command))
+
+    def listCollectDir(self):
+        """Entries ``<collectDir>/*`` would match on the peer, over the rsh command.
+
+        Uses GNU ``find`` on the peer.  Dotfiles are left out, as the rcp glob leaves
+        them out; links are followed, as the rcp command follows them.
+
+        :returns: list of ``RemoteEntry`` sorted by name
+        :raises IOError: if the listing fails
+        """
+        command = join_command(["find", "-L", self.collectDir, "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"])
+        result = self.runRemoteCommand(command)
+        if result.rc != 0:
+            raise _with_output(IOError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir)), result)
+        kinds = {"f": "file", "d": "directory", "l": "broken-link"}
+        entries = []
+        for record in result.stdout.split("\0"):
+            if not record:
+                continue
+            kind, size, name = record.split(" ", 2)
+            if name.startswith("."):
+                continue
+            entries.append(RemoteEntry(name, kinds.get(kind, "other"), int(size)))
+        return sorted(entries)
+
+    # ----- internals -----
+
+    @staticmethod
+    def _checkTargetDir(targetDir):
+        if not os.path.isabs(targetDir):
+            logger.debug("Target directory [%s] not an absolute path.", targetDir)
+            raise ValueError("Target directory must be an absolute path.")
+        if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
+            logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
+            raise ValueError("Target directory is not a directory or does not exist on disk.")
+
+    def _copyRemoteFile(self, sourceFile, targetFile):
+        """Fetch one remote file; never overwrites an existing ``targetFile``."""
+        if os.path.exists(targetFile):
+            raise IOError("Target file [%s] already exists." % targetFile)
+        result = self._run(self._rcpArgv([self._remote(sourceFile.replace(" ", "\\ ")), targetFile]))
+        if result.rc != 0:
+            message = "Error (%d) copying [%s] from remote host%s." % (result.rc, sourceFile, self._userSuffix())
+            raise _with_output(IOError(message), result)
+        if not os.path.exists(targetFile):
+            raise IOError("Apparently unable to copy file from remote host.")
+
+
+def _with_output(exc, result):
+    """Attach the failed command's ``CommandResult`` to an exception as ``commandResult``."""
+    exc.commandResult = result
+    return exc
