@@ -44,7 +44,7 @@ venv: $(VPY)
 
 # Build the collection artifact and install it where the tests and the demo find it.
 collection: $(VPY)
-	@rm -rf $(BUILD) && mkdir -p $(BUILD)
+	@rm -rf $(COLLECTIONS) $(BUILD)/*.tar.gz && mkdir -p $(BUILD)
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path $(BUILD) . >/dev/null
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"

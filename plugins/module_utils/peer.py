@@ -21,6 +21,8 @@ Differences, all on purpose (see ``docs/peer-api.md``):
 * The local file pushed as the stage indicator is passed to the rcp command verbatim
   (Cedar Backup escapes spaces in that local path, which breaks a ``workingDir`` with
   spaces).
+* An IPv6 address as peer name is put in brackets for the rcp command
+  (``user@[::1]:path``), which scp needs and Cedar Backup does not do.
 * The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
   ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
 
@@ -156,13 +158,20 @@ def _apply(path, ownership, permissions):
         os.chmod(path, permissions)
 
 
-def _attach(exc, result):
-    """Attach the partial ``StageResult`` to an exception raised part-way through staging."""
-    try:
-        exc.stageResult = result
-    except AttributeError:
-        pass
+def _attach(exc, result, entry=None):
+    """Attach the partial ``StageResult`` (and the entry that failed) to an exception."""
+    exc.stageResult = result
+    exc.failedEntry = entry
     return exc
+
+
+def _as_local_user(argv, localUser, what):
+    """``argv`` as it runs: unchanged, or for root wrapped in ``su <localUser> -c <quoted>``."""
+    if localUser is None:
+        return list(argv)
+    if not is_running_as_root():
+        raise IOError("Only root can remote %s as another user." % what)
+    return SU_COMMAND + [localUser, "-c", join_command(argv)]
 
 
 class LocalPeer(object):
@@ -284,7 +293,7 @@ class LocalPeer(object):
                 copied.append(fileName)
                 size += os.path.getsize(source)
             except (IOError, OSError, ValueError) as exc:
-                raise _attach(exc, StageResult(copied, unchanged, excluded, size))
+                raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
         if not copied and not unchanged:
             raise _attach(IOError("Did not copy any files from local peer."), StageResult(copied, unchanged, excluded, size))
         return StageResult(copied, unchanged, excluded, size)
@@ -493,15 +502,11 @@ class RemotePeer(object):
     # ----- command construction (argv lists; su -c strings fully quoted) -----
 
     def _remote(self, path):
-        return "%s@%s:%s" % (self.remoteUser, self.name, path)
+        host = "[%s]" % self.name if ":" in self.name else self.name
+        return "%s@%s:%s" % (self.remoteUser, host, path)
 
     def _asLocalUser(self, argv, what):
-        """``argv`` as it runs: unchanged, or wrapped in ``su <localUser> -c`` for root."""
-        if self.localUser is None:
-            return list(argv)
-        if not is_running_as_root():
-            raise IOError("Only root can remote %s as another user." % what)
-        return SU_COMMAND + [self.localUser, "-c", join_command(argv)]
+        return _as_local_user(argv, self.localUser, what)
 
     def _rcpArgv(self, args):
         return self._asLocalUser(list(self._rcpCommandList) + list(args), "copy")

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+# The options documented here are declared once in plugins/module_utils/_argspec.py.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    """Documentation of the peer options the collection's modules share."""
+
+    # name, type, remote_user, local_user, timeout: every module.
+    DOCUMENTATION = r"""
+options:
+  name:
+    description:
+      - Name of the peer, as in the C(<name>) of a C(cback3.conf) peer section.
+      - For a remote peer it is the host the rcp and rsh commands connect to (a hostname, an
+        alias of the ssh client configuration, or an IP address) and is required.
+      - For a local peer it is only a label.
+      - Any peer name must be usable as one directory name (no C(/), not C(.) or C(..)) and
+        must not start with C(-).
+    type: str
+  type:
+    description:
+      - V(remote) for a peer reached over the network with the rcp and rsh commands, V(local)
+        for a peer whose collect directory is on the host the module runs on.
+    type: str
+    choices: [local, remote]
+    default: remote
+  remote_user:
+    description:
+      - Account on the remote peer that the rcp and rsh commands log in as
+        (C(<remote_user>@<name>)).
+      - Defaults to the user the module runs as.
+      - Ignored for local peers.
+    type: str
+  local_user:
+    description:
+      - Run the rcp and rsh commands as this local user, through C(su <local_user> -c), as
+        Cedar Backup does with its C(backup_user).
+      - Only allowed when the module runs as root.
+      - The command line handed to C(su -c) is built with every word shell-quoted.
+    type: str
+  timeout:
+    description:
+      - Seconds each external command (rcp, rsh, cback3) may run before it is killed and the
+        task fails.
+      - V(0) means no limit.
+      - To bound connection set-up as well, give the ssh option C(ConnectTimeout) in the
+        commands or the ssh client configuration.
+    type: int
+    default: 0
+"""
+
+    # collect_dir, rcp_command, working_dir: modules that read a collect directory.
+    COLLECT = r"""
+options:
+  collect_dir:
+    description:
+      - Absolute path of the peer's collect directory (on the remote peer for V(remote) peers).
+    type: path
+    required: true
+  rcp_command:
+    description:
+      - rcp-compatible copy command for a remote peer, split into words as Cedar Backup splits
+        it (spaces, double quotes), never given to a shell.
+      - Defaults to C(/usr/bin/scp -B -q -C) (Cedar Backup's C(DEF_RCP_COMMAND)).
+      - Put connection options here, for example C(/usr/bin/scp -F /etc/cback/ssh_config -B -q -C).
+    type: str
+  working_dir:
+    description:
+      - Absolute path of a local directory for temporary files of a remote peer.
+      - The module always works in a private subdirectory that it creates there and removes
+        afterwards, so concurrent tasks may share one working directory.
+      - Defaults to a private temporary directory that the module removes.
+    type: path
+"""
+
+    # rsh_command: modules that run commands on the peer.
+    RSH = r"""
+options:
+  rsh_command:
+    description:
+      - rsh-compatible command used to run commands on a remote peer, split into words as Cedar
+        Backup splits it, never given to a shell.
+      - Defaults to C(/usr/bin/ssh) (Cedar Backup's C(DEF_RSH_COMMAND)).
+      - The remote command line it carries is built with every word shell-quoted.
+    type: str
+"""

@@ -1,0 +1,270 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+"""What the three modules do, on plain parameter dicts (no AnsibleModule here).
+
+Each function takes the module's validated ``params`` and ``check_mode`` and returns the
+result dict, or raises ``TaskFailure`` whose message names the peer and the option.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from . import _argspec as spec
+from ._command import run_command, split_command_line
+from ._ids import current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._paths import path_join
+from .peer import (
+    DEF_COLLECT_INDICATOR,
+    DEF_STAGE_INDICATOR,
+    LocalPeer,
+    RemotePeer,
+    StageResult,
+    _as_local_user,
+    _attach,
+    build_cback_argv,
+)
+
+
+class TaskFailure(Exception):
+    """The task failed; ``msg`` for the user, ``result`` for the rest of the task result."""
+
+    def __init__(self, msg, **result):
+        Exception.__init__(self, msg)
+        self.msg = msg
+        self.result = result
+
+
+def _label(params):
+    return params.get("name") or "localhost"
+
+
+def _fail(params, message, **result):
+    raise TaskFailure("Peer %s: %s" % (_label(params), message), **result)
+
+
+def _output_of(exc):
+    """stderr of the command behind a peer exception, for the failure message."""
+    command = getattr(exc, "commandResult", None)
+    if command is None:
+        return "", {}
+    detail = command.stderr.strip()
+    extra = dict(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
+    return (" " + detail if detail else ""), extra
+
+
+def _check_peer_options(params, with_collect=True):
+    remote = params["type"] == "remote"
+    spec.check_peer_name(params.get("name"), params["type"])
+    spec.check_user("remote_user", params.get("remote_user"))
+    spec.check_user("local_user", params.get("local_user"))
+    spec.check_timeout(params.get("timeout"))
+    if with_collect:
+        spec.check_absolute("collect_dir", params.get("collect_dir"), remote=remote)
+        spec.check_absolute("working_dir", params.get("working_dir"))
+        spec.check_command("rcp_command", params.get("rcp_command"))
+    spec.check_command("rsh_command", params.get("rsh_command"))
+    if params.get("local_user") is not None:
+        if not is_running_as_root():
+            raise spec.OptionError("local_user", "only root can run the peer commands as another user.")
+        try:
+            primary_ids(params["local_user"])
+        except KeyError:
+            raise spec.OptionError("local_user", "no such local user %r." % params["local_user"])
+
+
+def _peer(params, working_dir=None):
+    """The LocalPeer or RemotePeer the parameters describe."""
+    if params["type"] == "local":
+        return LocalPeer(params.get("name") or "localhost", params["collect_dir"])
+    peer = RemotePeer(
+        name=params["name"],
+        collectDir=params.get("collect_dir"),
+        workingDir=working_dir,
+        remoteUser=params.get("remote_user") or current_user_name(),
+        rcpCommand=params.get("rcp_command"),
+        localUser=params.get("local_user"),
+        rshCommand=params.get("rsh_command"),
+        cbackCommand=params.get("cback_command"),
+    )
+    peer.commandTimeout = spec.check_timeout(params.get("timeout"))
+    return peer
+
+
+@contextlib.contextmanager
+def _working_dir(params):
+    """A private directory inside ``working_dir`` (removed afterwards), or ``None``."""
+    base = params.get("working_dir")
+    if base is None or params["type"] == "local":
+        yield None
+        return
+    if not os.path.isdir(base):
+        raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % base)
+    private = tempfile.mkdtemp(prefix="cback-peer-", dir=base)
+    try:
+        if params.get("local_user") is not None:
+            os.chown(private, *primary_ids(params["local_user"]))
+        yield private
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def collect_indicator(params, check_mode=False):
+    """Is the peer ready?  Read-only, so it runs the same in check mode."""
+    try:
+        _check_peer_options(params)
+        spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
+        with _working_dir(params) as work:
+            ready = _peer(params, work).checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR)
+    except ValueError as exc:
+        _fail(params, str(exc))
+    return dict(changed=False, ready=bool(ready))
+
+
+def _ownership(params):
+    try:
+        uid = resolve_uid(params.get("owner"))
+    except KeyError:
+        raise spec.OptionError("owner", "no such user %r." % params.get("owner"))
+    try:
+        gid = resolve_gid(params.get("group"))
+    except KeyError:
+        raise spec.OptionError("group", "no such group %r." % params.get("group"))
+    if uid is None and gid is None:
+        return None
+    return (uid, gid)
+
+
+def _stage_failure(params, exc, target_dir):
+    partial = getattr(exc, "stageResult", None)
+    message = str(exc)
+    if isinstance(exc, ValueError) and message.startswith("Target directory"):
+        message = "target_dir: " + message
+    elif isinstance(exc, ValueError) and message.startswith("Collect directory"):
+        message = "collect_dir: " + message
+    entry = getattr(exc, "failedEntry", None)
+    if entry is not None:
+        message = "%s [%s]" % (message.rstrip("."), entry)
+    detail, extra = _output_of(exc)
+    result = dict(target_dir=target_dir, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False)
+    if partial is not None:
+        result.update(count=len(partial.copied), files=list(partial.copied), bytes=partial.bytes, unchanged=list(partial.unchanged))
+    result["changed"] = bool(result["files"])
+    result.update(extra)
+    _fail(params, message + detail, **result)
+
+
+def stage(params, check_mode=False):
+    """Stage one peer into ``target_dir``, then write its stage indicator."""
+    target_dir = params["target_dir"]
+    try:
+        _check_peer_options(params)
+        spec.check_absolute("target_dir", target_dir)
+        indicator = params.get("stage_indicator") or DEF_STAGE_INDICATOR
+        spec.check_file_name("stage_indicator", indicator, params["type"] == "remote")
+        ownership = _ownership(params)
+        mode = spec.parse_mode(params.get("mode"))
+    except ValueError as exc:
+        _fail(params, str(exc))
+    remote = params["type"] == "remote"
+    warnings = []
+    try:
+        with _working_dir(params) as work:
+            peer = _peer(params, work)
+            if remote and check_mode:
+                staged, present = _predict_remote(peer, target_dir, indicator, warnings)
+            else:
+                staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
+                if remote:
+                    present = indicator in staged.excluded
+                else:
+                    present = os.path.isfile(path_join(peer.collectDir, indicator))
+            written = bool(params.get("write_stage_indicator", True)) and not present
+            if written and not check_mode:
+                peer.writeStageIndicator(indicator)
+    except spec.OptionError as exc:
+        _fail(params, str(exc))
+    except (IOError, OSError, ValueError) as exc:
+        _stage_failure(params, exc, target_dir)
+    result = dict(
+        changed=bool(staged.copied) or written or bool(warnings),
+        count=len(staged.copied),
+        files=list(staged.copied),
+        bytes=staged.bytes,
+        unchanged=list(staged.unchanged),
+        target_dir=target_dir,
+        stage_indicator_written=written,
+    )
+    if warnings:
+        result["warnings"] = warnings
+    return result
+
+
+def _predict_remote(peer, target_dir, indicator, warnings):
+    """Check mode for a remote peer: list the collect dir, compare names and sizes.
+
+    Returns the predicted ``StageResult`` and whether the stage indicator is present.
+    """
+    peer._checkTargetDir(target_dir)
+    try:
+        entries = peer.listCollectDir()
+    except IOError as exc:
+        detail, _extra = _output_of(exc)
+        warnings.append(
+            "Could not list the remote collect directory to predict the copy (%s%s); reporting a change." % (exc, detail)
+        )
+        return StageResult([], [], [], 0), False
+    copied, unchanged, size, present = [], [], 0, False
+    for entry in entries:
+        if entry.name == indicator:
+            present = True
+            continue
+        if entry.kind != "file":
+            raise _attach(IOError("Remote entry is a %s; the copy would fail." % entry.kind), StageResult(copied, unchanged, [], size), entry.name)
+        target = path_join(target_dir, entry.name)
+        if os.path.isfile(target) and not os.path.islink(target) and os.path.getsize(target) == entry.size:
+            unchanged.append(entry.name)
+        else:
+            copied.append(entry.name)
+            size += entry.size
+    if not copied and not unchanged:
+        raise IOError("Did not copy any files from remote peer.")
+    return StageResult(copied, unchanged, [indicator] if present else [], size), present
+
+
+def managed_action(params, check_mode=False):
+    """Run ``<cback_command> [--full] <action>`` on the peer (remote) or right here (local)."""
+    try:
+        spec.check_action(params.get("action"))
+        spec.check_command("cback_command", params.get("cback_command"))
+        if params.get("cback_command") is not None and not split_command_line(params["cback_command"]):
+            raise spec.OptionError("cback_command", "must be a non-empty command.")
+        _check_peer_options(params, with_collect=False)
+        if params["type"] == "local":
+            argv = _as_local_user(
+                build_cback_argv(params.get("cback_command"), params["action"], params.get("full")),
+                params.get("local_user"),
+                "shell",
+            )
+        else:
+            peer = _peer(params)
+            argv = peer.remoteShellArgv(peer.managedActionCommand(params["action"], params.get("full")))
+    except (IOError, ValueError) as exc:
+        _fail(params, str(exc))
+    if check_mode:
+        return dict(changed=True, cmd=argv, rc=None, stdout="", stderr="", skipped_command=True)
+    outcome = run_command(argv, timeout=spec.check_timeout(params.get("timeout")))
+    result = dict(changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr)
+    if outcome.timed_out:
+        _fail(params, "action [%s] timed out after %s seconds." % (params["action"], params["timeout"]), **result)
+    if outcome.rc != 0:
+        detail = outcome.stderr.strip() or outcome.stdout.strip()
+        _fail(params, "action [%s] failed with rc %s: %s" % (params["action"], outcome.rc, detail), **result)
+    return result

@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: cback_stage
+short_description: Stage one Cedar Backup peer into a staging directory
+version_added: 0.1.0
+description:
+  - Copies the files of a peer's collect directory (flat, not recursive) into O(target_dir),
+    applies O(owner), O(group) and O(mode), then writes the peer's stage indicator into its
+    collect directory, as C(cback3 stage) does for each ready peer.
+  - A V(local) peer is copied on the filesystem; every entry is staged, dotfiles included, and
+    files keep their permission bits unless O(mode) is given. A symlink or a subdirectory in
+    the collect directory fails the task (after the entries listed before it were staged) and
+    no stage indicator is written.
+  - A V(remote) peer is fetched with the rcp command as
+    C(<rcp_command> <remote_user>@<name>:<collect_dir>/*), so dotfiles are not staged, symlinks
+    arrive as regular files and files get the source mode masked by the umask unless O(mode)
+    is given. A subdirectory makes the copy fail; the regular files it fetched are staged and
+    the task fails without a stage indicator.
+  - The peer's own stage indicator is never staged. A file already staged with the same bytes,
+    mode and ownership is left alone, so a re-run over a staged peer copies nothing and reports
+    no change. Every file is written to a temporary name in O(target_dir) first and renamed into
+    place, so a staged file is never half-written.
+  - The module does not check the collect indicator; use M(cedarbackup.peer.cback_collect_indicator)
+    first.
+  - An empty collect directory (nothing to stage) fails, as in Cedar Backup.
+author:
+  - cedarbackup.peer contributors
+extends_documentation_fragment:
+  - cedarbackup.peer._peer
+  - cedarbackup.peer._peer.collect
+  - cedarbackup.peer._peer.rsh
+  - cedarbackup.peer._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - For a local peer the prediction compares contents, modes and ownership exactly.
+      - For a remote peer the collect directory is listed over O(rsh_command) (GNU C(find) on the
+        peer) and files are compared by name and size; when the listing fails, a warning is
+        given and a change is reported.
+  diff_mode:
+    support: none
+options:
+  target_dir:
+    description:
+      - Absolute path of the local directory to stage into, usually
+        C(<staging_dir>/YYYY/MM/DD/<peer name>). It must exist.
+    type: path
+    required: true
+  owner:
+    description:
+      - User name or numeric uid that staged files get.
+      - Without it (and without O(group)) files belong to the user the copy runs as.
+    type: str
+  group:
+    description:
+      - Group name or numeric gid that staged files get.
+    type: str
+  mode:
+    description:
+      - Permission bits of the staged files, as an octal string such as V('0640').
+      - Without it, local peers keep the source mode and remote peers get the source mode masked
+        by the umask, as with Cedar Backup.
+    type: raw
+  write_stage_indicator:
+    description:
+      - Write the stage indicator into the peer's collect directory after a successful stage.
+      - An indicator that is already there is left alone.
+    type: bool
+    default: true
+  stage_indicator:
+    description:
+      - File name of the stage indicator written into the collect directory; a file of that name
+        in the collect directory is never staged.
+    type: str
+    default: cback.stage
+notes:
+  - The copy never deletes or changes anything in the peer's collect directory, except writing
+    the stage indicator.
+seealso:
+  - module: cedarbackup.peer.cback_collect_indicator
+"""
+
+EXAMPLES = r"""
+- name: Stage the master's own collect directory
+  cedarbackup.peer.cback_stage:
+    name: backup-master
+    type: local
+    collect_dir: /opt/backup/collect
+    target_dir: /opt/backup/stage/2026/11/26/backup-master
+    owner: backup
+    group: backup
+
+- name: Stage web1 over scp, files readable by the backup group only
+  cedarbackup.peer.cback_stage:
+    name: web1
+    collect_dir: /opt/backup/collect
+    remote_user: backup
+    rcp_command: /usr/bin/scp -F /etc/cback/ssh_config -B -q -C
+    rsh_command: /usr/bin/ssh -F /etc/cback/ssh_config
+    target_dir: /opt/backup/stage/2026/11/26/web1
+    owner: backup
+    group: backup
+    mode: "0640"
+    timeout: 3600
+  register: web1
+
+- name: Show what was staged
+  ansible.builtin.debug:
+    msg: "{{ web1.count }} files, {{ web1.bytes }} bytes: {{ web1.files | join(', ') }}"
+"""
+
+RETURN = r"""
+count:
+  description:
+    - Number of files copied into O(target_dir) by this run (in check mode, that would be copied).
+    - On a first run it includes the collect indicator C(cback.collect), which is staged like any
+      other file.
+  returned: always
+  type: int
+  sample: 3
+files:
+  description: Names of the files copied by this run, in the order they were staged.
+  returned: always
+  type: list
+  elements: str
+  sample: [cback.collect, etc.tar.gz, home.tar.gz]
+bytes:
+  description: Total size in bytes of the files copied by this run.
+  returned: always
+  type: int
+  sample: 1048576
+unchanged:
+  description: Names of files that were already staged identically and were left alone.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+target_dir:
+  description: The staging directory of the peer.
+  returned: always
+  type: str
+  sample: /opt/backup/stage/2026/11/26/web1
+stage_indicator_written:
+  description: Whether the stage indicator was written (in check mode, would be written).
+  returned: always
+  type: bool
+  sample: true
+rc:
+  description: Exit status of the failed copy command.
+  returned: when the copy command failed
+  type: int
+  sample: 1
+stderr:
+  description: Error output of the failed copy command.
+  returned: when the copy command failed
+  type: str
+cmd:
+  description: The failed command, as an argv list.
+  returned: when the copy command failed
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
+from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure, stage
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=_argspec.argument_spec(
+            _argspec.PEER_OPTIONS,
+            _argspec.COLLECT_OPTIONS,
+            _argspec.RSH_OPTIONS,
+            target_dir=dict(type="path", required=True),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            mode=dict(type="raw"),
+            write_stage_indicator=dict(type="bool", default=True),
+            stage_indicator=dict(type="str", default="cback.stage"),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = stage(module.params, module.check_mode)
+    except TaskFailure as failure:
+        module.fail_json(msg=failure.msg, **failure.result)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
