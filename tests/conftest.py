@@ -26,3 +26,34 @@ def _link_source_collection():
 _link_source_collection()
 if str(SRC_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(SRC_COLLECTIONS))
+
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+INSTALLED = ROOT / ".build" / "collections"
+
+
+def _newest_source_mtime():
+    newest = (ROOT / "galaxy.yml").stat().st_mtime
+    for top in ("plugins", "meta", "roles", "playbooks"):
+        for path in (ROOT / top).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                newest = max(newest, path.stat().st_mtime)
+    return newest
+
+
+@pytest.fixture(scope="session")
+def installed_collections():
+    """Collections path holding cedarbackup.peer built from this checkout.
+
+    ``make test`` builds and installs it first (``make collection``); run alone, the
+    fixture rebuilds it when it is missing or older than the sources, so that the
+    artifact under test is never stale.
+    """
+    manifest = INSTALLED / "ansible_collections" / "cedarbackup" / "peer" / "MANIFEST.json"
+    if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
+        subprocess.run(["make", "-s", "collection"], cwd=str(ROOT), check=True, timeout=600, stdout=subprocess.DEVNULL)
+    assert manifest.exists()
+    return INSTALLED

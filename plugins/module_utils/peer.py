@@ -144,7 +144,7 @@ def _matches(candidate, target, mode, ownership):
         return False
     if ownership is not None:
         uid, gid = ownership
-        if (uid not in (None, -1) and info.st_uid != uid) or (gid not in (None, -1) and info.st_gid != gid):
+        if (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
             return False
     if info.st_size != os.path.getsize(candidate):
         return False
@@ -152,10 +152,18 @@ def _matches(candidate, target, mode, ownership):
 
 
 def _apply(path, ownership, permissions):
+    """chown then chmod, as Cedar Backup does (``ownership`` is a numeric ``(uid, gid)``)."""
     if ownership is not None:
-        os.chown(path, -1 if ownership[0] is None else ownership[0], -1 if ownership[1] is None else ownership[1])
+        os.chown(path, ownership[0], ownership[1])
     if permissions is not None:
         os.chmod(path, permissions)
+
+
+def _lenient(ownership):
+    """``stageFiles`` takes ``None`` in an ownership tuple for "leave as is" (-1)."""
+    if ownership is None:
+        return None
+    return tuple(-1 if value is None else value for value in ownership)
 
 
 def _attach(exc, result, entry=None):
@@ -266,13 +274,15 @@ class LocalPeer(object):
         Entries named in ``exclude`` are not staged.  A file already staged with the
         same bytes, permission bits and ownership is left alone; any other is written to
         a temporary file in ``targetDir`` and renamed into place, so a target is never
-        half-written.  With ``checkOnly`` nothing is written and the result tells what
-        would be copied.  Errors are those of ``stagePeer``; an exception raised
-        part-way carries the partial result as ``stageResult``.
+        half-written.  ``None`` for the uid or gid in ``ownership`` leaves that id as it
+        is.  With ``checkOnly`` nothing is written and the result tells what would be
+        copied.  Errors are those of ``stagePeer``; an exception raised part-way carries
+        the partial result as ``stageResult`` and the failing entry as ``failedEntry``.
 
         :returns: ``StageResult``
         """
         targetDir = self._checkDirs(targetDir)
+        ownership = _lenient(ownership)
         copied, unchanged, excluded, size = [], [], [], 0
         for fileName in os.listdir(self.collectDir):
             if fileName in exclude:
@@ -581,6 +591,7 @@ class RemotePeer(object):
         """
         targetDir = encode_path(targetDir)
         self._checkTargetDir(targetDir)
+        ownership = _lenient(ownership)
         fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
         try:
             if self.localUser is not None and is_running_as_root():
@@ -676,7 +687,8 @@ class RemotePeer(object):
         """
         result = self._run(self.remoteShellArgv(command))
         if result.rc != 0:
-            shown = "%s %s@%s '%s'" % (" ".join(self._rshCommandList), self.remoteUser, self.name, command)
+            rsh = self._rshCommand if self._rshCommand is not None else " ".join(self._rshCommandList)
+            shown = "%s %s@%s '%s'" % (rsh, self.remoteUser, self.name, command)
             if self.localUser is not None:
                 raise _with_output(IOError('Command failed [su -c %s "%s"]' % (self.localUser, shown)), result)
             raise _with_output(IOError("Command failed [%s]" % shown), result)
