@@ -3,7 +3,7 @@
 Unit tests import ``ansible_collections.cedarbackup.peer`` from the working tree through a
 symlinked collection root under ``.build/src``.  Integration tests drive the collection
 as installed by ``make collection`` (``ANSIBLE_COLLECTIONS_PATH``), or install it
-themselves when run outside make (see ``tests/integration/conftest.py``).
+themselves when run outside make (the ``installed_collections`` fixture below).
 """
 
 import os

@@ -12,7 +12,9 @@ __metaclass__ = type
 class ModuleDocFragment(object):
     """Documentation of the peer options the collection's modules share."""
 
-    # name, type, remote_user, local_user, timeout: every module.
+    # The connection options every module takes (so that module_defaults for the action
+    # group can set them once): name, type, remote_user, local_user, rcp_command,
+    # rsh_command, working_dir, timeout.
     DOCUMENTATION = r"""
 options:
   name:
@@ -36,7 +38,7 @@ options:
       - Account on the remote peer that the rcp and rsh commands log in as
         (C(<remote_user>@<name>)).
       - Defaults to the user the module runs as.
-      - Ignored for local peers.
+      - Not used for local peers.
     type: str
   local_user:
     description:
@@ -45,6 +47,32 @@ options:
       - Only allowed when the module runs as root.
       - The command line handed to C(su -c) is built with every word shell-quoted.
     type: str
+  rcp_command:
+    description:
+      - rcp-compatible copy command for a remote peer, split into words as Cedar Backup splits
+        it (spaces, double quotes), never given to a shell.
+      - Fetches the collect indicator and the collect directory's files and pushes the stage
+        indicator (M(cedarbackup.peer.cback_collect_indicator), M(cedarbackup.peer.cback_stage)).
+      - Defaults to C(/usr/bin/scp -B -q -C) (Cedar Backup's C(DEF_RCP_COMMAND)).
+      - Put connection options here, for example C(/usr/bin/scp -F /etc/cback/ssh_config -B -q -C).
+    type: str
+  rsh_command:
+    description:
+      - rsh-compatible command that runs commands on a remote peer, split into words as Cedar
+        Backup splits it, never given to a shell. The remote command line it carries is built
+        with every word shell-quoted.
+      - Runs managed actions (M(cedarbackup.peer.cback_managed_action)) and lists a remote collect
+        directory in check mode (M(cedarbackup.peer.cback_stage)).
+      - Defaults to C(/usr/bin/ssh) (Cedar Backup's C(DEF_RSH_COMMAND)).
+    type: str
+  working_dir:
+    description:
+      - Absolute path of a local directory for the temporary files of a remote peer (the fetched
+        collect indicator, the stage indicator to push).
+      - The module works in a private subdirectory that it creates there and removes
+        afterwards, so concurrent tasks may share one working directory.
+      - Defaults to a private temporary directory that the module removes.
+    type: path
   timeout:
     description:
       - Seconds each external command (rcp, rsh, cback3) may run before it is killed and the
@@ -56,7 +84,7 @@ options:
     default: 0
 """
 
-    # collect_dir, rcp_command, working_dir: modules that read a collect directory.
+    # collect_dir: modules that read a collect directory.
     COLLECT = r"""
 options:
   collect_dir:
@@ -64,30 +92,4 @@ options:
       - Absolute path of the peer's collect directory (on the remote peer for V(remote) peers).
     type: path
     required: true
-  rcp_command:
-    description:
-      - rcp-compatible copy command for a remote peer, split into words as Cedar Backup splits
-        it (spaces, double quotes), never given to a shell.
-      - Defaults to C(/usr/bin/scp -B -q -C) (Cedar Backup's C(DEF_RCP_COMMAND)).
-      - Put connection options here, for example C(/usr/bin/scp -F /etc/cback/ssh_config -B -q -C).
-    type: str
-  working_dir:
-    description:
-      - Absolute path of a local directory for temporary files of a remote peer.
-      - The module always works in a private subdirectory that it creates there and removes
-        afterwards, so concurrent tasks may share one working directory.
-      - Defaults to a private temporary directory that the module removes.
-    type: path
-"""
-
-    # rsh_command: modules that run commands on the peer.
-    RSH = r"""
-options:
-  rsh_command:
-    description:
-      - rsh-compatible command used to run commands on a remote peer, split into words as Cedar
-        Backup splits it, never given to a shell.
-      - Defaults to C(/usr/bin/ssh) (Cedar Backup's C(DEF_RSH_COMMAND)).
-      - The remote command line it carries is built with every word shell-quoted.
-    type: str
 """

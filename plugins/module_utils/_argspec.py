@@ -15,27 +15,25 @@ import ipaddress
 import os
 import re
 
+from ._command import split_command_line
 from ._paths import is_single_name
 
-# name, type, remote_user, local_user, timeout  (doc fragment: cedarbackup.peer._peer)
+# The connection options every module takes (doc fragment: cedarbackup.peer._peer), so
+# that module_defaults for group/cedarbackup.peer.cback can set them once for all three.
 PEER_OPTIONS = dict(
     name=dict(type="str"),
     type=dict(type="str", choices=["local", "remote"], default="remote"),
     remote_user=dict(type="str"),
     local_user=dict(type="str"),
+    rcp_command=dict(type="str"),
+    rsh_command=dict(type="str"),
+    working_dir=dict(type="path"),
     timeout=dict(type="int", default=0),
 )
 
-# collect_dir, rcp_command, working_dir  (doc fragment: cedarbackup.peer._peer.collect)
+# collect_dir  (doc fragment: cedarbackup.peer._peer.collect)
 COLLECT_OPTIONS = dict(
     collect_dir=dict(type="path", required=True),
-    rcp_command=dict(type="str"),
-    working_dir=dict(type="path"),
-)
-
-# rsh_command  (doc fragment: cedarbackup.peer._peer.rsh)
-RSH_OPTIONS = dict(
-    rsh_command=dict(type="str"),
 )
 
 ACTION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -84,13 +82,13 @@ def _is_host(name):
         ipaddress.ip_address(name)
         return True
     except ValueError:
-        return bool(_HOSTNAME.match(name)) and len(name) <= 253
+        return bool(_HOSTNAME.fullmatch(name)) and len(name) <= 253
 
 
 def check_user(option, value):
     if value is None:
         return
-    if not _USER.match(value):
+    if not _USER.fullmatch(value):
         raise OptionError(option, "%r is not a valid user name." % value)
 
 
@@ -99,7 +97,7 @@ def check_absolute(option, value, remote=False):
         return
     if not os.path.isabs(value):
         raise OptionError(option, "%r must be an absolute path." % value)
-    if remote and not _REMOTE_PATH.match(value):
+    if remote and not _REMOTE_PATH.fullmatch(value):
         raise OptionError(
             option,
             "%r holds characters a remote copy cannot pass safely; use letters, digits, space and _ . / @ %% + = : , ~ -." % value,
@@ -111,19 +109,20 @@ def check_file_name(option, value, remote=False):
         return
     if not is_single_name(value) or value.startswith("-"):
         raise OptionError(option, "%r must be a plain file name (no '/', not '.' or '..', no leading '-')." % value)
-    if remote and not _REMOTE_PATH.match(value):
+    if remote and not _REMOTE_PATH.fullmatch(value):
         raise OptionError(option, "%r holds characters a remote copy cannot pass safely." % value)
 
 
 def check_command(option, value):
+    """A command line must split (as Cedar Backup splits it) into at least one word."""
     if value is None:
         return
-    if not value.strip():
-        raise OptionError(option, "must be a non-empty command.")
+    if not split_command_line(value):
+        raise OptionError(option, "%r is not a command; give the program and its arguments." % (value,))
 
 
 def check_action(value):
-    if value is None or not ACTION_PATTERN.match(value):
+    if value is None or not ACTION_PATTERN.fullmatch(value):
         raise OptionError("action", "%r is not a bare action name (lowercase letters, digits, '_' and '-')." % (value,))
     return value
 
@@ -146,6 +145,6 @@ def parse_mode(value):
             raise OptionError("mode", "%r is out of range for a file mode." % (value,))
         return value
     text = str(value).strip()
-    if not _MODE.match(text):
+    if not _MODE.fullmatch(text):
         raise OptionError("mode", "%r is not an octal mode such as '0640'." % (value,))
     return int(text, 8)

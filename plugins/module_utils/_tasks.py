@@ -18,7 +18,7 @@ import shutil
 import tempfile
 
 from . import _argspec as spec
-from ._command import run_command, split_command_line
+from ._command import run_command
 from ._ids import current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from .peer import (
@@ -68,8 +68,8 @@ def _check_peer_options(params, with_collect=True):
     spec.check_timeout(params.get("timeout"))
     if with_collect:
         spec.check_absolute("collect_dir", params.get("collect_dir"), remote=remote)
-        spec.check_absolute("working_dir", params.get("working_dir"))
-        spec.check_command("rcp_command", params.get("rcp_command"))
+    spec.check_absolute("working_dir", params.get("working_dir"))
+    spec.check_command("rcp_command", params.get("rcp_command"))
     spec.check_command("rsh_command", params.get("rsh_command"))
     if params.get("local_user") is not None:
         if not is_running_as_root():
@@ -244,8 +244,6 @@ def managed_action(params, check_mode=False):
     try:
         spec.check_action(params.get("action"))
         spec.check_command("cback_command", params.get("cback_command"))
-        if params.get("cback_command") is not None and not split_command_line(params["cback_command"]):
-            raise spec.OptionError("cback_command", "must be a non-empty command.")
         _check_peer_options(params, with_collect=False)
         if params["type"] == "local":
             argv = _as_local_user(
@@ -259,7 +257,8 @@ def managed_action(params, check_mode=False):
     except (IOError, ValueError) as exc:
         _fail(params, str(exc))
     if check_mode:
-        return dict(changed=True, cmd=argv, rc=None, stdout="", stderr="", skipped_command=True)
+        # No rc: ansible-core takes a result whose rc is not 0 as a failure.
+        return dict(changed=True, cmd=argv, stdout="", stderr="")
     outcome = run_command(argv, timeout=spec.check_timeout(params.get("timeout")))
     result = dict(changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr)
     if outcome.timed_out:

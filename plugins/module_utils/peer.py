@@ -173,6 +173,19 @@ def _attach(exc, result, entry=None):
     return exc
 
 
+def _give_to_user(path, user):
+    """Hand a private directory to the local user the copies run as (root only).
+
+    An unknown user is left for ``su`` to report, as it would be with a working dir.
+    """
+    if user is None or not is_running_as_root():
+        return
+    try:
+        os.chown(path, *primary_ids(user))
+    except KeyError:
+        logger.debug("Local user [%s] does not exist; [%s] stays as it is.", user, path)
+
+
 def _as_local_user(argv, localUser, what):
     """``argv`` as it runs: unchanged, or for root wrapped in ``su <localUser> -c <quoted>``."""
     if localUser is None:
@@ -539,8 +552,7 @@ class RemotePeer(object):
             return
         temp = tempfile.mkdtemp(prefix="cback-peer-")
         try:
-            if self.localUser is not None and is_running_as_root():
-                os.chown(temp, *primary_ids(self.localUser))
+            _give_to_user(temp, self.localUser)
             yield temp
         finally:
             shutil.rmtree(temp, ignore_errors=True)
@@ -594,8 +606,7 @@ class RemotePeer(object):
         ownership = _lenient(ownership)
         fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
         try:
-            if self.localUser is not None and is_running_as_root():
-                os.chown(fetchDir, *primary_ids(self.localUser))
+            _give_to_user(fetchDir, self.localUser)
             result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
             copied, unchanged, excluded, size = [], [], [], 0
             for fileName in sorted(os.listdir(fetchDir)):
@@ -606,12 +617,15 @@ class RemotePeer(object):
                 if not _is_regular(fetched):
                     continue
                 target = path_join(targetDir, fileName)
-                mode = permissions if permissions is not None else stat.S_IMODE(os.stat(fetched).st_mode)
-                if _matches(fetched, target, mode, ownership):
-                    unchanged.append(fileName)
-                    continue
-                _apply(fetched, ownership, mode)
-                os.replace(fetched, target)
+                try:
+                    mode = permissions if permissions is not None else stat.S_IMODE(os.stat(fetched).st_mode)
+                    if _matches(fetched, target, mode, ownership):
+                        unchanged.append(fileName)
+                        continue
+                    _apply(fetched, ownership, mode)
+                    os.replace(fetched, target)
+                except (IOError, OSError) as exc:
+                    raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
                 copied.append(fileName)
                 size += os.path.getsize(target)
             partial = StageResult(copied, unchanged, excluded, size)

@@ -23,7 +23,6 @@ author:
   - cedarbackup.peer contributors
 extends_documentation_fragment:
   - cedarbackup.peer._peer
-  - cedarbackup.peer._peer.rsh
   - cedarbackup.peer._attributes
 attributes:
   check_mode:
@@ -82,8 +81,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rc:
-  description: Exit status of the command (V(null) in check mode).
-  returned: always
+  description: Exit status of the command.
+  returned: when the command ran (not in check mode)
   type: int
   sample: 0
 stdout:
@@ -114,7 +113,6 @@ def main():
     module = AnsibleModule(
         argument_spec=_argspec.argument_spec(
             _argspec.PEER_OPTIONS,
-            _argspec.RSH_OPTIONS,
             action=dict(type="str", required=True),
             full=dict(type="bool", default=False),
             cback_command=dict(type="str"),

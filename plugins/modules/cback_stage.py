@@ -36,7 +36,6 @@ author:
 extends_documentation_fragment:
   - cedarbackup.peer._peer
   - cedarbackup.peer._peer.collect
-  - cedarbackup.peer._peer.rsh
   - cedarbackup.peer._attributes
 attributes:
   check_mode:
@@ -181,7 +180,6 @@ def main():
         argument_spec=_argspec.argument_spec(
             _argspec.PEER_OPTIONS,
             _argspec.COLLECT_OPTIONS,
-            _argspec.RSH_OPTIONS,
             target_dir=dict(type="path", required=True),
             owner=dict(type="str"),
             group=dict(type="str"),
