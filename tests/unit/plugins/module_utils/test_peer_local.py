@@ -1,0 +1,857 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for ``peer.LocalPeer``: the CedarBackup3.peer API plus ``stageFiles``.
+
+Messages, exception types and the order of checks are those of Cedar Backup 3.7's
+``CedarBackup3.peer.LocalPeer``.  The tests run as root (ownership changes).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import grp
+import os
+import pwd
+import stat
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.plugins.module_utils import peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, StageResult
+
+NOBODY_UID = pwd.getpwnam("nobody").pw_uid
+NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
+
+MSG_NAME = "Peer name must be a non-empty string."
+MSG_COLLECT_ABS = "Collect directory must be an absolute path."
+MSG_MODE = "Ignore failure mode must be one of ['none', 'all', 'daily', 'weekly']."
+MSG_TARGET_ABS = "Target directory must be an absolute path."
+MSG_COLLECT_MISSING = "Collect directory is not a directory or does not exist on disk."
+MSG_TARGET_MISSING = "Target directory is not a directory or does not exist on disk."
+MSG_EMPTY = "Did not copy any files from local peer."
+MSG_NOT_REGULAR = "Source is not a regular file."
+
+
+# ---------------------------------------------------------------------------
+# fixtures and helpers
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    collect = tmp_path / "collect"
+    target = tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    return collect, target
+
+
+@pytest.fixture
+def umask077():
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def write(path, data=b"", mode=None):
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    if mode is not None:
+        os.chmod(str(path), mode)
+    return path
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(str(path)).st_mode)
+
+
+def names(path):
+    return sorted(os.listdir(str(path)))
+
+
+def part_files(path):
+    return [name for name in os.listdir(str(path)) if name.endswith(".cback-part")]
+
+
+@pytest.fixture
+def listdir_order(monkeypatch):
+    """Force the ``os.listdir`` order of one directory (the rest stays real)."""
+    real = os.listdir
+
+    def install(directory, order):
+        def fake(path="."):
+            if os.fsdecode(path) == str(directory):
+                assert sorted(order) == sorted(real(path))
+                return list(order)
+            return real(path)
+
+        monkeypatch.setattr(os, "listdir", fake)
+
+    return install
+
+
+# ---------------------------------------------------------------------------
+# constructor and properties
+# ---------------------------------------------------------------------------
+
+
+def test_constructor_values():
+    p = LocalPeer("peer01", "/opt/backup/collect")
+    assert p.name == "peer01"
+    assert p.collectDir == "/opt/backup/collect"
+    assert p.ignoreFailureMode is None
+
+
+@pytest.mark.parametrize("mode", [None, "none", "all", "daily", "weekly"])
+def test_constructor_valid_failure_modes(mode):
+    assert LocalPeer("peer01", "/c", mode).ignoreFailureMode == mode
+
+
+@pytest.mark.parametrize("mode", ["", "Daily", "sometimes", "ALL"])
+def test_constructor_invalid_failure_mode(mode):
+    with pytest.raises(ValueError) as info:
+        LocalPeer("peer01", "/c", mode)
+    assert str(info.value) == MSG_MODE
+
+
+@pytest.mark.parametrize("name", [None, "", b""])
+def test_constructor_empty_name(name):
+    with pytest.raises(ValueError) as info:
+        LocalPeer(name, "/c")
+    assert str(info.value) == MSG_NAME
+
+
+@pytest.mark.parametrize("collect", [None, "", "relative/dir", "collect", "./collect", b"relative", b""])
+def test_constructor_collect_dir_not_absolute(collect):
+    with pytest.raises(ValueError) as info:
+        LocalPeer("peer01", collect)
+    assert str(info.value) == MSG_COLLECT_ABS
+
+
+def test_constructor_name_is_checked_before_collect_dir():
+    with pytest.raises(ValueError) as info:
+        LocalPeer(None, "relative")
+    assert str(info.value) == MSG_NAME
+
+
+def test_constructor_collect_dir_checked_before_failure_mode():
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", "relative", "bogus")
+    assert str(info.value) == MSG_COLLECT_ABS
+
+
+def test_collect_dir_need_not_exist():
+    assert LocalPeer("p", "/does/not/exist/at/all").collectDir == "/does/not/exist/at/all"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b"/opt/collect", "/opt/collect"),
+        (b"/opt/coll\xffect", "/opt/coll\udcffect"),
+        ("/opt/caf\u00e9".encode("utf-8"), "/opt/caf\u00e9"),
+    ],
+)
+def test_bytes_collect_dir_is_decoded(raw, expected):
+    p = LocalPeer("p", raw)
+    assert isinstance(p.collectDir, str)
+    assert p.collectDir == expected
+    assert os.fsencode(p.collectDir) == raw
+
+
+def test_setters_validate_and_keep_old_value():
+    p = LocalPeer("peer01", "/c", "all")
+    with pytest.raises(ValueError) as info:
+        p.name = ""
+    assert str(info.value) == MSG_NAME
+    assert p.name == "peer01"
+    with pytest.raises(ValueError) as info:
+        p.collectDir = "rel"
+    assert str(info.value) == MSG_COLLECT_ABS
+    assert p.collectDir == "/c"
+    with pytest.raises(ValueError) as info:
+        p.ignoreFailureMode = "never"
+    assert str(info.value) == MSG_MODE
+    assert p.ignoreFailureMode == "all"
+    p.name = "other"
+    p.collectDir = "/d"
+    p.ignoreFailureMode = None
+    assert (p.name, p.collectDir, p.ignoreFailureMode) == ("other", "/d", None)
+
+
+# ---------------------------------------------------------------------------
+# stagePeer: checks, in Cedar Backup's order
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_relative_target(dirs, method):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)("relative/target")
+    assert str(info.value) == MSG_TARGET_ABS
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_relative_target_checked_before_collect_dir(tmp_path, method):
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(tmp_path / "missing")), method)("relative")
+    assert str(info.value) == MSG_TARGET_ABS
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_missing_collect_dir(tmp_path, method):
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(tmp_path / "missing")), method)(str(target))
+    assert str(info.value) == MSG_COLLECT_MISSING
+    assert names(target) == []
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_collect_dir_checked_before_target_dir(tmp_path, method):
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(tmp_path / "missing")), method)(str(tmp_path / "also-missing"))
+    assert str(info.value) == MSG_COLLECT_MISSING
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_collect_dir_is_a_file(tmp_path, method):
+    collect = write(tmp_path / "collect", "not a dir")
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)(str(target))
+    assert str(info.value) == MSG_COLLECT_MISSING
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_missing_target_dir(dirs, tmp_path, method):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)(str(tmp_path / "nope"))
+    assert str(info.value) == MSG_TARGET_MISSING
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_target_dir_is_a_file(dirs, tmp_path, method):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    target = write(tmp_path / "file", "x")
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)(str(target))
+    assert str(info.value) == MSG_TARGET_MISSING
+
+
+def test_stage_peer_empty_collect_dir(dirs):
+    collect, target = dirs
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert str(info.value) == MSG_EMPTY
+    assert isinstance(info.value, OSError)
+    assert names(target) == []
+
+
+# ---------------------------------------------------------------------------
+# stagePeer: copying
+# ---------------------------------------------------------------------------
+
+
+def test_stage_peer_copies_every_entry_including_dotfiles(dirs):
+    collect, target = dirs
+    content = {"file001": b"one", "file002": b"\x00\x01binary", ".hidden": b"dot", "cback.collect": b"", "with space": b"sp"}
+    for name, data in content.items():
+        write(collect / name, data)
+    count = LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert count == 5
+    assert names(target) == sorted(content)
+    for name, data in content.items():
+        assert (target / name).read_bytes() == data
+    # the source is untouched
+    assert names(collect) == sorted(content)
+
+
+def test_stage_peer_is_flat_copy_of_regular_files_only(dirs):
+    collect, target = dirs
+    write(collect / "a", "a")
+    count = LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert count == 1
+    assert names(target) == ["a"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "broken-symlink", "dir-symlink", "subdirectory", "fifo"])
+def test_stage_peer_non_regular_entry_fails_after_earlier_entries(dirs, listdir_order, kind):
+    collect, target = dirs
+    for name in ("a", "b", "c"):
+        write(collect / name, name * 3)
+    bad = collect / "bad"
+    if kind == "symlink":
+        os.symlink(str(collect / "a"), str(bad))
+    elif kind == "broken-symlink":
+        os.symlink(str(collect / "missing"), str(bad))
+    elif kind == "dir-symlink":
+        os.symlink(str(target), str(bad))
+    elif kind == "fifo":
+        os.mkfifo(str(bad))
+    else:
+        bad.mkdir()
+        write(bad / "inner", "inner")
+    listdir_order(collect, ["a", "b", "bad", "c"])
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert str(info.value) == MSG_NOT_REGULAR
+    assert names(target) == ["a", "b"]
+    assert (target / "a").read_bytes() == b"aaa"
+
+
+def test_stage_peer_non_regular_entry_first_copies_nothing(dirs, listdir_order):
+    collect, target = dirs
+    write(collect / "a", "a")
+    (collect / "sub").mkdir()
+    listdir_order(collect, ["sub", "a"])
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert str(info.value) == MSG_NOT_REGULAR
+    assert names(target) == []
+
+
+def test_stage_peer_symlink_in_real_listdir_order(dirs):
+    collect, target = dirs
+    for index in range(12):
+        write(collect / ("file%02d" % index), str(index))
+    os.symlink(str(collect / "file00"), str(collect / "link"))
+    order = os.listdir(str(collect))
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert str(info.value) == MSG_NOT_REGULAR
+    assert names(target) == sorted(order[: order.index("link")])
+
+
+def test_stage_peer_ownership_and_permissions(dirs):
+    collect, target = dirs
+    write(collect / "a", "a", mode=0o600)
+    write(collect / "b", "b", mode=0o755)
+    write(collect / ".c", "c", mode=0o644)
+    count = LocalPeer("p", str(collect)).stagePeer(str(target), ownership=(NOBODY_UID, NOGROUP_GID), permissions=0o640)
+    assert count == 3
+    for name in ("a", "b", ".c"):
+        info = os.stat(str(target / name))
+        assert (info.st_uid, info.st_gid) == (NOBODY_UID, NOGROUP_GID)
+        assert stat.S_IMODE(info.st_mode) == 0o640
+    # sources are left alone
+    assert os.stat(str(collect / "a")).st_uid == 0
+    assert mode_of(collect / "a") == 0o600
+
+
+@pytest.mark.parametrize("source_mode", [0o600, 0o755, 0o640, 0o444, 0o700, 0o777])
+def test_stage_peer_keeps_source_mode_whatever_the_umask(dirs, umask077, source_mode):
+    collect, target = dirs
+    write(collect / "f", "data", mode=source_mode)
+    LocalPeer("p", str(collect)).stagePeer(str(target))
+    assert mode_of(target / "f") == source_mode
+
+
+def test_stage_peer_without_ownership_files_belong_to_us(dirs):
+    collect, target = dirs
+    write(collect / "a", "a")
+    os.chown(str(collect / "a"), NOBODY_UID, NOGROUP_GID)
+    LocalPeer("p", str(collect)).stagePeer(str(target))
+    info = os.stat(str(target / "a"))
+    assert (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid())
+
+
+def test_stage_peer_overwrites_on_rerun(dirs):
+    collect, target = dirs
+    write(collect / "a", "first")
+    write(collect / "b", "bee")
+    local = LocalPeer("p", str(collect))
+    assert local.stagePeer(str(target)) == 2
+    write(collect / "a", "second version")
+    assert local.stagePeer(str(target)) == 2
+    assert (target / "a").read_bytes() == b"second version"
+    assert (target / "b").read_bytes() == b"bee"
+
+
+def test_stage_peer_overwrites_read_only_target(dirs):
+    collect, target = dirs
+    write(collect / "a", "new")
+    write(target / "a", "old old old", mode=0o444)
+    write(target / "unrelated", "keep")
+    assert LocalPeer("p", str(collect)).stagePeer(str(target)) == 1
+    assert (target / "a").read_bytes() == b"new"
+    assert (target / "unrelated").read_bytes() == b"keep"
+
+
+def test_stage_peer_bytes_paths(tmp_path):
+    collect = os.fsencode(str(tmp_path)) + b"/coll\xff"
+    target = os.fsencode(str(tmp_path)) + b"/targ\xfe"
+    os.mkdir(collect)
+    os.mkdir(target)
+    with open(collect + b"/data\xfd", "wb") as handle:
+        handle.write(b"payload")
+    p = LocalPeer("p", collect)
+    assert p.stagePeer(target) == 1
+    with open(target + b"/data\xfd", "rb") as handle:
+        assert handle.read() == b"payload"
+
+
+def test_stage_peer_bytes_relative_target(dirs):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stagePeer(b"relative")
+    assert str(info.value) == MSG_TARGET_ABS
+
+
+def test_stage_peer_collect_dir_symlink_to_directory_is_followed(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    write(real / "a", "a")
+    link = tmp_path / "link"
+    os.symlink(str(real), str(link))
+    target = tmp_path / "target"
+    target.mkdir()
+    assert LocalPeer("p", str(link)).stagePeer(str(target)) == 1
+    assert names(target) == ["a"]
+
+
+# ---------------------------------------------------------------------------
+# checkCollectIndicator
+# ---------------------------------------------------------------------------
+
+
+def test_check_collect_indicator_default(dirs):
+    collect, _target = dirs
+    p = LocalPeer("p", str(collect))
+    assert p.checkCollectIndicator() is False
+    write(collect / "cback.collect")
+    assert p.checkCollectIndicator() is True
+    assert p.checkCollectIndicator(None) is True
+
+
+def test_check_collect_indicator_custom_name(dirs):
+    collect, _target = dirs
+    p = LocalPeer("p", str(collect))
+    write(collect / "ready.flag")
+    assert p.checkCollectIndicator("ready.flag") is True
+    assert p.checkCollectIndicator(b"ready.flag") is True
+    assert p.checkCollectIndicator() is False
+    assert p.checkCollectIndicator("other.flag") is False
+
+
+def test_check_collect_indicator_does_not_create_anything(dirs):
+    collect, _target = dirs
+    LocalPeer("p", str(collect)).checkCollectIndicator()
+    assert names(collect) == []
+
+
+@pytest.mark.parametrize("indicator", [None, "cback.collect", "custom"])
+def test_check_collect_indicator_missing_collect_dir(tmp_path, indicator):
+    assert LocalPeer("p", str(tmp_path / "missing")).checkCollectIndicator(indicator) is False
+
+
+# ---------------------------------------------------------------------------
+# writeStageIndicator
+# ---------------------------------------------------------------------------
+
+
+def test_write_stage_indicator_default(dirs):
+    collect, _target = dirs
+    assert LocalPeer("p", str(collect)).writeStageIndicator() is None
+    assert names(collect) == ["cback.stage"]
+    assert (collect / "cback.stage").read_bytes() == b""
+
+
+def test_write_stage_indicator_custom_name(dirs):
+    collect, _target = dirs
+    LocalPeer("p", str(collect)).writeStageIndicator("done.flag")
+    assert names(collect) == ["done.flag"]
+    assert (collect / "done.flag").stat().st_size == 0
+
+
+def test_write_stage_indicator_bytes_name(dirs):
+    collect, _target = dirs
+    LocalPeer("p", str(collect)).writeStageIndicator(b"done\xff")
+    assert os.listdir(os.fsencode(str(collect))) == [b"done\xff"]
+
+
+def test_write_stage_indicator_truncates_existing(dirs):
+    collect, _target = dirs
+    write(collect / "cback.stage", "leftover")
+    LocalPeer("p", str(collect)).writeStageIndicator()
+    assert (collect / "cback.stage").read_bytes() == b""
+
+
+def test_write_stage_indicator_ownership_and_permissions(dirs):
+    collect, _target = dirs
+    LocalPeer("p", str(collect)).writeStageIndicator(ownership=(NOBODY_UID, NOGROUP_GID), permissions=0o640)
+    info = os.stat(str(collect / "cback.stage"))
+    assert (info.st_uid, info.st_gid) == (NOBODY_UID, NOGROUP_GID)
+    assert stat.S_IMODE(info.st_mode) == 0o640
+
+
+def test_write_stage_indicator_custom_name_with_ownership(dirs):
+    collect, _target = dirs
+    LocalPeer("p", str(collect)).writeStageIndicator("x.stage", (NOBODY_UID, NOGROUP_GID), 0o600)
+    info = os.stat(str(collect / "x.stage"))
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY_UID, NOGROUP_GID, 0o600)
+
+
+def test_write_stage_indicator_follows_umask(dirs):
+    collect, _target = dirs
+    old = os.umask(0o027)
+    try:
+        LocalPeer("p", str(collect)).writeStageIndicator()
+    finally:
+        os.umask(old)
+    assert mode_of(collect / "cback.stage") == 0o640
+    assert os.stat(str(collect / "cback.stage")).st_uid == os.geteuid()
+
+
+@pytest.mark.parametrize("indicator", [None, "custom"])
+def test_write_stage_indicator_missing_collect_dir(tmp_path, indicator):
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(missing)).writeStageIndicator(indicator)
+    assert str(info.value) == MSG_COLLECT_MISSING
+    assert not missing.exists()
+    assert names(tmp_path) == []
+
+
+def test_write_stage_indicator_collect_dir_is_file(tmp_path):
+    collect = write(tmp_path / "collect", "x")
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).writeStageIndicator()
+    assert str(info.value) == MSG_COLLECT_MISSING
+    assert collect.read_bytes() == b"x"
+
+
+# ---------------------------------------------------------------------------
+# stageFiles (collection extension)
+# ---------------------------------------------------------------------------
+
+
+def make_collect(collect, files):
+    for name, (data, mode) in files.items():
+        write(collect / name, data, mode=mode)
+
+
+STANDARD = {
+    "file001": (b"0123456789", 0o644),
+    "file002": (b"x" * 2000, 0o600),
+    ".hidden": (b"dot", 0o644),
+    "cback.collect": (b"", 0o644),
+    "cback.stage": (b"", 0o644),
+}
+
+
+def test_stage_files_basic(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    order = os.listdir(str(collect))
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert isinstance(result, StageResult)
+    assert result.copied == order
+    assert result.unchanged == []
+    assert result.excluded == []
+    assert result.bytes == 10 + 2000 + 3
+    assert names(target) == sorted(STANDARD)
+    for name, (data, mode) in STANDARD.items():
+        assert (target / name).read_bytes() == data
+        assert mode_of(target / name) == mode
+    assert part_files(target) == []
+
+
+def test_stage_files_exclude(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
+    assert result.excluded == ["cback.stage"]
+    assert sorted(result.copied) == sorted(set(STANDARD) - {"cback.stage"})
+    assert "cback.stage" not in names(target)
+    assert result.bytes == 2013
+
+
+def test_stage_files_exclude_tuple_and_multiple(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target), exclude=("cback.stage", "file002", "not-present"))
+    assert sorted(result.excluded) == ["cback.stage", "file002"]
+    assert names(target) == [".hidden", "cback.collect", "file001"]
+    assert result.bytes == 13
+
+
+def test_stage_files_excluded_symlink_does_not_fail(dirs):
+    collect, target = dirs
+    write(collect / "a", "a")
+    os.symlink(str(collect / "a"), str(collect / "link"))
+    result = LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["link"])
+    assert result == StageResult(["a"], [], ["link"], 1)
+    assert names(target) == ["a"]
+
+
+def test_stage_files_idempotent(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    first = local.stageFiles(str(target), exclude=["cback.stage"])
+    inodes = {name: os.stat(str(target / name)).st_ino for name in first.copied}
+    second = local.stageFiles(str(target), exclude=["cback.stage"])
+    assert second.copied == []
+    assert sorted(second.unchanged) == sorted(first.copied)
+    assert second.excluded == ["cback.stage"]
+    assert second.bytes == 0
+    assert {name: os.stat(str(target / name)).st_ino for name in first.copied} == inodes
+
+
+def test_stage_files_idempotent_with_ownership_and_permissions(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    ownership = (NOBODY_UID, NOGROUP_GID)
+    first = local.stageFiles(str(target), ownership=ownership, permissions=0o640)
+    assert len(first.copied) == 5
+    for name in STANDARD:
+        info = os.stat(str(target / name))
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY_UID, NOGROUP_GID, 0o640)
+    second = local.stageFiles(str(target), ownership=ownership, permissions=0o640)
+    assert second.copied == []
+    assert sorted(second.unchanged) == sorted(STANDARD)
+    # other permissions: everything is rewritten
+    third = local.stageFiles(str(target), ownership=ownership, permissions=0o600)
+    assert sorted(third.copied) == sorted(STANDARD)
+    assert all(mode_of(target / name) == 0o600 for name in STANDARD)
+
+
+def test_stage_files_changed_content_is_recopied(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    write(collect / "file001", "9876543210")  # same size, other bytes
+    result = local.stageFiles(str(target))
+    assert result.copied == ["file001"]
+    assert sorted(result.unchanged) == sorted(set(STANDARD) - {"file001"})
+    assert result.bytes == 10
+    assert (target / "file001").read_bytes() == b"9876543210"
+
+
+def test_stage_files_changed_size_is_recopied(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    write(collect / "cback.collect", "now not empty")
+    result = local.stageFiles(str(target))
+    assert result.copied == ["cback.collect"]
+    assert result.bytes == 13
+
+
+def test_stage_files_changed_mode_is_recopied(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    os.chmod(str(collect / "file002"), 0o644)
+    result = local.stageFiles(str(target))
+    assert result.copied == ["file002"]
+    assert mode_of(target / "file002") == 0o644
+
+
+@pytest.mark.parametrize(
+    "ownership, expected",
+    [((None, NOGROUP_GID), (0, NOGROUP_GID)), ((NOBODY_UID, None), (NOBODY_UID, 0)), ((-1, -1), (0, 0))],
+)
+def test_stage_files_partial_ownership_leaves_the_rest(dirs, ownership, expected):
+    collect, target = dirs
+    write(collect / "a", "a")
+    local = LocalPeer("p", str(collect))
+    assert local.stageFiles(str(target), ownership=ownership).copied == ["a"]
+    info = os.stat(str(target / "a"))
+    assert (info.st_uid, info.st_gid) == expected
+    assert local.stageFiles(str(target), ownership=ownership).unchanged == ["a"]
+
+
+def test_stage_files_changed_target_owner_is_recopied(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target), ownership=(NOBODY_UID, NOGROUP_GID))
+    os.chown(str(target / "file001"), 0, 0)
+    result = local.stageFiles(str(target), ownership=(NOBODY_UID, NOGROUP_GID))
+    assert result.copied == ["file001"]
+    assert os.stat(str(target / "file001")).st_uid == NOBODY_UID
+
+
+def test_stage_files_replaces_symlink_in_target_without_writing_through_it(dirs, tmp_path):
+    collect, target = dirs
+    write(collect / "a", "new content")
+    elsewhere = write(tmp_path / "elsewhere", "precious")
+    os.symlink(str(elsewhere), str(target / "a"))
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert result.copied == ["a"]
+    assert not os.path.islink(str(target / "a"))
+    assert (target / "a").read_bytes() == b"new content"
+    assert elsewhere.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("source_mode", [0o600, 0o755, 0o640, 0o444])
+def test_stage_files_keeps_source_mode_whatever_the_umask(dirs, umask077, source_mode):
+    collect, target = dirs
+    write(collect / "f", "data", mode=source_mode)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert result.copied == ["f"]
+    assert mode_of(target / "f") == source_mode
+
+
+def test_stage_files_check_only_writes_nothing(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    order = os.listdir(str(collect))
+    result = LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"], checkOnly=True)
+    assert result.copied == [name for name in order if name != "cback.stage"]
+    assert result.excluded == ["cback.stage"]
+    assert result.bytes == 2013
+    assert names(target) == []
+
+
+def test_stage_files_check_only_predicts_real_run(dirs):
+    collect, target = dirs
+    make_collect(collect, STANDARD)
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    write(collect / "file001", "changed!")
+    before = {name: (target / name).read_bytes() for name in names(target)}
+    predicted = local.stageFiles(str(target), checkOnly=True)
+    assert predicted.copied == ["file001"]
+    assert predicted.bytes == 8
+    assert {name: (target / name).read_bytes() for name in names(target)} == before
+    actual = local.stageFiles(str(target))
+    assert actual == predicted
+
+
+def test_stage_files_empty_collect_dir(dirs):
+    collect, target = dirs
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert str(info.value) == MSG_EMPTY
+    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert info.value.failedEntry is None
+
+
+def test_stage_files_everything_excluded(dirs):
+    collect, target = dirs
+    write(collect / "cback.stage")
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
+    assert str(info.value) == MSG_EMPTY
+    assert info.value.stageResult == StageResult([], [], ["cback.stage"], 0)
+
+
+def test_stage_files_check_only_empty_collect_dir(dirs):
+    collect, target = dirs
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), checkOnly=True)
+    assert str(info.value) == MSG_EMPTY
+
+
+@pytest.mark.parametrize("kind", ["symlink", "subdirectory"])
+def test_stage_files_non_regular_entry_partial_result(dirs, listdir_order, kind):
+    collect, target = dirs
+    write(collect / "a", "aaaa")
+    write(collect / "b", "bb")
+    write(collect / "c", "c")
+    write(collect / "skip", "s")
+    bad = collect / "bad"
+    if kind == "symlink":
+        os.symlink(str(collect / "a"), str(bad))
+    else:
+        bad.mkdir()
+    listdir_order(collect, ["a", "skip", "b", "bad", "c"])
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["skip"])
+    assert str(info.value) == MSG_NOT_REGULAR
+    assert info.value.stageResult == StageResult(["a", "b"], [], ["skip"], 6)
+    assert info.value.failedEntry == "bad"
+    assert names(target) == ["a", "b"]
+    assert part_files(target) == []
+
+
+def test_stage_files_partial_result_counts_unchanged(dirs, listdir_order):
+    collect, target = dirs
+    write(collect / "a", "aaaa")
+    write(collect / "b", "bb")
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    write(collect / "b", "changed")
+    os.symlink(str(collect / "a"), str(collect / "link"))
+    listdir_order(collect, ["a", "b", "link"])
+    with pytest.raises(ValueError) as info:
+        local.stageFiles(str(target))
+    assert info.value.stageResult == StageResult(["b"], ["a"], [], 7)
+
+
+def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkeypatch):
+    collect, target = dirs
+    write(collect / "a", "brand new content")
+    write(target / "a", "old")
+
+    def broken_apply(path, ownership, permissions):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(peer, "_apply", broken_apply)
+    with pytest.raises(OSError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert info.value.errno == 28
+    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert info.value.failedEntry == "a"
+    assert names(target) == ["a"]
+    assert (target / "a").read_bytes() == b"old"
+
+
+def test_stage_files_no_temp_files_left_after_success(dirs):
+    collect, target = dirs
+    for index in range(20):
+        write(collect / ("f%02d" % index), "x" * index)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert len(result.copied) == 20
+    assert part_files(target) == []
+    assert names(target) == sorted("f%02d" % index for index in range(20))
+    assert result.bytes == sum(range(20))
+
+
+def test_stage_files_large_file_bytes(dirs):
+    collect, target = dirs
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    write(collect / "big", data)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert result.bytes == len(data)
+    assert (target / "big").read_bytes() == data
+
+
+def test_stage_files_bytes_paths(tmp_path):
+    collect = os.fsencode(str(tmp_path)) + b"/coll\xff"
+    target = os.fsencode(str(tmp_path)) + b"/targ\xfe"
+    os.mkdir(collect)
+    os.mkdir(target)
+    with open(collect + b"/data\xfd", "wb") as handle:
+        handle.write(b"payload")
+    result = LocalPeer("p", collect).stageFiles(target)
+    assert result.copied == [os.fsdecode(b"data\xfd")]
+    assert result.bytes == 7
+    with open(target + b"/data\xfd", "rb") as handle:
+        assert handle.read() == b"payload"
+
+
+def test_stage_files_default_stages_stage_indicator_like_cback3(dirs):
+    collect, target = dirs
+    write(collect / "a", "a")
+    write(collect / "cback.stage")
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert sorted(result.copied) == ["a", "cback.stage"]

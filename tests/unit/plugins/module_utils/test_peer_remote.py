@@ -1,0 +1,1197 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for ``peer.RemotePeer`` with a fake command runner.
+
+No command is ever run: ``peer.run_command`` is replaced by a recorder that returns
+``CommandResult`` values and may create files the way scp would.  Argv lists are
+asserted exactly, element by element.  Messages and the order of checks are those of
+Cedar Backup 3.7's ``CedarBackup3.peer.RemotePeer``; the intentional differences are
+listed in the docstring of ``peer.py``.  The tests run as root.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import grp
+import os
+import pwd
+import shlex
+import stat
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry, RemotePeer, StageResult
+
+NOBODY_UID = pwd.getpwnam("nobody").pw_uid
+NOBODY_GID = pwd.getpwnam("nobody").pw_gid
+NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
+
+SCP = ["/usr/bin/scp", "-B", "-q", "-C"]
+SSH = ["/usr/bin/ssh"]
+
+
+# ---------------------------------------------------------------------------
+# the fake command runner
+# ---------------------------------------------------------------------------
+
+
+def inner_argv(argv):
+    """The command a (possibly ``su -c`` wrapped) argv really runs."""
+    if argv[:1] == ["su"]:
+        assert len(argv) == 4 and argv[2] == "-c"
+        return shlex.split(argv[3])
+    return list(argv)
+
+
+class Call(object):
+    def __init__(self, argv, timeout, kwargs):
+        self.argv = argv
+        self.timeout = timeout
+        self.kwargs = kwargs
+        self.inner = inner_argv(argv)
+
+
+class FakeRunner(object):
+    """Records every argv; answers from a queue of responses (default: rc 0, no output)."""
+
+    def __init__(self):
+        self.calls = []
+        self.responses = []
+
+    def respond(self, rc=0, stdout="", stderr="", effect=None, raises=None):
+        self.responses.append((rc, stdout, stderr, effect, raises))
+        return self
+
+    def __call__(self, argv, timeout=None, **kwargs):
+        call = Call(list(argv), timeout, kwargs)
+        self.calls.append(call)
+        rc, stdout, stderr, effect, raises = self.responses.pop(0) if self.responses else (0, "", "", None, None)
+        if effect is not None:
+            effect(call)
+        if raises is not None:
+            raise raises
+        return _command.CommandResult(list(argv), rc, stdout, stderr, False)
+
+    @property
+    def argvs(self):
+        return [call.argv for call in self.calls]
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    fake = FakeRunner()
+    monkeypatch.setattr(peer, "run_command", fake)
+    monkeypatch.setattr(peer, "is_running_as_root", lambda: True)
+    return fake
+
+
+@pytest.fixture
+def not_root(monkeypatch):
+    monkeypatch.setattr(peer, "is_running_as_root", lambda: False)
+
+
+def write(path, data=b"", mode=None):
+    with open(str(path), "wb") as handle:
+        handle.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+    if mode is not None:
+        os.chmod(str(path), mode)
+
+
+def fetch_files(files, mode=None):
+    """Effect: scp of ``dir/*`` into the last argv word (a directory)."""
+
+    def effect(call):
+        destination = call.inner[-1]
+        for name, data in files.items():
+            write(os.path.join(destination, name), data, mode)
+
+    return effect
+
+
+def fetch_one(data=b""):
+    """Effect: scp of one remote file to the last argv word (a file path)."""
+
+    def effect(call):
+        write(call.inner[-1], data)
+
+    return effect
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(str(path)).st_mode)
+
+
+def names(path):
+    return sorted(os.listdir(str(path)))
+
+
+def make_peer(tmp_path=None, **kwargs):
+    values = {"name": "host", "collectDir": "/coll", "remoteUser": "root"}
+    if tmp_path is not None:
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        values["workingDir"] = str(work)
+    values.update(kwargs)
+    return RemotePeer(**values)
+
+
+@pytest.fixture
+def target(tmp_path):
+    path = tmp_path / "target"
+    path.mkdir()
+    return path
+
+
+# ---------------------------------------------------------------------------
+# constructor and properties
+# ---------------------------------------------------------------------------
+
+
+def test_constructor_defaults():
+    p = RemotePeer("host", "/coll", remoteUser="backup")
+    assert p.name == "host"
+    assert p.collectDir == "/coll"
+    assert p.workingDir is None
+    assert p.remoteUser == "backup"
+    assert p.localUser is None
+    assert p.rcpCommand is None
+    assert p.rshCommand is None
+    assert p.cbackCommand is None
+    assert p.ignoreFailureMode is None
+    assert p.commandTimeout is None
+
+
+def test_constructor_all_values():
+    p = RemotePeer(
+        name="peer1.example.com",
+        collectDir="/opt/backup/collect",
+        workingDir="/tmp/work",
+        remoteUser="backup",
+        rcpCommand='/usr/bin/scp -P 2222 -i "/my key"',
+        localUser="nobody",
+        rshCommand="/usr/bin/ssh -p 2222",
+        cbackCommand='/usr/bin/cback3 --config "/etc/my conf"',
+        ignoreFailureMode="weekly",
+    )
+    assert p.name == "peer1.example.com"
+    assert p.collectDir == "/opt/backup/collect"
+    assert p.workingDir == "/tmp/work"
+    assert p.remoteUser == "backup"
+    assert p.localUser == "nobody"
+    assert p.rcpCommand == '/usr/bin/scp -P 2222 -i "/my key"'
+    assert p.rshCommand == "/usr/bin/ssh -p 2222"
+    assert p.cbackCommand == '/usr/bin/cback3 --config "/etc/my conf"'
+    assert p.ignoreFailureMode == "weekly"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "Peer name must be a non-empty string."),
+        ({"name": None, "collectDir": "relative"}, "Peer name must be a non-empty string."),
+        ({"name": "", "remoteUser": "root"}, "Peer name must be a non-empty string."),
+        ({"name": "h", "collectDir": "relative", "workingDir": "relative"}, "Collect directory must be an absolute path."),
+        ({"name": "h", "collectDir": "", "remoteUser": "root"}, "Collect directory must be an absolute path."),
+        ({"name": "h", "collectDir": b"rel", "remoteUser": "root"}, "Collect directory must be an absolute path."),
+        ({"name": "h", "collectDir": "/c", "workingDir": "relative"}, "Working directory must be an absolute path."),
+        ({"name": "h", "collectDir": "/c", "workingDir": ""}, "Working directory must be an absolute path."),
+        ({"name": "h", "collectDir": "/c"}, "Peer remote user must be a non-empty string."),
+        ({"name": "h", "collectDir": "/c", "remoteUser": None}, "Peer remote user must be a non-empty string."),
+        ({"name": "h", "collectDir": "/c", "remoteUser": ""}, "Peer remote user must be a non-empty string."),
+        ({"name": "h", "remoteUser": "", "localUser": ""}, "Peer remote user must be a non-empty string."),
+        ({"name": "h", "remoteUser": "r", "localUser": "", "rcpCommand": ""}, "Peer local user must be a non-empty string."),
+        ({"name": "h", "remoteUser": "r", "rcpCommand": "", "rshCommand": ""}, "The rcp command must be a non-empty string."),
+        ({"name": "h", "remoteUser": "r", "rshCommand": "", "cbackCommand": ""}, "The rsh command must be a non-empty string."),
+        ({"name": "h", "remoteUser": "r", "cbackCommand": "", "ignoreFailureMode": "x"}, "The cback command must be a non-empty string."),
+        ({"name": "h", "remoteUser": "r", "ignoreFailureMode": "sometimes"}, "Ignore failure mode must be one of ['none', 'all', 'daily', 'weekly']."),
+        ({"name": "h", "remoteUser": "r", "ignoreFailureMode": ""}, "Ignore failure mode must be one of ['none', 'all', 'daily', 'weekly']."),
+    ],
+)
+def test_constructor_validation_messages_and_order(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        RemotePeer(**kwargs)
+    assert str(info.value) == message
+
+
+def test_collect_and_working_dir_may_be_none():
+    p = RemotePeer("h", None, None, "root")
+    assert p.collectDir is None
+    assert p.workingDir is None
+
+
+@pytest.mark.parametrize("mode", [None, "none", "all", "daily", "weekly"])
+def test_valid_failure_modes(mode):
+    assert make_peer(ignoreFailureMode=mode).ignoreFailureMode == mode
+
+
+def test_bytes_directories_are_decoded():
+    p = RemotePeer("h", b"/coll\xff", b"/work\xfe", "root")
+    assert p.collectDir == "/coll\udcff"
+    assert p.workingDir == "/work\udcfe"
+
+
+@pytest.mark.parametrize(
+    "attribute, value, message",
+    [
+        ("name", None, "Peer name must be a non-empty string."),
+        ("name", "", "Peer name must be a non-empty string."),
+        ("collectDir", "rel", "Collect directory must be an absolute path."),
+        ("workingDir", "rel", "Working directory must be an absolute path."),
+        ("remoteUser", None, "Peer remote user must be a non-empty string."),
+        ("remoteUser", "", "Peer remote user must be a non-empty string."),
+        ("localUser", "", "Peer local user must be a non-empty string."),
+        ("rcpCommand", "", "The rcp command must be a non-empty string."),
+        ("rshCommand", "", "The rsh command must be a non-empty string."),
+        ("cbackCommand", "", "The cback command must be a non-empty string."),
+        ("ignoreFailureMode", "bogus", "Ignore failure mode must be one of ['none', 'all', 'daily', 'weekly']."),
+    ],
+)
+def test_setters_validate_and_keep_old_value(attribute, value, message):
+    p = RemotePeer("host", "/coll", "/work", "root", "scp -q", "nobody", "ssh -q", "cback3", "all")
+    before = getattr(p, attribute)
+    with pytest.raises(ValueError) as info:
+        setattr(p, attribute, value)
+    assert str(info.value) == message
+    assert getattr(p, attribute) == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "/usr/bin/scp", '/usr/bin/scp -i "/my key" -o "A B"', "scp  -q   -C ", "'single quoted' stays"],
+)
+def test_rcp_and_rsh_commands_read_back_exactly(value):
+    p = make_peer(rcpCommand=value, rshCommand=value)
+    assert p.rcpCommand == value
+    assert p.rshCommand == value
+    p.rcpCommand = None
+    p.rshCommand = None
+    assert p.rcpCommand is None
+    assert p.rshCommand is None
+
+
+def test_default_command_lists_are_cedar_backups():
+    assert peer.DEF_RCP_COMMAND == SCP
+    assert peer.DEF_RSH_COMMAND == SSH
+    assert peer.DEF_CBACK_COMMAND == "/usr/bin/cback3"
+    assert peer.DEF_COLLECT_INDICATOR == "cback.collect"
+    assert peer.DEF_STAGE_INDICATOR == "cback.stage"
+    assert peer.SU_COMMAND == ["su"]
+
+
+def test_command_timeout_is_passed_to_run_command(runner, tmp_path):
+    p = make_peer(tmp_path)
+    p.executeRemoteCommand("true")
+    p.commandTimeout = 42
+    p.executeRemoteCommand("true")
+    p.checkCollectIndicator()
+    p.writeStageIndicator()
+    assert [call.timeout for call in runner.calls] == [None, 42, 42, 42]
+
+
+# ---------------------------------------------------------------------------
+# stagePeer
+# ---------------------------------------------------------------------------
+
+STAGE_ARGV_TABLE = [
+    ({}, SCP + ["root@host:/coll/*"]),
+    ({"remoteUser": "backup", "name": "peer1.example.com"}, SCP + ["backup@peer1.example.com:/coll/*"]),
+    ({"rcpCommand": "/usr/bin/scp -P 2222"}, ["/usr/bin/scp", "-P", "2222", "root@host:/coll/*"]),
+    (
+        {"rcpCommand": '/usr/bin/scp -B -o "IdentityFile /etc/my key" -q'},
+        ["/usr/bin/scp", "-B", "-o", "IdentityFile /etc/my key", "-q", "root@host:/coll/*"],
+    ),
+    ({"rcpCommand": "scp  -q   -C "}, ["scp", "-q", "-C", "root@host:/coll/*"]),
+    # Cedar Backup does not escape the collect directory of the directory copy
+    ({"collectDir": "/my coll"}, SCP + ["root@host:/my coll/*"]),
+    ({"collectDir": "/opt/backup/collect"}, SCP + ["root@host:/opt/backup/collect/*"]),
+    # an IPv6 address is bracketed for the rcp command (documented difference)
+    ({"name": "::1"}, SCP + ["root@[::1]:/coll/*"]),
+    ({"name": "fe80::1%eth0", "remoteUser": "backup"}, SCP + ["backup@[fe80::1%eth0]:/coll/*"]),
+    ({"name": "192.0.2.7"}, SCP + ["root@192.0.2.7:/coll/*"]),
+]
+
+
+@pytest.mark.parametrize("kwargs, expected", STAGE_ARGV_TABLE)
+def test_stage_peer_argv(runner, target, kwargs, expected):
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    count = make_peer(**kwargs).stagePeer(str(target))
+    assert count == 1
+    assert runner.argvs == [expected + [str(target)]]
+
+
+def test_stage_peer_counts_new_files_and_applies_ownership_and_permissions(runner, target):
+    runner.respond(effect=fetch_files({"a": b"aaa", "b": b"bb", "cback.collect": b""}, mode=0o600))
+    count = make_peer().stagePeer(str(target), ownership=(NOBODY_UID, NOGROUP_GID), permissions=0o640)
+    assert count == 3
+    assert names(target) == ["a", "b", "cback.collect"]
+    for name in ("a", "b", "cback.collect"):
+        info = os.stat(str(target / name))
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY_UID, NOGROUP_GID, 0o640)
+
+
+def test_stage_peer_without_ownership_or_permissions_leaves_files_alone(runner, target):
+    runner.respond(effect=fetch_files({"a": b"aaa"}, mode=0o600))
+    assert make_peer().stagePeer(str(target)) == 1
+    info = os.stat(str(target / "a"))
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+
+
+def test_stage_peer_applies_only_to_new_files(runner, target):
+    write(target / "old", b"existing", mode=0o600)
+    runner.respond(effect=fetch_files({"old": b"refetched", "new": b"new"}, mode=0o644))
+    count = make_peer().stagePeer(str(target), ownership=(NOBODY_UID, NOGROUP_GID), permissions=0o640)
+    assert count == 1
+    old = os.stat(str(target / "old"))
+    new = os.stat(str(target / "new"))
+    assert (old.st_uid, old.st_gid, stat.S_IMODE(old.st_mode)) == (0, 0, 0o644)
+    assert (new.st_uid, new.st_gid, stat.S_IMODE(new.st_mode)) == (NOBODY_UID, NOGROUP_GID, 0o640)
+
+
+def test_stage_peer_nothing_new(runner, target):
+    write(target / "a", b"a")
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    with pytest.raises(IOError) as info:
+        make_peer().stagePeer(str(target))
+    assert str(info.value) == "Apparently did not copy any new files from remote peer."
+
+
+def test_stage_peer_nothing_new_in_subdirectory_counts_as_existing(runner, target):
+    (target / "sub").mkdir()
+    write(target / "sub" / "x", b"x")
+    runner.respond()
+    with pytest.raises(IOError) as info:
+        make_peer().stagePeer(str(target))
+    assert str(info.value) == "Apparently did not copy any new files from remote peer."
+
+
+def test_stage_peer_target_stays_empty(runner, target):
+    runner.respond()
+    with pytest.raises(IOError) as info:
+        make_peer().stagePeer(str(target))
+    assert str(info.value) == "Did not copy any files from remote peer."
+
+
+def test_stage_peer_symlinks_in_target_do_not_count(runner, target, tmp_path):
+    write(tmp_path / "elsewhere", b"x")
+    os.symlink(str(tmp_path / "elsewhere"), str(target / "link"))
+    runner.respond()
+    with pytest.raises(IOError) as info:
+        make_peer().stagePeer(str(target))
+    assert str(info.value) == "Did not copy any files from remote peer."
+
+
+def test_stage_peer_second_run_fails_like_cback3(runner, target):
+    p = make_peer()
+    runner.respond(effect=fetch_files({"a": b"a", "b": b"b"}))
+    assert p.stagePeer(str(target)) == 2
+    runner.respond(effect=fetch_files({"a": b"a", "b": b"b"}))
+    with pytest.raises(IOError) as info:
+        p.stagePeer(str(target))
+    assert str(info.value) == "Apparently did not copy any new files from remote peer."
+
+
+def test_stage_peer_copy_failure(runner, target):
+    runner.respond(rc=1, stderr="scp: /coll/sub: not a regular file\n", effect=fetch_files({"a": b"a"}))
+    with pytest.raises(IOError) as info:
+        make_peer().stagePeer(str(target))
+    assert str(info.value) == "Error (1) copying files from remote host."
+    assert info.value.commandResult.rc == 1
+    assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
+
+
+def test_stage_peer_copy_failure_as_local_user(runner, target):
+    runner.respond(rc=255)
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").stagePeer(str(target))
+    assert str(info.value) == "Error (255) copying files from remote host as local user [nobody]."
+
+
+@pytest.mark.parametrize(
+    "make_target, message",
+    [
+        (lambda tmp: "relative/target", "Target directory must be an absolute path."),
+        (lambda tmp: str(tmp / "missing"), "Target directory is not a directory or does not exist on disk."),
+        (lambda tmp: str(tmp / "afile"), "Target directory is not a directory or does not exist on disk."),
+    ],
+)
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_bad_target_runs_nothing(runner, tmp_path, make_target, message, method):
+    write(tmp_path / "afile", b"x")
+    with pytest.raises(ValueError) as info:
+        getattr(make_peer(), method)(make_target(tmp_path))
+    assert str(info.value) == message
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_stage_bad_target_checked_before_local_user(runner, not_root, tmp_path, method):
+    with pytest.raises(ValueError) as info:
+        getattr(make_peer(localUser="nobody"), method)(str(tmp_path / "missing"))
+    assert str(info.value) == "Target directory is not a directory or does not exist on disk."
+
+
+def test_stage_peer_bytes_target(runner, target):
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    assert make_peer().stagePeer(os.fsencode(str(target))) == 1
+    assert runner.argvs == [SCP + ["root@host:/coll/*", str(target)]]
+
+
+# ---------------------------------------------------------------------------
+# checkCollectIndicator
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, indicator, remote, local_name",
+    [
+        ({}, None, "root@host:/coll/cback.collect", "cback.collect"),
+        ({}, "cback.collect", "root@host:/coll/cback.collect", "cback.collect"),
+        ({}, "ready.flag", "root@host:/coll/ready.flag", "ready.flag"),
+        ({"collectDir": "/my coll"}, None, "root@host:/my\\ coll/cback.collect", "cback.collect"),
+        ({"collectDir": "/a b/c d"}, "my flag", "root@host:/a\\ b/c\\ d/my\\ flag", "my flag"),
+        ({"remoteUser": "backup", "name": "10.0.0.5"}, None, "backup@10.0.0.5:/coll/cback.collect", "cback.collect"),
+        ({"rcpCommand": "/usr/bin/scp -P 2222"}, None, "root@host:/coll/cback.collect", "cback.collect"),
+        ({"name": "::1"}, None, "root@[::1]:/coll/cback.collect", "cback.collect"),
+    ],
+)
+def test_check_collect_indicator_argv_and_true(runner, tmp_path, kwargs, indicator, remote, local_name):
+    p = make_peer(tmp_path, **kwargs)
+    work = tmp_path / "work"
+    seen = []
+    runner.respond(effect=lambda call: (seen.append(call.argv[-1]), fetch_one()(call)))
+    assert p.checkCollectIndicator(indicator) is True
+    rcp = SCP if "rcpCommand" not in kwargs else kwargs["rcpCommand"].split()
+    assert runner.argvs == [rcp + [remote, str(work / local_name)]]
+    assert seen == [str(work / local_name)]
+    # the fetched indicator is removed again
+    assert names(work) == []
+
+
+def test_check_collect_indicator_nonzero_rc_is_false(runner, tmp_path):
+    runner.respond(rc=1, stderr="scp: /coll/cback.collect: No such file or directory\n")
+    assert make_peer(tmp_path).checkCollectIndicator() is False
+    assert len(runner.calls) == 1
+    assert names(tmp_path / "work") == []
+
+
+def test_check_collect_indicator_nonzero_rc_with_file_is_false_and_cleaned(runner, tmp_path):
+    runner.respond(rc=1, effect=fetch_one(b"partial"))
+    assert make_peer(tmp_path).checkCollectIndicator() is False
+    assert names(tmp_path / "work") == []
+
+
+def test_check_collect_indicator_nothing_arrives_is_false(runner, tmp_path):
+    runner.respond(rc=0)
+    assert make_peer(tmp_path).checkCollectIndicator() is False
+    assert names(tmp_path / "work") == []
+
+
+def test_check_collect_indicator_stale_local_file_is_removed_first(runner, tmp_path):
+    p = make_peer(tmp_path)
+    write(tmp_path / "work" / "cback.collect", b"stale")
+    existed = []
+    runner.respond(rc=0, effect=lambda call: existed.append(os.path.exists(call.argv[-1])))
+    assert p.checkCollectIndicator() is False
+    assert existed == [False]
+    assert names(tmp_path / "work") == []
+
+
+def test_check_collect_indicator_runner_exception_is_false(runner, tmp_path):
+    runner.respond(raises=OSError("boom"))
+    assert make_peer(tmp_path).checkCollectIndicator() is False
+
+
+def test_check_collect_indicator_without_working_dir_uses_private_temp(runner):
+    p = make_peer()
+    seen = []
+
+    def effect(call):
+        directory = os.path.dirname(call.argv[-1])
+        seen.append((directory, os.path.isdir(directory)))
+        fetch_one()(call)
+
+    runner.respond(effect=effect)
+    assert p.checkCollectIndicator() is True
+    (directory, existed), = seen
+    assert existed
+    assert os.path.basename(directory).startswith("cback-peer-")
+    assert runner.argvs == [SCP + ["root@host:/coll/cback.collect", directory + "/cback.collect"]]
+    assert not os.path.exists(directory)
+
+
+def test_check_collect_indicator_without_working_dir_removed_on_failure(runner):
+    seen = []
+    runner.respond(rc=1, effect=lambda call: seen.append(os.path.dirname(call.argv[-1])))
+    assert make_peer().checkCollectIndicator() is False
+    assert seen and not os.path.exists(seen[0])
+
+
+def test_check_collect_indicator_private_temp_owned_by_local_user(runner):
+    seen = []
+
+    def effect(call):
+        directory = os.path.dirname(call.inner[-1])
+        info = os.stat(directory)
+        seen.append((info.st_uid, info.st_gid))
+        fetch_one()(call)
+
+    runner.respond(effect=effect)
+    assert make_peer(localUser="nobody").checkCollectIndicator() is True
+    assert seen == [(NOBODY_UID, NOBODY_GID)]
+
+
+def test_check_collect_indicator_unknown_local_user_is_false(runner):
+    # Cedar Backup: the su command fails, the indicator cannot be fetched, so False.
+    runner.respond(rc=1)
+    assert make_peer(localUser="no-such-user-cback").checkCollectIndicator() is False
+
+
+def test_check_collect_indicator_unknown_local_user_with_working_dir_is_false(runner, tmp_path):
+    runner.respond(rc=1)
+    assert make_peer(tmp_path, localUser="no-such-user-cback").checkCollectIndicator() is False
+
+
+def test_write_stage_indicator_unknown_local_user_is_io_error(runner):
+    # With a working directory this is Cedar Backup's IOError from the failed su; the
+    # private temporary directory used without one must not turn it into a KeyError.
+    runner.respond(rc=1)
+    with pytest.raises(IOError):
+        make_peer(localUser="no-such-user-cback").writeStageIndicator()
+
+
+def test_write_stage_indicator_unknown_local_user_with_working_dir(runner, tmp_path):
+    runner.respond(rc=1)
+    local = str(tmp_path / "work" / "cback.stage")
+    with pytest.raises(IOError) as info:
+        make_peer(tmp_path, localUser="no-such-user-cback").writeStageIndicator()
+    assert str(info.value) == "Error (1) copying [%s] to remote host as local user [no-such-user-cback]." % local
+
+
+# ---------------------------------------------------------------------------
+# writeStageIndicator
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, indicator, remote",
+    [
+        ({}, None, "root@host:/coll/cback.stage"),
+        ({}, "done.flag", "root@host:/coll/done.flag"),
+        ({}, "my flag", "root@host:/coll/my\\ flag"),
+        ({"collectDir": "/my coll"}, None, "root@host:/my\\ coll/cback.stage"),
+        ({"remoteUser": "backup", "name": "peer1"}, None, "backup@peer1:/coll/cback.stage"),
+        ({"name": "2001:db8::5"}, None, "root@[2001:db8::5]:/coll/cback.stage"),
+    ],
+)
+def test_write_stage_indicator_argv(runner, tmp_path, kwargs, indicator, remote):
+    work = tmp_path / "work"
+    local = str(work / "cback.stage")
+    seen = []
+    runner.respond(effect=lambda call: seen.append((os.path.isfile(local), os.path.getsize(local))))
+    assert make_peer(tmp_path, **kwargs).writeStageIndicator(indicator) is None
+    assert runner.argvs == [SCP + [local, remote]]
+    assert seen == [(True, 0)]
+    assert names(work) == []
+
+
+def test_write_stage_indicator_working_dir_with_space_is_verbatim(runner, tmp_path):
+    work = tmp_path / "work dir"
+    work.mkdir()
+    make_peer(workingDir=str(work)).writeStageIndicator()
+    assert runner.argvs == [SCP + [str(work) + "/cback.stage", "root@host:/coll/cback.stage"]]
+
+
+def test_write_stage_indicator_custom_rcp(runner, tmp_path):
+    make_peer(tmp_path, rcpCommand='/usr/bin/scp -o "ConnectTimeout 5"').writeStageIndicator()
+    assert runner.argvs == [
+        ["/usr/bin/scp", "-o", "ConnectTimeout 5", str(tmp_path / "work" / "cback.stage"), "root@host:/coll/cback.stage"]
+    ]
+
+
+def test_write_stage_indicator_failure(runner, tmp_path):
+    runner.respond(rc=1, stderr="scp: /coll/cback.stage: Permission denied\n")
+    local = str(tmp_path / "work" / "cback.stage")
+    with pytest.raises(IOError) as info:
+        make_peer(tmp_path).writeStageIndicator()
+    assert str(info.value) == "Error (1) copying [%s] to remote host." % local
+    assert info.value.commandResult.rc == 1
+    assert info.value.commandResult.stderr == "scp: /coll/cback.stage: Permission denied\n"
+    assert names(tmp_path / "work") == []
+
+
+def test_write_stage_indicator_failure_as_local_user(runner, tmp_path):
+    runner.respond(rc=1)
+    local = str(tmp_path / "work" / "cback.stage")
+    with pytest.raises(IOError) as info:
+        make_peer(tmp_path, localUser="nobody").writeStageIndicator()
+    assert str(info.value) == "Error (1) copying [%s] to remote host as local user [nobody]." % local
+
+
+def test_write_stage_indicator_without_working_dir(runner):
+    seen = []
+
+    def effect(call):
+        source = call.argv[-2]
+        seen.append((source, os.path.isfile(source), os.path.getsize(source)))
+
+    runner.respond(effect=effect)
+    make_peer().writeStageIndicator("done")
+    (source, isfile, size), = seen
+    assert isfile and size == 0
+    assert os.path.basename(source) == "cback.stage"
+    assert os.path.basename(os.path.dirname(source)).startswith("cback-peer-")
+    assert runner.argvs == [SCP + [source, "root@host:/coll/done"]]
+    assert not os.path.exists(os.path.dirname(source))
+
+
+def test_write_stage_indicator_without_working_dir_removed_on_failure(runner):
+    seen = []
+    runner.respond(rc=2, effect=lambda call: seen.append(os.path.dirname(call.argv[-2])))
+    with pytest.raises(IOError) as info:
+        make_peer().writeStageIndicator()
+    assert str(info.value) == "Error (2) copying [%s/cback.stage] to remote host." % seen[0]
+    assert not os.path.exists(seen[0])
+
+
+# ---------------------------------------------------------------------------
+# executeRemoteCommand, runRemoteCommand, remoteShellArgv
+# ---------------------------------------------------------------------------
+
+REMOTE_COMMAND_TABLE = [
+    ({}, "ls -l /tmp", SSH + ["root@host", "ls -l /tmp"]),
+    ({"remoteUser": "backup", "name": "peer1"}, "true", SSH + ["backup@peer1", "true"]),
+    ({"rshCommand": "/usr/bin/ssh -p 2222"}, "uptime", ["/usr/bin/ssh", "-p", "2222", "root@host", "uptime"]),
+    (
+        {"rshCommand": '/usr/bin/ssh -o "BatchMode yes" -i "/my key"'},
+        "echo 'a b'; $(x)",
+        ["/usr/bin/ssh", "-o", "BatchMode yes", "-i", "/my key", "root@host", "echo 'a b'; $(x)"],
+    ),
+]
+
+
+@pytest.mark.parametrize("kwargs, command, expected", REMOTE_COMMAND_TABLE)
+def test_execute_remote_command_argv(runner, kwargs, command, expected):
+    assert make_peer(**kwargs).executeRemoteCommand(command) is None
+    assert runner.argvs == [expected]
+
+
+@pytest.mark.parametrize("kwargs, command, expected", REMOTE_COMMAND_TABLE)
+def test_remote_shell_argv(kwargs, command, expected):
+    assert make_peer(**kwargs).remoteShellArgv(command) == expected
+
+
+def test_execute_remote_command_failure(runner):
+    runner.respond(rc=1, stdout="partial\n", stderr="bad\n")
+    with pytest.raises(IOError) as info:
+        make_peer().executeRemoteCommand("ls -l /tmp")
+    assert str(info.value) == "Command failed [/usr/bin/ssh root@host 'ls -l /tmp']"
+    assert info.value.commandResult.stdout == "partial\n"
+    assert info.value.commandResult.stderr == "bad\n"
+
+
+def test_execute_remote_command_failure_custom_rsh(runner):
+    runner.respond(rc=255)
+    with pytest.raises(IOError) as info:
+        make_peer(rshCommand="/usr/bin/ssh -p 2222", remoteUser="backup").executeRemoteCommand("uptime")
+    assert str(info.value) == "Command failed [/usr/bin/ssh -p 2222 backup@host 'uptime']"
+
+
+def test_execute_remote_command_failure_shows_rsh_command_as_set(runner):
+    # Cedar Backup shows the rsh command string as configured, quotes included
+    runner.respond(rc=1)
+    with pytest.raises(IOError) as info:
+        make_peer(rshCommand='/usr/bin/ssh -o "BatchMode yes"').executeRemoteCommand("ls")
+    assert str(info.value) == "Command failed [/usr/bin/ssh -o \"BatchMode yes\" root@host 'ls']"
+
+
+def test_execute_remote_command_ipv6_is_not_bracketed_for_ssh(runner):
+    make_peer(name="::1").executeRemoteCommand("true")
+    assert runner.argvs == [SSH + ["root@::1", "true"]]
+
+
+def test_execute_remote_command_failure_as_local_user(runner):
+    runner.respond(rc=1)
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").executeRemoteCommand("ls")
+    assert str(info.value) == "Command failed [su -c nobody \"/usr/bin/ssh root@host 'ls'\"]"
+
+
+def test_run_remote_command_returns_result_without_raising(runner):
+    runner.respond(rc=3, stdout="out", stderr="err")
+    result = make_peer().runRemoteCommand("false")
+    assert result == _command.CommandResult(SSH + ["root@host", "false"], 3, "out", "err", False)
+
+
+# ---------------------------------------------------------------------------
+# executeManagedAction, managedActionCommand, build_cback_argv
+# ---------------------------------------------------------------------------
+
+MANAGED_TABLE = [
+    (None, "collect", False, "/usr/bin/cback3 collect", ["/usr/bin/cback3", "collect"]),
+    (None, "collect", True, "/usr/bin/cback3 --full collect", ["/usr/bin/cback3", "--full", "collect"]),
+    (None, "stage", 1, "/usr/bin/cback3 --full stage", ["/usr/bin/cback3", "--full", "stage"]),
+    ("/usr/local/bin/cback3", "purge", False, "/usr/local/bin/cback3 purge", ["/usr/local/bin/cback3", "purge"]),
+    (
+        '/usr/bin/cback3 --config "/etc/my conf"',
+        "collect",
+        False,
+        "/usr/bin/cback3 --config '/etc/my conf' collect",
+        ["/usr/bin/cback3", "--config", "/etc/my conf", "collect"],
+    ),
+    (
+        '/usr/bin/cback3 --config "/etc/my conf"',
+        "store",
+        True,
+        "/usr/bin/cback3 --config '/etc/my conf' --full store",
+        ["/usr/bin/cback3", "--config", "/etc/my conf", "--full", "store"],
+    ),
+    (
+        "cback3  --verbose   --stack",
+        "collect",
+        False,
+        "cback3 --verbose --stack collect",
+        ["cback3", "--verbose", "--stack", "collect"],
+    ),
+]
+
+
+@pytest.mark.parametrize("cback, action, full, command, words", MANAGED_TABLE)
+def test_execute_managed_action_argv(runner, cback, action, full, command, words):
+    assert make_peer(cbackCommand=cback).executeManagedAction(action, full) is None
+    assert runner.argvs == [SSH + ["root@host", command]]
+    assert shlex.split(runner.calls[0].argv[-1]) == words
+
+
+@pytest.mark.parametrize("cback, action, full, command, words", MANAGED_TABLE)
+def test_managed_action_command(cback, action, full, command, words):
+    assert make_peer(cbackCommand=cback).managedActionCommand(action, full) == command
+    assert peer.build_cback_argv(cback, action, full) == words
+
+
+def test_execute_managed_action_custom_rsh(runner):
+    make_peer(rshCommand="/usr/bin/ssh -p 2222", remoteUser="backup", name="db1").executeManagedAction("collect", False)
+    assert runner.argvs == [["/usr/bin/ssh", "-p", "2222", "backup@db1", "/usr/bin/cback3 collect"]]
+
+
+def test_execute_managed_action_none_action(runner):
+    with pytest.raises(ValueError) as info:
+        make_peer().executeManagedAction(None, False)
+    assert str(info.value) == "Action cannot be None."
+    assert runner.calls == []
+
+
+def test_execute_managed_action_failure(runner):
+    runner.respond(rc=1, stderr="cback3: failed\n")
+    with pytest.raises(IOError) as info:
+        make_peer().executeManagedAction("collect", True)
+    assert str(info.value) == "Failed to execute action [collect] on managed client [host]."
+    assert info.value.commandResult.rc == 1
+    assert info.value.commandResult.stderr == "cback3: failed\n"
+
+
+def test_execute_managed_action_failure_as_local_user(runner):
+    runner.respond(rc=1)
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody", name="db1").executeManagedAction("stage", False)
+    assert str(info.value) == "Failed to execute action [stage] on managed client [db1]."
+
+
+@pytest.mark.parametrize("cback", ['""', " ", "   "])
+def test_build_cback_argv_empty_command(cback):
+    with pytest.raises(ValueError) as info:
+        peer.build_cback_argv(cback, "collect", False)
+    assert str(info.value) == "The cback command must be a non-empty string."
+
+
+def test_build_cback_argv_none_action_checked_first():
+    with pytest.raises(ValueError) as info:
+        peer.build_cback_argv('""', None, False)
+    assert str(info.value) == "Action cannot be None."
+
+
+# ---------------------------------------------------------------------------
+# localUser: su wrapping as root, refusal otherwise
+# ---------------------------------------------------------------------------
+
+
+SU_CASES = [
+    (
+        "stagePeer",
+        lambda p, tmp: p.stagePeer(str(tmp / "target")),
+        lambda tmp: SCP + ["backup@host:/coll/*", str(tmp / "target")],
+        fetch_files({"a": b"a"}),
+    ),
+    (
+        "checkCollectIndicator",
+        lambda p, tmp: p.checkCollectIndicator(),
+        lambda tmp: SCP + ["backup@host:/coll/cback.collect", str(tmp / "work" / "cback.collect")],
+        fetch_one(),
+    ),
+    (
+        "checkCollectIndicator-space",
+        lambda p, tmp: p.checkCollectIndicator("my flag"),
+        lambda tmp: SCP + ["backup@host:/coll/my\\ flag", str(tmp / "work" / "my flag")],
+        fetch_one(),
+    ),
+    (
+        "writeStageIndicator",
+        lambda p, tmp: p.writeStageIndicator(),
+        lambda tmp: SCP + [str(tmp / "work" / "cback.stage"), "backup@host:/coll/cback.stage"],
+        None,
+    ),
+    (
+        "executeRemoteCommand",
+        lambda p, tmp: p.executeRemoteCommand("ls -l '/a b'; echo $(id)"),
+        lambda tmp: SSH + ["backup@host", "ls -l '/a b'; echo $(id)"],
+        None,
+    ),
+    (
+        "executeManagedAction",
+        lambda p, tmp: p.executeManagedAction("collect", True),
+        lambda tmp: SSH + ["backup@host", "/usr/bin/cback3 --full collect"],
+        None,
+    ),
+    (
+        "runRemoteCommand",
+        lambda p, tmp: p.runRemoteCommand("uptime"),
+        lambda tmp: SSH + ["backup@host", "uptime"],
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("label, action, expected, effect", SU_CASES, ids=[case[0] for case in SU_CASES])
+def test_local_user_as_root_wraps_in_su(runner, tmp_path, label, action, expected, effect):
+    (tmp_path / "target").mkdir()
+    p = make_peer(tmp_path, localUser="nobody", remoteUser="backup")
+    runner.respond(effect=effect)
+    action(p, tmp_path)
+    assert len(runner.calls) == 1
+    argv = runner.calls[0].argv
+    assert argv[:3] == ["su", "nobody", "-c"]
+    assert len(argv) == 4
+    assert shlex.split(argv[3]) == expected(tmp_path)
+    assert argv[3] == shlex.join(expected(tmp_path))
+
+
+def test_local_user_as_root_wraps_list_collect_dir(runner):
+    runner.respond(stdout="")
+    make_peer(localUser="nobody").listCollectDir()
+    argv = runner.calls[0].argv
+    assert argv[:3] == ["su", "nobody", "-c"]
+    ssh = shlex.split(argv[3])
+    assert ssh[:2] == SSH + ["root@host"]
+    assert shlex.split(ssh[2]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"]
+
+
+def test_local_user_as_root_custom_rcp_command(runner, tmp_path):
+    (tmp_path / "target").mkdir()
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    make_peer(localUser="nobody", rcpCommand='/usr/bin/scp -i "/etc/my key"').stagePeer(str(tmp_path / "target"))
+    argv = runner.calls[0].argv
+    assert argv[:3] == ["su", "nobody", "-c"]
+    assert shlex.split(argv[3]) == ["/usr/bin/scp", "-i", "/etc/my key", "root@host:/coll/*", str(tmp_path / "target")]
+
+
+def test_local_user_as_root_stage_files(runner, target):
+    seen = []
+
+    def effect(call):
+        fetch = call.inner[-1]
+        info = os.stat(fetch)
+        seen.append((fetch, info.st_uid, info.st_gid))
+        fetch_files({"a": b"a"})(call)
+
+    runner.respond(effect=effect)
+    result = make_peer(localUser="nobody").stageFiles(str(target))
+    assert result.copied == ["a"]
+    (fetch, uid, gid), = seen
+    argv = runner.calls[0].argv
+    assert argv[:3] == ["su", "nobody", "-c"]
+    assert shlex.split(argv[3]) == SCP + ["root@host:/coll/*", fetch]
+    assert (uid, gid) == (NOBODY_UID, NOBODY_GID)
+
+
+def test_no_local_user_never_wraps(runner, not_root, tmp_path):
+    p = make_peer(tmp_path)
+    p.executeRemoteCommand("true")
+    assert runner.argvs == [SSH + ["root@host", "true"]]
+
+
+def test_not_root_stage_peer_refused(runner, not_root, target):
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").stagePeer(str(target))
+    assert str(info.value) == "Only root can remote copy as another user."
+    assert runner.calls == []
+
+
+def test_not_root_check_collect_indicator_false(runner, not_root, tmp_path):
+    assert make_peer(tmp_path, localUser="nobody").checkCollectIndicator() is False
+    assert runner.calls == []
+    assert names(tmp_path / "work") == []
+
+
+def test_not_root_write_stage_indicator_refused(runner, not_root, tmp_path):
+    with pytest.raises(IOError) as info:
+        make_peer(tmp_path, localUser="nobody").writeStageIndicator()
+    assert str(info.value) == "Only root can remote copy as another user."
+    assert runner.calls == []
+    assert names(tmp_path / "work") == []
+
+
+def test_not_root_execute_remote_command_refused(runner, not_root):
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").executeRemoteCommand("ls")
+    assert str(info.value) == "Only root can remote shell as another user."
+    assert runner.calls == []
+
+
+def test_not_root_execute_managed_action_refused(runner, not_root):
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").executeManagedAction("collect", False)
+    assert str(info.value) == "Failed to execute action [collect] on managed client [host]."
+    assert runner.calls == []
+
+
+def test_not_root_stage_files_refused_and_cleaned(runner, not_root, target):
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").stageFiles(str(target))
+    assert str(info.value) == "Only root can remote copy as another user."
+    assert runner.calls == []
+    assert names(target) == []
+
+
+# ---------------------------------------------------------------------------
+# listCollectDir
+# ---------------------------------------------------------------------------
+
+FIND_WORDS = ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"]
+
+
+def test_list_collect_dir_argv(runner):
+    runner.respond(stdout="")
+    assert make_peer().listCollectDir() == []
+    argv = runner.calls[0].argv
+    assert argv[:2] == SSH + ["root@host"]
+    assert len(argv) == 3
+    assert shlex.split(argv[2]) == FIND_WORDS
+
+
+def test_list_collect_dir_quotes_collect_dir(runner):
+    runner.respond(stdout="")
+    make_peer(collectDir="/my coll/$(x)").listCollectDir()
+    words = shlex.split(runner.calls[0].argv[2])
+    assert words[2] == "/my coll/$(x)"
+
+
+def test_list_collect_dir_parses_entries(runner):
+    output = "".join(
+        record + "\0"
+        for record in [
+            "f 10 file001",
+            "d 4096 sub",
+            "l 0 broken",
+            "f 0 .hidden",
+            "d 4096 .dotdir",
+            "s 0 sock",
+            "p 0 fifo",
+            "f 5 name with  spaces",
+            "f 0 cback.collect",
+            "f 7 new\nline",
+        ]
+    )
+    runner.respond(stdout=output)
+    assert make_peer().listCollectDir() == [
+        RemoteEntry("broken", "broken-link", 0),
+        RemoteEntry("cback.collect", "file", 0),
+        RemoteEntry("fifo", "other", 0),
+        RemoteEntry("file001", "file", 10),
+        RemoteEntry("name with  spaces", "file", 5),
+        RemoteEntry("new\nline", "file", 7),
+        RemoteEntry("sock", "other", 0),
+        RemoteEntry("sub", "directory", 4096),
+    ]
+
+
+def test_list_collect_dir_failure(runner):
+    runner.respond(rc=1, stderr="find: '/coll': No such file or directory\n")
+    with pytest.raises(IOError) as info:
+        make_peer().listCollectDir()
+    assert str(info.value) == "Error (1) listing [/coll] on remote host."
+    assert info.value.commandResult.stderr == "find: '/coll': No such file or directory\n"
+
+
+def test_list_collect_dir_timeout(runner):
+    p = make_peer()
+    p.commandTimeout = 7
+    runner.respond(stdout="f 1 a\0")
+    assert p.listCollectDir() == [RemoteEntry("a", "file", 1)]
+    assert runner.calls[0].timeout == 7
+
+
+# ---------------------------------------------------------------------------
+# stageFiles (collection extension)
+# ---------------------------------------------------------------------------
+
+
+def fetch_dirs(target):
+    return [name for name in os.listdir(str(target)) if name.startswith(".cback-fetch-")]
+
+
+def test_stage_files_fetches_into_private_dir(runner, target):
+    seen = []
+
+    def effect(call):
+        seen.append(call.argv[-1])
+        fetch_files({"b": b"bb", "a": b"aaaa", "cback.collect": b""})(call)
+
+    runner.respond(effect=effect)
+    result = make_peer().stageFiles(str(target))
+    (fetch,) = seen
+    assert os.path.dirname(fetch) == str(target)
+    assert os.path.basename(fetch).startswith(".cback-fetch-")
+    assert runner.argvs == [SCP + ["root@host:/coll/*", fetch]]
+    assert result == StageResult(["a", "b", "cback.collect"], [], [], 6)
+    assert names(target) == ["a", "b", "cback.collect"]
+    assert (target / "a").read_bytes() == b"aaaa"
+    assert not os.path.exists(fetch)
+
+
+def test_stage_files_exclude(runner, target):
+    runner.respond(effect=fetch_files({"a": b"a", "cback.stage": b"", "cback.collect": b""}))
+    result = make_peer().stageFiles(str(target), exclude=["cback.stage"])
+    assert result == StageResult(["a", "cback.collect"], [], ["cback.stage"], 1)
+    assert names(target) == ["a", "cback.collect"]
+
+
+def test_stage_files_idempotent(runner, target):
+    files = {"a": b"aaa", "b": b"bb"}
+    p = make_peer()
+    runner.respond(effect=fetch_files(files, mode=0o644))
+    assert p.stageFiles(str(target)).copied == ["a", "b"]
+    inode = os.stat(str(target / "a")).st_ino
+    runner.respond(effect=fetch_files(files, mode=0o644))
+    result = p.stageFiles(str(target))
+    assert result == StageResult([], ["a", "b"], [], 0)
+    assert os.stat(str(target / "a")).st_ino == inode
+    assert fetch_dirs(target) == []
+
+
+def test_stage_files_changed_content_recopied(runner, target):
+    p = make_peer()
+    runner.respond(effect=fetch_files({"a": b"aaa", "b": b"bb"}, mode=0o644))
+    p.stageFiles(str(target))
+    runner.respond(effect=fetch_files({"a": b"AAA", "b": b"bb"}, mode=0o644))
+    result = p.stageFiles(str(target))
+    assert result == StageResult(["a"], ["b"], [], 3)
+    assert (target / "a").read_bytes() == b"AAA"
+
+
+def test_stage_files_keeps_fetched_mode_without_permissions(runner, target):
+    runner.respond(effect=fetch_files({"a": b"a"}, mode=0o600))
+    make_peer().stageFiles(str(target))
+    assert mode_of(target / "a") == 0o600
+
+
+def test_stage_files_ownership_and_permissions(runner, target):
+    p = make_peer()
+    ownership = (NOBODY_UID, NOGROUP_GID)
+    runner.respond(effect=fetch_files({"a": b"a", "b": b"b"}, mode=0o600))
+    assert p.stageFiles(str(target), ownership=ownership, permissions=0o640).copied == ["a", "b"]
+    for name in ("a", "b"):
+        info = os.stat(str(target / name))
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY_UID, NOGROUP_GID, 0o640)
+    runner.respond(effect=fetch_files({"a": b"a", "b": b"b"}, mode=0o600))
+    assert p.stageFiles(str(target), ownership=ownership, permissions=0o640).unchanged == ["a", "b"]
+    runner.respond(effect=fetch_files({"a": b"a", "b": b"b"}, mode=0o600))
+    assert p.stageFiles(str(target), ownership=ownership, permissions=0o644).copied == ["a", "b"]
+
+
+def test_stage_files_skips_non_regular_fetched_entries(runner, target):
+    def effect(call):
+        fetch_files({"a": b"a"})(call)
+        os.mkdir(os.path.join(call.argv[-1], "sub"))
+
+    runner.respond(effect=effect)
+    result = make_peer().stageFiles(str(target))
+    assert result == StageResult(["a"], [], [], 1)
+    assert names(target) == ["a"]
+
+
+def test_stage_files_copy_failure_still_stages_fetched_files(runner, target):
+    def effect(call):
+        fetch_files({"a": b"aaaa", "b": b"bb", "cback.stage": b""})(call)
+        os.mkdir(os.path.join(call.argv[-1], "sub"))
+
+    runner.respond(rc=1, stderr="scp: /coll/sub: not a regular file\n", effect=effect)
+    with pytest.raises(IOError) as info:
+        make_peer().stageFiles(str(target), exclude=("cback.stage",))
+    assert str(info.value) == "Error (1) copying files from remote host."
+    assert info.value.stageResult == StageResult(["a", "b"], [], ["cback.stage"], 6)
+    assert info.value.commandResult.rc == 1
+    assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
+    assert names(target) == ["a", "b"]
+
+
+def test_stage_files_copy_failure_as_local_user(runner, target):
+    runner.respond(rc=1)
+    with pytest.raises(IOError) as info:
+        make_peer(localUser="nobody").stageFiles(str(target))
+    assert str(info.value) == "Error (1) copying files from remote host as local user [nobody]."
+    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert fetch_dirs(target) == []
+
+
+def test_stage_files_nothing_fetched(runner, target):
+    runner.respond()
+    with pytest.raises(IOError) as info:
+        make_peer().stageFiles(str(target))
+    assert str(info.value) == "Did not copy any files from remote peer."
+    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert names(target) == []
+
+
+def test_stage_files_only_excluded_fetched(runner, target):
+    runner.respond(effect=fetch_files({"cback.stage": b""}))
+    with pytest.raises(IOError) as info:
+        make_peer().stageFiles(str(target), exclude=["cback.stage"])
+    assert str(info.value) == "Did not copy any files from remote peer."
+    assert info.value.stageResult == StageResult([], [], ["cback.stage"], 0)
+    assert names(target) == []
+
+
+def test_stage_files_fetch_dir_removed_when_runner_raises(runner, target):
+    runner.respond(effect=fetch_files({"a": b"a"}), raises=RuntimeError("interrupted"))
+    with pytest.raises(RuntimeError):
+        make_peer().stageFiles(str(target))
+    assert names(target) == []
+
+
+def test_stage_files_existing_unrelated_files_untouched(runner, target):
+    write(target / "other", b"keep", mode=0o600)
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    result = make_peer().stageFiles(str(target))
+    assert result.copied == ["a"]
+    assert (target / "other").read_bytes() == b"keep"
+    assert names(target) == ["a", "other"]
+
+
+def test_stage_files_partial_ownership_none_means_unchanged(runner, target):
+    p = make_peer()
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    p.stageFiles(str(target), ownership=(None, NOGROUP_GID))
+    info = os.stat(str(target / "a"))
+    assert (info.st_uid, info.st_gid) == (0, NOGROUP_GID)
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    assert p.stageFiles(str(target), ownership=(None, NOGROUP_GID)).unchanged == ["a"]
+
+
+def test_stage_files_command_timeout(runner, target):
+    p = make_peer()
+    p.commandTimeout = 300
+    runner.respond(effect=fetch_files({"a": b"a"}))
+    p.stageFiles(str(target))
+    assert runner.calls[0].timeout == 300
