@@ -13,11 +13,13 @@ VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/cedarbackup-peer-$(VERSION).tar.gz
 APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 sudo
 PYTEST_ARGS ?=
+# Oldest supported ansible-core: the playbook and ansible-doc tests run with it too.
+COMPAT_VENV := .venv-2.16
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 
-.PHONY: help demo test system-deps venv collection unit integration sanity changelog-lint clean
+.PHONY: help demo test test-compat system-deps venv collection unit integration docs-check changelog-lint clean
 
 help:
 	@echo "make demo   - stage two generated local peers and show the result"
@@ -61,8 +63,23 @@ integration: system-deps collection
 changelog-lint: $(VPY)
 	$(VENV)/bin/antsibull-changelog lint
 
-test: system-deps collection changelog-lint
+# docs/modules.md is generated from the modules' own documentation: it must be current.
+docs-check: collection
+	$(VPY) docs/generate_module_docs.py --check
+
+$(COMPAT_VENV)/bin/ansible-playbook: requirements/compat-2.16.txt
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/compat-2.16.txt
+	@touch $@
+
+# The same playbook-level tests, driven by the oldest supported ansible-core.
+test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
+	CBACK_ANSIBLE_BIN=$(abspath $(COMPAT_VENV))/bin $(VPY) -m pytest \
+	  tests/integration/test_modules_ansible.py tests/integration/test_documentation.py $(PYTEST_ARGS)
+
+test: system-deps collection changelog-lint docs-check
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-compat
 
 clean:
-	rm -rf $(BUILD) .pytest_cache
+	rm -rf $(BUILD) .pytest_cache $(COMPAT_VENV)

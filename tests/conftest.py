@@ -35,13 +35,18 @@ import pytest  # noqa: E402
 INSTALLED = ROOT / ".build" / "collections"
 
 
-def _newest_source_mtime():
-    newest = (ROOT / "galaxy.yml").stat().st_mtime
+def stale_files():
+    """Collection sources that differ from (or are missing in) the installed copy."""
+    installed = INSTALLED / "ansible_collections" / "cedarbackup" / "peer"
+    stale = []
     for top in ("plugins", "meta", "roles", "playbooks"):
-        for path in (ROOT / top).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts:
-                newest = max(newest, path.stat().st_mtime)
-    return newest
+        for source in sorted((ROOT / top).rglob("*")):
+            if not source.is_file() or "__pycache__" in source.parts:
+                continue
+            copy = installed / source.relative_to(ROOT)
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                stale.append(str(source.relative_to(ROOT)))
+    return stale
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +54,16 @@ def installed_collections():
     """Collections path holding cedarbackup.peer built from this checkout.
 
     ``make test`` builds and installs it first (``make collection``); run alone, the
-    fixture rebuilds it when it is missing or older than the sources, so that the
+    fixture rebuilds it when it is missing or differs from the sources, so that the
     artifact under test is never stale.
     """
     manifest = INSTALLED / "ansible_collections" / "cedarbackup" / "peer" / "MANIFEST.json"
-    if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
-        subprocess.run(["make", "-s", "collection"], cwd=str(ROOT), check=True, timeout=600, stdout=subprocess.DEVNULL)
-    assert manifest.exists()
+    if not manifest.is_file() or stale_files():
+        result = subprocess.run(
+            ["make", "-s", "collection"], cwd=str(ROOT), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600,
+        )
+        assert result.returncode == 0, result.stdout.decode(errors="replace")
+    assert manifest.is_file()
+    assert stale_files() == []
     return INSTALLED

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or Path(sys.executable).parent)
 MODULES = ["cback_collect_indicator", "cback_stage", "cback_managed_action"]
 
 

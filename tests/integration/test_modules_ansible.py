@@ -33,9 +33,8 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
-COLLECTIONS = ROOT / ".build" / "collections"
-INSTALLED = COLLECTIONS / "ansible_collections" / "cedarbackup" / "peer"
+# ansible-core under test: this venv's, or another venv's bin (CBACK_ANSIBLE_BIN).
+VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or ROOT / ".venv" / "bin")
 TARGET_PYTHON = "/usr/bin/python3"
 FQCN = "cedarbackup.peer."
 PLAYBOOK_TIMEOUT = 180
@@ -98,31 +97,9 @@ class CallbackModule(CallbackBase):
 # ---------------------------------------------------------------------------
 
 
-def _stale_files():
-    """Source files of the collection that differ from (or are missing in) the installed copy."""
-    stale = []
-    for top in ("plugins", "meta"):
-        for source in sorted((ROOT / top).rglob("*")):
-            if not source.is_file() or "__pycache__" in source.parts:
-                continue
-            installed = INSTALLED / source.relative_to(ROOT)
-            if not installed.is_file() or installed.read_bytes() != source.read_bytes():
-                stale.append(str(source.relative_to(ROOT)))
-    return stale
-
-
 @pytest.fixture(scope="session")
-def collections_path():
-    """``.build/collections`` holding the collection as built from this tree (built if needed)."""
-    if not (INSTALLED / "MANIFEST.json").is_file() or _stale_files():
-        result = subprocess.run(
-            ["make", "collection"], cwd=str(ROOT), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
-        )
-        assert result.returncode == 0, result.stdout.decode(errors="replace")
-    assert (INSTALLED / "MANIFEST.json").is_file()
-    assert _stale_files() == []
-    return str(COLLECTIONS)
+def collections_path(installed_collections):
+    return str(installed_collections)
 
 
 @pytest.fixture(scope="session")
@@ -748,24 +725,25 @@ def _sections(text):
 
 @pytest.mark.parametrize("module", sorted(MODULE_OPTIONS))
 def test_ansible_doc_renders(ansible_env, module):
+    """The text page renders with every option and return value (layout varies by version)."""
     rc, out, err = _ansible_doc(ansible_env, "-t", "module", FQCN + module)
     assert rc == 0, err
-    assert out.startswith("> MODULE %s%s " % (FQCN, module)), out
     assert "WARNING" not in err and "ERROR" not in err, err
-    sections = _sections(out)
-    for heading in ("OPTIONS", "ATTRIBUTES", "EXAMPLES", "RETURN VALUES"):
-        assert heading in sections, (heading, out)
-    # every option is rendered (``=`` marks a required one, ``-`` an optional one)
-    rendered = dict((name, mark) for mark, name in re.findall(r"^([-=]) (\w+)\s", sections["OPTIONS"], re.MULTILINE))
-    assert set(MODULE_OPTIONS[module]) <= set(rendered), out
-    assert sorted(name for name, mark in rendered.items() if mark == "=") == sorted(MODULE_REQUIRED[module]), out
-    # the documentation and the argument spec name the same options
+    assert (FQCN + module).lower() in out.splitlines()[0].lower(), out
     spec = _argument_spec(module)
-    assert sorted(rendered) == sorted(spec), out
+    for option in spec:
+        assert re.search(r"^\s*[-=]?\s*%s\b" % re.escape(option), out, re.MULTILINE), (option, out)
     assert sorted(name for name, value in spec.items() if value.get("required")) == sorted(MODULE_REQUIRED[module])
-    returned = re.findall(r"^- (\w+)\s", sections["RETURN VALUES"], re.MULTILINE)
-    assert set(MODULE_RETURNS[module]) <= set(returned), out
-    assert FQCN + module + ":" in sections["EXAMPLES"], out
+    for name in MODULE_RETURNS[module]:
+        assert re.search(r"^\s*-?\s*%s\b" % re.escape(name), out, re.MULTILINE), (name, out)
+    assert FQCN + module + ":" in out, out
+    if out.startswith("> MODULE "):  # ansible-core >= 2.17 text layout: check the sections too
+        sections = _sections(out)
+        for heading in ("OPTIONS", "ATTRIBUTES", "EXAMPLES", "RETURN VALUES"):
+            assert heading in sections, (heading, out)
+        rendered = dict((name, mark) for mark, name in re.findall(r"^([-=]) (\w+)\s", sections["OPTIONS"], re.MULTILINE))
+        assert sorted(rendered) == sorted(spec), out
+        assert sorted(name for name, mark in rendered.items() if mark == "=") == sorted(MODULE_REQUIRED[module]), out
 
 
 def test_ansible_doc_lists_the_modules(ansible_env):
