@@ -42,6 +42,17 @@ class TaskFailure(Exception):
         self.result = result
 
 
+def run(module, task):
+    """Run ``task`` for an AnsibleModule and exit: the one place failures become fail_json."""
+    try:
+        result = task(module.params, module.check_mode)
+    except TaskFailure as failure:
+        module.fail_json(msg=failure.msg, **failure.result)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
 def _label(params):
     return params.get("name") or "localhost"
 

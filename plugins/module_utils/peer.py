@@ -110,6 +110,15 @@ def build_cback_argv(cbackCommand, action, fullBackup):
     return words
 
 
+def _command_forms(value, default, what):
+    """A command as set (``None`` stays ``None``) and the argv used (the default for ``None``)."""
+    if value is None:
+        return None, default
+    if len(value) < 1:
+        raise ValueError("The %s command must be a non-empty string." % what)
+    return value, split_command_line(value)
+
+
 def _checked_failure_mode(value):
     if value is not None and value not in VALID_FAILURE_MODES:
         raise ValueError("Ignore failure mode must be one of %s." % VALID_FAILURE_MODES)
@@ -473,27 +482,13 @@ class RemotePeer(object):
         return self._localUser
 
     def _setRcpCommand(self, value):
-        if value is None:
-            self._rcpCommand = None
-            self._rcpCommandList = DEF_RCP_COMMAND
-        elif len(value) >= 1:
-            self._rcpCommand = value
-            self._rcpCommandList = split_command_line(value)
-        else:
-            raise ValueError("The rcp command must be a non-empty string.")
+        self._rcpCommand, self._rcpCommandList = _command_forms(value, DEF_RCP_COMMAND, "rcp")
 
     def _getRcpCommand(self):
         return self._rcpCommand
 
     def _setRshCommand(self, value):
-        if value is None:
-            self._rshCommand = None
-            self._rshCommandList = DEF_RSH_COMMAND
-        elif len(value) >= 1:
-            self._rshCommand = value
-            self._rshCommandList = split_command_line(value)
-        else:
-            raise ValueError("The rsh command must be a non-empty string.")
+        self._rshCommand, self._rshCommandList = _command_forms(value, DEF_RSH_COMMAND, "rsh")
 
     def _getRshCommand(self):
         return self._rshCommand

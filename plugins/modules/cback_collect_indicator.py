@@ -79,7 +79,7 @@ ready:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
-from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure, collect_indicator
+from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import collect_indicator, run
 
 
 def main():
@@ -91,11 +91,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        result = collect_indicator(module.params, module.check_mode)
-    except TaskFailure as failure:
-        module.fail_json(msg=failure.msg, **failure.result)
-    module.exit_json(**result)
+    run(module, collect_indicator)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ cmd:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
-from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure, managed_action
+from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import managed_action, run
 
 
 def main():
@@ -120,11 +120,7 @@ def main():
         required_if=[("type", "remote", ("name",))],
         supports_check_mode=True,
     )
-    try:
-        result = managed_action(module.params, module.check_mode)
-    except TaskFailure as failure:
-        module.fail_json(msg=failure.msg, **failure.result)
-    module.exit_json(**result)
+    run(module, managed_action)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ cmd:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
-from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure, stage
+from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import stage, run
 
 
 def main():
@@ -189,13 +189,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        result = stage(module.params, module.check_mode)
-    except TaskFailure as failure:
-        module.fail_json(msg=failure.msg, **failure.result)
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    module.exit_json(**result)
+    run(module, stage)
 
 
 if __name__ == "__main__":
