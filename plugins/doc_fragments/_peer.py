@@ -82,6 +82,24 @@ options:
         commands or the ssh client configuration.
     type: int
     default: 0
+  connect_timeout:
+    description:
+      - Seconds an OpenSSH C(scp) or C(ssh) command may take to connect to a remote peer
+        (C(-o ConnectTimeout)); an established connection that stops answering is dropped after
+        three missed keep-alives (C(-o ServerAliveInterval), C(-o ServerAliveCountMax=3)).
+      - So a dead or hanging peer fails in bounded time. V(0) adds none of these options.
+      - Only applies when the program of O(rcp_command) or O(rsh_command) is C(scp) or C(ssh);
+        the options are put first, so they win over the ssh client configuration.
+    type: int
+    default: 30
+  ssh_multiplex:
+    description:
+      - Share one ssh connection between all the commands a task runs for a remote peer (the
+        readiness check, the copy, the stage indicator push), with a private OpenSSH
+        C(ControlMaster) socket that the module closes at the end.
+      - Only applies when the program of O(rcp_command) or O(rsh_command) is C(scp) or C(ssh).
+    type: bool
+    default: true
 """
 
     # collect_dir: modules that read a collect directory.

@@ -29,6 +29,8 @@ PEER_OPTIONS = dict(
     rsh_command=dict(type="str"),
     working_dir=dict(type="path"),
     timeout=dict(type="int", default=0),
+    connect_timeout=dict(type="int", default=30),
+    ssh_multiplex=dict(type="bool", default=True),
 )
 
 # collect_dir  (doc fragment: cedarbackup.peer._peer.collect)
@@ -127,9 +129,9 @@ def check_action(value):
     return value
 
 
-def check_timeout(value):
+def check_timeout(value, option="timeout"):
     if value is not None and value < 0:
-        raise OptionError("timeout", "must be 0 (no limit) or a number of seconds, not %r." % value)
+        raise OptionError(option, "must be 0 (no limit) or a number of seconds, not %r." % value)
     return value or None
 
 

@@ -16,11 +16,13 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 
 from . import _argspec as spec
 from ._command import run_command
 from ._ids import current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
+from ._ssh import ssh_options, ssh_session
 from .peer import (
     DEF_COLLECT_INDICATOR,
     DEF_STAGE_INDICATOR,
@@ -77,6 +79,7 @@ def _check_peer_options(params, with_collect=True):
     spec.check_user("remote_user", params.get("remote_user"))
     spec.check_user("local_user", params.get("local_user"))
     spec.check_timeout(params.get("timeout"))
+    spec.check_timeout(params.get("connect_timeout"), "connect_timeout")
     if with_collect:
         spec.check_absolute("collect_dir", params.get("collect_dir"), remote=remote)
     spec.check_absolute("working_dir", params.get("working_dir"))
@@ -132,8 +135,8 @@ def collect_indicator(params, check_mode=False):
     try:
         _check_peer_options(params)
         spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
-        with _working_dir(params) as work:
-            ready = _peer(params, work).checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR)
+        with _working_dir(params) as work, _session(dict(params, ssh_multiplex=False), _peer(params, work)) as peer:
+            ready = peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR)
     except ValueError as exc:
         _fail(params, str(exc))
     return dict(changed=False, ready=bool(ready))
@@ -153,7 +156,7 @@ def _ownership(params):
     return (uid, gid)
 
 
-def _stage_failure(params, exc, target_dir):
+def _stage_failure(params, exc, target_dir, seconds):
     partial = getattr(exc, "stageResult", None)
     message = str(exc)
     if isinstance(exc, ValueError) and message.startswith("Target directory"):
@@ -164,7 +167,10 @@ def _stage_failure(params, exc, target_dir):
     if entry is not None:
         message = "%s [%s]" % (message.rstrip("."), entry)
     detail, extra = _output_of(exc)
-    result = dict(target_dir=target_dir, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False)
+    result = dict(
+        target_dir=target_dir, ready=True, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False,
+        seconds=round(seconds, 3),
+    )
     if partial is not None:
         result.update(count=len(partial.copied), files=list(partial.copied), bytes=partial.bytes, unchanged=list(partial.unchanged))
     result["changed"] = bool(result["files"])
@@ -173,57 +179,80 @@ def _stage_failure(params, exc, target_dir):
 
 
 def stage(params, check_mode=False):
-    """Stage one peer into ``target_dir``, then write its stage indicator."""
+    """Stage one peer into ``target_dir``, then write its stage indicator.
+
+    With ``check_collect_indicator`` the peer's readiness is checked first, over the same
+    ssh connection; a peer that is not ready gives ``ready: false`` and stages nothing.
+    """
+    started = time.monotonic()
     target_dir = params["target_dir"]
     try:
         _check_peer_options(params)
         spec.check_absolute("target_dir", target_dir)
         indicator = params.get("stage_indicator") or DEF_STAGE_INDICATOR
         spec.check_file_name("stage_indicator", indicator, params["type"] == "remote")
+        spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
         ownership = _ownership(params)
         mode = spec.parse_mode(params.get("mode"))
     except ValueError as exc:
         _fail(params, str(exc))
     remote = params["type"] == "remote"
     warnings = []
+    result = dict(
+        changed=False, ready=True, count=0, files=[], bytes=0, unchanged=[], target_dir=target_dir, stage_indicator_written=False
+    )
     try:
-        with _working_dir(params) as work:
-            peer = _peer(params, work)
-            if remote and check_mode:
-                staged, present = _predict_remote(peer, target_dir, indicator, warnings)
-            else:
-                staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
-                if remote:
-                    present = indicator in staged.excluded
+        with _working_dir(params) as work, _session(params, _peer(params, work)) as peer:
+            if params.get("check_collect_indicator"):
+                result["ready"] = bool(peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR))
+            if result["ready"]:
+                if remote and check_mode:
+                    staged, present = _predict_remote(peer, target_dir, indicator, warnings)
                 else:
-                    present = os.path.isfile(path_join(peer.collectDir, indicator))
-            written = bool(params.get("write_stage_indicator", True)) and not present
-            if written and not check_mode:
-                peer.writeStageIndicator(indicator)
+                    staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
+                    if remote:
+                        present = indicator in staged.excluded
+                    else:
+                        present = os.path.isfile(path_join(peer.collectDir, indicator))
+                written = bool(params.get("write_stage_indicator", True)) and not present
+                if written and not check_mode:
+                    peer.writeStageIndicator(indicator)
+                result.update(
+                    changed=bool(staged.copied) or written or bool(warnings),
+                    count=len(staged.copied),
+                    files=list(staged.copied),
+                    bytes=staged.bytes,
+                    unchanged=list(staged.unchanged),
+                    stage_indicator_written=written,
+                )
     except spec.OptionError as exc:
         _fail(params, str(exc))
     except (IOError, OSError, ValueError) as exc:
-        _stage_failure(params, exc, target_dir)
-    result = dict(
-        changed=bool(staged.copied) or written or bool(warnings),
-        count=len(staged.copied),
-        files=list(staged.copied),
-        bytes=staged.bytes,
-        unchanged=list(staged.unchanged),
-        target_dir=target_dir,
-        stage_indicator_written=written,
-    )
+        _stage_failure(params, exc, target_dir, time.monotonic() - started)
+    result["seconds"] = round(time.monotonic() - started, 3)
     if warnings:
         result["warnings"] = warnings
     return result
 
 
+@contextlib.contextmanager
+def _session(params, peer):
+    """For a remote peer: one shared OpenSSH connection and bounded connects, as configured."""
+    if params["type"] != "remote":
+        yield peer
+        return
+    with ssh_session(peer, bool(params.get("ssh_multiplex", True)), params.get("connect_timeout") or 0) as session:
+        yield session
+
+
 def _predict_remote(peer, target_dir, indicator, warnings):
     """Check mode for a remote peer: list the collect dir, compare names and sizes.
 
-    Returns the predicted ``StageResult`` and whether the stage indicator is present.
+    Returns the predicted ``StageResult`` and whether the stage indicator is present.  A
+    target directory that does not exist yet (not created in check mode) counts as empty.
     """
-    peer._checkTargetDir(target_dir)
+    if os.path.lexists(target_dir):
+        peer._checkTargetDir(target_dir)
     try:
         entries = peer.listCollectDir()
     except IOError as exc:
@@ -264,6 +293,7 @@ def managed_action(params, check_mode=False):
             )
         else:
             peer = _peer(params)
+            peer.sshOptions = ssh_options(None, params.get("connect_timeout") or 0)
             argv = peer.remoteShellArgv(peer.managedActionCommand(params["action"], params.get("full")))
     except (IOError, ValueError) as exc:
         _fail(params, str(exc))

@@ -27,7 +27,9 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
 
 Extensions used by the collection's modules (Cedar Backup has no equivalent): the
-``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), ``stageFiles`` (idempotent, atomic staging with a detailed
+``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), the
+``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
+``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic staging with a detailed
 ``StageResult``), ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
@@ -61,6 +63,9 @@ DEF_COLLECT_INDICATOR = "cback.collect"
 DEF_STAGE_INDICATOR = "cback.stage"
 
 SU_COMMAND = ["su"]
+
+# Programs that take ``-o option=value`` (``RemotePeer.sshOptions``).
+OPENSSH_PROGRAMS = ("scp", "ssh")
 
 __all__ = [
     "DEF_RCP_COMMAND",
@@ -253,7 +258,7 @@ class LocalPeer(object):
     collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
     ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
 
-    def _checkDirs(self, targetDir):
+    def _checkDirs(self, targetDir, targetMayBeMissing=False):
         targetDir = encode_path(targetDir)
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
@@ -261,6 +266,8 @@ class LocalPeer(object):
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
             raise ValueError("Collect directory is not a directory or does not exist on disk.")
+        if targetMayBeMissing and not os.path.lexists(targetDir):
+            return targetDir
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
             raise ValueError("Target directory is not a directory or does not exist on disk.")
@@ -298,12 +305,12 @@ class LocalPeer(object):
         a temporary file in ``targetDir`` and renamed into place, so a target is never
         half-written.  ``None`` for the uid or gid in ``ownership`` leaves that id as it
         is.  With ``checkOnly`` nothing is written and the result tells what would be
-        copied.  Errors are those of ``stagePeer``; an exception raised part-way carries
+        copied (a target directory that does not exist yet counts as empty).  Errors are those of ``stagePeer``; an exception raised part-way carries
         the partial result as ``stageResult`` and the failing entry as ``failedEntry``.
 
         :returns: ``StageResult``
         """
-        targetDir = self._checkDirs(targetDir)
+        targetDir = self._checkDirs(targetDir, targetMayBeMissing=checkOnly)
         ownership = _lenient(ownership)
         copied, unchanged, excluded, size = [], [], [], 0
         for fileName in os.listdir(self.collectDir):
@@ -431,6 +438,7 @@ class RemotePeer(object):
         self._cbackCommand = None
         self._ignoreFailureMode = None
         self.commandTimeout = None
+        self.sshOptions = []
         self.name = name
         self.collectDir = collectDir
         self.workingDir = workingDir
@@ -526,12 +534,19 @@ class RemotePeer(object):
     def _asLocalUser(self, argv, what):
         return _as_local_user(argv, self.localUser, what)
 
+    def _withSshOptions(self, argv):
+        """``argv`` with ``sshOptions`` after the program, when the program is OpenSSH's."""
+        if self.sshOptions and os.path.basename(argv[0]) in OPENSSH_PROGRAMS:
+            return argv[:1] + [word for option in self.sshOptions for word in ("-o", option)] + argv[1:]
+        return argv
+
     def _rcpArgv(self, args):
-        return self._asLocalUser(list(self._rcpCommandList) + list(args), "copy")
+        return self._asLocalUser(self._withSshOptions(list(self._rcpCommandList)) + list(args), "copy")
 
     def remoteShellArgv(self, command):
         """Argv that runs ``command`` (one remote shell command line) on the peer (extension)."""
-        return self._asLocalUser(list(self._rshCommandList) + ["%s@%s" % (self.remoteUser, self.name), command], "shell")
+        argv = self._withSshOptions(list(self._rshCommandList)) + ["%s@%s" % (self.remoteUser, self.name), command]
+        return self._asLocalUser(argv, "shell")
 
     def _run(self, argv):
         return run_command(argv, timeout=self.commandTimeout)

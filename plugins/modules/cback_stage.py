@@ -28,8 +28,9 @@ description:
     mode and ownership is left alone, so a re-run over a staged peer copies nothing and reports
     no change. Every file is written to a temporary name in O(target_dir) first and renamed into
     place, so a staged file is never half-written.
-  - The module does not check the collect indicator; use M(cedarbackup.peer.cback_collect_indicator)
-    first.
+  - With O(check_collect_indicator=true) the module first checks the collect indicator, as
+    M(cedarbackup.peer.cback_collect_indicator) does (over the same ssh connection for a remote
+    peer); a peer that is not ready gives RV(ready=false), stages nothing and does not fail.
   - An empty collect directory (nothing to stage) fails, as in Cedar Backup.
 author:
   - cedarbackup.peer contributors
@@ -75,6 +76,16 @@ options:
       - An indicator that is already there is left alone.
     type: bool
     default: true
+  check_collect_indicator:
+    description:
+      - Check the collect indicator first and stage only a ready peer.
+    type: bool
+    default: false
+  collect_indicator:
+    description:
+      - File name of the collect indicator, with O(check_collect_indicator=true).
+    type: str
+    default: cback.collect
   stage_indicator:
     description:
       - File name of the stage indicator written into the collect directory; a file of that name
@@ -118,6 +129,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ready:
+  description:
+    - Whether the peer was ready (always V(true) without O(check_collect_indicator)). A peer that
+      is not ready is not staged.
+  returned: always
+  type: bool
+  sample: true
+seconds:
+  description: Time the task spent on the peer, in seconds.
+  returned: always
+  type: float
+  sample: 1.25
 count:
   description:
     - Number of files copied into O(target_dir) by this run (in check mode, that would be copied).
@@ -186,6 +209,8 @@ def main():
             mode=dict(type="raw"),
             write_stage_indicator=dict(type="bool", default=True),
             stage_indicator=dict(type="str", default="cback.stage"),
+            check_collect_indicator=dict(type="bool", default=False),
+            collect_indicator=dict(type="str", default="cback.collect"),
         ),
         supports_check_mode=True,
     )

@@ -87,7 +87,9 @@ def indicator_params(collect, **overrides):
 
 
 def action_params(**overrides):
-    base = dict(action="collect")
+    # connect_timeout=0: the plain commands, as Cedar Backup builds them (the OpenSSH
+    # options the default adds are tested on their own below)
+    base = dict(action="collect", connect_timeout=0)
     base.update(overrides)
     return _params("cback_managed_action", **base)
 
@@ -768,3 +770,27 @@ def test_local_real_run_as_local_user(tmp_path):
     assert shlex.split(result["cmd"][3]) == [str(script), "collect"]
     assert args.read_text() == "collect\n"
     assert (tmp_path / (script.name + ".args.user")).read_text() == "root\n"
+
+
+def test_remote_argv_with_default_connect_timeout(runner):
+    params = action_params(name="host", remote_user="root")
+    params["connect_timeout"] = 30
+    result = _tasks.managed_action(params, False)
+    assert result["cmd"] == [
+        "/usr/bin/ssh", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+        "root@host", "/usr/bin/cback3 collect",
+    ]
+
+
+def test_connect_timeout_left_out_for_other_programs(runner):
+    params = action_params(name="host", remote_user="root", rsh_command="/usr/bin/rsh")
+    params["connect_timeout"] = 30
+    result = _tasks.managed_action(params, False)
+    assert result["cmd"] == ["/usr/bin/rsh", "root@host", "/usr/bin/cback3 collect"]
+
+
+def test_negative_connect_timeout_fails_naming_it(runner):
+    with pytest.raises(_tasks.TaskFailure) as info:
+        _tasks.managed_action(action_params(name="host", connect_timeout=-1), False)
+    assert "connect_timeout" in info.value.msg
+    assert runner.calls == []
