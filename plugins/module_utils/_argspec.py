@@ -65,18 +65,18 @@ def argument_spec(*groups, **extra):
     return spec
 
 
-def check_peer_name(name, peer_type):
+def check_peer_name(name, peer_type, option="name"):
     """Validate a peer name; ``remote`` peers need a hostname or IP address."""
     if name is None or name == "":
         if peer_type == "remote":
-            raise OptionError("name", "a remote peer needs a name (its hostname or IP address).")
+            raise OptionError(option, "a remote peer needs a name (its hostname or IP address).")
         return
     if not is_single_name(name) or name.startswith("-"):
         raise OptionError(
-            "name", "peer name %r must be usable as one directory name (no '/', not '.' or '..', no leading '-')." % name
+            option, "peer name %r must be usable as one directory name (no '/', not '.' or '..', no leading '-')." % name
         )
     if peer_type == "remote" and not _is_host(name):
-        raise OptionError("name", "remote peer name %r is not a hostname or IP address." % name)
+        raise OptionError(option, "remote peer name %r is not a hostname or IP address." % name)
 
 
 def _is_host(name):

@@ -40,12 +40,19 @@ def is_failure_ignored(mode, full=False, starting_day="monday", now=None):
     flag.  ``weekly`` ignores on a full run or on the week's starting day, ``daily``
     on the other days, ``all`` always, ``none`` never.
     """
+    if mode in ("daily", "weekly"):
+        return ignored_on(mode, full, is_start_of_week(starting_day, now))
+    return ignored_on(mode, full, False)
+
+
+def ignored_on(mode, full, start_of_week):
+    """``is_failure_ignored`` for a day already known to be (or not be) the week's start."""
     if mode is not None and mode not in VALID_FAILURE_MODES:
         raise ValueError("Ignore failure mode must be one of %s." % VALID_FAILURE_MODES)
     if mode is None or mode == "none":
         return False
     if mode == "all":
         return True
-    if full or is_start_of_week(starting_day, now):
+    if full or start_of_week:
         return mode == "weekly"
     return mode == "daily"

@@ -300,8 +300,12 @@ def managed_action(params, check_mode=False):
     if check_mode:
         # No rc: ansible-core takes a result whose rc is not 0 as a failure.
         return dict(changed=True, cmd=argv, stdout="", stderr="")
+    started = time.monotonic()
     outcome = run_command(argv, timeout=spec.check_timeout(params.get("timeout")))
-    result = dict(changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr)
+    result = dict(
+        changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr,
+        seconds=round(time.monotonic() - started, 3),
+    )
     if outcome.timed_out:
         _fail(params, "action [%s] timed out after %s seconds." % (params["action"], params["timeout"]), **result)
     if outcome.rc != 0:

@@ -95,6 +95,11 @@ stderr:
   returned: always
   type: str
   sample: ""
+seconds:
+  description: How long the command ran, in seconds.
+  returned: when the command ran (not in check mode)
+  type: float
+  sample: 12.5
 cmd:
   description: The command that ran (or would run), as an argv list.
   returned: always
