@@ -5,7 +5,9 @@
 
 - ``cback_peers``: the peers of the inventory with their settings resolved (a peer's
   host var wins over the run-wide value) and validated, one dict per peer.
-- ``cback_stage_summary`` / ``cback_managed_summary``: per-peer outcome of a run.
+- ``cback_run_settings``: the run-wide settings, read from the master's variables.
+- ``cback_stage_summary`` / ``cback_managed_summary``: per-peer outcome of a run, and
+  ``cback_peer_failure`` one peer's failure message.
 - ``cback_summary_table``: a summary as fixed-width text lines for the screen.
 """
 
@@ -119,13 +121,38 @@ def cback_peers(hosts, hostvars, settings=None):
     return peers
 
 
-def _launch_and_result(result, job_key, peer_key):
-    """The peer and the module result behind one async_status result."""
-    job = result.get(job_key) or {}
-    peer = job.get(peer_key) or {}
-    if result.get("skipped") or "ansible_job_id" not in job:
-        return peer, job  # the launch itself failed: its result says why
-    return peer, result
+def cback_run_settings(current, master_vars):
+    """Run-wide settings: the master's ``cback_<key>`` where it has one, else ``current``'s.
+
+    ``current`` maps short keys (``staging_dir``) to the values seen where the role runs
+    (role defaults, group_vars/all, -e); ``master_vars`` is ``hostvars[<master>]``.
+    """
+    settings = {}
+    for key, value in (current or {}).items():
+        try:
+            settings[key] = master_vars["cback_" + key]
+        except KeyError:
+            settings[key] = value
+    return settings
+
+
+def _outcomes(hosts, hostvars, peer_key, outcome_key):
+    """``(peer, outcome)`` for each host; outcome ``None`` when the peer never ran."""
+    pairs = []
+    for host in hosts or []:
+        values = hostvars[host]
+        try:
+            peer = values[peer_key]
+        except KeyError:
+            continue
+        try:
+            outcome = values[outcome_key]
+        except KeyError:
+            outcome = None
+        if outcome is not None and outcome.get("skipped"):
+            outcome = None
+        pairs.append((peer, outcome))
+    return pairs
 
 
 def _message(outcome):
@@ -133,25 +160,20 @@ def _message(outcome):
     return message or "failed without a message (rc %s)." % outcome.get("rc")
 
 
-def cback_stage_summary(results, peers, full=False, start_of_week=False, date=None, daily_dir=None, check_mode=False,
-                        job_key="__cback_job", peer_key="__cback_peer"):
+def cback_stage_summary(hosts, hostvars, full=False, start_of_week=False, date=None, daily_dir=None, check_mode=False,
+                        peer_key="__cback_peer", outcome_key="__cback_outcome"):
     """Per-peer outcome of a stage run: ``staged``, ``not ready``, ``ignored`` or ``failed``.
 
-    ``results`` are the async_status results of the staging jobs, ``peers`` every peer
-    of the run (invalid ones never ran: they are ``failed`` with their error).
+    ``hosts`` are the play's peer hosts; each has its resolved settings (``peer_key``) and
+    the result of its ``cback_stage`` task (``outcome_key``; missing for a peer whose
+    settings are invalid: it never ran and is ``failed`` with its error).
     """
-    outcomes = {}
-    for result in results or []:
-        peer, outcome = _launch_and_result(result, job_key, peer_key)
-        if peer:
-            outcomes[peer["host"]] = outcome
     full = _bool(full, "cback_full")
     start_of_week = _bool(start_of_week, "start_of_week")
     rows = []
-    for peer in peers or []:
+    for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key):
         row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", files=0, bytes=0,
                    seconds=0.0, message="")
-        outcome = outcomes.get(peer["host"])
         if peer.get("error"):
             row["message"] = peer["error"]
         elif outcome is None:
@@ -177,18 +199,19 @@ def cback_stage_summary(results, peers, full=False, start_of_week=False, date=No
     )
 
 
-def cback_managed_summary(results, peers, action=None, job_key="__cback_job", peer_key="__cback_peer"):
-    """Per-peer outcome of a managed run: ``ok`` or ``failed`` (with rc and seconds)."""
-    outcomes = {}
-    for result in results or []:
-        peer, outcome = _launch_and_result(result, job_key, peer_key)
-        if peer:
-            outcomes[peer["host"]] = outcome
+def cback_managed_summary(hosts, hostvars, action=None, check_mode=False, peer_key="__cback_peer", outcome_key="__cback_outcome"):
+    """Per-peer outcome of a managed run: ``ok`` or ``failed`` (with rc and seconds).
+
+    Only the peers that run the action count: managed, with the action in their list.
+    """
     rows = []
-    for peer in peers or []:
+    for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key):
+        if not peer.get("error") and not (peer.get("managed") and action in (peer.get("managed_actions") or [])):
+            continue
         row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", rc=None, seconds=0.0, message="")
-        outcome = outcomes.get(peer["host"])
         if peer.get("error"):
+            if not peer.get("managed"):
+                continue
             row["message"] = peer["error"]
         elif outcome is None:
             row["message"] = "was not attempted."
@@ -200,8 +223,16 @@ def cback_managed_summary(results, peers, action=None, job_key="__cback_job", pe
                 row["status"] = "ok"
         rows.append(row)
     failed = [row for row in rows if row["status"] == "failed"]
-    return dict(action=action, peers=rows, failed=[row["name"] for row in failed],
+    return dict(action=action, check_mode=_bool(check_mode, "check_mode"), peers=rows, failed=[row["name"] for row in failed],
                 failure_message=_failure_message("Managed action %s" % action, rows, failed))
+
+
+def cback_peer_failure(summary, host):
+    """The failure message of one peer host in a run summary, or ``""`` when it did not fail."""
+    for row in summary.get("peers") or []:
+        if row["host"] == host and row["status"] in ("failed", "not ready"):
+            return "Peer %s: %s, %s" % (row["name"], row["status"], row["message"])
+    return ""
 
 
 def _failure_message(what, rows, failed):
@@ -233,7 +264,7 @@ def cback_summary_table(summary):
             "%.2f" % float(row.get("seconds") or 0),
         ))
     widths = [max(len(to_text(line[i])) for line in table) for i in range(len(header))]
-    lines = []
+    lines = ["check mode: what a run would do; nothing was written or run"] if summary.get("check_mode") else []
     for line in table:
         cells = [to_text(cell).ljust(widths[i]) if i < 3 else to_text(cell).rjust(widths[i]) for i, cell in enumerate(line)]
         lines.append("  ".join(cells).rstrip())
@@ -254,6 +285,8 @@ class FilterModule(object):
     def filters(self):
         return {
             "cback_peers": cback_peers,
+            "cback_run_settings": cback_run_settings,
+            "cback_peer_failure": cback_peer_failure,
             "cback_stage_summary": cback_stage_summary,
             "cback_managed_summary": cback_managed_summary,
             "cback_summary_table": cback_summary_table,

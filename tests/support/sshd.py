@@ -298,7 +298,7 @@ class SshPeerPool(object):
             "PrintMotd no",
             "X11Forwarding no",
             "MaxStartups 100:30:200",
-            "LogLevel ERROR",
+            "LogLevel INFO",
             "Subsystem sftp internal-sftp",
         ]
         return "\n".join(lines) + "\n"
