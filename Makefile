@@ -51,8 +51,22 @@ collection: $(VPY)
 	$(VENV)/bin/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"
 
+DEMO_DIR := $(abspath $(BUILD)/demo)
+
+# The stage playbook over a generated pool of local peers, run twice: the second run
+# finds everything staged and changes nothing.
 demo: collection
-	$(VENV)/bin/ansible-playbook -i demo/inventory.ini demo/demo.yml
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	CBACK_DEMO_DIR=$(DEMO_DIR) $(VENV)/bin/ansible-playbook -i localhost, demo/prepare.yml \
+	  -e ansible_connection=local -e ansible_python_interpreter=$(abspath $(VPY))
+	CBACK_DEMO_DIR=$(DEMO_DIR) $(VENV)/bin/ansible-playbook -i demo/inventory.yml cedarbackup.peer.stage
+	@echo "== second run, same day: nothing to copy =="
+	CBACK_DEMO_DIR=$(DEMO_DIR) $(VENV)/bin/ansible-playbook -i demo/inventory.yml cedarbackup.peer.stage | sed -n '/PLAY RECAP/,$$p'
+	@echo "== the staging tree (files go to backup media from the daily directory) =="
+	@cd $(DEMO_DIR)/stage && find . -mindepth 1 | sort | while read -r p; do \
+	  if [ -d "$$p" ]; then printf '%s %-15s %8s  %s/\n' "$$(stat -c %a "$$p")" "$$(stat -c %U:%G "$$p")" "" "$${p#./}"; \
+	  else printf '%s %-15s %8s  %s\n' "$$(stat -c %a "$$p")" "$$(stat -c %U:%G "$$p")" "$$(stat -c %s "$$p")" "$${p#./}"; fi; done
+	@echo "summary: $$(ls $(DEMO_DIR)/stage/*/*/*.stage-summary.json)"
 
 unit: collection
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
