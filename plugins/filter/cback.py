@@ -44,6 +44,7 @@ def _actions(value, option):
         items = [to_text(item).strip() for item in value]
     else:
         raise spec.OptionError(option, "must be a list or a comma-separated string, not %r." % (value,))
+    items = [item for item in items if item]  # empty items are dropped, as cback3 does
     for item in items:
         if not spec.ACTION_PATTERN.fullmatch(item):
             raise spec.OptionError(option, "%r is not a bare action name." % item)
@@ -64,7 +65,9 @@ def _peer(host, hostvars, settings):
     get = lambda key: _hostvar(hostvars, host, "cback_" + key)  # noqa: E731
     peer = dict(host=host, name=to_text(get("peer_name") or host), error=None, managed=False, managed_actions=[])
     try:
-        # Known first, so that a managed run also reports a managed peer with bad settings.
+        # Known first, so that a managed run also reports a managed peer with bad settings
+        # (an unreadable cback_managed leaves managed as None: the peer may be managed).
+        peer["managed"] = None
         peer["managed"] = _bool(get("managed"), "cback_managed")
         actions = get("managed_actions")
         peer["managed_actions"] = _actions(settings.get("managed_actions") if actions is None else actions, "cback_managed_actions")
@@ -155,8 +158,11 @@ def _outcomes(hosts, hostvars, peer_key, outcome_key):
     return pairs
 
 
-def _message(outcome):
+def _message(outcome, name):
     message = to_text(outcome.get("msg") or "").strip()
+    prefix = "Peer %s: " % name
+    if message.startswith(prefix):  # the modules name the peer; the summary does too
+        message = message[len(prefix):]
     return message or "failed without a message (rc %s)." % outcome.get("rc")
 
 
@@ -168,8 +174,11 @@ def cback_stage_summary(hosts, hostvars, full=False, start_of_week=False, date=N
     the result of its ``cback_stage`` task (``outcome_key``; missing for a peer whose
     settings are invalid: it never ran and is ``failed`` with its error).
     """
-    full = _bool(full, "cback_full")
-    start_of_week = _bool(start_of_week, "start_of_week")
+    try:
+        full = _bool(full, "cback_full")
+        start_of_week = _bool(start_of_week, "start_of_week")
+    except spec.OptionError as exc:
+        raise AnsibleFilterError("Run-wide %s" % exc)
     rows = []
     for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key):
         row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", files=0, bytes=0,
@@ -179,7 +188,7 @@ def cback_stage_summary(hosts, hostvars, full=False, start_of_week=False, date=N
         elif outcome is None:
             row["message"] = "was not attempted."
         elif outcome.get("failed"):
-            row.update(message=_message(outcome), files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
+            row.update(message=_message(outcome, peer["name"]), files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
                        seconds=float(outcome.get("seconds") or 0))
         elif not outcome.get("ready", True):
             ignored = ignored_on(peer.get("ignore_failure_mode"), full, start_of_week)
@@ -210,7 +219,7 @@ def cback_managed_summary(hosts, hostvars, action=None, check_mode=False, peer_k
             continue
         row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", rc=None, seconds=0.0, message="")
         if peer.get("error"):
-            if not peer.get("managed"):
+            if peer.get("managed") is False:
                 continue
             row["message"] = peer["error"]
         elif outcome is None:
@@ -218,7 +227,7 @@ def cback_managed_summary(hosts, hostvars, action=None, check_mode=False, peer_k
         else:
             row.update(rc=outcome.get("rc"), seconds=float(outcome.get("seconds") or 0))
             if outcome.get("failed"):
-                row["message"] = _message(outcome)
+                row["message"] = _message(outcome, peer["name"])
             else:
                 row["status"] = "ok"
         rows.append(row)
@@ -251,33 +260,35 @@ def _size(value):
 
 
 def cback_summary_table(summary):
-    """A summary as lines of a fixed-width table (peer, type, status, files, bytes, seconds)."""
+    """A summary as lines of a fixed-width table, then totals and the reasons of non-successes."""
     rows = summary.get("peers") or []
-    managed = "action" in summary
-    header = ("peer", "type", "status", "rc" if managed else "files", "" if managed else "bytes", "seconds")
-    table = [header]
-    for row in rows:
-        table.append((
-            row["name"], row.get("type") or "", row["status"],
-            str(row.get("rc") if managed else row.get("files", 0)) if not (managed and row.get("rc") is None) else "-",
-            "" if managed else _size(row.get("bytes", 0)),
-            "%.2f" % float(row.get("seconds") or 0),
-        ))
+    if "action" in summary:  # a managed run
+        header = ("peer", "type", "status", "rc", "seconds")
+        table = [header] + [
+            (row["name"], row.get("type") or "", row["status"], "-" if row.get("rc") is None else str(row["rc"]),
+             "%.2f" % float(row.get("seconds") or 0))
+            for row in rows
+        ]
+        total = "%d peers ran %s, %d failed" % (len(rows), summary.get("action"), len(summary.get("failed") or []))
+        good = "ok"
+    else:
+        header = ("peer", "type", "status", "files", "bytes", "seconds")
+        table = [header] + [
+            (row["name"], row.get("type") or "", row["status"], str(row.get("files", 0)), _size(row.get("bytes", 0)),
+             "%.2f" % float(row.get("seconds") or 0))
+            for row in rows
+        ]
+        total = "%d peers, %d failed; %d files, %s staged" % (
+            len(rows), len(summary.get("failed") or []), sum(int(row.get("files") or 0) for row in rows),
+            _size(sum(int(row.get("bytes") or 0) for row in rows)))
+        good = "staged"
     widths = [max(len(to_text(line[i])) for line in table) for i in range(len(header))]
     lines = ["check mode: what a run would do; nothing was written or run"] if summary.get("check_mode") else []
     for line in table:
         cells = [to_text(cell).ljust(widths[i]) if i < 3 else to_text(cell).rjust(widths[i]) for i, cell in enumerate(line)]
         lines.append("  ".join(cells).rstrip())
-    total_files = sum(int(row.get("files") or 0) for row in rows)
-    total_bytes = sum(int(row.get("bytes") or 0) for row in rows)
-    if managed:
-        lines.append("%d peers, %d failed" % (len(rows), len(summary.get("failed") or [])))
-    else:
-        lines.append("%d peers, %d failed; %d files, %s staged" % (
-            len(rows), len(summary.get("failed") or []), total_files, _size(total_bytes)))
-    for row in rows:
-        if row["status"] != "staged" and row.get("message"):
-            lines.append("%s: %s" % (row["name"], row["message"]))
+    lines.append(total)
+    lines.extend("%s: %s" % (row["name"], row["message"]) for row in rows if row["status"] != good and row.get("message"))
     return lines
 
 

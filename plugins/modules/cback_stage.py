@@ -133,12 +133,12 @@ ready:
   description:
     - Whether the peer was ready (always V(true) without O(check_collect_indicator)). A peer that
       is not ready is not staged.
-  returned: always
+  returned: success, and when the copy failed
   type: bool
   sample: true
 seconds:
   description: Time the task spent on the peer, in seconds.
-  returned: always
+  returned: success, and when the copy failed
   type: float
   sample: 1.25
 count:

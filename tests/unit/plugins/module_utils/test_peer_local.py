@@ -736,6 +736,51 @@ def test_stage_files_check_only_predicts_real_run(dirs):
     assert actual == predicted
 
 
+def test_stage_files_check_only_missing_target_counts_as_empty(dirs, tmp_path):
+    collect, _target = dirs
+    make_collect(collect, STANDARD)
+    order = os.listdir(str(collect))
+    missing = tmp_path / "stage" / "2026" / "11" / "26" / "p"
+    result = LocalPeer("p", str(collect)).stageFiles(str(missing), exclude=["cback.stage"], checkOnly=True)
+    assert result == StageResult([name for name in order if name != "cback.stage"], [], ["cback.stage"], 2013)
+    assert not (tmp_path / "stage").exists()
+
+
+def test_stage_files_check_only_missing_target_still_checks_the_collect_dir(tmp_path):
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(tmp_path / "missing")).stageFiles(str(tmp_path / "also-missing"), checkOnly=True)
+    assert str(info.value) == MSG_COLLECT_MISSING
+
+
+def test_stage_files_check_only_relative_target_still_fails(dirs):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stageFiles("relative/target", checkOnly=True)
+    assert str(info.value) == MSG_TARGET_ABS
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling-link"])
+def test_stage_files_check_only_target_that_is_not_a_dir_still_fails(dirs, tmp_path, kind):
+    collect, _target = dirs
+    write(collect / "a", "a")
+    target = tmp_path / "not-a-dir"
+    if kind == "file":
+        write(target, "x")
+    else:
+        os.symlink(str(tmp_path / "nowhere"), str(target))
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), checkOnly=True)
+    assert str(info.value) == MSG_TARGET_MISSING
+
+
+def test_stage_files_check_only_missing_target_empty_collect_dir(dirs, tmp_path):
+    collect, _target = dirs
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(tmp_path / "missing"), checkOnly=True)
+    assert str(info.value) == MSG_EMPTY
+
+
 def test_stage_files_empty_collect_dir(dirs):
     collect, target = dirs
     with pytest.raises(IOError) as info:

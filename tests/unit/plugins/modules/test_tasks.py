@@ -178,6 +178,8 @@ def test_local_stage_results(peer):
     sources = snapshot(collect)
     result = _tasks.stage(stage_params(collect, target), False)
     assert result["changed"] is True
+    assert result["ready"] is True
+    assert isinstance(result["seconds"], float) and result["seconds"] >= 0
     assert result["count"] == 4
     assert sorted(result["files"]) == sorted(DATA)
     assert len(result["files"]) == result["count"]
@@ -331,6 +333,8 @@ def test_empty_collect_dir_fails_without_indicator(tmp_path):
     assert "Did not copy any files" in info.value.msg
     assert os.listdir(str(collect)) == []
     assert info.value.result["stage_indicator_written"] is False
+    assert info.value.result["ready"] is True
+    assert isinstance(info.value.result["seconds"], float) and info.value.result["seconds"] >= 0
 
 
 def test_missing_dirs_fail_naming_the_option(tmp_path):
@@ -596,6 +600,8 @@ def no_runner(monkeypatch):
 def test_local_argv(runner, overrides, argv):
     result = _tasks.managed_action(action_params(type="local", **overrides), False)
     assert runner.calls == [dict(argv=argv, timeout=None)]
+    seconds = result.pop("seconds")
+    assert isinstance(seconds, float) and seconds >= 0
     assert result == dict(changed=True, cmd=argv, rc=0, stdout="", stderr="")
     assert not ansible_sees_failure(result)
 
@@ -656,6 +662,8 @@ def test_check_mode_runs_nothing_and_returns_cmd(no_runner, peer_type):
     expected = ["/usr/bin/cback3", "--full", "collect"] if peer_type == "local" else ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 --full collect"]
     assert result["cmd"] == expected
     assert result["changed"] is True
+    # nothing ran: no rc and no seconds
+    assert "seconds" not in result
     # check mode is not a failure: ansible-core fails any result whose rc is not 0
     # (TaskExecutor: without a 'failed' key, 'rc' not in [0, "0"] sets failed)
     assert not ansible_sees_failure(result), result
@@ -669,6 +677,7 @@ def test_nonzero_rc_fails_with_output(monkeypatch):
     failure = info.value
     assert failure.msg == "Peer host: action [collect] failed with rc 3: cback3: no such action"
     assert failure.result["rc"] == 3
+    assert isinstance(failure.result["seconds"], float) and failure.result["seconds"] >= 0
     assert failure.result["stdout"] == "partial output\n"
     assert failure.result["stderr"] == "cback3: no such action\n"
     assert failure.result["cmd"] == ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 collect"]
@@ -712,6 +721,8 @@ def make_script(tmp_path, rc=0, name="fake-cback3"):
 def test_local_real_run(tmp_path):
     script, args = make_script(tmp_path)
     result = _tasks.managed_action(action_params(type="local", cback_command=str(script), full=True), False)
+    seconds = result.pop("seconds")
+    assert isinstance(seconds, float) and seconds >= 0
     assert result == dict(changed=True, cmd=[str(script), "--full", "collect"], rc=0, stdout="stdout-line\n", stderr="stderr-line\n")
     assert args.read_text() == "--full\ncollect\n"
 
