@@ -1,5 +1,5 @@
 # cedarbackup.peer — developer entry points.
-#   make demo   stage two generated local peers with the collection's modules
+#   make demo   a stage run (the cedarbackup.peer.stage playbook) over generated local peers
 #   make test   install what the tests need, then run every test
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -19,10 +19,10 @@ COMPAT_VENV := .venv-2.16
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 
-.PHONY: help demo test test-compat system-deps venv collection unit integration docs-check changelog-lint clean
+.PHONY: help demo test test-compat system-deps venv collection unit integration molecule docs-check changelog-lint clean
 
 help:
-	@echo "make demo   - stage two generated local peers and show the result"
+	@echo "make demo   - a stage run over three generated local peers, twice, and the staging tree"
 	@echo "make test   - install dependencies, then run unit and integration tests"
 
 # Debian packages the integration tests drive for real (sshd peers, cback3).
@@ -74,6 +74,12 @@ unit: collection
 integration: system-deps collection
 	$(VPY) -m pytest tests/integration $(PYTEST_ARGS)
 
+# Molecule scenarios stage and managed (extensions/molecule): real sshd peers on loopback,
+# real cback3; molecule installs nothing (dependency and prerun are off in molecule.yml).
+molecule: system-deps collection
+	cd extensions && export PATH="$(abspath $(VENV))/bin:$$PATH" && \
+	  ../$(VENV)/bin/molecule test -s stage && ../$(VENV)/bin/molecule test -s managed
+
 changelog-lint: $(VPY)
 	$(VENV)/bin/antsibull-changelog lint
 
@@ -93,6 +99,7 @@ test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
 
 test: system-deps collection changelog-lint docs-check
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory test-compat
 
 clean:

@@ -78,8 +78,7 @@ options:
       - Seconds each external command (rcp, rsh, cback3) may run before it is killed and the
         task fails.
       - V(0) means no limit.
-      - To bound connection set-up as well, give the ssh option C(ConnectTimeout) in the
-        commands or the ssh client configuration.
+      - Connection set-up has its own bound, O(connect_timeout).
     type: int
     default: 0
   connect_timeout:
