@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Start and stop the loopback sshd peers of ``sshd.SshPeerPool`` from the command line.
 
 Playbooks (molecule's create/destroy) cannot hold a Python object between two tasks, so
@@ -12,10 +11,13 @@ use and to stop them in ``DIR/pool.json``::
 anything: a pool already running in DIR is left as it is).  Every sshd runs in its own
 session (``start_new_session``, set by ``SshPeerPool``) with its output in a log file, so
 nothing ties it to this process: it is not killed when the CLI exits, and it holds no
-pipe of the caller open.  ``--user NAME`` creates local user NAME when missing (``stop``
-removes it again only then) and writes a client key, ``known_hosts`` and ssh config that
-NAME can read, so ``su NAME -c '<rsh_command> ...'`` works; the pool's
-``authorized_keys`` is made readable to all, since sshd reads it as the user logging in.
+pipe of the caller open.
+
+``--user NAME`` creates local user NAME when missing (able to log in with a key, not a
+password; ``stop`` removes it again only then) and writes a client key, ``known_hosts``
+and ssh config that NAME can read, so ``su NAME -c '<rsh_command> ...'`` works.  The
+pool's ``authorized_keys`` is made readable to all (public keys only), since sshd reads
+it as the user logging in: NAME can log in to the peers as NAME as well as root.
 
 ``stop`` stops every sshd recorded in ``pool.json`` by pid (SIGTERM, a bounded wait, then
 SIGKILL), after checking that the pid still runs that very sshd, removes the per-user
@@ -29,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -72,9 +75,20 @@ def _cmdline(pid):
         return []
 
 
+def _exe(pid):
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None
+
+
 def _is_our_sshd(pid, config):
-    """Does ``pid`` still run the sshd started on ``config`` (and not a reused pid)?"""
-    return _running(pid) and _cmdline(pid) == [SSHD, "-D", "-e", "-f", config]
+    """Does ``pid`` still run the sshd started on ``config`` (and not a reused pid)?
+
+    sshd rewrites its command line (``sshd: /usr/sbin/sshd -D -e -f CONFIG [listener] ...``),
+    so the check is: the executable is sshd and the config path is on the command line.
+    """
+    return _running(pid) and _exe(pid) == SSHD and config in " ".join(_cmdline(pid)).split()
 
 
 def _descendants(pid):
@@ -145,6 +159,14 @@ def _live_sshds(data):
     return [peer["pid"] for peer in data["peers"].values() if _is_our_sshd(peer["pid"], peer["config"])]
 
 
+def _unlock_for_keys(user):
+    """``useradd`` leaves the password locked (``!``); sshd without PAM then refuses even a
+    key login.  ``*`` allows key logins and still no password login."""
+    result = subprocess.run(["usermod", "-p", "*", user], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError("usermod -p '*' %s failed (%d): %s" % (user, result.returncode, result.stderr.decode(errors="replace")))
+
+
 def _describe(pool, users):
     peers = dict(
         (peer.name, dict(address=peer.address, port=peer.port, pid=peer.pid, config=peer.config, log=peer.log))
@@ -191,23 +213,22 @@ def start(directory, names, users=(), first_address="127.0.1.1"):
         for user in users:
             if ensure_local_user(user):
                 created_users.append(user)
+                _unlock_for_keys(user)
         pool.start()
-        described_users = {}
-        for user, user_dir in zip(users, _client_dirs(pool, users)):
-            described_users[user] = user_dir
-        # sshd reads AuthorizedKeysFile as the user logging in: let every user read it
-        # (it holds public keys only).
-        os.chmod(pool.authorized_keys, 0o644)
         users_data = {}
         for user in users:
-            rcp_command, rsh_command, user_dir = described_users[user]
+            rcp_command, rsh_command = pool.client_for_user(user)
+            ssh_config = rsh_command.split()[2]  # "<ssh> -F <config>"
             users_data[user] = dict(
                 rcp_command=rcp_command,
                 rsh_command=rsh_command,
-                ssh_config=os.path.join(user_dir, "ssh_config"),
-                dir=user_dir,
+                ssh_config=ssh_config,
+                dir=os.path.dirname(ssh_config),
                 created=user in created_users,
             )
+        # sshd reads AuthorizedKeysFile as the user logging in: let every user read it
+        # (it holds public keys only).
+        os.chmod(pool.authorized_keys, 0o644)
         data = _describe(pool, users_data)
         _write_pool(directory, data)
     except BaseException:
@@ -216,16 +237,6 @@ def start(directory, names, users=(), first_address="127.0.1.1"):
             remove_local_user(user)
         raise
     return True, data
-
-
-def _client_dirs(pool, users):
-    """Per-user client files: ``(rcp_command, rsh_command, directory)`` for each user."""
-    result = []
-    for user in users:
-        rcp_command, rsh_command = pool.client_for_user(user)
-        config = rsh_command.split()[2]  # "<ssh> -F <config>"
-        result.append((rcp_command, rsh_command, os.path.dirname(config)))
-    return result
 
 
 def stop(directory):
