@@ -209,7 +209,27 @@ def _as_local_user(argv, localUser, what):
     return SU_COMMAND + [localUser, "-c", join_command(argv)]
 
 
-class LocalPeer(object):
+class _Peer(object):
+    """What both kinds of peer validate the same way: the name and the ignore-failure mode."""
+
+    def _setName(self, value):
+        if value is None or len(value) < 1:
+            raise ValueError("Peer name must be a non-empty string.")
+        self._name = value
+
+    def _getName(self):
+        return self._name
+
+    def _setIgnoreFailureMode(self, value):
+        self._ignoreFailureMode = _checked_failure_mode(value)
+
+    def _getIgnoreFailureMode(self):
+        return self._ignoreFailureMode
+
+    ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
+
+
+class LocalPeer(_Peer):
     """Backup peer representing a local peer in a backup pool.
 
     A local (non-network) peer is backed up by plain filesystem copies.  It has a name
@@ -232,14 +252,6 @@ class LocalPeer(object):
         self.collectDir = collectDir
         self.ignoreFailureMode = ignoreFailureMode
 
-    def _setName(self, value):
-        if value is None or len(value) < 1:
-            raise ValueError("Peer name must be a non-empty string.")
-        self._name = value
-
-    def _getName(self):
-        return self._name
-
     def _setCollectDir(self, value):
         if value is None or not os.path.isabs(value):
             raise ValueError("Collect directory must be an absolute path.")
@@ -248,15 +260,8 @@ class LocalPeer(object):
     def _getCollectDir(self):
         return self._collectDir
 
-    def _setIgnoreFailureMode(self, value):
-        self._ignoreFailureMode = _checked_failure_mode(value)
-
-    def _getIgnoreFailureMode(self):
-        return self._ignoreFailureMode
-
-    name = property(_getName, _setName, None, "Name of the peer.")
+    name = property(_Peer._getName, _Peer._setName, None, "Name of the peer.")
     collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
-    ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
 
     def _checkDirs(self, targetDir, targetMayBeMissing=False):
         targetDir = encode_path(targetDir)
@@ -397,7 +402,7 @@ def _atomic_copy(source, target, ownership, mode):
         raise
 
 
-class RemotePeer(object):
+class RemotePeer(_Peer):
     """Backup peer representing a remote peer in a backup pool.
 
     A remote (networked) peer is backed up with an rcp-compatible copy command.  It has a
@@ -448,14 +453,6 @@ class RemotePeer(object):
         self.rshCommand = rshCommand
         self.cbackCommand = cbackCommand
         self.ignoreFailureMode = ignoreFailureMode
-
-    def _setName(self, value):
-        if value is None or len(value) < 1:
-            raise ValueError("Peer name must be a non-empty string.")
-        self._name = value
-
-    def _getName(self):
-        return self._name
 
     def _setCollectDir(self, value):
         if value is not None and not os.path.isabs(value):
@@ -509,13 +506,7 @@ class RemotePeer(object):
     def _getCbackCommand(self):
         return self._cbackCommand
 
-    def _setIgnoreFailureMode(self, value):
-        self._ignoreFailureMode = _checked_failure_mode(value)
-
-    def _getIgnoreFailureMode(self):
-        return self._ignoreFailureMode
-
-    name = property(_getName, _setName, None, "Name of the peer (a valid DNS hostname).")
+    name = property(_Peer._getName, _Peer._setName, None, "Name of the peer (a valid DNS hostname).")
     collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
     workingDir = property(_getWorkingDir, _setWorkingDir, None, "Path to the peer's working directory (an absolute local path).")
     remoteUser = property(_getRemoteUser, _setRemoteUser, None, "Name of the Cedar Backup user on the remote peer.")
@@ -523,7 +514,6 @@ class RemotePeer(object):
     rcpCommand = property(_getRcpCommand, _setRcpCommand, None, "An rcp-compatible copy command to use for copying files.")
     rshCommand = property(_getRshCommand, _setRshCommand, None, "An rsh-compatible command to use for remote shells to the peer.")
     cbackCommand = property(_getCbackCommand, _setCbackCommand, None, "A chack-compatible command to use for executing managed actions.")
-    ignoreFailureMode = property(_getIgnoreFailureMode, _setIgnoreFailureMode, None, "Ignore failure mode for peer.")
 
     # ----- command construction (argv lists; su -c strings fully quoted) -----
 
