@@ -18,6 +18,8 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   quotes them with the action.
 * A ``RemotePeer`` without a ``workingDir`` uses a private temporary directory (removed
   afterwards) where Cedar Backup fails with ``TypeError``/``UnboundLocalError``.
+* The empty file pushed as the stage indicator belongs to ``localUser`` when one is set
+  (Cedar Backup leaves it to root, so the copy fails under a umask such as 077).
 * The local file pushed as the stage indicator is passed to the rcp command verbatim
   (Cedar Backup escapes spaces in that local path, which breaks a ``workingDir`` with
   spaces).
@@ -684,6 +686,7 @@ class RemotePeer(_Peer):
                 if not os.path.exists(sourceFile):
                     with open(sourceFile, "w"):
                         pass
+                    _give_to_user(sourceFile, self.localUser)  # readable by the user that pushes it
                 argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
                 result = self._run(argv)
                 if result.rc != 0:
