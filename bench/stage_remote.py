@@ -77,6 +77,10 @@ def logins(pool):
     return total
 
 
+def staged_files(staging_dir):
+    return sum(len(files) for _dirs, _subdirs, files in os.walk(staging_dir))
+
+
 def timed(argv, env=None):
     started = time.monotonic()
     result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -101,6 +105,7 @@ def main():
         parser.error("run as root (cback3 stage su's to the backup user, as in production)")
 
     base = tempfile.mkdtemp(prefix="cback-bench-")
+    os.chmod(base, 0o755)  # the backup user the copies run as must get through
     created_user = ensure_local_user(BACKUP_USER)
     names = ["bpeer%02d" % index for index in range(1, args.peers + 1)]
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"),
@@ -113,6 +118,7 @@ def main():
                 fill(os.path.join(source, name), args.files, args.size_kib)
             size = args.peers * args.files * args.size_kib / 1024.0
             print("%d remote peers x %d files x %d KiB = %.0f MiB; ssh via %s" % (args.peers, args.files, args.size_kib, size, rcp))
+            expected = args.peers * (args.files + 1) + 1  # files + cback.collect per peer, daily cback.stage
             results = {"cback3 stage": [], "cedarbackup.peer.stage": [], "cedarbackup.peer.stage re-run": []}
             login_counts = {key: [] for key in results}
             for attempt in range(args.repeat):
@@ -132,6 +138,7 @@ def main():
                         seconds, result = timed(["/usr/bin/cback3", "--config", config, "--logfile",
                                                  os.path.join(run_dir, "cback3.log"), "stage"])
                         assert result.returncode == 0, result.stdout
+                        assert staged_files(staging) == expected, "cback3 staged %d files" % staged_files(staging)
                         results["cback3 stage"].append(seconds)
                         login_counts["cback3 stage"].append((logins(pool) - before) / float(args.peers))
                     else:
@@ -142,6 +149,8 @@ def main():
                             seconds, result = timed([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", inv,
                                                      "cedarbackup.peer.stage"], env=env)
                             assert result.returncode == 0, result.stdout.decode(errors="replace")[-3000:]
+                            # + the daily cback.stage; the JSON summary lies beside the daily dir
+                            assert staged_files(staging) == expected + 1, "staged %d files" % staged_files(staging)
                             results[key].append(seconds)
                             login_counts[key].append((logins(pool) - before) / float(args.peers))
                     shutil.rmtree(run_dir)
