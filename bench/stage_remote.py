@@ -57,14 +57,14 @@ def cback3_config(path, staging_dir, work_dir, rcp_command, peers):
         )
 
 
-def inventory(path, staging_dir, work_dir, rcp_command, rsh_command, peers, parallel):
+def inventory(path, staging_dir, work_dir, rcp_command, rsh_command, peers, parallel, multiplex=True):
     lines = ["[cback_master]", "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3", "",
              "[cback_peers]"]
     lines += ["%s cback_collect_dir=%s cback_remote_user=root" % (name, collect) for name, collect in peers]
     lines += ["", "[all:vars]", "cback_staging_dir=%s" % staging_dir, "cback_working_dir=%s" % work_dir,
               "cback_backup_user=%s" % BACKUP_USER, "cback_backup_group=%s" % BACKUP_USER,
               "cback_rcp_command=%s" % rcp_command, "cback_rsh_command=%s" % rsh_command,
-              "cback_stage_parallel=%d" % parallel]
+              "cback_stage_parallel=%d" % parallel, "cback_ssh_multiplex=%s" % str(multiplex).lower()]
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
 
@@ -100,6 +100,8 @@ def main():
     parser.add_argument("--size-kib", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=8, help="cback_stage_parallel (and ansible forks)")
+    parser.add_argument("--no-multiplex", action="store_true", help="cback_ssh_multiplex=false")
+    parser.add_argument("--skip-cback3", action="store_true", help="time only the playbook")
     args = parser.parse_args()
     if os.getuid() != 0:
         parser.error("run as root (cback3 stage su's to the backup user, as in production)")
@@ -122,7 +124,7 @@ def main():
             results = {"cback3 stage": [], "cedarbackup.peer.stage": [], "cedarbackup.peer.stage re-run": []}
             login_counts = {key: [] for key in results}
             for attempt in range(args.repeat):
-                for side in ("cback3", "ours"):
+                for side in (("ours",) if args.skip_cback3 else ("cback3", "ours")):
                     run_dir = os.path.join(base, "%s-%d" % (side, attempt))
                     collect_root = os.path.join(run_dir, "collect")
                     shutil.copytree(source, collect_root)
@@ -143,7 +145,7 @@ def main():
                         login_counts["cback3 stage"].append((logins(pool) - before) / float(args.peers))
                     else:
                         inv = os.path.join(run_dir, "inventory.ini")
-                        inventory(inv, staging, work, rcp, rsh, peers, args.parallel)
+                        inventory(inv, staging, work, rcp, rsh, peers, args.parallel, not args.no_multiplex)
                         for key in ("cedarbackup.peer.stage", "cedarbackup.peer.stage re-run"):
                             before = logins(pool)
                             seconds, result = timed([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", inv,
@@ -155,6 +157,8 @@ def main():
                             login_counts[key].append((logins(pool) - before) / float(args.peers))
                     shutil.rmtree(run_dir)
             for key, seconds in results.items():
+                if not seconds:
+                    continue
                 report(key, seconds, "  ssh logins per peer: %.1f" % statistics.median(login_counts[key]))
     finally:
         shutil.rmtree(base, ignore_errors=True)
