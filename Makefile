@@ -19,7 +19,7 @@ COMPAT_VENV := .venv-2.16
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 
-.PHONY: help demo test test-compat system-deps venv collection unit integration molecule docs-check changelog-lint clean
+.PHONY: help demo test test-compat system-deps venv collection unit integration molecule docs-check changelog-lint lint clean
 
 help:
 	@echo "make demo   - a stage run over three generated local peers, twice, and the staging tree"
@@ -83,6 +83,10 @@ molecule: system-deps collection
 changelog-lint: $(VPY)
 	$(VENV)/bin/antsibull-changelog lint
 
+# ansible-lint, production profile (.ansible-lint), on the roles, playbooks and the demo.
+lint: collection
+	$(VENV)/bin/ansible-lint roles playbooks demo
+
 # docs/modules.md is generated from the modules' own documentation: it must be current.
 docs-check: collection
 	$(VPY) docs/generate_module_docs.py --check
@@ -98,7 +102,7 @@ test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
 	  tests/integration/test_modules_ansible.py tests/integration/test_documentation.py \
 	  tests/integration/test_filter_docs.py tests/integration/test_stage_run.py tests/integration/test_managed_run.py $(PYTEST_ARGS)
 
-test: system-deps collection changelog-lint docs-check
+test: system-deps collection changelog-lint docs-check lint
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory test-compat
