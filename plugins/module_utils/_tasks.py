@@ -15,6 +15,7 @@ __metaclass__ = type
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 
@@ -209,11 +210,15 @@ def stage(params, check_mode=False):
                 if remote and check_mode:
                     staged, present = _predict_remote(peer, target_dir, indicator, warnings)
                 else:
-                    staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
-                    if remote:
-                        present = indicator in staged.excluded
+                    quick = _quick_check(peer, target_dir, indicator, ownership, mode) if remote and params.get("quick_check") else None
+                    if quick is not None:
+                        staged, present = quick
                     else:
-                        present = os.path.isfile(path_join(peer.collectDir, indicator))
+                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
+                        if remote:
+                            present = indicator in staged.excluded
+                        else:
+                            present = os.path.isfile(path_join(peer.collectDir, indicator))
                 written = bool(params.get("write_stage_indicator", True)) and not present
                 if written and not check_mode:
                     peer.writeStageIndicator(indicator)
@@ -243,6 +248,49 @@ def _session(params, peer):
         return
     with ssh_session(peer, bool(params.get("ssh_multiplex", True)), params.get("connect_timeout") or 0) as session:
         yield session
+
+
+def _quick_check(peer, target_dir, indicator, ownership, mode):
+    """A remote peer already staged: nothing to fetch?  ``(StageResult, indicator present)`` or ``None``.
+
+    Lists the collect directory over the rsh command (GNU ``find``, on the shared
+    connection) and finds every file already in ``target_dir`` with the same size, the mode
+    and ownership a copy would give it, and staged no earlier than the file last changed on
+    the peer.  Anything else (a new or changed file, a listing that fails) gives ``None``:
+    the peer is fetched and compared in full.
+    """
+    try:
+        if not [name for name in os.listdir(target_dir) if not name.startswith(".")]:
+            return None  # nothing staged yet (a first run): no listing, straight to the copy
+        entries = peer.listCollectDir()
+    except (IOError, OSError, ValueError):
+        return None
+    umask = os.umask(0)
+    os.umask(umask)
+    names, present = [], False
+    for entry in entries:
+        if entry.name == indicator:
+            present = True
+            continue
+        if entry.kind != "file" or entry.mtime is None:
+            return None
+        try:
+            info = os.lstat(path_join(target_dir, entry.name))
+        except OSError:
+            return None
+        expected = mode if mode is not None else entry.mode & ~umask & 0o7777
+        if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size or info.st_mtime < entry.mtime:
+            return None
+        if stat.S_IMODE(info.st_mode) != expected:
+            return None
+        if ownership is not None:
+            uid, gid = ownership
+            if (uid is not None and info.st_uid != uid) or (gid is not None and info.st_gid != gid):
+                return None
+        names.append(entry.name)
+    if not names:
+        return None
+    return StageResult([], names, [indicator] if present else [], 0), present
 
 
 def _predict_remote(peer, target_dir, indicator, warnings):

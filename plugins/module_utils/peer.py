@@ -93,10 +93,12 @@ StageResult.__doc__ = """Outcome of ``stageFiles``.
 in the collect directory and deliberately not staged; ``bytes``: size of ``copied``.
 """
 
-RemoteEntry = namedtuple("RemoteEntry", ["name", "kind", "size"])
+RemoteEntry = namedtuple("RemoteEntry", ["name", "kind", "size", "mtime", "mode"])
+RemoteEntry.__new__.__defaults__ = (None, None)
 RemoteEntry.__doc__ = """One entry of a remote collect directory (``RemotePeer.listCollectDir``).
 
-``kind`` is ``file``, ``directory``, ``broken-link`` or ``other`` (links are followed).
+``kind`` is ``file``, ``directory``, ``broken-link`` or ``other`` (links are followed);
+``mtime`` the modification time (seconds since the epoch), ``mode`` the permission bits.
 """
 
 
@@ -745,7 +747,9 @@ class RemotePeer(_Peer):
         :returns: list of ``RemoteEntry`` sorted by name
         :raises IOError: if the listing fails
         """
-        command = join_command(["find", "-L", self.collectDir, "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"])
+        command = join_command(
+            ["find", "-L", self.collectDir, "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
+        )
         result = self.runRemoteCommand(command)
         if result.rc != 0:
             raise _with_output(IOError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir)), result)
@@ -754,10 +758,10 @@ class RemotePeer(_Peer):
         for record in result.stdout.split("\0"):
             if not record:
                 continue
-            kind, size, name = record.split(" ", 2)
+            kind, size, mtime, mode, name = record.split(" ", 4)
             if name.startswith("."):
                 continue
-            entries.append(RemoteEntry(name, kinds.get(kind, "other"), int(size)))
+            entries.append(RemoteEntry(name, kinds.get(kind, "other"), int(size), float(mtime), int(mode, 8)))
         return sorted(entries)
 
     # ----- internals -----

@@ -86,6 +86,18 @@ options:
       - File name of the collect indicator, with O(check_collect_indicator=true).
     type: str
     default: cback.collect
+  quick_check:
+    description:
+      - For a remote peer, list the collect directory first (GNU C(find) over O(rsh_command), on the
+        shared connection) and fetch nothing when every file is already in O(target_dir) with the
+        same size, the mode and ownership a copy would give it, and a modification time no earlier
+        than the file's on the peer (it was staged after its last change). Such files are reported
+        in RV(unchanged).
+      - Saves a second transfer of a fully staged peer on a re-run. Without it, every file is
+        fetched again and compared byte for byte with the staged copy.
+      - When the listing fails or anything differs, the peer is fetched and compared in full.
+    type: bool
+    default: false
   stage_indicator:
     description:
       - File name of the stage indicator written into the collect directory; a file of that name
@@ -210,6 +222,7 @@ def main():
             write_stage_indicator=dict(type="bool", default=True),
             stage_indicator=dict(type="str", default="cback.stage"),
             check_collect_indicator=dict(type="bool", default=False),
+            quick_check=dict(type="bool", default=False),
             collect_indicator=dict(type="str", default="cback.collect"),
         ),
         supports_check_mode=True,

@@ -884,7 +884,7 @@ def test_local_user_as_root_wraps_list_collect_dir(runner):
     assert argv[:3] == ["su", "nobody", "-c"]
     ssh = shlex.split(argv[3])
     assert ssh[:2] == SSH + ["root@host"]
-    assert shlex.split(ssh[2]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"]
+    assert shlex.split(ssh[2]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
 
 
 def test_local_user_as_root_custom_rcp_command(runner, tmp_path):
@@ -968,7 +968,7 @@ def test_not_root_stage_files_refused_and_cleaned(runner, not_root, target):
 # listCollectDir
 # ---------------------------------------------------------------------------
 
-FIND_WORDS = ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %f\\0"]
+FIND_WORDS = ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
 
 
 def test_list_collect_dir_argv(runner):
@@ -991,28 +991,28 @@ def test_list_collect_dir_parses_entries(runner):
     output = "".join(
         record + "\0"
         for record in [
-            "f 10 file001",
-            "d 4096 sub",
-            "l 0 broken",
-            "f 0 .hidden",
-            "d 4096 .dotdir",
-            "s 0 sock",
-            "p 0 fifo",
-            "f 5 name with  spaces",
-            "f 0 cback.collect",
-            "f 7 new\nline",
+            "f 10 1700000000.5 644 file001",
+            "d 4096 1700000001.0 755 sub",
+            "l 0 1700000002.0 777 broken",
+            "f 0 1700000003.0 644 .hidden",
+            "d 4096 1700000004.0 755 .dotdir",
+            "s 0 1700000005.0 755 sock",
+            "p 0 1700000006.0 644 fifo",
+            "f 5 1700000007.25 600 name with  spaces",
+            "f 0 1700000008.0 640 cback.collect",
+            "f 7 1700000009.0 4755 new\nline",
         ]
     )
     runner.respond(stdout=output)
     assert make_peer().listCollectDir() == [
-        RemoteEntry("broken", "broken-link", 0),
-        RemoteEntry("cback.collect", "file", 0),
-        RemoteEntry("fifo", "other", 0),
-        RemoteEntry("file001", "file", 10),
-        RemoteEntry("name with  spaces", "file", 5),
-        RemoteEntry("new\nline", "file", 7),
-        RemoteEntry("sock", "other", 0),
-        RemoteEntry("sub", "directory", 4096),
+        RemoteEntry("broken", "broken-link", 0, 1700000002.0, 0o777),
+        RemoteEntry("cback.collect", "file", 0, 1700000008.0, 0o640),
+        RemoteEntry("fifo", "other", 0, 1700000006.0, 0o644),
+        RemoteEntry("file001", "file", 10, 1700000000.5, 0o644),
+        RemoteEntry("name with  spaces", "file", 5, 1700000007.25, 0o600),
+        RemoteEntry("new\nline", "file", 7, 1700000009.0, 0o4755),
+        RemoteEntry("sock", "other", 0, 1700000005.0, 0o755),
+        RemoteEntry("sub", "directory", 4096, 1700000001.0, 0o755),
     ]
 
 
@@ -1027,8 +1027,8 @@ def test_list_collect_dir_failure(runner):
 def test_list_collect_dir_timeout(runner):
     p = make_peer()
     p.commandTimeout = 7
-    runner.respond(stdout="f 1 a\0")
-    assert p.listCollectDir() == [RemoteEntry("a", "file", 1)]
+    runner.respond(stdout="f 1 1700000000.0 644 a\0")
+    assert p.listCollectDir() == [RemoteEntry("a", "file", 1, 1700000000.0, 0o644)]
     assert runner.calls[0].timeout == 7
 
 

@@ -423,7 +423,7 @@ class FakeOpenSSH(object):
             path = os.path.join(directory, name)
             kind = "d" if os.path.isdir(path) else ("f" if os.path.isfile(path) else "l")
             size = os.path.getsize(path) if kind == "f" else 4096
-            records.append("%s %d %s\0" % (kind, size, name))
+            records.append("%s %d 1700000000.0 644 %s\0" % (kind, size, name))
         return self._result(argv, 0, stdout="".join(records))
 
 
