@@ -7,8 +7,8 @@ Every playbook runs the collection as installed by ``make collection`` (this fil
 when it is missing or older than the working tree), on ``localhost`` with the local
 connection and Debian's ``/usr/bin/python3``.  Remote peers are the real sshd peers of the
 ``ssh_pool`` fixture; as they share this machine's filesystem, a remote collect dir is a
-local directory.  Results come back through a tiny stdout callback that writes every task
-result as JSON.
+local directory.  Results come back through the recording callback of
+``tests/support/ansible_run.py``, which writes every task result as JSON.
 
 Each staging scenario follows the same rhythm: a check-mode run, a real run (which must do
 exactly what check mode predicted), a check-mode re-run predicting no change, and a real
@@ -16,80 +16,34 @@ re-run reporting no change.
 """
 
 import grp
-import hashlib
-import importlib
 import json
 import os
 import pwd
 import re
-import shutil
 import stat
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
+    TARGET_PYTHON,
+    VENV_BIN,
+    ansible_environment,
+    fill,
+    remove_tree,
+    run_playbook,
+    script,
+)
+from ansible_collections.cedarbackup.peer.tests.support.module_params import capture_module_spec, snapshot as tree_snapshot
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
-ROOT = Path(__file__).resolve().parents[2]
-# ansible-core under test: this venv's, or another venv's bin (CBACK_ANSIBLE_BIN).
-VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or ROOT / ".venv" / "bin")
-TARGET_PYTHON = "/usr/bin/python3"
+# ansible-core under test: ansible_run.VENV_BIN, this venv's bin or another venv's (CBACK_ANSIBLE_BIN).
 FQCN = "cedarbackup.peer."
 PLAYBOOK_TIMEOUT = 180
 UMASK = 0o027
 
 DAEMON_UID = pwd.getpwnam("daemon").pw_uid
 NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
-
-CALLBACK = '''
-from __future__ import annotations
-
-import json
-import os
-
-from ansible.plugins.callback import CallbackBase
-
-
-class CallbackModule(CallbackBase):
-    """Record every task result; write them as JSON to $CBTEST_JSON_OUT at the end."""
-
-    CALLBACK_VERSION = 2.0
-    CALLBACK_TYPE = "stdout"
-    CALLBACK_NAME = "cbtest_json"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.records = []
-
-    def _record(self, status, result):
-        data = getattr(result, "result", None)
-        if data is None:
-            data = result._result
-        host = getattr(result, "host", None) or result._host
-        task = getattr(result, "task", None) or result._task
-        data = json.loads(json.dumps(data, default=str))
-        self.records.append(dict(task=task.get_name(), host=host.get_name(), status=status, result=data))
-        self._display.display("%s [%s] %s: %s" % (status.upper(), host.get_name(), task.get_name(), json.dumps(data, sort_keys=True)))
-
-    def v2_runner_on_ok(self, result):
-        self._record("ok", result)
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._record("failed", result)
-
-    def v2_runner_on_skipped(self, result):
-        self._record("skipped", result)
-
-    def v2_runner_on_unreachable(self, result):
-        self._record("unreachable", result)
-
-    def v2_playbook_on_stats(self, stats):
-        summary = dict((host, stats.summarize(host)) for host in sorted(stats.processed))
-        with open(os.environ["CBTEST_JSON_OUT"], "w") as handle:
-            json.dump(dict(tasks=self.records, stats=summary), handle)
-'''
 
 
 # ---------------------------------------------------------------------------
@@ -104,52 +58,7 @@ def collections_path(installed_collections):
 
 @pytest.fixture(scope="session")
 def ansible_env(collections_path, tmp_path_factory):
-    base = tmp_path_factory.mktemp("ansible-env")
-    (base / "callbacks").mkdir()
-    (base / "callbacks" / "cbtest_json.py").write_text(CALLBACK)
-    (base / "ansible.cfg").write_text("[defaults]\n")
-    env = dict((key, value) for key, value in os.environ.items() if not key.startswith("ANSIBLE_"))
-    env.update(
-        ANSIBLE_CONFIG=str(base / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=collections_path,
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-        ANSIBLE_CALLBACK_PLUGINS=str(base / "callbacks"),
-        ANSIBLE_STDOUT_CALLBACK="cbtest_json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="false",
-        ANSIBLE_LOCAL_TEMP=str(base / "local-tmp"),
-        ANSIBLE_GATHERING="explicit",
-        LANG="C.UTF-8",
-        LC_ALL="C.UTF-8",
-    )
-    return env
-
-
-class PlaybookRun(object):
-    def __init__(self, argv, rc, stdout, stderr, data, elapsed):
-        self.argv, self.rc, self.stdout, self.stderr, self.elapsed = argv, rc, stdout, stderr, elapsed
-        self.records = data["tasks"]
-        self.stats = data["stats"]
-        names = [record["task"] for record in self.records]
-        assert len(names) == len(set(names)), "task names must be unique: %r" % names
-
-    def __str__(self):
-        return "%s\nrc=%s\n--- stdout ---\n%s\n--- stderr ---\n%s" % (" ".join(self.argv), self.rc, self.stdout, self.stderr)
-
-    __repr__ = __str__
-
-    def status(self, task):
-        for record in self.records:
-            if record["task"] == task:
-                return record["status"]
-        raise AssertionError("no task %r in\n%s" % (task, self))
-
-    def __getitem__(self, task):
-        for record in self.records:
-            if record["task"] == task:
-                return record["result"]
-        raise AssertionError("no task %r in\n%s" % (task, self))
+    return ansible_environment(collections_path, tmp_path_factory.mktemp("ansible-env"))
 
 
 @pytest.fixture
@@ -160,7 +69,7 @@ def workspace(tmp_path):
     try:
         yield path
     finally:
-        shutil.rmtree(str(path), ignore_errors=True)
+        remove_tree(path)
 
 
 @pytest.fixture
@@ -181,49 +90,17 @@ def playbook(ansible_env, workspace):
         book.write_text(json.dumps([play], indent=2))  # JSON is YAML
         out = runs / ("%02d-%s.json" % (counter[0], name))
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book)] + (["--check"] if check else [])
-        env = dict(ansible_env, CBTEST_JSON_OUT=str(out))
-        started = time.monotonic()
-        proc = subprocess.run(
-            argv, cwd=str(runs), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, timeout=PLAYBOOK_TIMEOUT, umask=UMASK,
-        )
-        elapsed = time.monotonic() - started
-        stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        assert out.is_file(), "no results from %s (rc %s)\n%s\n%s" % (book, proc.returncode, stdout, stderr)
-        with open(str(out)) as handle:
-            return PlaybookRun(argv, proc.returncode, stdout, stderr, json.load(handle), elapsed)
+        result = run_playbook(argv, ansible_env, runs, out, timeout=PLAYBOOK_TIMEOUT, umask=UMASK)
+        names = [record["task"] for record in result.records]
+        assert len(names) == len(set(names)), "task names must be unique: %r" % names
+        return result
 
     return run
 
 
 def snapshot(root, skip=()):
     """Files (type, mode, ids, size, mtime, sha256) and dirs (mode, ids) under ``root``."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        dirnames[:] = [name for name in dirnames if name not in skip]
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-                found[os.path.relpath(path, str(root))] = ("f", stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_size, info.st_mtime_ns, digest)
-            else:
-                found[os.path.relpath(path, str(root))] = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
-    return found
-
-
-def fill(directory, files):
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, (content, mode) in files.items():
-        path = directory / name
-        path.write_bytes(content)
-        os.chmod(str(path), mode)
-    return directory
-
-
-def mode_of(path):
-    return stat.S_IMODE(os.lstat(str(path)).st_mode)
+    return tree_snapshot(root, skip=skip, details=False)
 
 
 def task(module, title, register=None, when=None, ignore_errors=False, **args):
@@ -537,9 +414,7 @@ exit 4
 
 
 def _script(path, text, **values):
-    path.write_text(text.format(**values))
-    os.chmod(str(path), 0o755)
-    return str(path)
+    return script(path, text.format(**values))
 
 
 def _managed_tasks(workspace):
@@ -673,22 +548,7 @@ MODULE_OPTIONS = {
 
 def _argument_spec(module):
     """The argument spec the module really builds (its ``main()`` with a recording AnsibleModule)."""
-    imported = importlib.import_module("ansible_collections.cedarbackup.peer.plugins.modules." + module)
-    captured = {}
-
-    class Recorder(object):
-        def __init__(self, argument_spec, **kwargs):
-            captured.update(argument_spec)
-            raise RuntimeError("recorded")
-
-    original = imported.AnsibleModule
-    imported.AnsibleModule = Recorder
-    try:
-        with pytest.raises(RuntimeError, match="recorded"):
-            imported.main()
-    finally:
-        imported.AnsibleModule = original
-    return captured
+    return capture_module_spec(module)["argument_spec"]
 
 
 MODULE_REQUIRED = {

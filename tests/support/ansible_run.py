@@ -7,6 +7,7 @@
 subprocess with a timeout, with the normal ``default`` stdout callback (so the screen output,
 the summary tables and ``PLAY RECAP`` are what a user sees) plus a small recording callback,
 enabled beside it, that writes every task result as JSON.  ``PlaybookRun`` gives both.
+``run_playbook`` does the same for any ``ansible-playbook`` command line.
 
 Also here: inventory writers (INI as in the design's example, or YAML), tree snapshots,
 an sshd pool that logs logins (``Accepted publickey``), and a TCP server that accepts
@@ -156,6 +157,10 @@ class PlaybookRun(object):
             raise AssertionError("no task %r in\n%s" % (task, self))
         return found[-1]["status"]
 
+    def __getitem__(self, task):
+        """``run[task]``: the result of ``task`` (exact name), as ``result(task)``."""
+        return self.result(task)
+
     def task_seconds(self, task):
         """Wall time of ``task``: from the last result of the task before it to its own last result."""
         names = self.task_names()
@@ -198,20 +203,28 @@ class AnsibleRunner(object):
             argv += ["-e", item]
         if check:
             argv.append("--check")
-        env = dict(self.env, CBTEST_JSON_OUT=str(out))
-        started = time.monotonic()
-        proc = subprocess.run(
-            argv, cwd=str(self.base), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, timeout=timeout, umask=umask,
-        )
-        elapsed = time.monotonic() - started
-        data = None
-        if out.is_file():
-            with open(str(out)) as handle:
-                data = json.load(handle)
-        run = PlaybookRun(argv, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), data, elapsed)
-        assert data is not None, "no results recorded (rc %s)\n%s" % (proc.returncode, run)
-        return run
+        return run_playbook(argv, self.env, self.base, out, timeout=timeout, umask=umask)
+
+
+def run_playbook(argv, env, cwd, out, timeout=PLAYBOOK_TIMEOUT, umask=0o022):
+    """Run the ``ansible-playbook`` command line ``argv`` in ``cwd``; the recording callback
+    (``env`` from ``ansible_environment``) writes the task results to ``out``.  A ``PlaybookRun``.
+    """
+    out = Path(out)
+    env = dict(env, CBTEST_JSON_OUT=str(out))
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=timeout, umask=umask,
+    )
+    elapsed = time.monotonic() - started
+    data = None
+    if out.is_file():
+        with open(str(out)) as handle:
+            data = json.load(handle)
+    run = PlaybookRun(argv, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), data, elapsed)
+    assert data is not None, "no results recorded (rc %s)\n%s" % (proc.returncode, run)
+    return run
 
 
 # ---------------------------------------------------------------------------

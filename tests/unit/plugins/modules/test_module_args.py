@@ -13,8 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
-import importlib
 import os
 import stat
 
@@ -22,8 +20,8 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec, _tasks
 from ansible_collections.cedarbackup.peer.plugins.module_utils import peer as peer_module
+from ansible_collections.cedarbackup.peer.tests.support.module_params import MODULES, SPECS, module_params, snapshot
 
-MODULES = ("cback_collect_indicator", "cback_stage", "cback_managed_action")
 TASKS = {
     "cback_collect_indicator": _tasks.collect_indicator,
     "cback_stage": _tasks.stage,
@@ -31,52 +29,6 @@ TASKS = {
 }
 NO_SUCH_USER = "cbt_no_such_user_x"
 NO_SUCH_GROUP = "cbt_no_such_group_x"
-
-
-# ---------------------------------------------------------------------------
-# The modules' real argument specs
-# ---------------------------------------------------------------------------
-
-
-class _Captured(Exception):
-    pass
-
-
-def _capture_module_spec(module_name):
-    """Run the module's ``main()`` with a fake AnsibleModule that records its arguments."""
-    module = importlib.import_module("ansible_collections.cedarbackup.peer.plugins.modules.%s" % module_name)
-    captured = {}
-
-    class FakeAnsibleModule(object):
-        def __init__(self, argument_spec, **kwargs):
-            captured["argument_spec"] = argument_spec
-            captured["kwargs"] = kwargs
-            raise _Captured()
-
-    original = module.AnsibleModule
-    module.AnsibleModule = FakeAnsibleModule
-    try:
-        try:
-            module.main()
-        except _Captured:
-            pass
-    finally:
-        module.AnsibleModule = original
-    assert "argument_spec" in captured, "%s.main() did not build an AnsibleModule" % module_name
-    return captured
-
-
-SPECS = {name: _capture_module_spec(name) for name in MODULES}
-
-
-def module_params(module_name, **overrides):
-    """Parameters as AnsibleModule would pass them: every option, defaults filled in."""
-    spec = SPECS[module_name]["argument_spec"]
-    unknown = set(overrides) - set(spec)
-    assert not unknown, "not options of %s: %s" % (module_name, sorted(unknown))
-    params = {key: value.get("default") for key, value in spec.items()}
-    params.update(overrides)
-    return params
 
 
 # Options every module of the action group takes, so that ``module_defaults`` for
@@ -150,24 +102,6 @@ def ran(monkeypatch):
     monkeypatch.setattr(_tasks, "run_command", tripwire)
     monkeypatch.setattr(peer_module, "run_command", tripwire)
     return calls
-
-
-def snapshot(root):
-    """Everything observable about a tree: type, mode, ids, size, mtime, content hash."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            found[os.path.relpath(path, str(root))] = (
-                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid,
-                info.st_size, info.st_mtime_ns, digest,
-            )
-    return found
 
 
 def valid_params(module_name, peer_type, dirs):

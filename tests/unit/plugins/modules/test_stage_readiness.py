@@ -15,8 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import glob
-import hashlib
-import importlib
 import os
 import pwd
 import shlex
@@ -27,51 +25,19 @@ import tempfile
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ssh, _tasks, peer
+from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, SPECS, fill, module_params, snapshot
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 HOST = "peer.example.org"
 
 
-class _Captured(Exception):
-    pass
-
-
-def _capture_spec():
-    module = importlib.import_module("ansible_collections.cedarbackup.peer.plugins.modules.cback_stage")
-    captured = {}
-
-    class FakeAnsibleModule(object):
-        def __init__(self, argument_spec, **kwargs):
-            captured["spec"] = argument_spec
-            raise _Captured()
-
-    original = module.AnsibleModule
-    module.AnsibleModule = FakeAnsibleModule
-    try:
-        try:
-            module.main()
-        except _Captured:
-            pass
-    finally:
-        module.AnsibleModule = original
-    return captured["spec"]
-
-
-SPEC = _capture_spec()
-
-
-def params(**overrides):
-    unknown = set(overrides) - set(SPEC)
-    assert not unknown, unknown
-    values = {key: value.get("default") for key, value in SPEC.items()}
-    values.update(overrides)
-    return values
+SPEC = SPECS["cback_stage"]["argument_spec"]
 
 
 def local_params(collect, target, **overrides):
     base = dict(type="local", name="self", collect_dir=str(collect), target_dir=str(target), check_collect_indicator=True)
     base.update(overrides)
-    return params(**base)
+    return module_params("cback_stage", **base)
 
 
 def remote_params(collect, target, **overrides):
@@ -80,38 +46,10 @@ def remote_params(collect, target, **overrides):
         check_collect_indicator=True,
     )
     base.update(overrides)
-    return params(**base)
+    return module_params("cback_stage", **base)
 
 
-DATA = {
-    "etc.tar.gz": (os.urandom(3000), 0o644),
-    "home.tar.gz": (os.urandom(5000), 0o600),
-    ".hidden": (b"dotfile", 0o640),
-    "cback.collect": (b"", 0o644),
-}
 REMOTE_NAMES = sorted(name for name in DATA if not name.startswith("."))
-
-
-def fill(directory, files=DATA):
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, (content, mode) in files.items():
-        (directory / name).write_bytes(content)
-        os.chmod(str(directory / name), mode)
-    return directory
-
-
-def snapshot(root):
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            found[os.path.relpath(path, str(root))] = (stat.S_IMODE(info.st_mode), info.st_uid, info.st_size, info.st_mtime_ns, digest)
-    return found
 
 
 def without_seconds(result):

@@ -15,8 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import grp
-import hashlib
-import importlib
 import os
 import pwd
 import shlex
@@ -26,10 +24,10 @@ import time
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _tasks
+from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, fill, mode_of, module_params, snapshot
 
 DAEMON_UID = pwd.getpwnam("daemon").pw_uid
 NOGROUP_GID = grp.getgrnam("nogroup").gr_gid
-MODULES = ("cback_collect_indicator", "cback_stage", "cback_managed_action")
 
 
 # ---------------------------------------------------------------------------
@@ -37,53 +35,16 @@ MODULES = ("cback_collect_indicator", "cback_stage", "cback_managed_action")
 # ---------------------------------------------------------------------------
 
 
-class _Captured(Exception):
-    pass
-
-
-def _capture_spec(module_name):
-    module = importlib.import_module("ansible_collections.cedarbackup.peer.plugins.modules.%s" % module_name)
-    captured = {}
-
-    class FakeAnsibleModule(object):
-        def __init__(self, argument_spec, **kwargs):
-            captured["spec"] = argument_spec
-            raise _Captured()
-
-    original = module.AnsibleModule
-    module.AnsibleModule = FakeAnsibleModule
-    try:
-        try:
-            module.main()
-        except _Captured:
-            pass
-    finally:
-        module.AnsibleModule = original
-    return captured["spec"]
-
-
-SPECS = {name: _capture_spec(name) for name in MODULES}
-
-
-def _params(module_name, **overrides):
-    spec = SPECS[module_name]
-    unknown = set(overrides) - set(spec)
-    assert not unknown, unknown
-    params = {key: value.get("default") for key, value in spec.items()}
-    params.update(overrides)
-    return params
-
-
 def stage_params(collect, target, **overrides):
     base = dict(type="local", name="self", collect_dir=str(collect), target_dir=str(target))
     base.update(overrides)
-    return _params("cback_stage", **base)
+    return module_params("cback_stage", **base)
 
 
 def indicator_params(collect, **overrides):
     base = dict(type="local", collect_dir=str(collect))
     base.update(overrides)
-    return _params("cback_collect_indicator", **base)
+    return module_params("cback_collect_indicator", **base)
 
 
 def action_params(**overrides):
@@ -91,29 +52,14 @@ def action_params(**overrides):
     # options the default adds are tested on their own below)
     base = dict(action="collect", connect_timeout=0)
     base.update(overrides)
-    return _params("cback_managed_action", **base)
+    return module_params("cback_managed_action", **base)
 
 
 # ---------------------------------------------------------------------------
 # Trees
 # ---------------------------------------------------------------------------
 
-DATA = {
-    "etc.tar.gz": (os.urandom(3000), 0o644),
-    "home.tar.gz": (os.urandom(5000), 0o600),
-    ".hidden": (b"dotfile", 0o640),
-    "cback.collect": (b"", 0o644),
-}
 DATA_BYTES = sum(len(content) for content, _mode in DATA.values())
-
-
-def fill(directory, files=DATA):
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, (content, mode) in files.items():
-        path = directory / name
-        path.write_bytes(content)
-        os.chmod(str(path), mode)
-    return directory
 
 
 @pytest.fixture
@@ -122,26 +68,6 @@ def peer(tmp_path):
     target = tmp_path / "stage" / "2026" / "11" / "26" / "self"
     target.mkdir(parents=True)
     return collect, target
-
-
-def snapshot(root):
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            found[os.path.relpath(path, str(root))] = (
-                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, info.st_size, info.st_mtime_ns, digest,
-            )
-    return found
-
-
-def mode_of(path):
-    return stat.S_IMODE(os.lstat(str(path)).st_mode)
 
 
 # ---------------------------------------------------------------------------
@@ -467,7 +393,7 @@ def remote_stage_params(collect, target, rcp, work, **overrides):
         target_dir=str(target), rcp_command="%s -B -q" % rcp, working_dir=str(work),
     )
     base.update(overrides)
-    return _params("cback_stage", **base)
+    return module_params("cback_stage", **base)
 
 
 def test_remote_ready_through_the_rcp_command(tmp_path, fake_rcp):
@@ -475,7 +401,7 @@ def test_remote_ready_through_the_rcp_command(tmp_path, fake_rcp):
     collect = fill(tmp_path / "collect", {"data": (b"x", 0o644)})
     work = tmp_path / "work"
     work.mkdir()
-    params = _params(
+    params = module_params(
         "cback_collect_indicator", type="remote", name="peer.example.org", remote_user="backup",
         collect_dir=str(collect), rcp_command=rcp, working_dir=str(work),
     )
