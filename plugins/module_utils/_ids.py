@@ -68,3 +68,17 @@ def current_user_name():
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
+
+
+def give_to_user(path, user):
+    """Hand a private file or directory to the local user commands run as (root only).
+
+    ``None`` or a non-root process changes nothing; an unknown user is left for ``su`` to
+    report, as it would be with a directory the caller made.
+    """
+    if user is None or not is_running_as_root():
+        return
+    try:
+        os.chown(path, *primary_ids(user))
+    except KeyError:
+        pass

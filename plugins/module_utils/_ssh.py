@@ -20,7 +20,7 @@ import shutil
 import tempfile
 
 from ._command import run_command
-from ._ids import is_running_as_root, primary_ids
+from ._ids import give_to_user
 
 # How long an idle master connection outlives its last client; the session closes it
 # explicitly, this only bounds a master left behind by a killed module.
@@ -57,11 +57,7 @@ def ssh_session(peer, multiplex=True, connect_timeout=0):
         # One private socket per peer session, in a short path under the system temp dir
         # (a unix socket path holds at most 107 bytes).
         control_dir = tempfile.mkdtemp(prefix="cbm-")
-        if peer.localUser is not None and is_running_as_root():
-            try:
-                os.chown(control_dir, *primary_ids(peer.localUser))
-            except KeyError:
-                pass
+        give_to_user(control_dir, peer.localUser)
     previous = peer.sshOptions
     peer.sshOptions = ssh_options(control_dir, connect_timeout)
     try:

@@ -21,7 +21,7 @@ import time
 
 from . import _argspec as spec
 from ._command import run_command
-from ._ids import current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._ids import current_user_name, give_to_user, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
 from .peer import (
@@ -124,8 +124,7 @@ def _working_dir(params):
         raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % base)
     private = tempfile.mkdtemp(prefix="cback-peer-", dir=base)
     try:
-        if params.get("local_user") is not None:
-            os.chown(private, *primary_ids(params["local_user"]))
+        give_to_user(private, params.get("local_user"))
         yield private
     finally:
         shutil.rmtree(private, ignore_errors=True)

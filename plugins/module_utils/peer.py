@@ -52,7 +52,7 @@ from collections import namedtuple
 
 from ._command import join_command, run_command, split_command_line
 from ._failure import VALID_FAILURE_MODES
-from ._ids import is_running_as_root, primary_ids
+from ._ids import give_to_user, is_running_as_root
 from ._paths import encode_path, path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
@@ -189,19 +189,6 @@ def _attach(exc, result, entry=None):
     exc.stageResult = result
     exc.failedEntry = entry
     return exc
-
-
-def _give_to_user(path, user):
-    """Hand a private directory to the local user the copies run as (root only).
-
-    An unknown user is left for ``su`` to report, as it would be with a working dir.
-    """
-    if user is None or not is_running_as_root():
-        return
-    try:
-        os.chown(path, *primary_ids(user))
-    except KeyError:
-        logger.debug("Local user [%s] does not exist; [%s] stays as it is.", user, path)
 
 
 def _as_local_user(argv, localUser, what):
@@ -556,7 +543,7 @@ class RemotePeer(_Peer):
             return
         temp = tempfile.mkdtemp(prefix="cback-peer-")
         try:
-            _give_to_user(temp, self.localUser)
+            give_to_user(temp, self.localUser)
             yield temp
         finally:
             shutil.rmtree(temp, ignore_errors=True)
@@ -610,7 +597,7 @@ class RemotePeer(_Peer):
         ownership = _lenient(ownership)
         fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
         try:
-            _give_to_user(fetchDir, self.localUser)
+            give_to_user(fetchDir, self.localUser)
             result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
             copied, unchanged, excluded, size = [], [], [], 0
             for fileName in sorted(os.listdir(fetchDir)):
@@ -688,7 +675,7 @@ class RemotePeer(_Peer):
                 if not os.path.exists(sourceFile):
                     with open(sourceFile, "w"):
                         pass
-                    _give_to_user(sourceFile, self.localUser)  # readable by the user that pushes it
+                    give_to_user(sourceFile, self.localUser)  # readable by the user that pushes it
                 argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
                 result = self._run(argv)
                 if result.rc != 0:

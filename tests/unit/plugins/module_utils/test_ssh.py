@@ -21,7 +21,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ssh, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, _ssh, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import OPENSSH_PROGRAMS, RemotePeer
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -456,7 +456,7 @@ def test_session_exit_destination(exits, name, destination):
 
 def test_session_exit_runs_as_the_caller_not_the_local_user(exits, monkeypatch):
     # root may talk to a master of any user; the exit is never wrapped in su
-    monkeypatch.setattr(_ssh, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     p = make_peer(localUser="nobody")
     with _ssh.ssh_session(p):
         control_dir = control_dir_of(p.sshOptions)
@@ -467,7 +467,7 @@ def test_session_exit_runs_as_the_caller_not_the_local_user(exits, monkeypatch):
 
 
 def test_session_control_dir_belongs_to_the_local_user(exits, monkeypatch):
-    monkeypatch.setattr(_ssh, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     p = make_peer(localUser="nobody")
     with _ssh.ssh_session(p):
         info = os.lstat(control_dir_of(p.sshOptions))
@@ -476,7 +476,7 @@ def test_session_control_dir_belongs_to_the_local_user(exits, monkeypatch):
 
 
 def test_session_control_dir_unknown_local_user_stays_as_is(exits, monkeypatch):
-    monkeypatch.setattr(_ssh, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     p = make_peer(localUser="no-such-user-cbtest")
     with _ssh.ssh_session(p):
         info = os.lstat(control_dir_of(p.sshOptions))
@@ -484,7 +484,7 @@ def test_session_control_dir_unknown_local_user_stays_as_is(exits, monkeypatch):
 
 
 def test_session_control_dir_not_chowned_when_not_root(exits, monkeypatch):
-    monkeypatch.setattr(_ssh, "is_running_as_root", lambda: False)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: False)
     p = make_peer(localUser="nobody")
     with _ssh.ssh_session(p):
         info = os.lstat(control_dir_of(p.sshOptions))

@@ -24,7 +24,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ssh, _tasks, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, _ssh, _tasks, peer
 from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, SPECS, fill, module_params, snapshot
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -610,7 +610,7 @@ def test_remote_real_run_missing_target_dir_fails(tmp_path, openssh):
 
 
 def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch):
-    monkeypatch.setattr(_ssh, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     collect, target = remote
     owners = []
     real = openssh.__call__
