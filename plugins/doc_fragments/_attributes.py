@@ -24,3 +24,16 @@ attributes:
     membership:
       - cedarbackup.peer.cback
 """
+
+    # The run modules take the pool's peers as a list: they are not in the action group.
+    RUN = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+"""

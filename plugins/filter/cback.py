@@ -6,6 +6,7 @@
 - ``cback_peers``: the peers of the inventory with their settings resolved (a peer's
   host var wins over the run-wide value) and validated, one dict per peer.
 - ``cback_run_settings``: the run-wide settings, read from the master's variables.
+- ``cback_run_peers``: the resolved peers as the run modules take them.
 - ``cback_stage_summary`` / ``cback_managed_summary``: per-peer outcome of a run, and
   ``cback_peer_failure`` one peer's failure message.
 - ``cback_summary_table``: a summary as fixed-width text lines for the screen.
@@ -20,7 +21,8 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec as spec
-from ansible_collections.cedarbackup.peer.plugins.module_utils._failure import VALID_FAILURE_MODES, ignored_on
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _report as report
+from ansible_collections.cedarbackup.peer.plugins.module_utils._failure import VALID_FAILURE_MODES
 
 # Per-peer settings that fall back to a run-wide value of the same name.
 _INHERITED = ("rcp_command", "rsh_command", "cback_command")
@@ -124,6 +126,33 @@ def cback_peers(hosts, hostvars, settings=None):
     return peers
 
 
+# What each run module takes of a resolved peer (the ``peers`` suboptions of the modules).
+_RUN_PEER_KEYS = dict(
+    stage=("name", "host", "type", "collect_dir", "remote_user", "rcp_command", "rsh_command", "ignore_failure_mode"),
+    managed=("name", "host", "type", "remote_user", "rsh_command", "cback_command"),
+)
+
+
+def cback_run_peers(peers, run, action=None):
+    """The ``peers`` option of ``cback_stage_run`` (``run='stage'``) or ``cback_managed_run`` (``'managed'``).
+
+    ``peers`` is the output of ``cback_peers``.  A peer with an error is passed with its name,
+    host and error only (the module reports it failed, without attempting it).  For a managed
+    run only the peers that take part in ``action`` are passed.
+    """
+    if run not in _RUN_PEER_KEYS:
+        raise AnsibleFilterError("cback_run_peers: run must be stage or managed, not %r." % (run,))
+    entries = []
+    for peer in peers or []:
+        if run == "managed" and not runs_action(peer, action):
+            continue
+        if peer.get("error"):
+            entries.append(dict(name=to_text(peer["name"]), host=peer["host"], error=peer["error"]))
+            continue
+        entries.append(dict((key, peer[key]) for key in _RUN_PEER_KEYS[run] if peer.get(key) is not None))
+    return entries
+
+
 def cback_run_settings(current, master_vars):
     """Run-wide settings: the master's ``cback_<key>`` where it has one, else ``current``'s.
 
@@ -158,14 +187,6 @@ def _outcomes(hosts, hostvars, peer_key, outcome_key):
     return pairs
 
 
-def _message(outcome, name):
-    message = to_text(outcome.get("msg") or "").strip()
-    prefix = "Peer %s: " % name
-    if message.startswith(prefix):  # the modules name the peer; the summary does too
-        message = message[len(prefix):]
-    return message or "failed without a message (rc %s)." % outcome.get("rc")
-
-
 def cback_stage_summary(hosts, hostvars, full=False, start_of_week=False, date=None, daily_dir=None, check_mode=False,
                         peer_key="__cback_peer", outcome_key="__cback_outcome"):
     """Per-peer outcome of a stage run: ``staged``, ``not ready``, ``ignored`` or ``failed``.
@@ -179,33 +200,8 @@ def cback_stage_summary(hosts, hostvars, full=False, start_of_week=False, date=N
         start_of_week = _bool(start_of_week, "start_of_week")
     except spec.OptionError as exc:
         raise AnsibleFilterError("Run-wide %s" % exc)
-    rows = []
-    for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key):
-        row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", files=0, bytes=0,
-                   seconds=0.0, message="")
-        if peer.get("error"):
-            row["message"] = peer["error"]
-        elif outcome is None:
-            row["message"] = "was not attempted."
-        elif outcome.get("failed"):
-            row.update(message=_message(outcome, peer["name"]), files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
-                       seconds=float(outcome.get("seconds") or 0))
-        elif not outcome.get("ready", True):
-            ignored = ignored_on(peer.get("ignore_failure_mode"), full, start_of_week)
-            row.update(status="ignored" if ignored else "not ready", seconds=float(outcome.get("seconds") or 0),
-                       message="no collect indicator (peer not ready or unreachable)"
-                       + (", ignored by ignore-failure mode %s." % peer.get("ignore_failure_mode") if ignored else "."))
-        else:
-            row.update(status="staged", files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
-                       seconds=float(outcome.get("seconds") or 0),
-                       message="%d already staged" % len(outcome.get("unchanged") or []) if outcome.get("unchanged") else "")
-        rows.append(row)
-    failed = [row for row in rows if row["status"] in ("failed", "not ready")]
-    return dict(
-        date=date, daily_dir=daily_dir, full=full, start_of_week=start_of_week, check_mode=_bool(check_mode, "check_mode"),
-        peers=rows, failed=[row["name"] for row in failed],
-        failure_message=_failure_message("Stage run", rows, failed),
-    )
+    rows = [report.stage_row(peer, outcome, full, start_of_week) for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key)]
+    return report.stage_summary(rows, full, start_of_week, date, daily_dir, _bool(check_mode, "check_mode"))
 
 
 def cback_managed_summary(hosts, hostvars, action=None, check_mode=False, peer_key="__cback_peer", outcome_key="__cback_outcome"):
@@ -215,25 +211,20 @@ def cback_managed_summary(hosts, hostvars, action=None, check_mode=False, peer_k
     """
     rows = []
     for peer, outcome in _outcomes(hosts, hostvars, peer_key, outcome_key):
-        if not peer.get("error") and not (peer.get("managed") and action in (peer.get("managed_actions") or [])):
-            continue
-        row = dict(name=peer["name"], host=peer["host"], type=peer.get("type"), status="failed", rc=None, seconds=0.0, message="")
-        if peer.get("error"):
-            if peer.get("managed") is False:
-                continue
-            row["message"] = peer["error"]
-        elif outcome is None:
-            row["message"] = "was not attempted."
-        else:
-            row.update(rc=outcome.get("rc"), seconds=float(outcome.get("seconds") or 0))
-            if outcome.get("failed"):
-                row["message"] = _message(outcome, peer["name"])
-            else:
-                row["status"] = "ok"
-        rows.append(row)
-    failed = [row for row in rows if row["status"] == "failed"]
-    return dict(action=action, check_mode=_bool(check_mode, "check_mode"), peers=rows, failed=[row["name"] for row in failed],
-                failure_message=_failure_message("Managed action %s" % action, rows, failed))
+        if runs_action(peer, action):
+            rows.append(report.managed_row(peer, outcome))
+    return report.managed_summary(rows, action, _bool(check_mode, "check_mode"))
+
+
+def runs_action(peer, action):
+    """Whether a resolved peer takes part in a managed run of ``action``.
+
+    A managed peer with the action in its list does; a peer with invalid settings does too
+    (it is reported failed) unless it is known not to be managed.
+    """
+    if peer.get("error"):
+        return peer.get("managed") is not False
+    return bool(peer.get("managed")) and action in (peer.get("managed_actions") or [])
 
 
 def cback_peer_failure(summary, host):
@@ -242,13 +233,6 @@ def cback_peer_failure(summary, host):
         if row["host"] == host and row["status"] in ("failed", "not ready"):
             return "Peer %s: %s, %s" % (row["name"], row["status"], row["message"])
     return ""
-
-
-def _failure_message(what, rows, failed):
-    if not failed:
-        return ""
-    reasons = "; ".join("%s: %s, %s" % (row["name"], row["status"], row["message"].rstrip(".")) for row in failed)
-    return "%s failed for %d of %d peers: %s." % (what, len(failed), len(rows), reasons)
 
 
 def _size(value):
@@ -297,6 +281,7 @@ class FilterModule(object):
         return {
             "cback_peers": cback_peers,
             "cback_run_settings": cback_run_settings,
+            "cback_run_peers": cback_run_peers,
             "cback_peer_failure": cback_peer_failure,
             "cback_stage_summary": cback_stage_summary,
             "cback_managed_summary": cback_managed_summary,

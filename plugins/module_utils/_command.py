@@ -13,11 +13,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import re
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from collections import namedtuple
 
 _FIELDS = re.compile(r'[^ "]+|"[^"]+"')
@@ -35,6 +38,39 @@ EXEC_FAILED = 256
 TIMED_OUT = 124
 
 CommandResult = namedtuple("CommandResult", ["argv", "rc", "stdout", "stderr", "timed_out"])
+
+# The deadline (``time.monotonic()`` value) of the job the current thread works on: every
+# command it runs is bounded by it (see ``deadline``).
+_job = threading.local()
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Bound every ``run_command`` of this thread, for the duration, to ``seconds`` in all.
+
+    A command started with less time left gets that much as its timeout; one started after
+    the deadline is not run (a timed-out result).  ``None`` or ``0``: no bound.  Each thread
+    has its own deadline, so jobs running side by side in threads are bounded separately.
+    """
+    previous = getattr(_job, "deadline", None)
+    _job.deadline = time.monotonic() + seconds if seconds else None
+    try:
+        yield
+    finally:
+        _job.deadline = previous
+
+
+def time_left():
+    """Seconds left before this thread's deadline, or ``None`` without one."""
+    end = getattr(_job, "deadline", None)
+    return None if end is None else end - time.monotonic()
+
+
+def _bounded(timeout):
+    left = time_left()
+    if left is None:
+        return timeout
+    return left if not timeout else min(timeout, left)
 
 
 def split_command_line(command_line):
@@ -72,12 +108,16 @@ def run_command(argv, timeout=None, env=None, cwd=None):
 
     Standard input is ``/dev/null`` so that nothing can wait on a prompt.  The command
     runs in its own process group; when ``timeout`` (seconds) runs out, the whole group
-    is killed and the result has ``rc`` ``TIMED_OUT`` and ``timed_out`` true.  A command
+    is killed and the result has ``rc`` ``TIMED_OUT`` and ``timed_out`` true.  The thread's
+    ``deadline``, when set, bounds ``timeout`` further.  A command
     that cannot be started gives ``rc`` ``EXEC_FAILED`` and the reason in ``stderr``.
     """
     argv = [str(word) for word in argv]
     if not argv:
         raise ValueError("Cannot run an empty command.")
+    timeout = _bounded(timeout)
+    if timeout is not None and timeout <= 0:
+        return CommandResult(argv, TIMED_OUT, "", "Not started: the time for this peer had run out.\n", True)
     try:
         proc = subprocess.Popen(
             argv,
@@ -96,13 +136,17 @@ def run_command(argv, timeout=None, env=None, cwd=None):
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         stdout, stderr = proc.communicate()
-        message = _decode(stderr) + "Command timed out after %s seconds and was killed.\n" % timeout
+        message = _decode(stderr) + "Command timed out after %s seconds and was killed.\n" % _seconds(timeout)
         return CommandResult(argv, TIMED_OUT, _decode(stdout), message, True)
     except BaseException:
         _kill_group(proc)
         proc.wait()
         raise
     return CommandResult(argv, proc.returncode, _decode(stdout), _decode(stderr), False)
+
+
+def _seconds(value):
+    return "%d" % value if float(value).is_integer() else "%.1f" % value
 
 
 def _kill_group(proc):

@@ -82,3 +82,21 @@ def give_to_user(path, user):
         os.chown(path, *primary_ids(user))
     except KeyError:
         pass
+
+
+def current_umask():
+    """The process umask, read without changing it where Linux tells (``/proc/self/status``).
+
+    Threads share the umask: setting it to read it back would let another thread create a
+    file under the wrong one, so the ``os.umask`` round trip is only the fallback.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -21,7 +21,7 @@ import time
 
 from . import _argspec as spec
 from ._command import run_command
-from ._ids import current_user_name, give_to_user, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._ids import current_umask, current_user_name, give_to_user, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
 from .peer import (
@@ -264,8 +264,7 @@ def _quick_check(peer, target_dir, indicator, ownership, mode):
         entries = peer.listCollectDir()
     except (IOError, OSError, ValueError):
         return None
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     names, present = [], False
     for entry in entries:
         if entry.name == indicator:

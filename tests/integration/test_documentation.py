@@ -16,13 +16,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or Path(sys.executable).parent)
+# The per-peer modules (the action group) and the run modules (a whole run in one execution).
 MODULES = ["cback_collect_indicator", "cback_stage", "cback_managed_action"]
+RUN_MODULES = ["cback_stage_run", "cback_managed_run"]
 
 
 @pytest.fixture(scope="module")
 def docs(installed_collections):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed_collections))
-    names = ["cedarbackup.peer.%s" % m for m in MODULES]
+    names = ["cedarbackup.peer.%s" % m for m in MODULES + RUN_MODULES]
     out = subprocess.run(
         [str(VENV_BIN / "ansible-doc"), "--json"] + names,
         env=env, capture_output=True, text=True, timeout=120, check=True,
@@ -48,27 +50,38 @@ def _argument_spec(module_name, monkeypatch):
     return captured
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+def _compare_options(spec, documented, where):
+    assert sorted(documented) == sorted(spec), where
+    for name, arg in spec.items():
+        doc = documented[name]
+        label = where + name
+        assert doc.get("type", "str") == arg.get("type", "str"), label
+        assert bool(doc.get("required", False)) == bool(arg.get("required", False)), label
+        assert doc.get("default") == arg.get("default"), label
+        assert doc.get("choices") == arg.get("choices"), label
+        assert doc.get("elements") == arg.get("elements"), label
+        assert doc.get("description"), label
+        if "options" in arg:
+            _compare_options(arg["options"], doc.get("suboptions") or {}, label + ".")
+        else:
+            assert "suboptions" not in doc, label
+
+
+@pytest.mark.parametrize("module_name", MODULES + RUN_MODULES)
 def test_options_match_argument_spec(module_name, docs, monkeypatch):
     kwargs = _argument_spec(module_name, monkeypatch)
     assert kwargs["supports_check_mode"] is True
-    spec = kwargs["argument_spec"]
-    documented = docs["cedarbackup.peer." + module_name]["doc"]["options"]
-    assert sorted(documented) == sorted(spec)
-    for name, arg in spec.items():
-        doc = documented[name]
-        assert doc.get("type", "str") == arg.get("type", "str"), name
-        assert bool(doc.get("required", False)) == bool(arg.get("required", False)), name
-        assert doc.get("default") == arg.get("default"), name
-        assert doc.get("choices") == arg.get("choices"), name
-        assert doc.get("description"), name
+    _compare_options(kwargs["argument_spec"], docs["cedarbackup.peer." + module_name]["doc"]["options"], "")
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+@pytest.mark.parametrize("module_name", MODULES + RUN_MODULES)
 def test_doc_blocks_complete(module_name, docs):
     entry = docs["cedarbackup.peer." + module_name]
     assert entry["doc"]["attributes"]["check_mode"]["support"] == "full"
-    assert entry["doc"]["attributes"]["action_group"]["membership"] == ["cedarbackup.peer.cback"]
+    if module_name in MODULES:
+        assert entry["doc"]["attributes"]["action_group"]["membership"] == ["cedarbackup.peer.cback"]
+    else:
+        assert "action_group" not in entry["doc"]["attributes"]
     assert entry["examples"].strip()
     assert entry["return"]
     for value in entry["return"].values():

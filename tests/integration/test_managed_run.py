@@ -199,7 +199,7 @@ def test_managed_actions_as_the_backup_user(runner, data, ssh_pool, backup_user)
     message = fail_message(run)
     assert "peer2" in message and "255" in message and "peer1" not in message, message
     # the commands ran through su to the backup user
-    commands = [record["result"]["cmd"] for record in run.find("Run ", prefix=True) if "cmd" in record["result"]]
+    commands = [peer["cmd"] for peer in run.result("Run ", prefix=True)["peers"] if "cmd" in peer]
     assert len(commands) == 2, run
     for cmd in commands:
         assert cmd[:3] == ["su", backup_user, "-c"], cmd

@@ -543,6 +543,8 @@ MODULE_OPTIONS = {
     "cback_collect_indicator": CONNECTION_OPTIONS + ["collect_dir", "collect_indicator"],
     "cback_stage": CONNECTION_OPTIONS + ["collect_dir", "target_dir", "owner", "group", "mode", "write_stage_indicator", "stage_indicator"],
     "cback_managed_action": CONNECTION_OPTIONS + ["action", "full", "cback_command"],
+    "cback_stage_run": ["peers", "staging_dir", "working_dir", "backup_user", "backup_group", "parallel", "peer_timeout"],
+    "cback_managed_run": ["peers", "action", "full", "backup_user", "parallel", "peer_timeout"],
 }
 
 
@@ -555,11 +557,15 @@ MODULE_REQUIRED = {
     "cback_collect_indicator": ["collect_dir"],
     "cback_stage": ["collect_dir", "target_dir"],
     "cback_managed_action": ["action"],
+    "cback_stage_run": ["peers", "staging_dir"],
+    "cback_managed_run": ["action", "peers"],
 }
 MODULE_RETURNS = {
     "cback_collect_indicator": ["ready"],
     "cback_stage": ["count", "files", "bytes", "target_dir", "unchanged", "stage_indicator_written"],
     "cback_managed_action": ["rc", "stdout", "stderr", "cmd"],
+    "cback_stage_run": ["date", "daily_dir", "summary_file", "summary", "failed_peers", "peers"],
+    "cback_managed_run": ["action", "summary", "failed_peers", "peers"],
 }
 
 

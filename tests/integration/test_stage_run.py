@@ -493,7 +493,7 @@ def test_parallel_stage_is_faster_and_multiplexed(runner, data, rpool, capsys, t
     names = ["r1", "r2", "r3", "r4"]
     parallel, logins_parallel = _remote_pool_run(runner, data, rpool, "parallel", names, rcp_command=rcp_command, cback_stage_parallel=4)
     serial, logins_serial = _remote_pool_run(runner, data, rpool, "serial", names, rcp_command=rcp_command, cback_stage_parallel=1)
-    phase_parallel, phase_serial = parallel.task_seconds("Stage the peer"), serial.task_seconds("Stage the peer")
+    phase_parallel, phase_serial = parallel.task_seconds("Stage every peer"), serial.task_seconds("Stage every peer")
     with capsys.disabled():
         print("\n[timing] 4 remote peers, whole run: cback_stage_parallel=4 %.1fs, =1 %.1fs; staging task: %.1fs vs %.1fs"
               % (parallel.elapsed, serial.elapsed, phase_parallel, phase_serial))

@@ -40,6 +40,7 @@ def test_filter_names():
     assert cback.FilterModule().filters() == {
         "cback_peers": cback.cback_peers,
         "cback_run_settings": cback.cback_run_settings,
+        "cback_run_peers": cback.cback_run_peers,
         "cback_peer_failure": cback.cback_peer_failure,
         "cback_stage_summary": cback.cback_stage_summary,
         "cback_managed_summary": cback.cback_managed_summary,
@@ -797,3 +798,51 @@ def test_managed_table_check_mode():
         "m1    local  ok       -     0.00",
         "1 peers ran collect, 0 failed",
     ]
+
+
+# ---------------------------------------------------------------------------
+# cback_run_peers: what the run modules take
+# ---------------------------------------------------------------------------
+
+
+def resolved(hostvars, hosts):
+    return cback.cback_peers(hosts, hostvars, SETTINGS)
+
+
+def test_run_peers_for_a_stage_run_keep_only_the_stage_settings():
+    peers = resolved({
+        "web1": {"cback_collect_dir": "/srv/collect", "cback_rcp_command": "/usr/bin/scp -B", "cback_managed": True},
+        "self": {"cback_peer_type": "local", "cback_collect_dir": "/opt/collect", "cback_ignore_failure_mode": "all"},
+    }, hosts=["web1", "self"])
+    assert cback.cback_run_peers(peers, "stage") == [
+        dict(name="web1", host="web1", type="remote", collect_dir="/srv/collect", remote_user="backup", rcp_command="/usr/bin/scp -B"),
+        dict(name="self", host="self", type="local", collect_dir="/opt/collect", remote_user="backup", ignore_failure_mode="all"),
+    ]
+
+
+def test_run_peers_pass_an_invalid_peer_with_its_error_only():
+    peers = resolved({"bad": {"cback_peer_type": "floppy", "cback_collect_dir": "/c"}}, hosts=["bad"])
+    entries = cback.cback_run_peers(peers, "stage")
+    assert entries == [dict(name="bad", host="bad", error=peers[0]["error"])]
+    assert entries[0]["error"].startswith("invalid settings: cback_peer_type")
+
+
+def test_run_peers_for_a_managed_run_are_the_peers_that_run_the_action():
+    peers = resolved({
+        "db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect,purge",
+                "cback_cback_command": "/usr/bin/cback3 --config /etc/db1.conf"},
+        "web1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "purge"},
+        "plain": {"cback_collect_dir": "/c"},
+        "broken": {"cback_collect_dir": "relative", "cback_managed": True},
+        "unmanaged-broken": {"cback_collect_dir": "relative", "cback_managed": False},
+    }, hosts=["db1", "web1", "plain", "broken", "unmanaged-broken"])
+    entries = cback.cback_run_peers(peers, "managed", "collect")
+    assert [entry["host"] for entry in entries] == ["db1", "broken"]
+    assert entries[0] == dict(name="db1", host="db1", type="remote", remote_user="backup",
+                              cback_command="/usr/bin/cback3 --config /etc/db1.conf")
+    assert set(entries[1]) == {"name", "host", "error"}
+
+
+def test_run_peers_needs_a_known_run():
+    with pytest.raises(AnsibleFilterError, match="stage or managed"):
+        cback.cback_run_peers([], "backup")

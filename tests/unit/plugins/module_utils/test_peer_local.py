@@ -847,10 +847,11 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
     write(collect / "a", "brand new content")
     write(target / "a", "old")
 
-    def broken_apply(path, ownership, permissions):
+    def broken_copy(src, dst):
+        os.write(dst, b"brand")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peer, "_apply", broken_apply)
+    monkeypatch.setattr(peer, "kernel_copy", broken_copy)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert info.value.errno == 28

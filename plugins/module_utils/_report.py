@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+"""The per-peer summary of a stage or managed run, built once for the run modules and the filters.
+
+A peer's *settings* are a dict with at least ``name``, ``host``, ``type`` and, for a peer
+that cannot be used, ``error``; its *outcome* is the result dict of ``cback_stage`` /
+``cback_managed_action`` for that peer (``None`` when it was never attempted).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ._failure import ignored_on
+
+NOT_READY = "no collect indicator (peer not ready or unreachable)"
+
+
+def _text(value):
+    return "" if value is None else "%s" % (value,)
+
+
+def outcome_message(outcome, name):
+    """A failed outcome's message without the ``Peer <name>: `` prefix the modules give it."""
+    message = _text(outcome.get("msg")).strip()
+    prefix = "Peer %s: " % name
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    return message or "failed without a message (rc %s)." % outcome.get("rc")
+
+
+def stage_row(peer, outcome, full, start_of_week):
+    """One peer's row: ``staged``, ``not ready``, ``ignored`` or ``failed``, files, bytes, seconds."""
+    row = dict(name=peer["name"], host=peer.get("host", peer["name"]), type=peer.get("type"), status="failed", files=0,
+               bytes=0, seconds=0.0, message="")
+    if peer.get("error"):
+        row["message"] = peer["error"]
+    elif outcome is None:
+        row["message"] = "was not attempted."
+    elif outcome.get("failed"):
+        row.update(message=outcome_message(outcome, peer["name"]), files=int(outcome.get("count") or 0),
+                   bytes=int(outcome.get("bytes") or 0), seconds=float(outcome.get("seconds") or 0))
+    elif not outcome.get("ready", True):
+        ignored = ignored_on(peer.get("ignore_failure_mode"), full, start_of_week)
+        row.update(status="ignored" if ignored else "not ready", seconds=float(outcome.get("seconds") or 0),
+                   message=NOT_READY + (", ignored by ignore-failure mode %s." % peer.get("ignore_failure_mode") if ignored else "."))
+    else:
+        unchanged = outcome.get("unchanged") or []
+        row.update(status="staged", files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
+                   seconds=float(outcome.get("seconds") or 0), message="%d already staged" % len(unchanged) if unchanged else "")
+    return row
+
+
+def managed_row(peer, outcome):
+    """One managed peer's row: ``ok`` or ``failed``, with rc and seconds."""
+    row = dict(name=peer["name"], host=peer.get("host", peer["name"]), type=peer.get("type"), status="failed", rc=None,
+               seconds=0.0, message="")
+    if peer.get("error"):
+        row["message"] = peer["error"]
+    elif outcome is None:
+        row["message"] = "was not attempted."
+    else:
+        row.update(rc=outcome.get("rc"), seconds=float(outcome.get("seconds") or 0))
+        if outcome.get("failed"):
+            row["message"] = outcome_message(outcome, peer["name"])
+        else:
+            row["status"] = "ok"
+    return row
+
+
+def stage_summary(rows, full, start_of_week, date, daily_dir, check_mode):
+    """The summary of a stage run from its rows (the JSON written beside the daily directory)."""
+    failed = [row for row in rows if row["status"] in ("failed", "not ready")]
+    return dict(date=date, daily_dir=daily_dir, full=full, start_of_week=start_of_week, check_mode=check_mode, peers=rows,
+                failed=[row["name"] for row in failed], failure_message=failure_message("Stage run", rows, failed))
+
+
+def managed_summary(rows, action, check_mode):
+    """The summary of a managed run from its rows."""
+    failed = [row for row in rows if row["status"] == "failed"]
+    return dict(action=action, check_mode=check_mode, peers=rows, failed=[row["name"] for row in failed],
+                failure_message=failure_message("Managed action %s" % action, rows, failed))
+
+
+def failure_message(what, rows, failed):
+    if not failed:
+        return ""
+    reasons = "; ".join("%s: %s, %s" % (row["name"], row["status"], row["message"].rstrip(".")) for row in failed)
+    return "%s failed for %d of %d peers: %s." % (what, len(failed), len(rows), reasons)

@@ -1,0 +1,340 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``_runs``: a whole stage or managed run in one call, peers in worker threads.
+
+Local peers are staged for real under ``tmp_path``.  Remote peers use a fake rcp command (a
+script that copies ``user@host:path`` from this filesystem, or hangs), and managed actions a
+script as ``cback_command``; real sshd peers are the integration tests' business.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _runs
+from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure
+from ansible_collections.cedarbackup.peer.tests.support.module_params import fill, snapshot
+
+OTHER_UID, OTHER_GID = 4242, 4343  # ids of nobody on this machine: ownership changes show
+
+
+def run_params(staging, peers, **overrides):
+    """Parameters as AnsibleModule passes them to ``stage_run``: every option, defaults filled in."""
+    params = dict((key, spec.get("default")) for key, spec in _runs.STAGE_RUN_OPTIONS.items())
+    params.update(staging_dir=str(staging), peers=[_peer(entry, _runs.STAGE_PEER_OPTIONS) for entry in peers])
+    params.update(overrides)
+    return params
+
+
+def managed_params(peers, **overrides):
+    params = dict((key, spec.get("default")) for key, spec in _runs.MANAGED_RUN_OPTIONS.items())
+    params.update(action="collect", peers=[_peer(entry, _runs.MANAGED_PEER_OPTIONS) for entry in peers])
+    params.update(overrides)
+    return params
+
+
+def _peer(entry, options):
+    unknown = set(entry) - set(options)
+    assert not unknown, unknown
+    peer = dict((key, spec.get("default")) for key, spec in options.items())
+    peer.update(entry)
+    return peer
+
+
+def local(name, collect, **extra):
+    return dict(dict(name=name, type="local", collect_dir=str(collect)), **extra)
+
+
+def today():
+    return time.strftime("%Y/%m/%d")
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """Three ready local peers' collect dirs and a staging dir."""
+    collects = {}
+    for name in ("p1", "p2", "p3"):
+        collects[name] = tmp_path / "collect" / name
+        fill(collects[name], {"%s.tar" % name: (os.urandom(2000), 0o640), "cback.collect": (b"", 0o644)})
+    return tmp_path / "stage", collects
+
+
+# ---------------------------------------------------------------------------
+# run_jobs: the pool of workers
+# ---------------------------------------------------------------------------
+
+
+def test_jobs_run_in_order_of_results_and_bounded_parallel():
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    def job(value):
+        def work():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return value * 2
+        return work
+
+    assert _runs.run_jobs([job(i) for i in range(12)], parallel=3) == [i * 2 for i in range(12)]
+    assert peak[0] == 3
+
+
+def test_a_job_that_raises_gives_its_exception_and_the_others_go_on():
+    def boom():
+        raise RuntimeError("boom")
+
+    results = _runs.run_jobs([lambda: 1, boom, lambda: 3], parallel=1)
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], RuntimeError)
+
+
+def test_a_stuck_job_is_given_up_and_its_worker_replaced():
+    release = threading.Event()
+    started = time.monotonic()
+    results = _runs.run_jobs([lambda: release.wait(30), lambda: "b", lambda: "c"], parallel=1, timeout=0.2, grace=0.3, poll=0.05)
+    elapsed = time.monotonic() - started
+    release.set()
+    assert isinstance(results[0], _runs._Overrun)
+    assert results[1:] == ["b", "c"]
+    assert elapsed < 5, elapsed
+
+
+# ---------------------------------------------------------------------------
+# stage_run: local peers for real
+# ---------------------------------------------------------------------------
+
+
+def test_stage_run_stages_every_peer_writes_indicators_and_summary(pool):
+    staging, collects = pool
+    result = _runs.stage_run(run_params(staging, [local(n, c) for n, c in sorted(collects.items())]))
+    date = today()
+    assert result["date"] == date and result["daily_dir"] == str(staging / date)
+    assert result["changed"] is True and result["failed_peers"] == []
+    daily = staging / date
+    for name, collect in collects.items():
+        assert sorted(os.listdir(str(daily / name))) == ["cback.collect", "%s.tar" % name]
+        assert (daily / name / ("%s.tar" % name)).read_bytes() == (collect / ("%s.tar" % name)).read_bytes()
+        assert stat.S_IMODE(os.stat(str(daily / name / ("%s.tar" % name))).st_mode) == 0o640
+        assert (collect / "cback.stage").is_file()
+    assert (daily / "cback.stage").is_file()
+    summary_file = staging / (date + ".stage-summary.json")
+    assert result["summary_file"] == str(summary_file)
+    on_disk = json.loads(summary_file.read_text())
+    assert on_disk == result["summary"]
+    assert [row["status"] for row in on_disk["peers"]] == ["staged"] * 3
+    assert [row["files"] for row in on_disk["peers"]] == [2, 2, 2]
+    peers = dict((peer["name"], peer) for peer in result["peers"])
+    assert set(peers["p1"]["file_names"]) == {"p1.tar", "cback.collect"}
+    assert all(peer["changed"] and peer["ready"] and peer["stage_indicator_written"] for peer in peers.values())
+
+
+def test_stage_run_again_changes_nothing(pool):
+    staging, collects = pool
+    peers = [local(n, c) for n, c in sorted(collects.items())]
+    _runs.stage_run(run_params(staging, peers))
+    # The summary beside the daily directory is rewritten by every run (so is its directory's mtime).
+    report = (today() + ".stage-summary.json", today()[:7])
+    before = dict((path, entry) for path, entry in snapshot(staging).items() if path not in report)
+    again = _runs.stage_run(run_params(staging, peers))
+    after = dict((path, entry) for path, entry in snapshot(staging).items() if path not in report)
+    assert again["changed"] is False, again
+    assert after == before
+    assert [row["message"] for row in again["summary"]["peers"]] == ["2 already staged"] * 3
+
+
+def test_check_mode_writes_nothing_and_predicts(pool):
+    staging, collects = pool
+    result = _runs.stage_run(run_params(staging, [local(n, c) for n, c in sorted(collects.items())]), check_mode=True)
+    assert not staging.exists()
+    assert not any((collect / "cback.stage").exists() for collect in collects.values())
+    assert result["summary"]["check_mode"] is True and result["summary_file"] is None
+    assert [row["files"] for row in result["summary"]["peers"]] == [2, 2, 2]
+
+
+def test_a_bad_peer_fails_alone_and_every_valid_peer_gets_its_directory(pool):
+    staging, collects = pool
+    peers = [
+        local("p1", collects["p1"]),
+        local("bad", "relative/path"),
+        local("given", collects["p2"], error="invalid settings: cback_collect_dir: is required for every peer."),
+        local("p2", collects["p2"], host="host-a"),
+        local("p2", collects["p3"], host="host-b"),
+        local("notready", staging.parent / "empty-collect"),
+    ]
+    (staging.parent / "empty-collect").mkdir()
+    result = _runs.stage_run(run_params(staging, peers))
+    rows = result["summary"]["peers"]
+    assert [(row["host"], row["status"]) for row in rows] == [
+        ("p1", "staged"), ("bad", "failed"), ("given", "failed"), ("host-a", "failed"), ("host-b", "failed"), ("notready", "not ready"),
+    ]
+    assert "peers[1].collect_dir" in rows[1]["message"] and "absolute" in rows[1]["message"]
+    assert rows[2]["message"] == "invalid settings: cback_collect_dir: is required for every peer."
+    assert "also used by host-b" in rows[3]["message"] and "also used by host-a" in rows[4]["message"]
+    assert result["failed_peers"] == ["bad", "given", "p2", "p2", "notready"]
+    daily = staging / today()
+    assert sorted(os.listdir(str(daily))) == ["cback.stage", "notready", "p1"]
+    assert os.listdir(str(daily / "notready")) == []
+
+
+@pytest.mark.parametrize("mode, ignored", [("all", True), ("none", False), (None, False)])
+def test_ignore_failure_mode_of_a_peer_that_is_not_ready(tmp_path, mode, ignored):
+    (tmp_path / "collect").mkdir()
+    result = _runs.stage_run(run_params(tmp_path / "stage", [local("p", tmp_path / "collect", ignore_failure_mode=mode)]))
+    row = result["summary"]["peers"][0]
+    assert row["status"] == ("ignored" if ignored else "not ready")
+    assert result["failed_peers"] == ([] if ignored else ["p"])
+
+
+def test_bad_run_options_fail_the_run_naming_the_option(pool):
+    staging, collects = pool
+    with pytest.raises(TaskFailure) as info:
+        _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], parallel=0))
+    assert info.value.msg.startswith("parallel: ")
+    with pytest.raises(TaskFailure) as info:
+        _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], starting_day="Montag"))
+    assert info.value.msg.startswith("starting_day: ")
+    with pytest.raises(TaskFailure) as info:
+        _runs.stage_run(run_params("relative", [local("p1", collects["p1"])]))
+    assert info.value.msg.startswith("staging_dir: ")
+    assert not staging.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="ownership is given only by root")
+def test_as_root_the_tree_belongs_to_the_backup_user(pool):
+    staging, collects = pool
+    params = run_params(staging, [local("p1", collects["p1"])], backup_user=str(OTHER_UID), backup_group=str(OTHER_GID))
+    _runs.stage_run(params)
+    date = today()
+    for path in (date[:4], date[:7], date, date + "/p1", date + "/p1/p1.tar", date + "/cback.stage", date + ".stage-summary.json"):
+        info = os.lstat(str(staging / path))
+        assert (info.st_uid, info.st_gid) == (OTHER_UID, OTHER_GID), path
+    assert os.lstat(str(staging)).st_uid == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="ownership is given only by root")
+@pytest.mark.parametrize("where", ["daily", "peer"])
+def test_a_symlink_in_the_staging_tree_is_refused_never_chowned(pool, tmp_path, where):
+    """The backup user owns the tree and plants a symlink to a root-only directory."""
+    staging, collects = pool
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    date = today()
+    params = run_params(staging, [local("p1", collects["p1"]), local("p2", collects["p2"])],
+                        backup_user=str(OTHER_UID), backup_group=str(OTHER_GID))
+    if where == "daily":
+        (staging / date[:7]).mkdir(parents=True)
+        os.symlink(str(victim), str(staging / date))
+        with pytest.raises(TaskFailure) as info:
+            _runs.stage_run(params)
+        assert "symlink" in info.value.msg, info.value.msg
+    else:
+        (staging / date).mkdir(parents=True)
+        os.symlink(str(victim), str(staging / date / "p1"))
+        result = _runs.stage_run(params)
+        rows = dict((row["name"], row) for row in result["summary"]["peers"])
+        assert rows["p1"]["status"] == "failed" and "symlink" in rows["p1"]["message"], rows
+        assert rows["p2"]["status"] == "staged", rows
+    info = os.lstat(str(victim))
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o700)
+    assert os.listdir(str(victim)) == []
+
+
+# ---------------------------------------------------------------------------
+# stage_run: remote peers through a fake rcp command, the per-peer timeout
+# ---------------------------------------------------------------------------
+
+FAKE_SCP = """#!/bin/sh
+# A stand-in for scp: copies from and to user@host:path on this filesystem; peer "hang" hangs on the copy.
+for last; do :; done
+prev=""; src=""; host=""
+for arg; do
+  case "$arg" in *@*:*) src="${arg#*:}"; host="${arg%%:*}"; host="${host#*@}";; esac
+  [ "$arg" = "$last" ] || prev="$arg"
+done
+case "$last" in *@*:*) exec cp "$prev" "${last#*:}";; esac
+case "$src" in */cback.collect) exec cp "$src" "$last";; esac
+if [ "$host" = hang ]; then sleep 30; fi
+exec sh -c 'cp "$@"' sh $src "$last"
+"""
+
+
+def test_peer_timeout_stops_one_peer_and_the_others_go_on(tmp_path):
+    scp = tmp_path / "fake-scp"
+    scp.write_text(FAKE_SCP)
+    scp.chmod(0o755)
+    peers = []
+    for name in ("hang", "fine"):
+        fill(tmp_path / name, {"data": (b"x" * 100, 0o644), "cback.collect": (b"", 0o644)})
+        peers.append(dict(name=name, collect_dir=str(tmp_path / name), rcp_command=str(scp), remote_user="u"))
+    started = time.monotonic()
+    result = _runs.stage_run(run_params(tmp_path / "stage", peers, peer_timeout=2, parallel=2, quick_check=False))
+    elapsed = time.monotonic() - started
+    rows = dict((row["name"], row) for row in result["summary"]["peers"])
+    assert rows["fine"]["status"] == "staged", rows
+    assert rows["hang"]["status"] == "failed", rows
+    assert "peer_timeout of 2 seconds reached" in rows["hang"]["message"], rows
+    assert elapsed < 15, elapsed
+    assert (tmp_path / "stage" / today() / "cback.stage").is_file()
+    assert not (tmp_path / "hang" / "cback.stage").exists()
+
+
+# ---------------------------------------------------------------------------
+# managed_run
+# ---------------------------------------------------------------------------
+
+RECORDER = """#!/bin/sh
+echo "$@" >> {log}
+[ "$(basename "$0")" = failing ] && {{ echo "it broke" >&2; exit 3; }}
+exit 0
+"""
+
+
+def test_managed_run_runs_every_peer_and_reports_each(tmp_path):
+    log = tmp_path / "calls.log"
+    for name in ("cback-ok", "failing"):
+        path = tmp_path / name
+        path.write_text(RECORDER.format(log=log))
+        path.chmod(0o755)
+    peers = [
+        dict(name="a", type="local", cback_command=str(tmp_path / "cback-ok")),
+        dict(name="b", type="local", cback_command=str(tmp_path / "failing")),
+        dict(name="c", type="local", error="invalid settings: cback_managed: 'maybe' is not a boolean."),
+    ]
+    result = _runs.managed_run(managed_params(peers, full=True))
+    rows = result["summary"]["peers"]
+    assert [(row["name"], row["status"], row["rc"]) for row in rows] == [("a", "ok", 0), ("b", "failed", 3), ("c", "failed", None)]
+    assert "it broke" in rows[1]["message"] and "rc 3" in rows[1]["message"]
+    assert result["failed_peers"] == ["b", "c"]
+    assert sorted(log.read_text().splitlines()) == ["--full collect", "--full collect"]
+    assert result["peers"][0]["cmd"] == [str(tmp_path / "cback-ok"), "--full", "collect"]
+    assert [peer["changed"] for peer in result["peers"]] == [True, False, False]
+
+
+def test_managed_run_check_mode_runs_nothing(tmp_path):
+    log = tmp_path / "calls.log"
+    (tmp_path / "cback").write_text(RECORDER.format(log=log))
+    (tmp_path / "cback").chmod(0o755)
+    result = _runs.managed_run(managed_params([dict(name="a", type="local", cback_command=str(tmp_path / "cback"))]), check_mode=True)
+    assert not log.exists()
+    assert result["peers"][0]["cmd"] == [str(tmp_path / "cback"), "collect"]
+    assert result["summary"]["check_mode"] is True
+
+
+def test_managed_run_bad_action_fails_before_anything_runs(tmp_path):
+    with pytest.raises(TaskFailure) as info:
+        _runs.managed_run(managed_params([dict(name="a", type="local")], action="a;b"))
+    assert info.value.msg.startswith("action: ")
