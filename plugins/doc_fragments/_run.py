@@ -22,11 +22,6 @@ options:
         C(su <backup_user> -c), as C(cback3) does (see O(copy_as_backup_user)), and in a stage
         run the staged directories and files belong to it.
     type: str
-  backup_group:
-    description:
-      - The Cedar Backup group (C(<options><backup_group>)); when the module runs as root, the
-        staged directories and files belong to it.
-    type: str
   copy_as_backup_user:
     description:
       - When the module runs as root, run the rcp and rsh commands of remote peers as

@@ -65,7 +65,6 @@ MANAGED_PEER_OPTIONS = dict(
 # Options both run modules take.
 RUN_OPTIONS = dict(
     backup_user=dict(type="str"),
-    backup_group=dict(type="str"),
     copy_as_backup_user=dict(type="bool", default=True),
     full=dict(type="bool", default=False),
     parallel=dict(type="int", default=8),
@@ -78,6 +77,7 @@ STAGE_RUN_OPTIONS = dict(
     RUN_OPTIONS,
     peers=dict(type="list", elements="dict", required=True, options=STAGE_PEER_OPTIONS),
     staging_dir=dict(type="path", required=True),
+    backup_group=dict(type="str"),
     working_dir=dict(type="path"),
     starting_day=dict(type="str", default="monday"),
     ssh_multiplex=dict(type="bool", default=True),

@@ -41,6 +41,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import concurrent.futures
 import contextlib
 import errno
 import filecmp
@@ -273,11 +274,14 @@ class LocalPeer(_Peer):
     def stagePeer(self, targetDir, ownership=None, permissions=None):
         """Stage data from the peer into the local target directory (flat copy).
 
-        Both directories must exist.  Every entry of the collect directory is copied in
-        ``os.listdir`` order, overwriting existing targets; files keep the source
-        permission bits unless ``permissions`` is given, and get ``ownership`` (a numeric
-        ``(uid, gid)`` tuple) when given.  A symlink or subdirectory raises ``ValueError``
-        after the entries before it were copied.
+        Both directories must exist.  Every entry of the collect directory is copied,
+        overwriting existing targets; files keep the source permission bits unless
+        ``permissions`` is given, and get ``ownership`` (a numeric ``(uid, gid)`` tuple)
+        when given.  A symlink or subdirectory raises ``ValueError`` after the entries
+        listed (``os.listdir`` order) before it were copied.  Files are copied by the
+        kernel: the first alone, then up to ``COPY_WORKERS`` at once (Cedar Backup copies one
+        after the other), so an error copying a later file is raised once the others were
+        copied too.
 
         :returns: number of files copied
         :raises ValueError: collect or target directory missing, target not absolute,
@@ -286,13 +290,36 @@ class LocalPeer(_Peer):
         :raises OSError: an OS error copying or changing ownership/permissions
         """
         targetDir = self._checkDirs(targetDir)
-        count = 0
-        for fileName in os.listdir(self.collectDir):
-            LocalPeer._copyLocalFile(path_join(self.collectDir, fileName), path_join(targetDir, fileName), ownership, permissions)
-            count += 1
-        if count == 0:
+        names, bad = self._regularPrefix()
+        for outcome in _each(
+            lambda fileName: LocalPeer._copyLocalFile(path_join(self.collectDir, fileName), path_join(targetDir, fileName), ownership, permissions),
+            names,
+        ):
+            if isinstance(outcome, Exception):
+                raise outcome
+        if bad is not None:
+            raise ValueError("Source is not a regular file.")
+        if not names:
             raise IOError("Did not copy any files from local peer.")
-        return count
+        return len(names)
+
+    def _regularPrefix(self, exclude=(), excluded=None):
+        """The entries to copy, in ``os.listdir`` order, up to the first that is not a regular file.
+
+        ``(names, bad)``: ``bad`` is that first entry (``None`` when every entry is regular).
+        Names in ``exclude`` are skipped (and appended to ``excluded``).
+        """
+        names = []
+        for fileName in os.listdir(self.collectDir):
+            if fileName in exclude:
+                excluded.append(fileName)
+                continue
+            source = path_join(self.collectDir, fileName)
+            if not _is_regular(source):
+                logger.debug("Source [%s] is not a regular file.", source)
+                return names, fileName
+            names.append(fileName)
+        return names, None
 
     def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False):
         """Idempotent, atomic variant of ``stagePeer`` (collection extension).
@@ -302,37 +329,45 @@ class LocalPeer(_Peer):
         a temporary file in ``targetDir`` and renamed into place, so a target is never
         half-written.  ``None`` for the uid or gid in ``ownership`` leaves that id as it
         is.  With ``checkOnly`` nothing is written and the result tells what would be
-        copied (a target directory that does not exist yet counts as empty).  Errors are those of ``stagePeer``; an exception raised part-way carries
-        the partial result as ``stageResult`` and the failing entry as ``failedEntry``.
+        copied (a target directory that does not exist yet counts as empty).  Files are
+        compared and copied up to ``COPY_WORKERS`` at once.  Errors are those of
+        ``stagePeer``; an exception raised part-way carries the partial result as
+        ``stageResult`` and the failing entry as ``failedEntry``.
 
         :returns: ``StageResult``
         """
         targetDir = self._checkDirs(targetDir, targetMayBeMissing=checkOnly)
         ownership = _lenient(ownership)
         copied, unchanged, excluded, size = [], [], [], 0
-        for fileName in os.listdir(self.collectDir):
-            if fileName in exclude:
-                excluded.append(fileName)
-                continue
+        names, bad = self._regularPrefix(exclude, excluded)
+
+        def stageOne(fileName):
             source = path_join(self.collectDir, fileName)
             target = path_join(targetDir, fileName)
-            try:
-                if not _is_regular(source):
-                    logger.debug("Source [%s] is not a regular file.", source)
-                    raise ValueError("Source is not a regular file.")
-                mode = permissions if permissions is not None else stat.S_IMODE(os.stat(source).st_mode)
-                if _matches(source, target, mode, ownership):
-                    unchanged.append(fileName)
-                    continue
-                if not checkOnly:
-                    _atomic_copy(source, target, ownership, mode)
+            mode = permissions if permissions is not None else stat.S_IMODE(os.stat(source).st_mode)
+            if _matches(source, target, mode, ownership):
+                return None
+            if not checkOnly:
+                _atomic_copy(source, target, ownership, mode)
+            return os.path.getsize(source)
+
+        failure = None
+        for fileName, outcome in zip(names, _each(stageOne, names)):
+            if isinstance(outcome, Exception):
+                failure = failure or (fileName, outcome)
+            elif outcome is None:
+                unchanged.append(fileName)
+            else:
                 copied.append(fileName)
-                size += os.path.getsize(source)
-            except (IOError, OSError, ValueError) as exc:
-                raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
+                size += outcome
+        partial = StageResult(copied, unchanged, excluded, size)
+        if failure is not None:
+            raise _attach(failure[1], partial, failure[0])
+        if bad is not None:
+            raise _attach(ValueError("Source is not a regular file."), partial, bad)
         if not copied and not unchanged:
-            raise _attach(IOError("Did not copy any files from local peer."), StageResult(copied, unchanged, excluded, size))
-        return StageResult(copied, unchanged, excluded, size)
+            raise _attach(IOError("Did not copy any files from local peer."), partial)
+        return partial
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists in the collect directory.
@@ -404,6 +439,39 @@ def _atomic_copy(source, target, ownership, mode):
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+# How many files a local peer copies at once: the kernel copies each file on the CPU of the
+# thread that asks, so two or more threads copy a peer's files faster than one on a
+# multi-core master.
+COPY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _each(function, items):
+    """``function(item)`` for the items, the first alone, then up to ``COPY_WORKERS`` at once.
+
+    Results come in order.  An ``IOError``/``OSError``/``ValueError`` an item raises is its
+    result; any other exception propagates.  The first item runs alone, so that an error every
+    item would hit (an ownership that cannot be given, say) stops the copy after one item, as a
+    sequential copy would: when it fails, the other items are not attempted (the result has
+    one element).  After it, every item is attempted.
+    """
+    def guarded(item):
+        try:
+            return function(item)
+        except (IOError, OSError, ValueError) as exc:
+            return exc
+
+    if not items:
+        return []
+    first = guarded(items[0])
+    if isinstance(first, Exception):
+        return [first]
+    rest = items[1:]
+    if COPY_WORKERS < 2 or len(rest) < 2:
+        return [first] + [guarded(item) for item in rest]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(COPY_WORKERS, len(rest))) as pool:
+        return [first] + list(pool.map(guarded, rest))
 
 
 def kernel_copy(src, dst):

@@ -104,6 +104,11 @@ options:
     description: Absolute path of the staging directory (C(<stage><staging_dir>)). Created when missing.
     type: path
     required: true
+  backup_group:
+    description:
+      - The Cedar Backup group (C(<options><backup_group>)); when the module runs as root, the
+        staged directories and files belong to it.
+    type: str
   working_dir:
     description:
       - Local directory for the temporary files of remote peers (C(<options><working_dir>)); each

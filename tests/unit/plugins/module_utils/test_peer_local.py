@@ -15,6 +15,8 @@ import grp
 import os
 import pwd
 import stat
+import threading
+import time
 
 import pytest
 
@@ -901,3 +903,90 @@ def test_stage_files_default_stages_stage_indicator_like_cback3(dirs):
     write(collect / "cback.stage")
     result = LocalPeer("p", str(collect)).stageFiles(str(target))
     assert sorted(result.copied) == ["a", "cback.stage"]
+
+
+# ---------------------------------------------------------------------------
+# Copies in parallel, by the kernel
+# ---------------------------------------------------------------------------
+
+
+def _count_concurrency(monkeypatch, name, owner=peer):
+    """Wrap ``owner.<name>`` to record how many calls run at once (each lasts 50 ms)."""
+    original = getattr(owner, name)
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def wrapper(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(owner, name, staticmethod(wrapper) if isinstance(owner, type) else wrapper)
+    return state
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+def test_files_are_copied_several_at_once(dirs, monkeypatch, method):
+    collect, target = dirs
+    for index in range(6):
+        write(collect / ("f%d" % index), os.urandom(1000 + index))
+    monkeypatch.setattr(peer, "COPY_WORKERS", 3)
+    if method == "stagePeer":
+        state = _count_concurrency(monkeypatch, "_copyLocalFile", owner=LocalPeer)
+        assert LocalPeer("p", str(collect)).stagePeer(str(target)) == 6
+    else:
+        state = _count_concurrency(monkeypatch, "_atomic_copy")
+        assert len(LocalPeer("p", str(collect)).stageFiles(str(target)).copied) == 6
+    assert state["peak"] == 3  # the first file alone, the other five three at a time
+    for index in range(6):
+        assert (target / ("f%d" % index)).read_bytes() == (collect / ("f%d" % index)).read_bytes()
+
+
+def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monkeypatch, listdir_order):
+    collect, target = dirs
+    for name in ("a", "b", "c"):
+        write(collect / name, name.encode() * 100)
+    listdir_order(collect, ["a", "b", "c"])
+    original = peer.kernel_copy
+
+    def failing(src, dst):
+        if os.fstat(src).st_size == 100 and os.pread(src, 1, 0) == b"b":
+            raise OSError(5, "Input/output error")
+        return original(src, dst)
+
+    monkeypatch.setattr(peer, "kernel_copy", failing)
+    with pytest.raises(OSError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert info.value.failedEntry == "b"
+    assert sorted(info.value.stageResult.copied) == ["a", "c"]
+    assert names(target) == ["a", "c"]
+
+
+def test_an_error_on_the_first_file_stops_the_copy_there(dirs, monkeypatch, listdir_order):
+    """As a sequential copy: an ownership that cannot be given fails on the first file only."""
+    collect, target = dirs
+    for name in ("a", "b", "c"):
+        write(collect / name, b"x")
+    listdir_order(collect, ["a", "b", "c"])
+    with pytest.raises(TypeError):
+        LocalPeer("p", str(collect)).stagePeer(str(target), (None, 0))
+    assert names(target) == ["a"]
+
+
+def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "src").write_bytes(data)
+    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
+    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert peer.kernel_copy(src, dst) == len(data)
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes() == data

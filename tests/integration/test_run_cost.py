@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a run costs in module executions: one per run, whatever the number of peers.
+
+The master's ``ansible_python_interpreter`` is a wrapper that logs every Python process
+Ansible starts on it (each module execution is one) before it execs ``/usr/bin/python3``.
+Runs of 1 and 6 local peers (and the managed and pool playbooks) must start the same, small
+number; parallelism comes from threads in that one execution, not from Ansible's forks.
+"""
+
+import os
+import time
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
+    AnsibleRunner,
+    fill,
+    no_failure,
+    public_dir,
+    remove_tree,
+    script,
+    today,
+    write_inventory,
+)
+
+COUNTING_PYTHON = """#!/bin/sh
+echo "$$" >> {log}
+exec /usr/bin/python3 "$@"
+"""
+
+SLOW_CBACK = """#!/bin/sh
+# A managed action that takes a while: parallel peers overlap, serial ones add up.
+sleep 1
+exit 0
+"""
+
+
+@pytest.fixture
+def runner(installed_collections, tmp_path):
+    return AnsibleRunner(installed_collections, tmp_path / "runs")
+
+
+@pytest.fixture
+def data():
+    path = public_dir("cbcost-")
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+def executions(log):
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def pool_inventory(runner, data, count, log, **master_vars):
+    peers = {}
+    for index in range(count):
+        name = "p%02d" % index
+        fill(data / "collect" / name, {"data.tar": (os.urandom(1000), 0o640), "cback.collect": (b"", 0o644)})
+        peers[name] = dict(cback_peer_type="local", cback_collect_dir=str(data / "collect" / name), cback_managed=True,
+                           cback_managed_actions="collect", cback_cback_command=script(data / "cback", SLOW_CBACK))
+    python = script(data / "python", COUNTING_PYTHON.format(log=log))
+    master = dict(ansible_python_interpreter=python, cback_staging_dir=str(data / "stage"), cback_backup_user="root",
+                  cback_backup_group="root")
+    master.update(master_vars)
+    return write_inventory(runner.base / ("pool-%d.ini" % count), master, peers)
+
+
+@pytest.mark.parametrize("count", [1, 6])
+def test_a_stage_run_is_one_module_execution(runner, data, count):
+    log = data / "executions.log"
+    inventory = pool_inventory(runner, data, count, log)
+    run = runner.run("stage", inventory)
+    assert run.rc == 0, run
+    no_failure(run)
+    assert executions(log) == 1, run
+    assert len(os.listdir(str(data / "stage" / today()[0]))) == count + 1  # the peers' dirs and cback.stage
+    # each peer's host has its own result: changed on the first run, not on the second
+    recap = run.recap()
+    assert sorted(host for host, counts in recap.items() if counts.get("changed")) == sorted("p%02d" % i for i in range(count))
+    log.unlink()
+    again = runner.run("stage", inventory)
+    assert again.rc == 0 and executions(log) == 1, again
+    assert sum(counts.get("changed", 0) for counts in again.recap().values()) == 0, again
+
+
+def test_check_mode_is_one_module_execution_too(runner, data):
+    log = data / "executions.log"
+    run = runner.run("stage", pool_inventory(runner, data, 4, log), check=True)
+    assert run.rc == 0, run
+    assert executions(log) == 1, run
+    assert not (data / "stage").exists()
+
+
+def test_managed_run_is_one_module_execution_with_peers_in_parallel(runner, data):
+    """Six peers whose action takes 1 s each: one execution, and clearly less than 6 s of work."""
+    log = data / "executions.log"
+    inventory = pool_inventory(runner, data, 6, log, cback_managed_parallel=6)
+    started = time.monotonic()
+    run = runner.run("managed", inventory, extra=["cback_action=collect"])
+    elapsed = time.monotonic() - started
+    assert run.rc == 0, run
+    assert executions(log) == 1, run
+    rows = run.result("Sum up the run")["ansible_facts"]["cback_managed_summary"]["peers"]
+    assert [row["status"] for row in rows] == ["ok"] * 6
+    seconds = run.result("Run collect on the managed peers")["seconds"]
+    assert seconds < 4.5, (seconds, elapsed)
+
+
+def test_pool_run_is_two_module_executions(runner, data):
+    log = data / "executions.log"
+    run = runner.run("pool", pool_inventory(runner, data, 5, log))
+    assert run.rc == 0, run
+    assert executions(log) == 2, run
