@@ -23,7 +23,12 @@ import sys
 import tempfile
 
 COLLECTION = "cedarbackup.peer"
-MODULES = ["cback_collect_indicator", "cback_stage", "cback_managed_action"]
+# The per-peer modules (the building blocks, members of the action group) first, then the
+# run modules (a whole run in one module execution: what the roles run).
+PEER_MODULES = ["cback_collect_indicator", "cback_stage", "cback_managed_action"]
+RUN_MODULES = ["cback_stage_run", "cback_managed_run"]
+MODULES = PEER_MODULES + RUN_MODULES
+ACTION_GROUP = COLLECTION + ".cback"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(ROOT, "docs", "modules.md")
@@ -41,9 +46,18 @@ python3 docs/generate_module_docs.py          # rewrite docs/modules.md
 python3 docs/generate_module_docs.py --check  # fail if docs/modules.md is out of date
 ```
 
-All three modules belong to the action group `cedarbackup.peer.cback`: options shared by
-every task can be set once with `module_defaults: {group/cedarbackup.peer.cback: {...}}`.
+The per-peer modules work on one peer each and belong to the action group
+`cedarbackup.peer.cback`: options shared by every task can be set once with
+`module_defaults: {group/cedarbackup.peer.cback: {...}}`. The run modules do a whole stage
+or managed run over a list of peers in one module execution, the peers in parallel
+threads; they are what the roles run, and are not in the action group. An option that is a
+list of dicts lists the keys of each entry as `option[].key`.
 """
+
+GROUPS = [
+    ("Per-peer modules", PEER_MODULES),
+    ("Run modules", RUN_MODULES),
+]
 
 
 # ----- Ansible markup -> Markdown -----
@@ -72,6 +86,15 @@ def _module_link(fqcn):
     return _code(fqcn)
 
 
+def _name_ref(arg):
+    """``O()``/``RV()`` argument as Markdown: ``fqcn#module:name[=value]`` names another module's option."""
+    if "#" not in arg:
+        return _code(arg)
+    fqcn, _sep, rest = arg.partition("#")
+    name = rest.partition(":")[2] or rest
+    return "%s of %s" % (_code(name), _module_link(fqcn))
+
+
 def markup(text):
     """Convert Ansible documentation markup (C(), O(), V(), RV(), M(), ...) to Markdown."""
     out = []
@@ -92,7 +115,9 @@ def markup(text):
             out.append("<%s>" % arg)
         elif name == "M":
             out.append(_module_link(arg))
-        else:  # C, O, V, RV, E, P: literal values and names
+        elif name in ("O", "RV"):
+            out.append(_name_ref(arg))
+        else:  # C, V, E, P: literal values and names
             out.append(_code(arg))
     out.append(_plain(text[pos:]))
     return "".join(out)
@@ -130,6 +155,11 @@ def type_of(spec):
 # ----- sections -----
 
 
+def _child_prefix(prefix, name, spec):
+    """Prefix of the keys below ``name``: ``name[].`` for a list of dicts, ``name.`` for a dict."""
+    return prefix + name + ("[]." if spec.get("type") == "list" else ".")
+
+
 def options_table(options, prefix=""):
     rows = []
     for name in sorted(options):
@@ -147,7 +177,7 @@ def options_table(options, prefix=""):
             % (_code(prefix + name), type_of(spec), default, "yes" if spec.get("required") else "no", cell(description))
         )
         if spec.get("suboptions"):
-            rows.extend(options_table(spec["suboptions"], prefix + name + ".")[2:])
+            rows.extend(options_table(spec["suboptions"], _child_prefix(prefix, name, spec))[2:])
     return ["| Option | Type | Default | Required | Description |", "|---|---|---|---|---|"] + rows
 
 
@@ -173,7 +203,7 @@ def return_table(returns, prefix=""):
             "| %s | %s | %s | %s |" % (_code(prefix + name), type_of(spec), cell(spec.get("returned", "")), cell(description))
         )
         if spec.get("contains"):
-            rows.extend(return_table(spec["contains"], prefix + name + ".")[2:])
+            rows.extend(return_table(spec["contains"], _child_prefix(prefix, name, spec))[2:])
     return ["| Key | Type | Returned | Description |", "|---|---|---|---|"] + rows
 
 
@@ -218,12 +248,25 @@ def render_module(name, data):
     return lines
 
 
+def _in_action_group(doc):
+    return ACTION_GROUP in (doc.get("attributes", {}).get("action_group", {}).get("membership") or [])
+
+
 def render(docs):
+    for name in PEER_MODULES:
+        if not _in_action_group(docs[name]["doc"]):
+            sys.exit("%s.%s is listed as a per-peer module but is not in %s" % (COLLECTION, name, ACTION_GROUP))
+    for name in RUN_MODULES:
+        if _in_action_group(docs[name]["doc"]):
+            sys.exit("%s.%s is listed as a run module but is in %s" % (COLLECTION, name, ACTION_GROUP))
     lines = [HEADER]
+    for title, names in GROUPS:
+        lines += ["%s:" % title, ""]
+        for name in names:
+            lines.append("- [%s](#%s): %s" % (name, name, markup(docs[name]["doc"]["short_description"])))
+        lines.append("")
     for name in MODULES:
-        lines.append("- [%s](#%s): %s" % (name, name, markup(docs[name]["doc"]["short_description"])))
-    for name in MODULES:
-        lines += [""] + render_module(name, docs[name])
+        lines += render_module(name, docs[name]) + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
