@@ -230,8 +230,10 @@ def runs_action(peer, action):
 def cback_peer_failure(summary, host):
     """The failure message of one peer host in a run summary, or ``""`` when it did not fail."""
     for row in summary.get("peers") or []:
-        if row["host"] == host and row["status"] in ("failed", "not ready"):
-            return "Peer %s: %s, %s" % (row["name"], row["status"], row["message"])
+        if row["host"] == host:
+            failure = report.peer_failure(row)
+            if failure:
+                return failure
     return ""
 
 

@@ -84,6 +84,22 @@ def managed_summary(rows, action, check_mode):
                 failure_message=failure_message("Managed action %s" % action, rows, failed))
 
 
+def peer_failure(row):
+    """One peer's failure message (``Peer <name>: <status>, <reason>``), or ``""`` when it did not fail."""
+    if row["status"] not in ("failed", "not ready"):
+        return ""
+    return "Peer %s: %s, %s" % (row["name"], row["status"], row["message"])
+
+
+def host_reports(rows, changed):
+    """``{host: {status, changed, report, failure}}``: what each peer's inventory host shows."""
+    reports = {}
+    for row, was_changed in zip(rows, changed):
+        report = row["status"] + (": " + row["message"] if row["message"] else "")
+        reports[row["host"]] = dict(status=row["status"], changed=bool(was_changed), report=report, failure=peer_failure(row))
+    return reports
+
+
 def failure_message(what, rows, failed):
     if not failed:
         return ""

@@ -443,8 +443,9 @@ def stage_run(params, check_mode=False):
     return dict(
         changed=changed, date=date, daily_dir=daily_dir, start_of_week=start_of_week,
         summary_file=summary_file if not check_mode and params.get("write_summary", True) else None,
-        summary=summary, peers=results, failed_peers=summary["failed"], seconds=round(time.monotonic() - started, 3),
-        warnings=warnings,
+        summary=summary, peers=results, failed_peers=summary["failed"],
+        hosts=report.host_reports(rows, [result["changed"] for result in results]),
+        seconds=round(time.monotonic() - started, 3), warnings=warnings,
     )
 
 
@@ -515,4 +516,6 @@ def managed_run(params, check_mode=False):
         result["changed"] = row["status"] == "ok"
         results.append(result)
     return dict(changed=any(result["changed"] for result in results), action=params["action"], summary=summary,
-                peers=results, failed_peers=summary["failed"], seconds=round(time.monotonic() - started, 3))
+                peers=results, failed_peers=summary["failed"],
+                hosts=report.host_reports(rows, [result["changed"] for result in results]),
+                seconds=round(time.monotonic() - started, 3))

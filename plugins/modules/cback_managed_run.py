@@ -122,6 +122,14 @@ peers:
   returned: success
   type: list
   elements: dict
+hosts:
+  description:
+    - What each peer's host (O(peers[].host)) shows, keyed by host - C(status), C(changed), C(report)
+      (the status and its reason, one line) and C(failure) (the failure message naming the peer, its
+      status and the reason, when the peer's failure counts; else empty). The roles hand these to
+      the peers' hosts.
+  returned: success
+  type: dict
 seconds:
   description: Time the run took, in seconds.
   returned: success

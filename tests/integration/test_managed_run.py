@@ -339,6 +339,6 @@ def test_pool_run_collects_then_stages(runner, data, ssh_pool):
     assert sorted(os.listdir(str(daily / "lbroken"))) == ["cback.collect", "old.tar"]
     assert sorted(os.listdir(str(daily / "lready"))) == ["cback.collect", "db.dump"]
     assert (daily / "cback.stage").is_file() and (collect2 / "cback.stage").is_file()
-    message = fail_message(run)
+    message = fail_message(run, "Fail when a peer failed")
     assert "lbroken" in message and "staging area full" in message, message
     assert "peer2" not in message and "lready" not in message, message

@@ -59,7 +59,7 @@ STAGED_RE = re.compile(r"--> \[INFO\s*\] Staged (\d+) files for peer \[([^\]]+)\
 STAGE_ERROR_RE = re.compile(r"--> \[ERROR\s*\] Error staging \[([^\]]+)\]: (.*)$", re.M)
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 FATAL_RE = re.compile(r"^fatal: \[([^\]\s]+)(?: -> [^\]]+)?\]: FAILED! => (.*)$", re.M)
-FAIL_TASK = "Fail when a peer failed"
+FAIL_TASK = "Report the peer"
 
 
 # ---------------------------------------------------------------------------
@@ -279,17 +279,18 @@ class PlaybookRun(object):
         return sum(values[1] for values in self.recap().values())
 
     def failures(self):
-        """``{host: msg}`` of the hosts that failed in the task "Fail when a peer failed"."""
+        """``{host: msg}`` of the hosts that failed in the task "Report the peer"."""
         marker = re.search(r"^TASK \[[^\]]*%s\]" % re.escape(FAIL_TASK), self.stdout, re.M)
         assert marker, "no task %r ran:\n%s" % (FAIL_TASK, self)
         section = re.split(r"^(?:TASK \[|PLAY RECAP)", self.stdout[marker.end():], maxsplit=1, flags=re.M)[0]
         found = {}
-        for host, payload in FATAL_RE.findall(section):
-            try:
-                message = json.loads(payload).get("msg")
+        decoder = json.JSONDecoder()
+        for match in FATAL_RE.finditer(section):
+            try:  # the result is printed on one line, or indented over several
+                message = decoder.raw_decode(section, match.start(2))[0].get("msg")
             except ValueError:
-                message = payload
-            found[host] = message if isinstance(message, str) else json.dumps(message)
+                message = match.group(2)
+            found[match.group(1)] = message if isinstance(message, str) else json.dumps(message)
         return found
 
 

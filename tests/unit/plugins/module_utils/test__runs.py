@@ -338,3 +338,19 @@ def test_managed_run_bad_action_fails_before_anything_runs(tmp_path):
     with pytest.raises(TaskFailure) as info:
         _runs.managed_run(managed_params([dict(name="a", type="local")], action="a;b"))
     assert info.value.msg.startswith("action: ")
+
+
+def test_each_host_gets_its_report_and_failure(pool, tmp_path):
+    staging, collects = pool
+    (tmp_path / "empty").mkdir()
+    peers = [local("p1", collects["p1"], host="web1"), local("nr", tmp_path / "empty"),
+             local("quiet", tmp_path / "empty", ignore_failure_mode="all")]
+    hosts = _runs.stage_run(run_params(staging, peers))["hosts"]
+    assert sorted(hosts) == ["nr", "quiet", "web1"]
+    assert hosts["web1"] == dict(status="staged", changed=True, report="staged", failure="")
+    assert hosts["nr"]["failure"] == "Peer nr: not ready, no collect indicator (peer not ready or unreachable)."
+    assert hosts["nr"]["changed"] is True  # its directory was made
+    assert hosts["quiet"]["status"] == "ignored" and hosts["quiet"]["failure"] == ""
+    assert hosts["quiet"]["report"].startswith("ignored: no collect indicator")
+    again = _runs.stage_run(run_params(staging, peers))["hosts"]
+    assert again["web1"] == dict(status="staged", changed=False, report="staged: 2 already staged", failure="")
