@@ -1,6 +1,7 @@
 # cedarbackup.peer — developer entry points.
 #   make demo   a stage run (the cedarbackup.peer.stage playbook) over generated local peers
 #   make test   install what the tests need, then run every test
+#   make bench  benchmark the stage run against cback3 and plain tools (root; not in make test)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -19,11 +20,12 @@ COMPAT_VENV := .venv-2.16
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 
-.PHONY: help demo test test-compat system-deps venv collection unit integration molecule docs-check changelog-lint lint clean
+.PHONY: help demo test bench test-compat system-deps venv collection unit integration molecule docs-check changelog-lint lint clean
 
 help:
 	@echo "make demo   - a stage run over three generated local peers, twice, and the staging tree"
 	@echo "make test   - install dependencies, then run unit and integration tests"
+	@echo "make bench  - benchmark stage runs against cback3 and plain tools, as root (BENCH_ARGS=\"--quick --only c\")"
 
 # Debian packages the integration tests drive for real (sshd peers, cback3).
 system-deps:
@@ -106,6 +108,12 @@ test: system-deps collection changelog-lint docs-check lint
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory test-compat
+
+# Benchmark of the stage run against cback3 and plain tools (not part of make test; needs
+# root, takes minutes): bench/run.py writes bench/results/<date>-<description>.md and .json.
+BENCH_ARGS ?=
+bench: system-deps collection
+	$(VPY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) .pytest_cache $(COMPAT_VENV)

@@ -1,0 +1,573 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: the stage run of cedarbackup.peer against cback3 and plain tools (`make bench`).
+
+Scenarios (all by default; pick some with --only a,c):
+
+  a  8 remote peers x 16 files x 4 MiB: `ansible-playbook cedarbackup.peer.stage` vs
+     `cback3 stage` vs the limit, one `su <backup user> -c 'scp ...'` per peer, all at once.
+     Targets: playbook <= 0.5 x cback3, playbook <= 1.15 x parallel scp.
+  b  32 remote peers x 4 files x 64 KiB: playbook vs cback3.  Target: <= 0.2 x cback3.
+  c  8 local peers x 16 files x 4 MiB: playbook vs a one-task playbook running `cp -R`
+     (bench/bare_copy.yml), target <= 2.0 x; and `LocalPeer.stagePeer` in a plain
+     /usr/bin/python3 vs one `cp -R` of the 8 collect dirs, target <= 1.0 x.  One untimed
+     warm-up run of each side first, so that all of them read from the page cache.
+  d  1, 4, 16, 64 remote peers x 2 files x 16 KiB: the playbook's wall time by peer count.
+     Target: flat up to cback_stage_parallel (the role's default, read at run time), then
+     linear: t(n) / t(1) <= 1.25 x max(1, n / parallel).
+  e  one 2048 MiB file vs one 16 MiB file, local and remote peer: peak RSS of the module
+     processes (the master's interpreter is a wrapper that records it).  Target: the
+     difference stays within 4 MiB.
+
+Every run gets a fresh copy of the input and a fresh staging directory, then `sync` and a
+pause (--settle) before it is timed; the sides of a scenario alternate (A, B, A, B, ...);
+every side's output is checked (exit status, every staged file and its size, the stage
+indicators), so a broken run never gives a time.  The report gives medians, min/max,
+per-pair ratios and their median, and the peak RSS of every process tree (for a playbook:
+ansible-playbook and everything it waited for), on screen and in
+bench/results/<YYYY-MM-DD>-<description>.md and .json (all raw samples).  The collection is
+copied (and verified against its FILES.json) at the start, so that a `make collection`
+running meanwhile cannot change what is measured.
+
+Ansible runs with its default settings (no -f, no ansible.cfg); only ANSIBLE_COLLECTIONS_PATH
+(and ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false) is set.  Python keeps its bytecode cache
+(PYTHONDONTWRITEBYTECODE, set in some CI images, is removed for every side) and ssh uses
+OpenSSH's default key exchange, as on a user's machine.  Run as root: the benchmark creates the
+backup user cbackpeer when missing (and removes it at the end), so that remote copies run
+as `su cbackpeer -c 'scp ...'` on all sides, as in production; the peers are real sshd
+servers on loopback addresses (127.0.5.x, 127.0.6.x, 127.0.7.x), stopped at the end.
+
+Exit status: 0 when every target is met, 3 when a target is missed, 1 when a run broke.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import (DEFAULT_COLLECTIONS, MIB, RESULTS_DIR, BenchError, Context, DataMaker,  # noqa: E402
+                      LoginCounter, PeerSet, alternate, backup_user, log, machine_info, markdown_table, measure,
+                      pair_ratios, peer_pool, role_default, seconds_of, shell_join, summary, temp_base, write_results,
+                      write_rss_interpreter)
+from _sides import BareCopyPlaybook, Cback3Stage, CopyR, LocalPeerApi, ParallelScp, StagePlaybook  # noqa: E402
+
+SCENARIOS = "abcde"
+
+# Full-size shapes, and the shrunk ones of --quick (a whole run in about two minutes).
+SHAPES = {
+    "a": dict(peers=8, files=16, size_kib=4096, repeat=3),
+    "b": dict(peers=32, files=4, size_kib=64, repeat=5),
+    "c": dict(peers=8, files=16, size_kib=4096, repeat=3),
+    "d": dict(counts=[1, 4, 16, 64], files=2, size_kib=16, repeat=5),
+    "e": dict(small_mib=16, big_mib=2048, repeat=3),
+}
+QUICK_SHAPES = {
+    "a": dict(peers=3, files=4, size_kib=1024, repeat=2),
+    "b": dict(peers=6, files=2, size_kib=64, repeat=2),
+    "c": dict(peers=4, files=4, size_kib=4096, repeat=2),
+    "d": dict(counts=[1, 4, 8], files=2, size_kib=16, repeat=2),
+    "e": dict(small_mib=4, big_mib=128, repeat=1),
+}
+
+# First loopback address of each scenario's sshd pool (one sshd per peer, consecutive
+# addresses; the integration tests use 127.0.1.x to 127.0.4.x).
+ADDRESSES = {"a": "127.0.5.1", "b": "127.0.5.101", "d": "127.0.6.1", "e": "127.0.7.1"}
+
+TARGET_A_CBACK3 = 0.5
+TARGET_A_SCP = 1.15
+TARGET_B_CBACK3 = 0.2
+TARGET_C_BARE = 2.0
+TARGET_C_CP = 1.0
+DEFAULT_SETTLE = 3.0  # seconds; see _harness.measure
+SCALING_TOLERANCE = 1.25  # "flat": within 25 % of one peer's time
+RSS_TOLERANCE_MIB = 4.0
+
+PLAYBOOK = "playbook"
+
+
+class Scenario(object):
+    """The outcome of one scenario: samples by side, target checks, extra tables, notes."""
+
+    def __init__(self, key, title, shape):
+        self.key, self.title, self.shape = key, title, shape
+        self.samples, self.warmup, self.sides = {}, [], []
+        self.checks, self.tables, self.notes = [], [], []
+        self.error = None
+        self.partial = []  # raw samples of a scenario that broke part-way
+
+    def add_samples(self, sides, samples, warmup):
+        self.sides += [(side.name, side.playbook) for side in sides]
+        self.samples.update(samples)
+        self.warmup += warmup
+
+    def ratio_check(self, ours, other, target):
+        """Target ``ours <= target x other``, judged on the median of the per-pair ratios."""
+        ratios = pair_ratios(seconds_of(self.samples[ours]), seconds_of(self.samples[other]))
+        measured = statistics.median(ratios)
+        self.checks.append(dict(
+            scenario=self.key, sides="%s vs %s" % (ours, other), unit="s",
+            ours=statistics.median(seconds_of(self.samples[ours])),
+            other=statistics.median(seconds_of(self.samples[other])),
+            ratios=[round(ratio, 4) for ratio in ratios], measured=measured,
+            measured_text="%.3f x" % measured, target="<= %.2f x" % target, passed=measured <= target))
+
+    def as_dict(self):
+        return dict(key=self.key, title=self.title, shape=self.shape, error=self.error, notes=self.notes,
+                    checks=self.checks, tables=[dict(title=t, header=h, rows=r) for t, h, r in self.tables],
+                    sides=dict((name, dict(playbook=playbook, stats=self.side_stats(name),
+                                           samples=[sample.as_dict() for sample in self.samples.get(name, [])]))
+                               for name, playbook in self.sides),
+                    warmup=[sample.as_dict() for sample in self.warmup], partial_samples=self.partial)
+
+    def side_stats(self, name):
+        samples = self.samples.get(name) or []
+        if not samples:
+            return None
+        return dict(seconds=summary(seconds_of(samples)),
+                    maxrss_mib=summary([sample.maxrss_kib / 1024.0 for sample in samples]))
+
+
+def size_text(kib):
+    return "%d MiB" % (kib // 1024) if kib % 1024 == 0 else "%d KiB" % kib
+
+
+def gib_text(total):
+    return "%.1f MiB" % (total / float(MIB)) if total < 1024 * MIB else "%.2f GiB" % (total / 1024.0 / MIB)
+
+
+def peer_names(prefix, count):
+    return ["%s%02d" % (prefix, index) for index in range(1, count + 1)]
+
+
+def source_dir(ctx, key):
+    """A fresh directory for generated input of scenario ``key`` (removed by ``drop_sources``)."""
+    path = os.path.join(ctx.base_dir, "source-%s" % key)
+    os.makedirs(path)
+    return path
+
+
+def drop_sources(ctx, key):
+    """Remove the generated input of scenario ``key`` (disk space: up to 2 GiB per scenario)."""
+    for path in glob.glob(os.path.join(ctx.base_dir, "source-%s*" % key)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+
+def scenario_a(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    n, files, kib = shape["peers"], shape["files"], shape["size_kib"]
+    result = Scenario("a", "%d remote peers x %d files x %s" % (n, files, size_text(kib)), shape)
+    with peer_pool(ctx.base_dir, peer_names("apeer", n), ADDRESSES["a"], user) as (pool, rcp, rsh):
+        peers = PeerSet.generate(data, source_dir(ctx, "a"), peer_names("apeer", n), files, kib * 1024)
+        result.notes.append("input %s; rcp command `%s` on every side" % (gib_text(peers.total_bytes), rcp))
+        scp = "scp x%d parallel" % n
+        logins = LoginCounter(pool)
+        sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
+                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
+                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins)]
+        result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="a"))
+    result.ratio_check(PLAYBOOK, "cback3", TARGET_A_CBACK3)
+    result.ratio_check(PLAYBOOK, scp, TARGET_A_SCP)
+    result.notes.append("`%s`: one `su %s -c '<rcp command> root@<peer>:<collect>/* <dir>/'` per peer, all "
+                        "started at once, into fresh directories" % (scp, user))
+    return result
+
+
+def scenario_b(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    n, files, kib = shape["peers"], shape["files"], shape["size_kib"]
+    result = Scenario("b", "%d remote peers x %d files x %s" % (n, files, size_text(kib)), shape)
+    with peer_pool(ctx.base_dir, peer_names("bpeer", n), ADDRESSES["b"], user) as (pool, rcp, rsh):
+        peers = PeerSet.generate(data, source_dir(ctx, "b"), peer_names("bpeer", n), files, kib * 1024)
+        result.notes.append("input %s; rcp command `%s` on both sides" % (gib_text(peers.total_bytes), rcp))
+        logins = LoginCounter(pool)
+        sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
+                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins)]
+        result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="b"))
+    result.ratio_check(PLAYBOOK, "cback3", TARGET_B_CBACK3)
+    return result
+
+
+def scenario_c(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    n, files, kib = shape["peers"], shape["files"], shape["size_kib"]
+    result = Scenario("c", "%d local peers x %d files x %s" % (n, files, size_text(kib)), shape)
+    peers = PeerSet.generate(data, source_dir(ctx, "c"), peer_names("cpeer", n), files, kib * 1024)
+    sides = [StagePlaybook(ctx, PLAYBOOK, peers, "local", user),
+             BareCopyPlaybook(ctx, "bare cp playbook", peers),
+             LocalPeerApi(ctx, "LocalPeer.stagePeer", peers),
+             CopyR(ctx, "cp -R", peers)]
+    result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], warmup=True, tag="c"))
+    result.ratio_check(PLAYBOOK, "bare cp playbook", TARGET_C_BARE)
+    result.ratio_check("LocalPeer.stagePeer", "cp -R", TARGET_C_CP)
+    result.notes += [
+        "input %s; one untimed warm-up run of each side first (page cache)" % gib_text(peers.total_bytes),
+        "`bare cp playbook`: bench/bare_copy.yml, `hosts: localhost`, one `ansible.builtin.command` task with "
+        "argv `cp -R <the %d collect dirs> <daily dir>/`" % n,
+        "`LocalPeer.stagePeer`: one `/usr/bin/python3 bench/_localpeer_stage.py` importing "
+        "`ansible_collections.cedarbackup.peer.plugins.module_utils.peer` from the installed collection, "
+        "staging the %d peers one after the other into existing target dirs (no ownership change)" % n,
+        "`cp -R`: one process for all peers, `cp -R <the %d collect dirs> <daily dir>/`, as a user would "
+        "copy them" % n,
+        "the playbook also chowns every staged file to the backup user and fsyncs; the plain copies do not",
+    ]
+    return result
+
+
+def scenario_d(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    counts, files, kib = sorted(set(shape["counts"])), shape["files"], shape["size_kib"]
+    parallel = int(role_default(ctx.collections, "cback_stage_parallel"))
+    result = Scenario("d", "1..%d remote peers x %d files x %s (scaling)" % (max(counts), files, size_text(kib)),
+                      dict(shape, counts=counts, cback_stage_parallel=parallel))
+    names = peer_names("dpeer", max(counts))
+    with peer_pool(ctx.base_dir, names, ADDRESSES["d"], user) as (pool, rcp, rsh):
+        peers = PeerSet.generate(data, source_dir(ctx, "d"), names, files, kib * 1024)
+        label = dict((count, "playbook n=%d" % count) for count in counts)
+        logins = LoginCounter(pool)
+        sides = [StagePlaybook(ctx, label[count], peers.subset(count), "remote", user, rcp, rsh, logins=logins)
+                 for count in counts]
+        if options.scaling_cback3:
+            sides += [Cback3Stage(ctx, "cback3 n=%d" % count, peers.subset(count), user, rcp, logins=logins)
+                      for count in counts if count <= 4]
+        result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="d"))
+    base = seconds_of(result.samples[label[counts[0]]])
+    rows = []
+    for count in counts:
+        times = seconds_of(result.samples[label[count]])
+        ratios = pair_ratios(times, base)
+        ratio = statistics.median(ratios)
+        limit = SCALING_TOLERANCE * max(1.0, count / float(parallel)) / max(1.0, counts[0] / float(parallel))
+        ok = ratio <= limit
+        rows.append([count, "%.2f" % statistics.median(times), "%.2f" % min(times), "%.2f" % max(times),
+                     "%.2f" % (statistics.median(times) / count), "%.2f" % ratio, "<= %.2f" % limit,
+                     "pass" if ok else "FAIL"])
+        if count != counts[0]:
+            result.checks.append(dict(
+                scenario="d", sides="n=%d vs n=%d" % (count, counts[0]), unit="s",
+                ours=statistics.median(times), other=statistics.median(base),
+                ratios=[round(value, 4) for value in ratios], measured=ratio, measured_text="%.3f x" % ratio,
+                target="<= %.2f x" % limit, passed=ok))
+    result.tables.append(("wall time by peer count (cback_stage_parallel = %d)" % parallel,
+                          ["peers", "median s", "min s", "max s", "s per peer", "t(n) / t(%d)" % counts[0],
+                           "target", "result"], rows))
+    result.notes.append("target: t(n) / t(1) <= %.2f x max(1, n / %d): flat up to cback_stage_parallel, "
+                        "then linear at most" % (SCALING_TOLERANCE, parallel))
+    if len(counts) >= 2 and counts[-2] >= parallel:
+        low, high = (statistics.median(seconds_of(result.samples[label[count]])) for count in counts[-2:])
+        step = (high - low) / (counts[-1] - counts[-2])
+        result.notes.append("marginal cost from %d to %d peers: %.3f s of wall time per extra peer, i.e. %.2f s per "
+                            "peer in each of the %d parallel slots" % (counts[-2], counts[-1], step, step * parallel,
+                                                                       parallel))
+    return result
+
+
+def scenario_e(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    small, big = shape["small_mib"], shape["big_mib"]
+    result = Scenario("e", "one %d MiB file vs one %d MiB file: peak RSS of the staging module" % (big, small), shape)
+    wrapper = write_rss_interpreter(os.path.join(ctx.base_dir, "rss-python"))
+    name = "epeer01"
+    with peer_pool(ctx.base_dir, [name], ADDRESSES["e"], user) as (pool, rcp, rsh):
+        sources = dict((size, PeerSet.generate(data, source_dir(ctx, "e%d" % size), [name], 1, size * MIB, "big"))
+                       for size in (small, big))
+        labels = dict(((kind, size), "%s %d MiB" % (kind, size))
+                      for kind in ("local", "remote") for size in (small, big))
+        logins = LoginCounter(pool)
+        sides = [StagePlaybook(ctx, labels[kind, size], sources[size], kind, user, rcp, rsh, rss_python=wrapper,
+                               logins=logins if kind == "remote" else None)
+                 for kind in ("local", "remote") for size in (small, big)]
+        result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="e"))
+    def peaks(kind, size, key="staging_module_peak_kib"):
+        return [sample.extra[key] / 1024.0 for sample in result.samples[labels[kind, size]]]
+
+    rows = []
+    for kind in ("local", "remote"):
+        for size in (small, big):
+            samples = result.samples[labels[kind, size]]
+            staging, anything = peaks(kind, size), peaks(kind, size, "module_peak_kib")
+            rows.append([labels[kind, size], samples[0].extra["staging_module"], "%.1f" % statistics.median(staging),
+                         "%.1f" % min(staging), "%.1f" % max(staging),
+                         "%.1f (%s)" % (statistics.median(anything), samples[0].extra["module_peak"]),
+                         "%.1f" % (max(sample.extra["module_floor_kib"] for sample in samples) / 1024.0),
+                         "%.1f" % statistics.median(sample.maxrss_kib / 1024.0 for sample in samples),
+                         "%.2f" % statistics.median(seconds_of(samples))])
+        big_peaks, small_peaks = peaks(kind, big), peaks(kind, small)
+        diffs = [b - s for b, s in zip(big_peaks, small_peaks)]
+        diff = statistics.median(diffs)
+        result.checks.append(dict(
+            scenario="e", sides="%s vs %s" % (labels[kind, big], labels[kind, small]), unit="MiB",
+            ours=statistics.median(big_peaks), other=statistics.median(small_peaks),
+            ratios=[round(value, 3) for value in diffs], measured=diff, measured_text="%+.1f MiB" % diff,
+            target="within +-%.0f MiB" % RSS_TOLERANCE_MIB, passed=abs(diff) <= RSS_TOLERANCE_MIB))
+    result.tables.append(("peak RSS of the module processes (MiB)",
+                          ["side", "staging module", "its peak (median)", "min", "max", "any module (which)",
+                           "wrapper floor", "ansible-playbook tree", "median s"], rows))
+    result.notes += [
+        "the master's ansible_python_interpreter is a generated wrapper that runs /usr/bin/python3 as a child, "
+        "waits for it with os.wait4 and records its ru_maxrss (the module process and the commands it waited "
+        "for: su, scp, ssh); compared: the largest over the run's executions of the staging modules "
+        "(cback_stage*); no module can report less than the wrapper's own peak (its floor)",
+        "the file is real data (a %d MiB random block at shifting offsets), not sparse" % (data.block_size // MIB),
+    ]
+    return result
+
+
+RUNNERS = dict(a=scenario_a, b=scenario_b, c=scenario_c, d=scenario_d, e=scenario_e)
+
+
+def prime(ctx, data):
+    """One untimed stage run of a tiny local peer: checks the collection works and warms the caches."""
+    user = ctx.user.ensure()
+    peers = PeerSet.generate(data, source_dir(ctx, "prime"), ["primepeer"], 1, 4096)
+    try:
+        sample = measure(ctx, StagePlaybook(ctx, "prime", peers, "local", user), 0)
+    except BenchError as exc:
+        raise BenchError("the stage playbook does not stage one local peer: %s" % exc)
+    finally:
+        drop_sources(ctx, "prime")
+    log("priming run (1 local peer, untimed): %.2f s" % sample.seconds)
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+
+def format_value(value, unit):
+    return "%.2f s" % value if unit == "s" else "%.1f MiB" % value
+
+
+def results_rows(scenarios):
+    rows = []
+    for scenario in scenarios:
+        if scenario.error:
+            rows.append([scenario.key, scenario.title, "-", "-", "-", "-", "ERROR"])
+        for check in scenario.checks:
+            rows.append([scenario.key, check["sides"], format_value(check["ours"], check["unit"]),
+                         format_value(check["other"], check["unit"]), check["measured_text"], check["target"],
+                         "pass" if check["passed"] else "FAIL"])
+    return rows
+
+
+RESULT_HEADER = ["scenario", "sides (ours vs other)", "median ours", "median other", "median of pair ratios",
+                 "target", "result"]
+
+
+def side_rows(scenario):
+    rows = []
+    for name, playbook in scenario.sides:
+        stats = scenario.side_stats(name)
+        if not stats:
+            continue
+        seconds, rss = stats["seconds"], stats["maxrss_mib"]
+        floor = max(sample.floor_kib for sample in scenario.samples[name]) / 1024.0
+        rss_text = "%.1f" % rss["median"] if rss["median"] > floor + 0.5 else "<= %.1f (floor)" % floor
+        logins = [sample.extra["ssh_logins_per_peer"] for sample in scenario.samples[name]
+                  if "ssh_logins_per_peer" in sample.extra]
+        rows.append([name, seconds["n"], "%.2f" % seconds["median"], "%.2f" % seconds["min"], "%.2f" % seconds["max"],
+                     rss_text, "%g" % statistics.median(logins) if logins else "-"])
+    return rows
+
+
+SIDE_HEADER = ["side", "n", "median s", "min s", "max s", "peak RSS of the process tree, MiB (median)",
+               "ssh logins per peer"]
+RSS_NOTE = ("Peak RSS of the process tree: `ru_maxrss` from `os.wait4` on the timed command (for a playbook, "
+            "ansible-playbook and every process it waited for); a command cannot report less than the "
+            "benchmark's own peak RSS when it started it (the floor), as Linux carries the pre-exec peak over")
+
+
+def markdown_report(description, machine, argv, scenarios, settle):
+    lines = ["# Stage benchmark: %s" % description, "",
+             "`%s` on %s." % (shell_join(argv), machine["date"]), "", "## Machine", ""]
+    lines += ["- %s: %s" % (key, value) for key, value in machine.items()]
+    lines += ["", "## Results", "", markdown_table(RESULT_HEADER, results_rows(scenarios)), "",
+              "Times are wall times of the timed commands only: preparing the fresh input is not timed, and each "
+              "timed run starts after `sync` and a pause of %g s (same memory state for every run, see "
+              "bench/_harness.py `measure`).  A ratio is ours / other per pair of adjacent runs, then the median "
+              "of those.  %s." % (settle, RSS_NOTE), ""]
+    for scenario in scenarios:
+        lines += ["## %s: %s" % (scenario.key, scenario.title), ""]
+        if scenario.error:
+            lines += ["**ERROR**:", "", "```", scenario.error.strip()[-6000:], "```", ""]
+        rows = side_rows(scenario)
+        if rows:
+            lines += [markdown_table(SIDE_HEADER, rows), ""]
+        for check in scenario.checks:
+            lines.append("- %s: per pair %s, median %s (target %s)" % (
+                check["sides"], ", ".join("%.3f" % value for value in check["ratios"]), check["measured_text"],
+                check["target"]))
+        if scenario.checks:
+            lines.append("")
+        for title, header, table_rows in scenario.tables:
+            lines += ["%s:" % title, "", markdown_table(header, table_rows), ""]
+        lines += ["- %s" % note for note in scenario.notes]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_scenario(scenario):
+    log("")
+    log("== %s: %s" % (scenario.key, scenario.title))
+    if scenario.error:
+        log("ERROR: %s" % scenario.error.strip()[-3000:])
+    for row in side_rows(scenario):
+        log("  %-24s n=%d  median %7s s  min %7s  max %7s  peak RSS %s MiB  ssh logins/peer %s" % tuple(row))
+    if scenario.samples:
+        log("  (peak RSS: ansible-playbook or command process tree, at least the floor = the benchmark's own peak)")
+    for check in scenario.checks:
+        log("  %-40s per pair [%s]  median %-12s target %-16s %s" % (
+            check["sides"], ", ".join("%.3f" % value for value in check["ratios"]), check["measured_text"],
+            check["target"], "pass" if check["passed"] else "FAIL"))
+    for title, header, rows in scenario.tables:
+        log("  %s:" % title)
+        for line in markdown_table(header, rows).splitlines():
+            log("    " + line)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def int_list(text):
+    return [int(word) for word in text.split(",") if word.strip()]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. a,c (default: all)")
+    parser.add_argument("--quick", action="store_true", help="shrunk shapes and 1-2 repetitions, for development")
+    parser.add_argument("--repeat", type=int, help="timed runs of every side (default: 3 for big data, 5 for small)")
+    parser.add_argument("--peers", type=int, help="peers of scenarios a, b, c")
+    parser.add_argument("--files", type=int, help="files per peer in scenarios a, b, c")
+    parser.add_argument("--size-kib", type=int, help="file size in scenarios a, b, c")
+    parser.add_argument("--counts", type=int_list, help="peer counts of scenario d (default 1,4,16,64)")
+    parser.add_argument("--small-mib", type=int, help="small file of scenario e (default 16)")
+    parser.add_argument("--big-mib", type=int, help="big file of scenario e (default 2048)")
+    parser.add_argument("--scaling-cback3", action="store_true", help="scenario d: time cback3 with 1 and 4 peers too")
+    parser.add_argument("--collections", default=DEFAULT_COLLECTIONS,
+                        help="collections path holding cedarbackup.peer (default .build/collections)")
+    parser.add_argument("--description", help="short description in the result file name")
+    parser.add_argument("--results-dir", default=RESULTS_DIR, help="where the result files go (default bench/results)")
+    parser.add_argument("--no-results", action="store_true", help="print only, write no result files")
+    parser.add_argument("--tmp-dir", help="parent of the benchmark's temp dir (default: the system temp dir)")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (generated input) at the end")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds any one timed run may take (default 1800)")
+    parser.add_argument("--settle", type=float, help="pause in seconds between preparing a run and timing it, so that "
+                        "every run starts from the same memory state (default 3; 0 with --quick)")
+    args = parser.parse_args(argv)
+    args.only = [key.strip() for key in args.only.split(",") if key.strip()]
+    unknown = [key for key in args.only if key not in SCENARIOS]
+    if unknown or not args.only:
+        parser.error("--only takes scenarios among %s, got %s" % (",".join(SCENARIOS), unknown or "nothing"))
+    shapes = dict((key, dict(shape)) for key, shape in (QUICK_SHAPES if args.quick else SHAPES).items())
+    for key in "abc":
+        for option in ("peers", "files", "size_kib"):
+            if getattr(args, option) is not None:
+                shapes[key][option] = getattr(args, option)
+    if args.counts:
+        shapes["d"]["counts"] = args.counts
+    for option in ("small_mib", "big_mib"):
+        if getattr(args, option) is not None:
+            shapes["e"][option] = getattr(args, option)
+    if args.repeat is not None:
+        for shape in shapes.values():
+            shape["repeat"] = args.repeat
+    for key, shape in shapes.items():
+        if any(value < 1 for value in shape.values() if isinstance(value, int)) or min(shape.get("counts", [1])) < 1:
+            parser.error("scenario %s: sizes, counts and repetitions must be at least 1: %s" % (key, shape))
+    if shapes["d"]["counts"] and max(shapes["d"]["counts"]) > 250:
+        parser.error("scenario d: at most 250 peers (one loopback /24)")
+    args.shapes = shapes
+    if args.settle is None:
+        args.settle = 0.0 if args.quick else DEFAULT_SETTLE
+    args.collections = os.path.abspath(args.collections)
+    if not args.description:
+        args.description = "%sstage-%s" % ("quick-" if args.quick else "", "".join(args.only))
+    if os.getuid() != 0:
+        parser.error("run as root: the copies run as `su cbackpeer -c 'scp ...'`, as in production")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    os.umask(0o022)
+    # Every side runs with Python's usual bytecode cache, as on a user's machine: some
+    # environments (CI images) set PYTHONDONTWRITEBYTECODE, which makes every ansible-playbook
+    # run compile the collection's plugins again.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    started = time.monotonic()
+    scenarios = []
+    with temp_base(args.tmp_dir, args.keep_tmp) as base, backup_user() as user:
+        data = DataMaker()
+        try:
+            ctx = Context(base, args.collections, args.timeout, user, args.settle)
+            machine = machine_info(ctx)
+            log("machine: " + "; ".join("%s %s" % item for item in machine.items()))
+            prime(ctx, data)
+        except BenchError as exc:
+            log("nothing measured: %s" % exc)
+            return 1
+        for key in args.only:
+            shape = args.shapes[key]
+            log("")
+            log("== scenario %s %s" % (key, json.dumps(shape)))
+            scenario_started, load_before = time.monotonic(), os.getloadavg()[0]
+            try:
+                scenario = RUNNERS[key](ctx, shape, data, args)
+            except BenchError as exc:
+                scenario = Scenario(key, "scenario %s" % key, shape)
+                scenario.error = str(exc)
+                scenario.partial = getattr(exc, "partial", [])
+            except Exception:  # a bug or a broken environment: report it, go on with the others
+                scenario = Scenario(key, "scenario %s" % key, shape)
+                scenario.error = traceback.format_exc()
+            finally:
+                drop_sources(ctx, key)
+            elapsed = time.monotonic() - scenario_started
+            scenario.notes.append("scenario wall time (preparation included): %.0f s; load average (1 min) before "
+                                  "%.2f, after %.2f (other work on the machine skews the times)"
+                                  % (elapsed, load_before, os.getloadavg()[0]))
+            scenarios.append(scenario)
+    for scenario in scenarios:
+        print_scenario(scenario)
+    log("")
+    log(markdown_table(RESULT_HEADER, results_rows(scenarios)))
+    if not args.no_results:
+        document = dict(description=args.description, command=["bench/run.py"] + argv, machine=machine,
+                        shapes=args.shapes, collections=args.collections, settle_seconds=args.settle,
+                        targets=dict(a_vs_cback3=TARGET_A_CBACK3, a_vs_parallel_scp=TARGET_A_SCP,
+                                     b_vs_cback3=TARGET_B_CBACK3, c_vs_bare_playbook=TARGET_C_BARE,
+                                     c_localpeer_vs_cp=TARGET_C_CP, d_scaling_tolerance=SCALING_TOLERANCE,
+                                     e_rss_tolerance_mib=RSS_TOLERANCE_MIB),
+                        scenarios=[scenario.as_dict() for scenario in scenarios])
+        markdown = markdown_report(args.description, machine, ["bench/run.py"] + argv, scenarios, args.settle)
+        md_path, json_path = write_results(args.results_dir, args.description, document, markdown)
+        log("")
+        log("results: %s, %s" % (os.path.relpath(md_path), os.path.relpath(json_path)))
+    log("total %.0f s" % (time.monotonic() - started))
+    if any(scenario.error for scenario in scenarios):
+        return 1
+    if not all(check["passed"] for scenario in scenarios for check in scenario.checks):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
