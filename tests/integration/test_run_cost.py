@@ -106,7 +106,7 @@ def test_managed_run_is_one_module_execution_with_peers_in_parallel(runner, data
     assert executions(log) == 1, run
     rows = run.result("Sum up the run")["ansible_facts"]["cback_managed_summary"]["peers"]
     assert [row["status"] for row in rows] == ["ok"] * 6
-    seconds = run.result("Run collect on the managed peers")["seconds"]
+    seconds = run.result("Run the managed action collect")["seconds"]
     assert seconds < 4.5, (seconds, elapsed)
 
 
