@@ -19,7 +19,7 @@ from ansible_collections.cedarbackup.peer.plugins.filter import cback
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or ROOT / ".venv" / "bin")
 FILTERS = sorted(cback.FilterModule().filters())
-INTERNAL = "used by the cedarbackup.peer.stage and cedarbackup.peer.managed roles; its interface may change"
+INTERNAL = "its interface may change without notice"  # every filter is a helper, not a stable API
 PROBLEMS = ("[WARNING]", "[ERROR]", "[DEPRECATION WARNING]")
 
 
