@@ -573,3 +573,53 @@ def test_dead_and_hanging_peers(runner, data, rpool, dead_pool, tmp_path, capsys
     lines = table_lines(run)
     assert_table_row(lines, "deadpeer", "remote", "not ready")
     assert_table_row(lines, "r1", "remote", "staged")
+
+
+# ---------------------------------------------------------------------------
+# The staging tree belongs to the backup user: a symlink it plants is refused
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["daily", "peer"])
+def test_a_symlink_planted_in_the_staging_tree_is_never_followed(runner, data, backup_user, where):
+    """The backup user owns YYYY/MM/DD from an earlier run and replaces DD, or a peer's
+    directory, by a symlink to a root-only directory: the run never chowns or writes there."""
+    entry = pwd.getpwnam(backup_user)
+    staging = data / "staging"
+    victim = data / "victim"
+    victim.mkdir(mode=0o700)
+    (victim / "secret").write_text("root only\n")
+    peers = {}
+    for name in ("l1", "l2"):
+        peers[name] = dict(cback_peer_type="local", cback_collect_dir=str(fill(data / name, LOCAL1)))
+    master = dict(cback_staging_dir=str(staging), cback_backup_user=backup_user, cback_backup_group=backup_user)
+    inventory = write_inventory(runner.base / ("symlink-%s.ini" % where), master, peers)
+    date, _weekday = today()
+    month = staging / date[:7]
+    month.mkdir(parents=True)
+    for path in (staging / date[:4], month):
+        os.chown(str(path), entry.pw_uid, entry.pw_gid)
+    if where == "daily":
+        os.symlink(str(victim), str(staging / date))
+    else:
+        (staging / date).mkdir()
+        os.chown(str(staging / date), entry.pw_uid, entry.pw_gid)
+        os.symlink(str(victim), str(staging / date / "l1"))
+    before = snapshot(victim)
+    run = runner.run("stage", inventory)
+    assert run.rc != 0, run
+    assert snapshot(victim) == before, run
+    assert owner_of(victim) == ROOT_IDS and mode_of(victim) == 0o700
+    if where == "daily":
+        # the run stops before anything is staged, and says why
+        assert run.status("Stage every peer") == "failed", run
+        assert "symlink" in run.result("Stage every peer")["msg"], run
+        assert not (data / "l1" / "cback.stage").exists() and not (data / "l2" / "cback.stage").exists()
+    else:
+        summary = run.result("Sum up the run")["ansible_facts"]["cback_stage_summary"]
+        rows = rows_by_name(summary)
+        assert rows["l1"]["status"] == "failed" and "symlink" in rows["l1"]["message"], rows
+        assert rows["l2"]["status"] == "staged", rows
+        assert "symlink" in fail_message(run) and "l2" not in fail_message(run)
+        assert sorted(os.listdir(str(staging / date / "l2"))) == sorted(LOCAL1)
+        assert not (data / "l1" / "cback.stage").exists() and (data / "l2" / "cback.stage").is_file()
