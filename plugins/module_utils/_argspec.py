@@ -119,8 +119,11 @@ def check_command(option, value):
     """A command line must split (as Cedar Backup splits it) into at least one word."""
     if value is None:
         return
-    if not split_command_line(value):
+    words = split_command_line(value)
+    if not words:
         raise OptionError(option, "%r is not a command; give the program and its arguments." % (value,))
+    if words[0].startswith("-"):
+        raise OptionError(option, "%r starts with the option %r; give the program first." % (value, words[0]))
 
 
 def check_action(value):

@@ -23,6 +23,8 @@ import threading
 import time
 from collections import namedtuple
 
+from . import _ids
+
 _FIELDS = re.compile(r'[^ "]+|"[^"]+"')
 
 # Locale variables CedarBackup3.util.sanitizeEnvironment removes before every command.
@@ -37,7 +39,19 @@ EXEC_FAILED = 256
 # Exit status reported when a command ran past its timeout and was killed.
 TIMED_OUT = 124
 
-CommandResult = namedtuple("CommandResult", ["argv", "rc", "stdout", "stderr", "timed_out"])
+CommandResult = namedtuple("CommandResult", ["argv", "rc", "stdout", "stderr", "timed_out", "truncated"])
+CommandResult.__new__.__defaults__ = (False,)
+
+# What is kept of each output stream of a command: its first and its last KEEP_BYTES (what a
+# failure message needs); the middle of a flood is read and dropped, never held in memory.
+KEEP_BYTES = 256 * 1024
+
+# How long the output of a killed command is still read (a process that escaped the kill may
+# hold the pipes open); after that the readers are left behind.
+DRAIN_SECONDS = 5
+
+# How root runs a command as another local user, as Cedar Backup does.
+SU_COMMAND = ["su"]
 
 # The deadline (``time.monotonic()`` value) of the job the current thread works on: every
 # command it runs is bounded by it (see ``deadline``).
@@ -89,6 +103,19 @@ def join_command(argv):
     return " ".join(shlex.quote(str(word)) for word in argv)
 
 
+def as_local_user(argv, user, what):
+    """``argv`` as it runs: unchanged, or for root wrapped in ``su <user> -c <quoted>``.
+
+    ``what`` names the kind of command for the error a non-root caller gets
+    (``Only root can remote <what> as another user.``, Cedar Backup's message).
+    """
+    if user is None:
+        return list(argv)
+    if not _ids.is_running_as_root():
+        raise IOError("Only root can remote %s as another user." % what)
+    return SU_COMMAND + [user, "-c", join_command(argv)]
+
+
 def sanitized_environment(base=None):
     """A copy of the environment with the locale reset, as CedarBackup3 runs commands."""
     env = dict(os.environ if base is None else base)
@@ -103,12 +130,14 @@ def _decode(data):
     return data.decode("utf-8", "replace") if data else ""
 
 
-def run_command(argv, timeout=None, env=None, cwd=None):
+def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES):
     """Run ``argv`` (a list, never a shell) and capture its output.
 
     Standard input is ``/dev/null`` so that nothing can wait on a prompt.  The command
-    runs in its own process group; when ``timeout`` (seconds) runs out, the whole group
-    is killed and the result has ``rc`` ``TIMED_OUT`` and ``timed_out`` true.  The thread's
+    runs in its own session; when ``timeout`` (seconds) runs out, it is killed with every
+    process it started (``kill_tree``) and the result has ``rc`` ``TIMED_OUT`` and
+    ``timed_out`` true.  Of each output stream the first and last ``keep`` bytes are kept
+    (``None``: all of it); ``truncated`` tells when some were dropped.  The thread's
     ``deadline``, when set, bounds ``timeout`` further.  A command
     that cannot be started gives ``rc`` ``EXEC_FAILED`` and the reason in ``stderr``.
     """
@@ -131,29 +160,157 @@ def run_command(argv, timeout=None, env=None, cwd=None):
         )
     except OSError as exc:
         return CommandResult(argv, EXEC_FAILED, "", "%s: %s" % (argv[0], exc.strerror or exc), False)
+    out, err = _Capture(proc.stdout, keep), _Capture(proc.stderr, keep)
+    started = time.monotonic()
+    timed_out = False
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
-        message = _decode(stderr) + "Command timed out after %s seconds and was killed.\n" % _seconds(timeout)
-        return CommandResult(argv, TIMED_OUT, _decode(stdout), message, True)
+        timed_out = True
+        kill_tree(proc.pid)
+        proc.wait()
     except BaseException:
-        _kill_group(proc)
+        kill_tree(proc.pid)
         proc.wait()
         raise
-    return CommandResult(argv, proc.returncode, _decode(stdout), _decode(stderr), False)
+    finally:
+        # The output ends when the last process holding the pipes is gone.  One that the
+        # command left running (in its session) is bounded by what is left of the timeout.
+        if timed_out:
+            wait = DRAIN_SECONDS
+        elif timeout is None:
+            wait = None
+        else:
+            wait = max(0.0, timeout - (time.monotonic() - started))
+        for capture in (out, err):
+            capture.finish(wait)
+        if out.thread.is_alive() or err.thread.is_alive():
+            kill_tree(proc.pid)
+            for capture in (out, err):
+                capture.finish(DRAIN_SECONDS)
+    truncated = out.dropped > 0 or err.dropped > 0
+    if timed_out:
+        message = err.text() + "Command timed out after %s seconds and was killed.\n" % _seconds(timeout)
+        return CommandResult(argv, TIMED_OUT, out.text(), message, True, truncated)
+    return CommandResult(argv, proc.returncode, out.text(), err.text(), False, truncated)
+
+
+class _Capture(object):
+    """Reads one output stream of a command in a thread; keeps its head and tail only."""
+
+    def __init__(self, stream, keep):
+        self.stream = stream
+        self.keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._read, name="cback-command-output")
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _read(self):
+        fd = self.stream.fileno()
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                if self.keep is None:
+                    self.head += chunk
+                    continue
+                room = self.keep - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                if chunk:
+                    self.tail += chunk
+                    if len(self.tail) > self.keep:
+                        cut = len(self.tail) - self.keep
+                        self.dropped += cut
+                        del self.tail[:cut]
+        except (OSError, ValueError):
+            return
+
+    def finish(self, wait):
+        """Wait for the end of the stream (at most ``wait`` seconds when given)."""
+        self.thread.join(wait)
+        if not self.thread.is_alive():
+            self.stream.close()
+
+    def text(self):
+        middle = b""
+        if self.dropped:
+            middle = ("\n[... %d bytes of output not kept ...]\n" % self.dropped).encode("ascii")
+        return _decode(bytes(self.head) + middle + bytes(self.tail))
+
+
+def _processes():
+    """``{pid: (ppid, session id)}`` of every process, from ``/proc``."""
+    found = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                data = handle.read()
+            fields = data[data.rindex(")") + 2:].split()
+            found[int(entry)] = (int(fields[1]), int(fields[3]))
+        except (IOError, OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _tree(pid, known):
+    """``pid``, ``known`` and everything they started: descendants, and members of ``pid``'s
+    session (a process left behind by one that exited is no descendant any more)."""
+    processes = _processes()
+    children = {}
+    for member, (ppid, session) in processes.items():
+        children.setdefault(ppid, []).append(member)
+    found = [pid] + [member for member in known if member != pid]
+    found += [member for member, (_ppid, session) in processes.items() if session == pid and member not in found]
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def kill_tree(pid):
+    """Kill ``pid`` and every process it started, whatever session or group it moved to.
+
+    ``su -c`` starts its command in a new session, so killing the process group alone would
+    miss the shell, the copy and its ssh.  The tree is stopped first (so that nobody forks
+    or is reparented while it is being found), then killed.
+    """
+    stopped = []
+    for _round in range(3):
+        new = [member for member in _tree(pid, stopped) if member not in stopped]
+        if not new:
+            break
+        for member in new:
+            _signal(member, signal.SIGSTOP)
+        stopped.extend(new)
+    for member in reversed(stopped):
+        _signal(member, signal.SIGKILL)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _signal(pid, number):
+    try:
+        os.kill(pid, number)
+    except OSError:
+        pass
 
 
 def _seconds(value):
     return "%d" % value if float(value).is_integer() else "%.1f" % value
-
-
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        try:
-            proc.kill()
-        except OSError:
-            pass

@@ -74,14 +74,18 @@ def give_to_user(path, user):
     """Hand a private file or directory to the local user commands run as (root only).
 
     ``None`` or a non-root process changes nothing; an unknown user is left for ``su`` to
-    report, as it would be with a directory the caller made.
+    report, as it would be with a directory the caller made.  A symlink at ``path`` is
+    changed itself, never its target.
     """
     if user is None or not is_running_as_root():
         return
     try:
-        os.chown(path, *primary_ids(user))
+        ids = primary_ids(user)
     except KeyError:
-        pass
+        return
+    # Never through a symlink: a path in a directory another user can write may have been
+    # replaced by one since it was created.
+    os.chown(path, ids[0], ids[1], follow_symlinks=False)
 
 
 def current_umask():

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 
-from ._command import run_command
+from ._command import as_local_user, run_command
 from ._ids import give_to_user
 
 # How long an idle master connection outlives its last client; the session closes it
@@ -67,8 +67,7 @@ def ssh_session(peer, multiplex=True, connect_timeout=0):
         if control_dir is not None:
             if os.listdir(control_dir):
                 host = "[%s]" % peer.name if ":" in peer.name else peer.name
-                run_command(
-                    [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "%s@%s" % (peer.remoteUser, host)],
-                    timeout=10,
-                )
+                # As the user that opened the connection (its program, its socket), never as root.
+                argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "%s@%s" % (peer.remoteUser, host)]
+                run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10)
             shutil.rmtree(control_dir, ignore_errors=True)

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from . import _argspec as spec
-from ._command import run_command
+from ._command import as_local_user, run_command
 from ._ids import current_umask, current_user_name, give_to_user, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
@@ -30,7 +30,6 @@ from .peer import (
     LocalPeer,
     RemotePeer,
     StageResult,
-    _as_local_user,
     _attach,
     build_cback_argv,
 )
@@ -332,7 +331,7 @@ def managed_action(params, check_mode=False):
         spec.check_command("cback_command", params.get("cback_command"))
         _check_peer_options(params, with_collect=False)
         if params["type"] == "local":
-            argv = _as_local_user(
+            argv = as_local_user(
                 build_cback_argv(params.get("cback_command"), params["action"], params.get("full")),
                 params.get("local_user"),
                 "shell",

@@ -52,10 +52,11 @@ import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import join_command, run_command, split_command_line
+from ._command import SU_COMMAND, as_local_user, join_command, run_command, split_command_line
 from ._failure import VALID_FAILURE_MODES
-from ._ids import give_to_user, is_running_as_root
-from ._paths import encode_path, path_join
+from . import _ids
+from ._ids import give_to_user
+from ._paths import encode_path, is_single_name, path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
 
@@ -66,7 +67,9 @@ DEF_CBACK_COMMAND = "/usr/bin/cback3"
 DEF_COLLECT_INDICATOR = "cback.collect"
 DEF_STAGE_INDICATOR = "cback.stage"
 
-SU_COMMAND = ["su"]
+
+# How much of a remote collect directory's listing is read (head and tail, each).
+LISTING_BYTES = 32 * 1024 * 1024
 
 # Programs that take ``-o option=value`` (``RemotePeer.sshOptions``).
 OPENSSH_PROGRAMS = ("scp", "ssh")
@@ -115,6 +118,10 @@ def build_cback_argv(cbackCommand, action, fullBackup):
     words = split_command_line(DEF_CBACK_COMMAND if cbackCommand is None else cbackCommand)
     if not words:
         raise ValueError("The cback command must be a non-empty string.")
+    if words[0].startswith("-"):
+        # It would reach the rsh command as one of its own options (ssh takes options after
+        # the destination): -oProxyCommand=... would run on the master.
+        raise ValueError("The cback command must start with a program, not with the option %r." % words[0])
     if fullBackup:
         words.append("--full")
     words.append(action)
@@ -155,7 +162,11 @@ def _is_regular(path):
 
 
 def _matches(candidate, target, mode, ownership):
-    """True when ``target`` already holds ``candidate``'s bytes with ``mode``/``ownership``."""
+    """True when ``target`` already holds ``candidate``'s bytes with ``mode``/``ownership``.
+
+    ``candidate`` is a path or a file descriptor open on it; ``target`` is never followed
+    if it is a symlink.
+    """
     try:
         info = os.lstat(target)
     except OSError:
@@ -166,9 +177,51 @@ def _matches(candidate, target, mode, ownership):
         uid, gid = ownership
         if (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
             return False
+    if isinstance(candidate, int):
+        if info.st_size != os.fstat(candidate).st_size:
+            return False
+        try:
+            fd = os.open(target, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        except OSError:
+            return False
+        try:
+            return _same_bytes(candidate, fd, info.st_size)
+        finally:
+            os.close(fd)
     if info.st_size != os.path.getsize(candidate):
         return False
     return filecmp.cmp(candidate, target, shallow=False)
+
+
+def _same_bytes(first, second, size, step=1 << 20):
+    """Whether the open files ``first`` and ``second`` hold the same ``size`` bytes (read in steps)."""
+    offset = 0
+    while offset < size:
+        a = os.pread(first, step, offset)
+        if not a or a != os.pread(second, step, offset):
+            return False
+        offset += len(a)
+    return True
+
+
+def _open_regular(path):
+    """Open ``path`` for reading once, never through a symlink; the fd of a regular file.
+
+    What is checked (a regular file) is what is read: the caller works on the descriptor
+    only, so a swap of the entry after the check changes nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, or a socket
+            logger.debug("Source [%s] is not a regular file.", path)
+            raise ValueError("Source is not a regular file.")
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        logger.debug("Source [%s] is not a regular file.", path)
+        raise ValueError("Source is not a regular file.")
+    return fd
 
 
 def _apply(path, ownership, permissions):
@@ -177,6 +230,11 @@ def _apply(path, ownership, permissions):
         os.chown(path, ownership[0], ownership[1])
     if permissions is not None:
         os.chmod(path, permissions)
+
+
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block
 
 
 def _lenient(ownership):
@@ -191,15 +249,6 @@ def _attach(exc, result, entry=None):
     exc.stageResult = result
     exc.failedEntry = entry
     return exc
-
-
-def _as_local_user(argv, localUser, what):
-    """``argv`` as it runs: unchanged, or for root wrapped in ``su <localUser> -c <quoted>``."""
-    if localUser is None:
-        return list(argv)
-    if not is_running_as_root():
-        raise IOError("Only root can remote %s as another user." % what)
-    return SU_COMMAND + [localUser, "-c", join_command(argv)]
 
 
 class _Peer(object):
@@ -307,14 +356,16 @@ class LocalPeer(_Peer):
         """The entries to copy, in ``os.listdir`` order, up to the first that is not a regular file.
 
         ``(names, bad)``: ``bad`` is that first entry (``None`` when every entry is regular).
-        Names in ``exclude`` are skipped (and appended to ``excluded``).
+        Names in ``exclude`` are skipped (and appended to ``excluded``), unless they are
+        symlinks: a symlink in place of an excluded file (such as the stage indicator, which
+        is written into the collect directory afterwards) is refused like any other.
         """
         names = []
         for fileName in os.listdir(self.collectDir):
-            if fileName in exclude:
+            source = path_join(self.collectDir, fileName)
+            if fileName in exclude and not os.path.islink(source):
                 excluded.append(fileName)
                 continue
-            source = path_join(self.collectDir, fileName)
             if not _is_regular(source):
                 logger.debug("Source [%s] is not a regular file.", source)
                 return names, fileName
@@ -342,14 +393,21 @@ class LocalPeer(_Peer):
         names, bad = self._regularPrefix(exclude, excluded)
 
         def stageOne(fileName):
-            source = path_join(self.collectDir, fileName)
-            target = path_join(targetDir, fileName)
-            mode = permissions if permissions is not None else stat.S_IMODE(os.stat(source).st_mode)
-            if _matches(source, target, mode, ownership):
-                return None
-            if not checkOnly:
-                _atomic_copy(source, target, ownership, mode)
-            return os.path.getsize(source)
+            # The source is opened once, then only its descriptor is used: whoever can write the
+            # collect directory cannot swap in a symlink to a file only root may read.
+            source = _open_regular(path_join(self.collectDir, fileName))
+            try:
+                info = os.fstat(source)
+                mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
+                mode &= ~_SPECIAL_BITS  # a staged file is data: never set-uid, set-gid or sticky
+                target = path_join(targetDir, fileName)
+                if _matches(source, target, mode, ownership):
+                    return None
+                if not checkOnly:
+                    _atomic_copy(source, target, ownership, mode)
+                return info.st_size
+            finally:
+                os.close(source)
 
         failure = None
         for fileName, outcome in zip(names, _each(stageOne, names)):
@@ -405,9 +463,9 @@ class LocalPeer(_Peer):
         if not overwrite and os.path.exists(targetFile):
             raise IOError("Target file [%s] already exists." % targetFile)
         if sourceFile is None:
-            with open(targetFile, "w"):
-                pass
-        elif _is_regular(sourceFile):
+            _create_empty(targetFile, ownership, permissions)
+            return
+        if _is_regular(sourceFile):
             shutil.copy(sourceFile, targetFile)
         else:
             logger.debug("Source [%s] is not a regular file.", sourceFile)
@@ -415,8 +473,57 @@ class LocalPeer(_Peer):
         _apply(targetFile, ownership, permissions)
 
 
+def _create_empty(path, ownership=None, permissions=None):
+    """Create (or truncate) the empty file ``path``, never through a symlink (Cedar Backup's
+    ``open(path, "w")`` follows one); ownership and permissions are set on the open file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            logger.debug("Target [%s] is a symlink.", path)
+            raise ValueError("Target [%s] is a symlink, not a regular file." % path)
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("Target [%s] is not a regular file." % path)
+        if ownership is not None:
+            os.fchown(fd, ownership[0], ownership[1])
+        if permissions is not None:
+            os.fchmod(fd, permissions)
+    finally:
+        os.close(fd)
+
+
+def _new_empty_file(path, user):
+    """A new empty file at ``path`` (mode 0666 less the umask), belonging to ``user`` when set.
+
+    Whatever had the name (a leftover, or a symlink that the user who can write the directory
+    put there) is removed first, never followed; the file is created exclusively and handed
+    over on its open descriptor.
+    """
+    if os.path.lexists(path):
+        os.remove(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise IOError("File [%s] appeared while it was being created; refusing to use it." % path)
+        raise
+    try:
+        if user is not None and _ids.is_running_as_root():
+            try:
+                uid, gid = _ids.primary_ids(user)
+            except KeyError:
+                uid = gid = None
+            if uid is not None:
+                os.fchown(fd, uid, gid)  # readable by the user that pushes it
+    finally:
+        os.close(fd)
+
+
 def _atomic_copy(source, target, ownership, mode):
-    """Copy ``source`` to a temporary file beside ``target`` and rename it into place.
+    """Copy ``source`` (a path, or a descriptor open on it) to a temporary file beside
+    ``target`` and rename it into place.
 
     The bytes are copied by the kernel (``copy_file_range``, else ``sendfile``), never
     through this process's memory; ownership and mode are set on the open temporary file.
@@ -424,11 +531,15 @@ def _atomic_copy(source, target, ownership, mode):
     handle, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(target)[:64], suffix=".cback-part", dir=os.path.dirname(target))
     try:
         try:
-            src = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                kernel_copy(src, handle)
-            finally:
-                os.close(src)
+            if isinstance(source, int):
+                os.lseek(source, 0, os.SEEK_SET)
+                kernel_copy(source, handle)
+            else:
+                src = _open_regular(source)
+                try:
+                    kernel_copy(src, handle)
+                finally:
+                    os.close(src)
             if ownership is not None:
                 os.fchown(handle, ownership[0], ownership[1])
             os.fchmod(handle, mode)
@@ -620,7 +731,7 @@ class RemotePeer(_Peer):
         return "%s@%s:%s" % (self.remoteUser, host, path)
 
     def _asLocalUser(self, argv, what):
-        return _as_local_user(argv, self.localUser, what)
+        return as_local_user(argv, self.localUser, what)
 
     def _withSshOptions(self, argv):
         """``argv`` with ``sshOptions`` after the program, when the program is OpenSSH's."""
@@ -636,8 +747,8 @@ class RemotePeer(_Peer):
         argv = self._withSshOptions(list(self._rshCommandList)) + ["%s@%s" % (self.remoteUser, self.name), command]
         return self._asLocalUser(argv, "shell")
 
-    def _run(self, argv):
-        return run_command(argv, timeout=self.commandTimeout)
+    def _run(self, argv, **kwargs):
+        return run_command(argv, timeout=self.commandTimeout, **kwargs)
 
     def _userSuffix(self):
         return "" if self.localUser is None else " as local user [%s]" % self.localUser
@@ -779,17 +890,14 @@ class RemotePeer(_Peer):
         with self._workspace() as workDir:
             sourceFile = path_join(workDir, DEF_STAGE_INDICATOR)
             try:
-                if not os.path.exists(sourceFile):
-                    with open(sourceFile, "w"):
-                        pass
-                    give_to_user(sourceFile, self.localUser)  # readable by the user that pushes it
+                _new_empty_file(sourceFile, self.localUser)
                 argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
                 result = self._run(argv)
                 if result.rc != 0:
                     message = "Error (%d) copying [%s] to remote host%s." % (result.rc, sourceFile, self._userSuffix())
                     raise _with_output(IOError(message), result)
             finally:
-                if os.path.exists(sourceFile):
+                if os.path.lexists(sourceFile):
                     with contextlib.suppress(OSError):
                         os.remove(sourceFile)
 
@@ -828,9 +936,12 @@ class RemotePeer(_Peer):
         """The remote command line of a managed action, every word shell-quoted."""
         return join_command(build_cback_argv(self.cbackCommand, action, fullBackup))
 
-    def runRemoteCommand(self, command):
-        """Run ``command`` on the peer over the rsh command; return the ``CommandResult``."""
-        return self._run(self.remoteShellArgv(command))
+    def runRemoteCommand(self, command, **kwargs):
+        """Run ``command`` on the peer over the rsh command; return the ``CommandResult``.
+
+        Keyword arguments go to ``run_command`` (``keep``: how much output is kept).
+        """
+        return self._run(self.remoteShellArgv(command), **kwargs)
 
     def listCollectDir(self):
         """Entries ``<collectDir>/*`` would match on the peer, over the rsh command.
@@ -844,15 +955,19 @@ class RemotePeer(_Peer):
         command = join_command(
             ["find", "-L", self.collectDir, "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
         )
-        result = self.runRemoteCommand(command)
+        result = self.runRemoteCommand(command, keep=LISTING_BYTES)
         if result.rc != 0:
             raise _with_output(IOError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir)), result)
+        if result.truncated:
+            raise IOError("The listing of [%s] on remote host is larger than %d bytes." % (self.collectDir, 2 * LISTING_BYTES))
         kinds = {"f": "file", "d": "directory", "l": "broken-link"}
         entries = []
         for record in result.stdout.split("\0"):
             if not record:
                 continue
             kind, size, mtime, mode, name = record.split(" ", 4)
+            if not is_single_name(name):  # find prints base names; anything else is forged
+                raise IOError("Unexpected name %r in the listing of [%s] on remote host." % (name, self.collectDir))
             if name.startswith("."):
                 continue
             entries.append(RemoteEntry(name, kinds.get(kind, "other"), int(size), float(mtime), int(mode, 8)))

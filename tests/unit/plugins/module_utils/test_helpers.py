@@ -643,3 +643,16 @@ def test_daily_defaults_to_local_time():
     after = time.strftime("%Y/%m/%d", time.localtime())
     assert value in (before, after)
     assert _daily.daily_dir("/s") in ("/s/" + before, "/s/" + after)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="handing over needs root")
+def test_give_to_user_never_chowns_a_symlink_target(tmp_path):
+    victim = tmp_path / "root-only"
+    victim.write_text("secret\n")
+    os.chmod(str(victim), 0o600)
+    link = tmp_path / "private"
+    os.symlink(str(victim), str(link))
+    _ids.give_to_user(str(link), "nobody")
+    info = os.stat(str(victim))
+    assert (info.st_uid, info.st_gid) == (0, 0)
+    assert os.lstat(str(link)).st_uid == pwd.getpwnam("nobody").pw_uid

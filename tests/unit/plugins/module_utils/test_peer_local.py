@@ -589,13 +589,37 @@ def test_stage_files_exclude_tuple_and_multiple(dirs):
     assert result.bytes == 13
 
 
-def test_stage_files_excluded_symlink_does_not_fail(dirs):
+def test_stage_files_excluded_symlink_is_refused(dirs, tmp_path):
+    """A symlink in place of an excluded name (the stage indicator) fails, as in cback3, which
+    stages everything and fails on it ("Source is not a regular file."): the indicator would
+    otherwise be written through it, as root, wherever it points."""
     collect, target = dirs
     write(collect / "a", "a")
-    os.symlink(str(collect / "a"), str(collect / "link"))
-    result = LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["link"])
-    assert result == StageResult(["a"], [], ["link"], 1)
-    assert names(target) == ["a"]
+    os.symlink(str(tmp_path / "nologin"), str(collect / "cback.stage"))
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
+    assert str(info.value) == "Source is not a regular file."
+    assert info.value.failedEntry == "cback.stage"
+    assert not (tmp_path / "nologin").exists()
+
+
+def test_write_stage_indicator_never_follows_a_symlink(dirs, tmp_path):
+    collect, _target = dirs
+    os.symlink(str(tmp_path / "nologin"), str(collect / "cback.stage"))
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).writeStageIndicator(ownership=(0, 0))
+    assert "symlink" in str(info.value)
+    assert not (tmp_path / "nologin").exists()
+    assert os.path.islink(str(collect / "cback.stage"))
+
+
+def test_stage_files_strips_set_id_and_sticky_bits(dirs):
+    collect, target = dirs
+    write(collect / "tool", b"#!/bin/sh\n", 0o6755)
+    write(collect / "dir-like", b"x", 0o1644)
+    LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert stat.S_IMODE(os.lstat(str(target / "tool")).st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(str(target / "dir-like")).st_mode) == 0o644
 
 
 def test_stage_files_idempotent(dirs):

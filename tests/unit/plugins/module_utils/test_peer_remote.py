@@ -22,7 +22,7 @@ import stat
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry, RemotePeer, StageResult
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -84,13 +84,13 @@ class FakeRunner(object):
 def runner(monkeypatch):
     fake = FakeRunner()
     monkeypatch.setattr(peer, "run_command", fake)
-    monkeypatch.setattr(peer, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     return fake
 
 
 @pytest.fixture
 def not_root(monkeypatch):
-    monkeypatch.setattr(peer, "is_running_as_root", lambda: False)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: False)
 
 
 def write(path, data=b"", mode=None):
@@ -806,6 +806,17 @@ def test_build_cback_argv_empty_command(cback):
     assert str(info.value) == "The cback command must be a non-empty string."
 
 
+@pytest.mark.parametrize("cback", ["-oProxyCommand=/usr/bin/touch /tmp/x", '"-oProxyCommand=touch x" cback3', "--help"])
+def test_build_cback_argv_refuses_an_option_first(cback, runner):
+    """It would reach ssh as an option of its own (ssh reads options after the destination)."""
+    with pytest.raises(ValueError) as info:
+        peer.build_cback_argv(cback, "collect", False)
+    assert "must start with a program" in str(info.value)
+    with pytest.raises(ValueError):
+        make_peer(cbackCommand=cback).executeManagedAction("collect", False)
+    assert runner.calls == []
+
+
 def test_build_cback_argv_none_action_checked_first():
     with pytest.raises(ValueError) as info:
         peer.build_cback_argv('""', None, False)
@@ -1195,3 +1206,31 @@ def test_stage_files_command_timeout(runner, target):
     runner.respond(effect=fetch_files({"a": b"a"}))
     p.stageFiles(str(target))
     assert runner.calls[0].timeout == 300
+
+
+# ---------------------------------------------------------------------------
+# Files of a directory another user can write: never followed
+# ---------------------------------------------------------------------------
+
+
+def test_write_stage_indicator_removes_a_planted_symlink_and_never_follows_it(runner, tmp_path):
+    """The working directory belongs to the backup user, who plants ``cback.stage`` -> a file of
+    root's choosing: the empty file pushed is a new one, the symlink's target is never created."""
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = tmp_path / "etc-ld.so.preload"
+    os.symlink(str(victim), str(work / "cback.stage"))
+    seen = []
+    runner.respond(effect=lambda call: seen.append((os.path.islink(call.argv[-2]), os.path.getsize(call.argv[-2]))))
+    make_peer(tmp_path).writeStageIndicator()
+    assert seen == [(False, 0)]
+    assert not victim.exists() and not os.path.lexists(str(victim))
+    assert names(work) == []
+
+
+def test_list_collect_dir_refuses_a_name_that_is_not_a_plain_name(runner):
+    """A hostile peer's forged listing must not make the master look at its own paths."""
+    runner.respond(stdout="f 10 1700000000.5 644 /etc/shadow\0")
+    with pytest.raises(IOError) as info:
+        make_peer().listCollectDir()
+    assert "/etc/shadow" in str(info.value)

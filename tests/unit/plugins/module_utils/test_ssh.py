@@ -57,7 +57,7 @@ class Recorder(object):
 def runner(monkeypatch):
     fake = Recorder()
     monkeypatch.setattr(peer, "run_command", fake)
-    monkeypatch.setattr(peer, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     return fake
 
 
@@ -454,16 +454,16 @@ def test_session_exit_destination(exits, name, destination):
     assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", destination]]
 
 
-def test_session_exit_runs_as_the_caller_not_the_local_user(exits, monkeypatch):
-    # root may talk to a master of any user; the exit is never wrapped in su
+def test_session_exit_runs_as_the_local_user(exits, monkeypatch):
+    """The master is closed by the user that opened it: root never runs that user's ssh program."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     p = make_peer(localUser="nobody")
     with _ssh.ssh_session(p):
         control_dir = control_dir_of(p.sshOptions)
         with open(os.path.join(control_dir, "mux"), "w"):
             pass
-    assert exits.argvs[0][0] == "/usr/bin/ssh"
-    assert exits.argvs[0][-1] == "backup@host"
+    assert exits.argvs[0][:3] == ["su", "nobody", "-c"]
+    assert inner(exits.argvs[0]) == ["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"]
 
 
 def test_session_control_dir_belongs_to_the_local_user(exits, monkeypatch):

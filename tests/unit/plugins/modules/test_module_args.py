@@ -170,11 +170,12 @@ def _cases():
     add(("cback_stage",), ("remote", "local"), "owner", [NO_SUCH_USER])
     add(("cback_stage",), ("remote", "local"), "group", [NO_SUCH_GROUP])
     # commands
-    add(ALL, ("remote",), "rcp_command", ["", "   ", '""'])
-    add(ALL, ("remote",), "rsh_command", ["", "   ", '""'])
+    add(ALL, ("remote",), "rcp_command", ["", "   ", '""', "-oProxyCommand=/usr/bin/touch /tmp/x"])
+    add(ALL, ("remote",), "rsh_command", ["", "   ", '""', "-oProxyCommand=/usr/bin/touch /tmp/x"])
     # managed actions
     add(("cback_managed_action",), ("remote", "local"), "action", ["Collect", "-x", "a b", "a;b", "", None, "_x", "col/lect", "$(id)", "collect\n", "COLLECT"])
-    add(("cback_managed_action",), ("remote", "local"), "cback_command", ["", "   ", '""'])
+    add(("cback_managed_action",), ("remote", "local"), "cback_command",
+        ["", "   ", '""', "-oProxyCommand=/usr/bin/touch /tmp/x", '"-oProxyCommand=touch x" cback3'])
     return cases
 
 

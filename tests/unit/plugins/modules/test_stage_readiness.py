@@ -631,8 +631,9 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     assert len({call.control_path for call in openssh.calls}) == 1
     # the local user's ssh creates the socket: the private dir is theirs
     assert owners == [NOBODY_UID] * 3
-    # root closes the master, without su
-    assert openssh.exits[0]["argv"][:2] == ["/usr/bin/ssh", "-o"]
+    # the local user closes the master it opened, through su as well
+    assert openssh.exits[0]["argv"][:3] == ["su", "nobody", "-c"]
+    assert "-O exit" in openssh.exits[0]["argv"][3]
 
 
 def test_remote_other_rcp_program_gets_no_options(remote, openssh):
