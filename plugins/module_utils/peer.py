@@ -235,6 +235,7 @@ def _apply(path, ownership, permissions):
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def _lenient(ownership):
@@ -492,6 +493,58 @@ def _create_empty(path, ownership=None, permissions=None):
             os.fchmod(fd, permissions)
     finally:
         os.close(fd)
+
+
+def _open_own_dir(name, parentFd, path):
+    """Open the directory ``name`` this process just created below ``parentFd``, checking that
+    it is still that directory (a directory of its own, mode 0700), not a replacement."""
+    try:
+        fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=parentFd)
+    except OSError as exc:
+        raise IOError("Private directory [%s] was replaced (%s); refusing to use it." % (path, exc.strerror or exc))
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:
+        os.close(fd)
+        raise IOError("Private directory [%s] was replaced; refusing to use it." % path)
+    return fd
+
+
+def _give_fd_to_user(fd, user):
+    """Hand the open file or directory ``fd`` to ``user`` (root only; ``None`` changes nothing)."""
+    if user is None or not _ids.is_running_as_root():
+        return
+    try:
+        uid, gid = _ids.primary_ids(user)
+    except KeyError:
+        return  # left for su to report, as with any directory
+    os.fchown(fd, uid, gid)
+
+
+def _empty_dir(fd, path, depth=0):
+    """Remove everything in the open directory ``fd``, through descriptors only: a name that
+    someone replaced by a symlink is removed itself, never followed."""
+    try:
+        names = os.listdir(fd)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=fd)
+            continue
+        except OSError:
+            pass
+        if depth >= 32:
+            continue
+        try:
+            child = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+        except OSError:
+            continue
+        try:
+            _empty_dir(child, path_join(path, name), depth + 1)
+        finally:
+            os.close(child)
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=fd)
 
 
 def _new_empty_file(path, user):
@@ -804,7 +857,9 @@ class RemotePeer(_Peer):
         it is named in ``exclude`` or already staged with the same bytes, permission bits
         and ownership.  Without ``permissions`` a file keeps the mode the rcp command gave
         it (the source mode masked by the umask).  The private directory is always
-        removed.  When the copy command fails, the files it did fetch are still staged and
+        removed; from its creation on it is used through a descriptor only (the target
+        directory may belong to the user the copy runs as), and only regular files with one
+        link are moved out of it.  When the copy command fails, the files it did fetch are still staged and
         ``IOError`` is raised with the partial result as ``stageResult`` and the command's
         output as ``commandResult``.
 
@@ -813,39 +868,66 @@ class RemotePeer(_Peer):
         targetDir = encode_path(targetDir)
         self._checkTargetDir(targetDir)
         ownership = _lenient(ownership)
-        fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
+        # The target directory may belong to the user the copy runs as, who can rename and
+        # replace anything in it, the private fetch directory included: from its creation on,
+        # that directory is worked on through descriptors only, never through its name.
+        targetFd = os.open(targetDir, os.O_RDONLY | _DIRECTORY)
         try:
-            give_to_user(fetchDir, self.localUser)
-            result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
-            copied, unchanged, excluded, size = [], [], [], 0
-            for fileName in sorted(os.listdir(fetchDir)):
-                fetched = path_join(fetchDir, fileName)
-                if fileName in exclude:
-                    excluded.append(fileName)
-                    continue
-                if not _is_regular(fetched):
-                    continue
+            fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
+            fetchName = os.path.basename(fetchDir)
+            try:
+                fetchFd = _open_own_dir(fetchName, targetFd, fetchDir)
+                try:
+                    return self._stageFetched(targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude)
+                finally:
+                    _empty_dir(fetchFd, fetchDir)
+                    os.close(fetchFd)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.rmdir(fetchName, dir_fd=targetFd)
+        finally:
+            os.close(targetFd)
+
+    def _stageFetched(self, targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude):
+        """Fetch into the private directory, then move each complete regular file into place."""
+        _give_fd_to_user(fetchFd, self.localUser)
+        result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
+        copied, unchanged, excluded, size = [], [], [], 0
+        for fileName in sorted(os.listdir(fetchFd)):
+            if fileName in exclude:
+                excluded.append(fileName)
+                continue
+            try:
+                fetched = os.open(fileName, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=fetchFd)
+            except OSError:
+                continue  # a symlink, a socket: nothing the copy made
+            try:
+                info = os.fstat(fetched)
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                    continue  # not a file the copy made (a hard link is someone else's file too)
                 target = path_join(targetDir, fileName)
                 try:
-                    mode = permissions if permissions is not None else stat.S_IMODE(os.stat(fetched).st_mode)
+                    mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                     if _matches(fetched, target, mode, ownership):
                         unchanged.append(fileName)
                         continue
-                    _apply(fetched, ownership, mode)
-                    os.replace(fetched, target)
+                    if ownership is not None:
+                        os.fchown(fetched, ownership[0], ownership[1])
+                    os.fchmod(fetched, mode)
+                    os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
                 except (IOError, OSError) as exc:
                     raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
-                copied.append(fileName)
-                size += os.path.getsize(target)
-            partial = StageResult(copied, unchanged, excluded, size)
-            if result.rc != 0:
-                error = IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()))
-                raise _attach(_with_output(error, result), partial)
-            if not copied and not unchanged:
-                raise _attach(IOError("Did not copy any files from remote peer."), partial)
-            return partial
-        finally:
-            shutil.rmtree(fetchDir, ignore_errors=True)
+            finally:
+                os.close(fetched)
+            copied.append(fileName)
+            size += info.st_size
+        partial = StageResult(copied, unchanged, excluded, size)
+        if result.rc != 0:
+            error = IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()))
+            raise _attach(_with_output(error, result), partial)
+        if not copied and not unchanged:
+            raise _attach(IOError("Did not copy any files from remote peer."), partial)
+        return partial
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists on the peer.

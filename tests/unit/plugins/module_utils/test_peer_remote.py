@@ -1234,3 +1234,29 @@ def test_list_collect_dir_refuses_a_name_that_is_not_a_plain_name(runner):
     with pytest.raises(IOError) as info:
         make_peer().listCollectDir()
     assert "/etc/shadow" in str(info.value)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="ownership is given only by root")
+def test_stage_files_never_follows_a_fetch_dir_swapped_for_a_symlink(runner, target, tmp_path):
+    """While the copy runs, the user owning the staging tree moves the private fetch directory
+    away and puts a symlink to a root-only directory in its place: root neither lists, chowns
+    nor moves anything there; what the copy fetched is staged through the directory's fd."""
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    secret = victim / "secret"
+    write(secret, b"root only\n", 0o600)
+
+    def swap(call):
+        fetch = call.argv[-1]
+        write(os.path.join(fetch, "a"), b"fetched\n")
+        os.rename(fetch, str(tmp_path / "moved"))
+        os.symlink(str(victim), fetch)
+
+    runner.respond(effect=swap)
+    result = make_peer().stageFiles(str(target), ownership=(4242, 4343))
+    assert result.copied == ["a"]
+    assert (target / "a").read_bytes() == b"fetched\n"
+    info = os.lstat(str(secret))
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+    assert sorted(os.listdir(str(victim))) == ["secret"]
+    assert os.listdir(str(tmp_path / "moved")) == []
