@@ -31,9 +31,9 @@ from . import _report as report
 from ._command import deadline, time_left
 from ._dirs import UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
 from ._failure import VALID_FAILURE_MODES, weekday_index
-from ._ids import current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._ids import current_user_name, is_running_as_root, primary_ids
 from ._paths import path_join
-from ._tasks import TaskFailure, managed_action, stage
+from ._tasks import TaskFailure, managed_action, ownership_of, stage
 
 # How long a job may overrun its per-peer timeout (time spent outside commands, which the
 # timeout cannot interrupt) before the run stops waiting for it.
@@ -173,17 +173,12 @@ def _check_run_options(params):
 
 def _ownership(params, as_root):
     """``(uid, gid)`` for the staged tree when running as root with a backup user, else ``None``."""
-    if not as_root or (params.get("backup_user") is None and params.get("backup_group") is None):
+    if not as_root:
         return None
-    try:
-        uid = resolve_uid(params.get("backup_user"))
-    except KeyError:
-        raise spec.OptionError("backup_user", "no such user %r on the master." % params.get("backup_user"))
-    try:
-        gid = resolve_gid(params.get("backup_group"))
-    except KeyError:
-        raise spec.OptionError("backup_group", "no such group %r on the master." % params.get("backup_group"))
-    return (-1 if uid is None else uid, -1 if gid is None else gid)
+    ids = ownership_of(params, "backup_user", "backup_group", " on the master")
+    if ids is None:
+        return None
+    return tuple(-1 if value is None else value for value in ids)
 
 
 def _copy_user(params, as_root):

@@ -141,18 +141,24 @@ def collect_indicator(params, check_mode=False):
     return dict(changed=False, ready=bool(ready))
 
 
-def _ownership(params):
+def ownership_of(params, user_option, group_option, where=""):
+    """``(uid, gid)`` of the options ``user_option``/``group_option`` (names or ids), each
+    ``None`` when unset; ``None`` when both are unset.  An unknown name fails naming its option."""
     try:
-        uid = resolve_uid(params.get("owner"))
+        uid = resolve_uid(params.get(user_option))
     except KeyError:
-        raise spec.OptionError("owner", "no such user %r." % params.get("owner"))
+        raise spec.OptionError(user_option, "no such user %r%s." % (params.get(user_option), where))
     try:
-        gid = resolve_gid(params.get("group"))
+        gid = resolve_gid(params.get(group_option))
     except KeyError:
-        raise spec.OptionError("group", "no such group %r." % params.get("group"))
+        raise spec.OptionError(group_option, "no such group %r%s." % (params.get(group_option), where))
     if uid is None and gid is None:
         return None
     return (uid, gid)
+
+
+def _ownership(params):
+    return ownership_of(params, "owner", "group")
 
 
 def _stage_failure(params, exc, target_dir, seconds):
