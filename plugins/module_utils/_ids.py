@@ -70,22 +70,34 @@ def current_user_name():
         return str(os.geteuid())
 
 
+def _user_ids(user):
+    """``(uid, gid)`` to hand things to ``user``, or ``None`` (no user, not root, unknown user:
+    an unknown user is left for ``su`` to report, as with a directory the caller made)."""
+    if user is None or not is_running_as_root():
+        return None
+    try:
+        return primary_ids(user)
+    except KeyError:
+        return None
+
+
 def give_to_user(path, user):
     """Hand a private file or directory to the local user commands run as (root only).
 
-    ``None`` or a non-root process changes nothing; an unknown user is left for ``su`` to
-    report, as it would be with a directory the caller made.  A symlink at ``path`` is
-    changed itself, never its target.
+    ``None`` or a non-root process changes nothing.  A symlink at ``path`` is changed
+    itself, never its target: a path in a directory another user can write may have been
+    replaced by one since it was created.
     """
-    if user is None or not is_running_as_root():
-        return
-    try:
-        ids = primary_ids(user)
-    except KeyError:
-        return
-    # Never through a symlink: a path in a directory another user can write may have been
-    # replaced by one since it was created.
-    os.chown(path, ids[0], ids[1], follow_symlinks=False)
+    ids = _user_ids(user)
+    if ids is not None:
+        os.chown(path, ids[0], ids[1], follow_symlinks=False)
+
+
+def give_fd_to_user(fd, user):
+    """``give_to_user`` for a file or directory open as ``fd``."""
+    ids = _user_ids(user)
+    if ids is not None:
+        os.fchown(fd, ids[0], ids[1])
 
 
 def current_umask():

@@ -39,28 +39,25 @@ from ._tasks import TaskFailure, managed_action, ownership_of, stage
 # timeout cannot interrupt) before the run stops waiting for it.
 OVERRUN_GRACE = 30
 
-# The options of one entry of ``peers`` (documented in the run modules).
-STAGE_PEER_OPTIONS = dict(
+# The options of one entry of ``peers`` (documented in the run modules): what both runs
+# take, then what each adds.
+_PEER_OPTIONS = dict(
     name=dict(type="str", required=True),
     host=dict(type="str"),
     type=dict(type="str", default="remote", choices=["local", "remote"]),
-    collect_dir=dict(type="str"),
     remote_user=dict(type="str"),
-    rcp_command=dict(type="str"),
     rsh_command=dict(type="str"),
-    ignore_failure_mode=dict(type="str"),
     error=dict(type="str"),
 )
 
-MANAGED_PEER_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    host=dict(type="str"),
-    type=dict(type="str", default="remote", choices=["local", "remote"]),
-    remote_user=dict(type="str"),
-    rsh_command=dict(type="str"),
-    cback_command=dict(type="str"),
-    error=dict(type="str"),
+STAGE_PEER_OPTIONS = dict(
+    _PEER_OPTIONS,
+    collect_dir=dict(type="str"),
+    rcp_command=dict(type="str"),
+    ignore_failure_mode=dict(type="str"),
 )
+
+MANAGED_PEER_OPTIONS = dict(_PEER_OPTIONS, cback_command=dict(type="str"))
 
 # Options both run modules take.
 RUN_OPTIONS = dict(

@@ -225,11 +225,24 @@ def _open_regular(path):
 
 
 def _apply(path, ownership, permissions):
-    """chown then chmod, as Cedar Backup does (``ownership`` is a numeric ``(uid, gid)``)."""
+    """chown then chmod, as Cedar Backup does (``ownership`` is a numeric ``(uid, gid)``), on
+    the file opened without following a symlink (a staged file's directory may belong to
+    another user, who could have swapped the name)."""
+    if ownership is None and permissions is None:
+        return
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    try:
+        _apply_fd(fd, ownership, permissions)
+    finally:
+        os.close(fd)
+
+
+def _apply_fd(fd, ownership, permissions):
+    """chown then chmod of the open file ``fd``; ``None`` leaves that part alone."""
     if ownership is not None:
-        os.chown(path, ownership[0], ownership[1])
+        os.fchown(fd, ownership[0], ownership[1])
     if permissions is not None:
-        os.chmod(path, permissions)
+        os.fchmod(fd, permissions)
 
 
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
@@ -466,19 +479,26 @@ class LocalPeer(_Peer):
         if sourceFile is None:
             _create_empty(targetFile, ownership, permissions)
             return
-        if _is_regular(sourceFile):
-            shutil.copy(sourceFile, targetFile)
-        else:
-            logger.debug("Source [%s] is not a regular file.", sourceFile)
-            raise ValueError("Source is not a regular file.")
-        _apply(targetFile, ownership, permissions)
+        # shutil.copy, as Cedar Backup copies, but on descriptors: neither the source nor the
+        # target is followed if it is a symlink.
+        source = _open_regular(sourceFile)
+        try:
+            target = os.open(targetFile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+            try:
+                kernel_copy(source, target)
+                os.fchmod(target, stat.S_IMODE(os.fstat(source).st_mode))
+                _apply_fd(target, ownership, permissions)
+            finally:
+                os.close(target)
+        finally:
+            os.close(source)
 
 
 def _create_empty(path, ownership=None, permissions=None):
     """Create (or truncate) the empty file ``path``, never through a symlink (Cedar Backup's
     ``open(path, "w")`` follows one); ownership and permissions are set on the open file."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             logger.debug("Target [%s] is a symlink.", path)
@@ -487,10 +507,7 @@ def _create_empty(path, ownership=None, permissions=None):
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("Target [%s] is not a regular file." % path)
-        if ownership is not None:
-            os.fchown(fd, ownership[0], ownership[1])
-        if permissions is not None:
-            os.fchmod(fd, permissions)
+        _apply_fd(fd, ownership, permissions)
     finally:
         os.close(fd)
 
@@ -509,18 +526,7 @@ def _open_own_dir(name, parentFd, path):
     return fd
 
 
-def _give_fd_to_user(fd, user):
-    """Hand the open file or directory ``fd`` to ``user`` (root only; ``None`` changes nothing)."""
-    if user is None or not _ids.is_running_as_root():
-        return
-    try:
-        uid, gid = _ids.primary_ids(user)
-    except KeyError:
-        return  # left for su to report, as with any directory
-    os.fchown(fd, uid, gid)
-
-
-def _empty_dir(fd, path, depth=0):
+def _empty_dir(fd, depth=0):
     """Remove everything in the open directory ``fd``, through descriptors only: a name that
     someone replaced by a symlink is removed itself, never followed."""
     try:
@@ -540,7 +546,7 @@ def _empty_dir(fd, path, depth=0):
         except OSError:
             continue
         try:
-            _empty_dir(child, path_join(path, name), depth + 1)
+            _empty_dir(child, depth + 1)
         finally:
             os.close(child)
         with contextlib.suppress(OSError):
@@ -557,19 +563,13 @@ def _new_empty_file(path, user):
     if os.path.lexists(path):
         os.remove(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             raise IOError("File [%s] appeared while it was being created; refusing to use it." % path)
         raise
     try:
-        if user is not None and _ids.is_running_as_root():
-            try:
-                uid, gid = _ids.primary_ids(user)
-            except KeyError:
-                uid = gid = None
-            if uid is not None:
-                os.fchown(fd, uid, gid)  # readable by the user that pushes it
+        _ids.give_fd_to_user(fd, user)  # readable by the user that pushes it
     finally:
         os.close(fd)
 
@@ -593,9 +593,7 @@ def _atomic_copy(source, target, ownership, mode):
                     kernel_copy(src, handle)
                 finally:
                     os.close(src)
-            if ownership is not None:
-                os.fchown(handle, ownership[0], ownership[1])
-            os.fchmod(handle, mode)
+            _apply_fd(handle, ownership, mode)
         finally:
             os.close(handle)
         os.replace(temp, target)
@@ -880,7 +878,7 @@ class RemotePeer(_Peer):
                 try:
                     return self._stageFetched(targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude)
                 finally:
-                    _empty_dir(fetchFd, fetchDir)
+                    _empty_dir(fetchFd)
                     os.close(fetchFd)
             finally:
                 with contextlib.suppress(OSError):
@@ -890,7 +888,7 @@ class RemotePeer(_Peer):
 
     def _stageFetched(self, targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude):
         """Fetch into the private directory, then move each complete regular file into place."""
-        _give_fd_to_user(fetchFd, self.localUser)
+        _ids.give_fd_to_user(fetchFd, self.localUser)
         result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
         copied, unchanged, excluded, size = [], [], [], 0
         for fileName in sorted(os.listdir(fetchFd)):

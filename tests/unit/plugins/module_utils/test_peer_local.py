@@ -1014,3 +1014,16 @@ def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
         os.close(src)
         os.close(dst)
     assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_stage_peer_never_writes_or_chowns_through_a_symlink_in_the_target(dirs, tmp_path):
+    """The target directory may belong to another user, who plants ``a`` -> a file of root's."""
+    collect, target = dirs
+    write(collect / "a", b"data")
+    victim = tmp_path / "victim"
+    write(victim, b"root only\n", 0o600)
+    os.symlink(str(victim), str(target / "a"))
+    with pytest.raises(OSError):
+        LocalPeer("p", str(collect)).stagePeer(str(target), ownership=(os.getuid(), os.getgid()), permissions=0o644)
+    assert victim.read_bytes() == b"root only\n" and mode_of(victim) == 0o600
+    assert os.path.islink(str(target / "a"))
