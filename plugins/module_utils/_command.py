@@ -87,6 +87,80 @@ def _bounded(timeout):
     return left if not timeout else min(timeout, left)
 
 
+# Cancellation of a whole module execution (a signal, or Ansible no longer reading the
+# result: its task timeout, a killed ansible-playbook, a dropped connection).  Once
+# cancelled, every running command is killed with its tree and no new one is started; the
+# code that started them goes through its cleanup and stops.
+_cancel = {"reason": None}
+_running = {}
+_running_lock = threading.Lock()
+
+
+def cancelled():
+    """Why this module execution was cancelled, or ``None`` while it was not."""
+    return _cancel["reason"]
+
+
+def cancel(reason):
+    """Cancel: kill every command running now (with its tree), refuse new ones."""
+    with _running_lock:
+        if _cancel["reason"] is None:
+            _cancel["reason"] = reason
+        pids = [pid for pid, cleanup in _running.items() if not cleanup]
+    for pid in pids:
+        kill_tree(pid)
+
+
+def _uncancel():
+    """For tests: forget a cancellation."""
+    _cancel["reason"] = None
+
+
+_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT", "SIGPIPE")
+
+
+def cancel_on_exit_of_caller(poll=0.5):
+    """Cancel on SIGTERM, SIGHUP, SIGINT or SIGPIPE, and when nobody reads standard output
+    any more (its pipe's reader is gone: Ansible gave up on the task, or died).
+
+    Call it from the main thread of a module before the work starts.  The handlers only
+    cancel (the work then stops through its normal error paths, cleaning up); the watcher
+    is a daemon thread that polls every ``poll`` seconds.
+    """
+    def on_signal(number, _frame):
+        # The kills run in a thread of their own: the interrupted code may hold the lock.
+        killer = threading.Thread(target=cancel, args=("signal %s" % signal.Signals(number).name,))
+        killer.daemon = True
+        killer.start()
+
+    for name in _SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(number, on_signal)
+    try:
+        import select
+
+        watcher = select.poll()
+        watcher.register(1, 0)  # POLLERR/POLLHUP are always reported
+    except (ImportError, AttributeError, ValueError, OSError):
+        return
+
+    def watch():
+        while cancelled() is None:
+            try:
+                events = watcher.poll(int(poll * 1000))
+            except (OSError, ValueError):
+                return
+            if any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _fd, event in events):
+                cancel("the caller stopped reading the result (task timeout or ansible-playbook stopped)")
+                return
+
+    thread = threading.Thread(target=watch, name="cback-cancel-watch")
+    thread.daemon = True
+    thread.start()
+
+
 def split_command_line(command_line):
     """Split a command line into fields as ``CedarBackup3.util.splitCommandLine`` does.
 
@@ -130,7 +204,7 @@ def _decode(data):
     return data.decode("utf-8", "replace") if data else ""
 
 
-def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES):
+def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fds=(), cleanup=False):
     """Run ``argv`` (a list, never a shell) and capture its output.
 
     Standard input is ``/dev/null`` so that nothing can wait on a prompt.  The command
@@ -138,7 +212,10 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES):
     process it started (``kill_tree``) and the result has ``rc`` ``TIMED_OUT`` and
     ``timed_out`` true.  Of each output stream the first and last ``keep`` bytes are kept
     (``None``: all of it); ``truncated`` tells when some were dropped.  The thread's
-    ``deadline``, when set, bounds ``timeout`` further.  A command
+    ``deadline``, when set, bounds ``timeout`` further.  ``pass_fds``: descriptors the
+    command inherits (every other one is closed).  After a ``cancel`` no command is started
+    (a timed-out result) unless it is a ``cleanup`` command (one that stops what the run
+    started, such as closing a shared ssh connection).  A command
     that cannot be started gives ``rc`` ``EXEC_FAILED`` and the reason in ``stderr``.
     """
     argv = [str(word) for word in argv]
@@ -147,19 +224,36 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES):
     timeout = _bounded(timeout)
     if timeout is not None and timeout <= 0:
         return CommandResult(argv, TIMED_OUT, "", "Not started: the time for this peer had run out.\n", True)
+    # Started and registered under the lock, so that a cancellation either finds the command
+    # (and kills it) or comes first (and it is never started).
+    with _running_lock:
+        if cancelled() and not cleanup:
+            return CommandResult(argv, TIMED_OUT, "", "Not started: the run was cancelled (%s).\n" % cancelled(), True)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=sanitized_environment() if env is None else env,
+                cwd=cwd,
+                close_fds=True,
+                pass_fds=tuple(pass_fds),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return CommandResult(argv, EXEC_FAILED, "", "%s: %s" % (argv[0], exc.strerror or exc), False)
+        _running[proc.pid] = cleanup
+    if cancelled() and not cleanup:  # a cancellation that came in while it was being started
+        kill_tree(proc.pid)
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=sanitized_environment() if env is None else env,
-            cwd=cwd,
-            close_fds=True,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return CommandResult(argv, EXEC_FAILED, "", "%s: %s" % (argv[0], exc.strerror or exc), False)
+        return _wait(proc, argv, timeout, keep)
+    finally:
+        with _running_lock:
+            _running.pop(proc.pid, None)
+
+
+def _wait(proc, argv, timeout, keep):
     out, err = _Capture(proc.stdout, keep), _Capture(proc.stderr, keep)
     started = time.monotonic()
     timed_out = False
@@ -189,6 +283,9 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES):
             for capture in (out, err):
                 capture.finish(DRAIN_SECONDS)
     truncated = out.dropped > 0 or err.dropped > 0
+    if cancelled() and not timed_out and proc.returncode < 0:
+        message = err.text() + "Command killed: the run was cancelled (%s).\n" % cancelled()
+        return CommandResult(argv, TIMED_OUT, out.text(), message, True, truncated)
     if timed_out:
         message = err.text() + "Command timed out after %s seconds and was killed.\n" % _seconds(timeout)
         return CommandResult(argv, TIMED_OUT, out.text(), message, True, truncated)

@@ -28,12 +28,13 @@ import time
 
 from . import _argspec as spec
 from . import _report as report
-from ._command import deadline, time_left
+from ._command import cancelled, deadline, time_left
 from ._dirs import UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
 from ._failure import VALID_FAILURE_MODES, weekday_index
 from ._ids import current_user_name, is_running_as_root, primary_ids
 from ._paths import path_join
 from ._tasks import TaskFailure, managed_action, ownership_of, stage
+from .peer import TARGET_MISSING
 
 # How long a job may overrun its per-peer timeout (time spent outside commands, which the
 # timeout cannot interrupt) before the run stops waiting for it.
@@ -316,33 +317,46 @@ class _Tree(object):
         self.open_up = open_up
         self.fds = []
         self.created = []
+        # A job given up (peer_timeout) may still be working in a directory of the tree: its
+        # fds then stay open until the process ends, so that no number is reused under it.
+        self.in_use = False
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        for fd in reversed(self.fds):
-            os.close(fd)
+        if not self.in_use:
+            for fd in reversed(self.fds):
+                os.close(fd)
         self.fds = []
 
     def _keep(self, fd):
         self.fds.append(fd)
         return fd
 
-    def open(self):
-        """Open (create) the staging directory, YYYY, YYYY/MM and YYYY/MM/DD; fds of month and day."""
+    def open(self, create=True):
+        """Open (create) the staging directory, YYYY, YYYY/MM and YYYY/MM/DD; fds of month and day.
+
+        Without ``create`` (check mode) nothing is created or changed: a missing directory
+        leaves ``month``/``day`` ``None``.
+        """
+        self.month = self.day = None
         if not os.path.isdir(self.staging_dir):
+            if not create:
+                return self
             os.makedirs(self.staging_dir)
             self.created.append(self.staging_dir)
         root = self._keep(open_trusted_dir(self.staging_dir))
-        if self.open_up:
+        if self.open_up and create:
             # Remote copies run as the backup user: it must get through the staging directory.
             settle(root, mode=(os.fstat(root).st_mode & 0o7777) | 0o711)
         parent, path = root, self.staging_dir
         fds = []
         for part in self.date.split("/"):
             path = path_join(path, part)
-            fd, created = ensure_dir(parent, part, path, self.ownership)
+            fd, created = ensure_dir(parent, part, path, self.ownership if create else None, create=create)
+            if fd is None:
+                return self
             self._keep(fd)
             if created:
                 self.created.append(path)
@@ -351,11 +365,16 @@ class _Tree(object):
         self.month, self.day = fds[1], fds[2]
         return self
 
-    def peer_dir(self, name):
-        """Create (or check) a peer's directory in the daily directory; ``True`` when created."""
-        fd, created = ensure_dir(self.day, name, path_join(self.staging_dir, self.date, name), self.ownership)
-        os.close(fd)
-        return created
+    def peer_dir(self, name, create=True):
+        """A peer's directory in the daily directory, created (or checked) and held open:
+        ``(fd, created)``; ``(None, False)`` without ``create`` when it does not exist."""
+        if self.day is None:
+            return None, False
+        fd, created = ensure_dir(self.day, name, path_join(self.staging_dir, self.date, name),
+                                 self.ownership if create else None, create=create)
+        if fd is not None:
+            self._keep(fd)
+        return fd, created
 
 
 def _dir_failure(peer, exc):
@@ -396,28 +415,34 @@ def stage_run(params, check_mode=False):
     summary_file = path_join(staging_dir, date + ".stage-summary.json")
     written_daily = False
     with _Tree(staging_dir, date, ownership, open_up=copy_user is not None) as tree:
-        if not check_mode:
+        try:
+            tree.open(create=not check_mode)
+        except (IOError, OSError) as exc:
+            raise TaskFailure("cannot create the daily staging directory %s: %s" % (daily_dir, exc.strerror or exc))
+        # Every valid peer's directory first, even for peers that turn out not ready.  Each
+        # peer is staged into the directory held open here, never through its path.
+        target_fds = [TARGET_MISSING] * len(peers)
+        for index, peer in enumerate(peers):
+            if peer["error"]:
+                continue
             try:
-                tree.open()
+                fd, dirs_created[index] = tree.peer_dir(peer["name"], create=not check_mode)
             except (IOError, OSError) as exc:
-                raise TaskFailure("cannot create the daily staging directory %s: %s" % (daily_dir, exc.strerror or exc))
-            # Every valid peer's directory first, even for peers that turn out not ready.
-            for index, peer in enumerate(peers):
-                if peer["error"]:
-                    continue
-                try:
-                    dirs_created[index] = tree.peer_dir(peer["name"])
-                except (IOError, OSError) as exc:
-                    outcomes[index] = _dir_failure(peer, exc)
+                outcomes[index] = _dir_failure(peer, exc)
+                continue
+            if fd is not None:
+                target_fds[index] = fd
         todo = [index for index, peer in enumerate(peers) if not peer["error"] and outcomes[index] is None]
         jobs = []
         for index in todo:
             peer = peers[index]
             task_params = _stage_params(peer, params, path_join(daily_dir, peer["name"]), ownership, copy_user)
+            task_params["target_fd"] = target_fds[index]
             jobs.append(_bounded_job(lambda task_params=task_params: stage(task_params, check_mode), peer_timeout))
         for index, result in zip(todo, run_jobs(jobs, params["parallel"], peer_timeout)):
+            tree.in_use = tree.in_use or isinstance(result, _Overrun)
             outcomes[index] = _timed_out_note(_outcome_of(result, peer_timeout), peer_timeout)
-        if not check_mode:
+        if not check_mode and not cancelled():
             # Every peer was attempted: the daily stage indicator.
             written_daily = create_empty(tree.day, params["stage_indicator"], path_join(daily_dir, params["stage_indicator"]),
                                          tree.ownership)

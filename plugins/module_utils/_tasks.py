@@ -14,14 +14,12 @@ __metaclass__ = type
 
 import contextlib
 import os
-import shutil
 import stat
-import tempfile
 import time
 
 from . import _argspec as spec
-from ._command import as_local_user, run_command
-from ._ids import current_umask, current_user_name, give_to_user, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._command import as_local_user, cancel_on_exit_of_caller, cancelled, run_command
+from ._ids import current_umask, current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
 from .peer import (
@@ -29,8 +27,10 @@ from .peer import (
     DEF_STAGE_INDICATOR,
     LocalPeer,
     RemotePeer,
+    TARGET_MISSING,
     StageResult,
     _attach,
+    _open_target,
     build_cback_argv,
 )
 
@@ -45,11 +45,18 @@ class TaskFailure(Exception):
 
 
 def run(module, task):
-    """Run ``task`` for an AnsibleModule and exit: the one place failures become fail_json."""
+    """Run ``task`` for an AnsibleModule and exit: the one place failures become fail_json.
+
+    A signal, or Ansible giving up on the task, cancels it (``cancel_on_exit_of_caller``):
+    its commands are killed, what it started is cleaned up, and it fails saying so.
+    """
+    cancel_on_exit_of_caller()
     try:
         result = task(module.params, module.check_mode)
     except TaskFailure as failure:
         module.fail_json(msg=failure.msg, **failure.result)
+    if cancelled():
+        module.fail_json(msg="Cancelled (%s): stopped, and cleaned up what it had started." % cancelled(), **result)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**result)
@@ -114,19 +121,14 @@ def _peer(params, working_dir=None):
 
 @contextlib.contextmanager
 def _working_dir(params):
-    """A private directory inside ``working_dir`` (removed afterwards), or ``None``."""
+    """``working_dir`` (checked), or ``None``: the peer makes its private directory in it."""
     base = params.get("working_dir")
     if base is None or params["type"] == "local":
         yield None
         return
     if not os.path.isdir(base):
         raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % base)
-    private = tempfile.mkdtemp(prefix="cback-peer-", dir=base)
-    try:
-        give_to_user(private, params.get("local_user"))
-        yield private
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    yield base
 
 
 def collect_indicator(params, check_mode=False):
@@ -207,24 +209,28 @@ def stage(params, check_mode=False):
         changed=False, ready=True, count=0, files=[], bytes=0, unchanged=[], target_dir=target_dir, stage_indicator_written=False
     )
     try:
-        with _working_dir(params) as work, _session(params, _peer(params, work)) as peer:
+        with _working_dir(params) as work, _session(params, _peer(params, work)) as peer, contextlib.ExitStack() as stack:
             if params.get("check_collect_indicator"):
                 result["ready"] = bool(peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR))
             if result["ready"]:
+                target_fd = stack.enter_context(_target(params, check_mode))
                 if remote and check_mode:
-                    staged, present = _predict_remote(peer, target_dir, indicator, warnings)
+                    staged, present = _predict_remote(peer, target_fd, indicator, warnings)
                 else:
-                    quick = _quick_check(peer, target_dir, indicator, ownership, mode) if remote and params.get("quick_check") else None
+                    quick = _quick_check(peer, target_fd, indicator, ownership, mode) if remote and params.get("quick_check") else None
                     if quick is not None:
                         staged, present = quick
+                    elif remote:
+                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), targetFd=target_fd)
+                        present = indicator in staged.excluded
                     else:
-                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), **({"checkOnly": True} if check_mode else {}))
-                        if remote:
-                            present = indicator in staged.excluded
-                        else:
-                            present = os.path.isfile(path_join(peer.collectDir, indicator))
+                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), checkOnly=check_mode,
+                                                 targetFd=TARGET_MISSING if target_fd is None else target_fd)
+                        present = os.path.isfile(path_join(peer.collectDir, indicator))
                 written = bool(params.get("write_stage_indicator", True)) and not present
                 if written and not check_mode:
+                    if cancelled():
+                        raise IOError("The run was cancelled (%s); no stage indicator written." % cancelled())
                     peer.writeStageIndicator(indicator)
                 result.update(
                     changed=bool(staged.copied) or written or bool(warnings),
@@ -245,6 +251,22 @@ def stage(params, check_mode=False):
 
 
 @contextlib.contextmanager
+def _target(params, check_mode):
+    """The target directory's descriptor for one stage: the one the run holds
+    (``target_fd``), else ``target_dir`` opened once; ``None`` in check mode for a
+    directory that does not exist yet."""
+    if "target_fd" in params:
+        yield None if params["target_fd"] == TARGET_MISSING else params["target_fd"]
+        return
+    fd = _open_target(params["target_dir"], mayBeMissing=check_mode)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def _session(params, peer):
     """For a remote peer: one shared OpenSSH connection and bounded connects, as configured."""
     if params["type"] != "remote":
@@ -254,17 +276,18 @@ def _session(params, peer):
         yield session
 
 
-def _quick_check(peer, target_dir, indicator, ownership, mode):
+def _quick_check(peer, target_fd, indicator, ownership, mode):
     """A remote peer already staged: nothing to fetch?  ``(StageResult, indicator present)`` or ``None``.
 
     Lists the collect directory over the rsh command (GNU ``find``, on the shared
-    connection) and finds every file already in ``target_dir`` with the same size, the mode
-    and ownership a copy would give it, and staged no earlier than the file last changed on
-    the peer.  Anything else (a new or changed file, a listing that fails) gives ``None``:
-    the peer is fetched and compared in full.
+    connection) and finds every file already in the target directory (open as
+    ``target_fd``) with the same size, the mode and ownership a copy would give it, and
+    staged no earlier than the file last changed on the peer.  Anything else (a new or
+    changed file, a listing that fails) gives ``None``: the peer is fetched and compared
+    in full.
     """
     try:
-        if not [name for name in os.listdir(target_dir) if not name.startswith(".")]:
+        if not [name for name in os.listdir(target_fd) if not name.startswith(".")]:
             return None  # nothing staged yet (a first run): no listing, straight to the copy
         entries = peer.listCollectDir()
     except (IOError, OSError, ValueError):
@@ -278,7 +301,7 @@ def _quick_check(peer, target_dir, indicator, ownership, mode):
         if entry.kind != "file" or entry.mtime is None:
             return None
         try:
-            info = os.lstat(path_join(target_dir, entry.name))
+            info = os.stat(entry.name, dir_fd=target_fd, follow_symlinks=False)
         except OSError:
             return None
         expected = mode if mode is not None else entry.mode & ~umask & 0o7777
@@ -296,14 +319,13 @@ def _quick_check(peer, target_dir, indicator, ownership, mode):
     return StageResult([], names, [indicator] if present else [], 0), present
 
 
-def _predict_remote(peer, target_dir, indicator, warnings):
+def _predict_remote(peer, target_fd, indicator, warnings):
     """Check mode for a remote peer: list the collect dir, compare names and sizes.
 
     Returns the predicted ``StageResult`` and whether the stage indicator is present.  A
-    target directory that does not exist yet (not created in check mode) counts as empty.
+    target directory that does not exist yet (``target_fd`` ``None``: not created in check
+    mode) counts as empty.
     """
-    if os.path.lexists(target_dir):
-        peer._checkTargetDir(target_dir)
     try:
         entries = peer.listCollectDir()
     except IOError as exc:
@@ -319,8 +341,11 @@ def _predict_remote(peer, target_dir, indicator, warnings):
             continue
         if entry.kind != "file":
             raise _attach(IOError("Remote entry is a %s; the copy would fail." % entry.kind), StageResult(copied, unchanged, [], size), entry.name)
-        target = path_join(target_dir, entry.name)
-        if os.path.isfile(target) and not os.path.islink(target) and os.path.getsize(target) == entry.size:
+        try:
+            info = None if target_fd is None else os.stat(entry.name, dir_fd=target_fd, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == entry.size:
             unchanged.append(entry.name)
         else:
             copied.append(entry.name)

@@ -44,18 +44,15 @@ __metaclass__ = type
 import concurrent.futures
 import contextlib
 import errno
-import filecmp
 import logging
 import os
-import shutil
 import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import SU_COMMAND, as_local_user, join_command, run_command, split_command_line
+from ._command import SU_COMMAND, as_local_user, cancelled, join_command, run_command, split_command_line
 from ._failure import VALID_FAILURE_MODES
 from . import _ids
-from ._ids import give_to_user
 from ._paths import encode_path, is_single_name, path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
@@ -161,14 +158,17 @@ def _is_regular(path):
     return os.path.isfile(path) and not os.path.islink(path)
 
 
-def _matches(candidate, target, mode, ownership):
-    """True when ``target`` already holds ``candidate``'s bytes with ``mode``/``ownership``.
+def _matches(candidate, dirFd, name, mode, ownership):
+    """True when the entry ``name`` of the open directory ``dirFd`` already holds the bytes of
+    the open file ``candidate`` with ``mode``/``ownership``.
 
-    ``candidate`` is a path or a file descriptor open on it; ``target`` is never followed
-    if it is a symlink.
+    ``dirFd`` ``None`` is a directory that does not exist yet (nothing matches).  The entry
+    is never followed if it is a symlink.
     """
+    if dirFd is None:
+        return False
     try:
-        info = os.lstat(target)
+        info = os.stat(name, dir_fd=dirFd, follow_symlinks=False)
     except OSError:
         return False
     if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != mode:
@@ -177,20 +177,16 @@ def _matches(candidate, target, mode, ownership):
         uid, gid = ownership
         if (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
             return False
-    if isinstance(candidate, int):
-        if info.st_size != os.fstat(candidate).st_size:
-            return False
-        try:
-            fd = os.open(target, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
-        except OSError:
-            return False
-        try:
-            return _same_bytes(candidate, fd, info.st_size)
-        finally:
-            os.close(fd)
-    if info.st_size != os.path.getsize(candidate):
+    if info.st_size != os.fstat(candidate).st_size:
         return False
-    return filecmp.cmp(candidate, target, shallow=False)
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dirFd)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size)
+    finally:
+        os.close(fd)
 
 
 def _same_bytes(first, second, size, step=1 << 20):
@@ -249,6 +245,91 @@ _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+# Names of the temporary entries a stage creates in a target directory: a fetch directory
+# (remote peers) and a file being copied (local peers).  A run that was killed may leave
+# them behind; the next ``stageFiles`` into that directory removes them.
+FETCH_PREFIX = ".cback-fetch-"
+PART_SUFFIX = ".cback-part"
+
+
+def _open_target(targetDir, mayBeMissing=False):
+    """Open the target directory once (a path the caller chose: a symlink in it is
+    followed); ``None`` when it is missing and ``mayBeMissing``.  Everything after works on
+    this descriptor, so a later swap of the path changes nothing."""
+    try:
+        return os.open(targetDir, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and mayBeMissing:
+            return None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
+            raise ValueError("Target directory is not a directory or does not exist on disk.")
+        raise
+
+
+# ``targetFd`` of ``stageFiles`` in check mode: the caller found no target directory (yet).
+TARGET_MISSING = -1
+
+
+@contextlib.contextmanager
+def _target(targetDir, targetFd, mayBeMissing=False):
+    """The target directory's descriptor: ``targetFd`` when the caller holds one (left open),
+    else the directory opened once here (closed afterwards); ``None`` for a missing one."""
+    if targetFd is not None:
+        yield None if targetFd == TARGET_MISSING else targetFd
+        return
+    fd = _open_target(targetDir, mayBeMissing)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _sweep(dirFd):
+    """Remove what an earlier, killed stage left in the open target directory: fetch
+    directories and partial copies, by their names, through descriptors only."""
+    try:
+        names = os.listdir(dirFd)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(FETCH_PREFIX):
+            try:
+                fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dirFd)
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    _empty_dir(fd)
+                finally:
+                    os.close(fd)
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=dirFd)
+        elif name.startswith(".") and name.endswith(PART_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dirFd)
+
+
+def _private_name(prefix, suffix=""):
+    return "%s%s%s" % (prefix, os.urandom(6).hex(), suffix)
+
+
+def _new_private_dir(parentFd, prefix, path):
+    """Create a new directory (mode 0700, this process's) below the open ``parentFd``; its
+    ``(name, fd)``.  ``path`` is the parent's path, for messages."""
+    for _attempt in range(100):
+        name = _private_name(prefix)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parentFd)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise
+        return name, _open_own_dir(name, parentFd, path_join(path, name))
+    raise IOError(errno.EEXIST, "No free name for a private directory in [%s]." % path)
 
 
 def _lenient(ownership):
@@ -327,7 +408,7 @@ class LocalPeer(_Peer):
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
             raise ValueError("Collect directory is not a directory or does not exist on disk.")
-        if targetMayBeMissing and not os.path.lexists(targetDir):
+        if targetMayBeMissing is None or (targetMayBeMissing and not os.path.lexists(targetDir)):
             return targetDir
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
@@ -386,7 +467,7 @@ class LocalPeer(_Peer):
             names.append(fileName)
         return names, None
 
-    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False):
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False, targetFd=None):
         """Idempotent, atomic variant of ``stagePeer`` (collection extension).
 
         Entries named in ``exclude`` are not staged.  A file already staged with the
@@ -399,14 +480,32 @@ class LocalPeer(_Peer):
         ``stagePeer``; an exception raised part-way carries the partial result as
         ``stageResult`` and the failing entry as ``failedEntry``.
 
+        The target directory is opened once (or ``targetFd``, a descriptor open on it, is
+        used; ``targetDir`` then only names it in messages): every file is compared,
+        created, renamed and removed relative to that descriptor, so whoever can write the
+        directory cannot redirect a copy by swapping a name for a symlink.  Temporary files
+        a killed earlier stage left there (``.*.cback-part``, ``.cback-fetch-*``) are
+        removed first.
+
         :returns: ``StageResult``
         """
-        targetDir = self._checkDirs(targetDir, targetMayBeMissing=checkOnly)
+        # None: the caller holds the target open; its path is not looked at again.
+        targetDir = self._checkDirs(targetDir, targetMayBeMissing=None if targetFd is not None else checkOnly)
         ownership = _lenient(ownership)
+        with _target(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
+            if dirFd is None and not checkOnly:
+                raise ValueError("Target directory is not a directory or does not exist on disk.")
+            if not checkOnly:
+                _sweep(dirFd)
+            return self._stageInto(dirFd, ownership, permissions, exclude, checkOnly)
+
+    def _stageInto(self, dirFd, ownership, permissions, exclude, checkOnly):
         copied, unchanged, excluded, size = [], [], [], 0
         names, bad = self._regularPrefix(exclude, excluded)
 
         def stageOne(fileName):
+            if cancelled():
+                raise IOError("The run was cancelled (%s)." % cancelled())
             # The source is opened once, then only its descriptor is used: whoever can write the
             # collect directory cannot swap in a symlink to a file only root may read.
             source = _open_regular(path_join(self.collectDir, fileName))
@@ -414,11 +513,10 @@ class LocalPeer(_Peer):
                 info = os.fstat(source)
                 mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                 mode &= ~_SPECIAL_BITS  # a staged file is data: never set-uid, set-gid or sticky
-                target = path_join(targetDir, fileName)
-                if _matches(source, target, mode, ownership):
+                if _matches(source, dirFd, fileName, mode, ownership):
                     return None
                 if not checkOnly:
-                    _atomic_copy(source, target, ownership, mode)
+                    _atomic_copy(source, dirFd, fileName, ownership, mode)
                 return info.st_size
             finally:
                 os.close(source)
@@ -553,20 +651,17 @@ def _empty_dir(fd, depth=0):
             os.rmdir(name, dir_fd=fd)
 
 
-def _new_empty_file(path, user):
-    """A new empty file at ``path`` (mode 0666 less the umask), belonging to ``user`` when set.
-
-    Whatever had the name (a leftover, or a symlink that the user who can write the directory
-    put there) is removed first, never followed; the file is created exclusively and handed
-    over on its open descriptor.
-    """
-    if os.path.lexists(path):
-        os.remove(path)
+def _new_empty_file(dirFd, name, user):
+    """A new empty file ``name`` in the open directory ``dirFd`` (mode 0666 less the umask),
+    belonging to ``user`` when set; created exclusively, never through a symlink, and handed
+    over on its open descriptor."""
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=dirFd)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o666, dir_fd=dirFd)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
-            raise IOError("File [%s] appeared while it was being created; refusing to use it." % path)
+            raise IOError("File [%s] appeared while it was being created; refusing to use it." % name)
         raise
     try:
         _ids.give_fd_to_user(fd, user)  # readable by the user that pushes it
@@ -574,32 +669,57 @@ def _new_empty_file(path, user):
         os.close(fd)
 
 
-def _atomic_copy(source, target, ownership, mode):
-    """Copy ``source`` (a path, or a descriptor open on it) to a temporary file beside
-    ``target`` and rename it into place.
+class _Workspace(object):
+    """A private directory held open: ``base`` (the directory it is in, which names its
+    entries in messages as Cedar Backup's working directory would), ``path``, ``fd``, and how
+    a copy command names an entry of it (``where``) with the descriptors it must inherit
+    (``passed``)."""
+
+    def __init__(self, base, baseFd, name, fd, inherit):
+        self.base = base
+        self.baseFd = baseFd
+        self.path = path_join(base, name)
+        self.fd = fd
+        self.passed = (fd,) if inherit else ()
+
+    def where(self, name):
+        if self.passed:
+            return "/proc/self/fd/%d/%s" % (self.fd, name)
+        return path_join(self.path, name)
+
+
+def _atomic_copy(source, dirFd, name, ownership, mode):
+    """Copy the open file ``source`` to a new temporary file in the open directory ``dirFd``
+    and rename it to ``name`` there.
 
     The bytes are copied by the kernel (``copy_file_range``, else ``sendfile``), never
-    through this process's memory; ownership and mode are set on the open temporary file.
+    through this process's memory; ownership and mode are set on the open temporary file,
+    which is created exclusively (``O_EXCL|O_NOFOLLOW``) and renamed through the directory's
+    descriptor: nothing is resolved by a path another user could redirect.
     """
-    handle, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(target)[:64], suffix=".cback-part", dir=os.path.dirname(target))
+    prefix = ".%s." % name[:64]
+    for _attempt in range(100):
+        temp = _private_name(prefix, PART_SUFFIX)
+        try:
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dirFd)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise
+        break
+    else:
+        raise IOError(errno.EEXIST, "No free temporary name for [%s]." % name)
     try:
         try:
-            if isinstance(source, int):
-                os.lseek(source, 0, os.SEEK_SET)
-                kernel_copy(source, handle)
-            else:
-                src = _open_regular(source)
-                try:
-                    kernel_copy(src, handle)
-                finally:
-                    os.close(src)
+            os.lseek(source, 0, os.SEEK_SET)
+            kernel_copy(source, handle)
             _apply_fd(handle, ownership, mode)
         finally:
             os.close(handle)
-        os.replace(temp, target)
+        os.replace(temp, name, src_dir_fd=dirFd, dst_dir_fd=dirFd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=dirFd)
         raise
 
 
@@ -643,10 +763,12 @@ def kernel_copy(src, dst):
     ``os.sendfile``; both copy from the current offsets to the end of ``src``, in bounded
     steps, so no file is ever read into memory.  Returns the number of bytes copied.
     """
-    step = 1 << 30
+    step = 1 << 28
     total = 0
     ranged = hasattr(os, "copy_file_range")
     while True:
+        if cancelled():
+            raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
         if ranged:
             try:
                 sent = os.copy_file_range(src, dst, step)
@@ -806,16 +928,27 @@ class RemotePeer(_Peer):
 
     @contextlib.contextmanager
     def _workspace(self):
-        """The working directory, or a private temporary one removed afterwards."""
-        if self.workingDir is not None:
-            yield self.workingDir
-            return
-        temp = tempfile.mkdtemp(prefix="cback-peer-")
+        """A new private directory (mode 0700) for the indicators, in the working directory or
+        the system's temporary directory; removed afterwards.
+
+        It is created, handed to ``localUser`` and emptied through its descriptor, and the
+        copy command reaches it through ``_Workspace.where``: the user who can write the
+        working directory cannot redirect root by swapping it for a symlink.
+        """
+        base = self.workingDir if self.workingDir is not None else tempfile.gettempdir()
+        baseFd = os.open(base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
         try:
-            give_to_user(temp, self.localUser)
-            yield temp
+            name, fd = _new_private_dir(baseFd, "cback-peer-", base)
+            try:
+                _ids.give_fd_to_user(fd, self.localUser)
+                yield _Workspace(base, baseFd, name, fd, self.localUser is None)
+            finally:
+                _empty_dir(fd)
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.rmdir(name, dir_fd=baseFd)
         finally:
-            shutil.rmtree(temp, ignore_errors=True)
+            os.close(baseFd)
 
     # ----- the backup peer interface -----
 
@@ -847,66 +980,81 @@ class RemotePeer(_Peer):
             _apply(targetFile, ownership, permissions)
         return len(added)
 
-    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=()):
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), targetFd=None):
         """Idempotent, atomic variant of ``stagePeer`` (collection extension).
 
-        Copies ``<collectDir>/*`` into a private directory inside ``targetDir`` (owned by
-        ``localUser`` when set), then renames each fetched regular file into place unless
+        Copies ``<collectDir>/*`` into a new private directory inside ``targetDir`` (owned
+        by ``localUser`` when set), then renames each fetched regular file into place unless
         it is named in ``exclude`` or already staged with the same bytes, permission bits
         and ownership.  Without ``permissions`` a file keeps the mode the rcp command gave
-        it (the source mode masked by the umask).  The private directory is always
-        removed; from its creation on it is used through a descriptor only (the target
-        directory may belong to the user the copy runs as), and only regular files with one
-        link are moved out of it.  When the copy command fails, the files it did fetch are still staged and
-        ``IOError`` is raised with the partial result as ``stageResult`` and the command's
-        output as ``commandResult``.
+        it (the source mode masked by the umask).
+
+        The target directory is opened once (or ``targetFd``, a descriptor open on it, is
+        used; ``targetDir`` then only names it) and the private directory is created, used
+        and removed through descriptors only: the target directory may belong to the user
+        the copy runs as, who can rename and replace anything in it.  Only regular files
+        with one link are moved out of the private directory.  When the copy runs as the
+        current user (no ``localUser``), the copy command is given the private directory
+        as ``/proc/self/fd/N``, the descriptor it inherits, never by its path.  Temporary
+        entries a killed earlier stage left in the target directory are removed first.
+
+        When the copy command fails, a fetched file is staged only when it is complete: its
+        size equals the size the peer lists for it (``listCollectDir``, over the same
+        connection); the others are discarded, and when the listing fails nothing is
+        staged.  ``IOError`` is then raised with the partial result as ``stageResult``
+        and the command's output as ``commandResult``.
 
         :returns: ``StageResult``
         """
         targetDir = encode_path(targetDir)
-        self._checkTargetDir(targetDir)
+        if targetFd is None:
+            self._checkTargetDir(targetDir)
+        elif not os.path.isabs(targetDir):
+            raise ValueError("Target directory must be an absolute path.")
         ownership = _lenient(ownership)
-        # The target directory may belong to the user the copy runs as, who can rename and
-        # replace anything in it, the private fetch directory included: from its creation on,
-        # that directory is worked on through descriptors only, never through its name.
-        targetFd = os.open(targetDir, os.O_RDONLY | _DIRECTORY)
-        try:
-            fetchDir = tempfile.mkdtemp(prefix=".cback-fetch-", dir=targetDir)
-            fetchName = os.path.basename(fetchDir)
+        with _target(targetDir, targetFd) as dirFd:
+            _sweep(dirFd)
+            fetchName, fetchFd = _new_private_dir(dirFd, FETCH_PREFIX, targetDir)
             try:
-                fetchFd = _open_own_dir(fetchName, targetFd, fetchDir)
                 try:
-                    return self._stageFetched(targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude)
+                    return self._stageFetched(dirFd, path_join(targetDir, fetchName), fetchFd, ownership, permissions, exclude)
                 finally:
                     _empty_dir(fetchFd)
                     os.close(fetchFd)
             finally:
                 with contextlib.suppress(OSError):
-                    os.rmdir(fetchName, dir_fd=targetFd)
-        finally:
-            os.close(targetFd)
+                    os.rmdir(fetchName, dir_fd=dirFd)
 
-    def _stageFetched(self, targetDir, targetFd, fetchDir, fetchFd, ownership, permissions, exclude):
+    def _stageFetched(self, targetFd, fetchDir, fetchFd, ownership, permissions, exclude):
         """Fetch into the private directory, then move each complete regular file into place."""
         _ids.give_fd_to_user(fetchFd, self.localUser)
-        result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), fetchDir]))
+        if self.localUser is None:
+            # The copy runs with this process's rights: it gets the directory it inherits.
+            where, passed = "/proc/self/fd/%d" % fetchFd, (fetchFd,)
+        else:
+            # The copy runs as localUser, who owns the directory and can only write as itself.
+            where, passed = fetchDir, ()
+        result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), where]), pass_fds=passed)
+        complete = None if result.rc == 0 else self._listedSizes()
         copied, unchanged, excluded, size = [], [], [], 0
         for fileName in sorted(os.listdir(fetchFd)):
             if fileName in exclude:
                 excluded.append(fileName)
                 continue
             try:
-                fetched = os.open(fileName, os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=fetchFd)
+                fetched = os.open(fileName, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=fetchFd)
             except OSError:
                 continue  # a symlink, a socket: nothing the copy made
             try:
                 info = os.fstat(fetched)
                 if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                     continue  # not a file the copy made (a hard link is someone else's file too)
-                target = path_join(targetDir, fileName)
+                if complete is not None and complete.get(fileName) != info.st_size:
+                    logger.info("Discarding [%s]: the copy failed and it is not complete.", fileName)
+                    continue  # the copy failed: only a file proven complete is staged
                 try:
                     mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
-                    if _matches(fetched, target, mode, ownership):
+                    if _matches(fetched, targetFd, fileName, mode, ownership):
                         unchanged.append(fileName)
                         continue
                     if ownership is not None:
@@ -927,59 +1075,71 @@ class RemotePeer(_Peer):
             raise _attach(IOError("Did not copy any files from remote peer."), partial)
         return partial
 
+    def _listedSizes(self):
+        """``{name: size}`` of the regular files the peer lists, ``{}`` when it cannot list."""
+        try:
+            return dict((entry.name, entry.size) for entry in self.listCollectDir() if entry.kind == "file")
+        except (IOError, OSError, ValueError) as exc:
+            logger.info("Cannot list the collect directory after a failed copy: %s", exc)
+            return {}
+
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists on the peer.
 
-        Fetches ``<collectDir>/<indicator>`` into the working directory with the rcp
-        command and removes it again; any failure to copy counts as ``False``.
+        Fetches ``<collectDir>/<indicator>`` into a private directory with the rcp command
+        (it is removed afterwards); any failure to copy counts as ``False``.
 
         :raises ValueError: if a path cannot be encoded properly
         """
         name = DEF_COLLECT_INDICATOR if collectIndicator is None else encode_path(collectIndicator)
-        with self._workspace() as workDir:
-            sourceFile = path_join(self.collectDir, name)
-            targetFile = path_join(workDir, name)
-            try:
-                if os.path.exists(targetFile):
-                    try:
-                        os.remove(targetFile)
-                    except OSError:
-                        raise Exception("Error: collect indicator [%s] already exists!" % targetFile)
+        sourceFile = path_join(self.collectDir, name)
+        with self._workspace() as work:
+            if self.workingDir is not None:
+                # Cedar Backup fetches into the working directory and removes a stale copy
+                # first; the fetch goes to a private directory, the stale copy is still removed
+                # (unlink never follows a symlink).
                 try:
-                    self._copyRemoteFile(sourceFile, targetFile)
-                    return os.path.exists(targetFile)
-                except Exception as exc:  # any failure to fetch means "not ready"
-                    logger.info("Failed looking for collect indicator: %s", exc)
-                    return False
-            finally:
-                if os.path.exists(targetFile):
-                    with contextlib.suppress(OSError):
-                        os.remove(targetFile)
+                    os.unlink(os.path.basename(name), dir_fd=work.baseFd)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise Exception("Error: collect indicator [%s] already exists!" % path_join(work.base, name))
+            try:
+                argv = self._rcpArgv([self._remote(sourceFile.replace(" ", "\\ ")), work.where(name)])
+                result = self._run(argv, pass_fds=work.passed)
+            except Exception as exc:  # any failure to fetch means "not ready", as in Cedar Backup
+                logger.info("Failed looking for collect indicator: %s", exc)
+                return False
+            if result.rc != 0:
+                message = "Error (%d) copying [%s] from remote host%s." % (result.rc, sourceFile, self._userSuffix())
+                logger.info("Failed looking for collect indicator: %s", message)
+                return False
+            try:
+                os.stat(os.path.basename(name), dir_fd=work.fd, follow_symlinks=False)
+            except OSError:
+                logger.info("Failed looking for collect indicator: apparently unable to copy file from remote host.")
+                return False
+            return True
 
     def writeStageIndicator(self, stageIndicator=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
-        An empty file is created in the working directory and pushed with the rcp
-        command.
+        An empty file is created in a private directory and pushed with the rcp command.
 
         :raises ValueError: if a path cannot be encoded properly
         :raises IOError: the copy command failed
         """
         stageIndicator = encode_path(stageIndicator)
         targetFile = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
-        with self._workspace() as workDir:
-            sourceFile = path_join(workDir, DEF_STAGE_INDICATOR)
-            try:
-                _new_empty_file(sourceFile, self.localUser)
-                argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
-                result = self._run(argv)
-                if result.rc != 0:
-                    message = "Error (%d) copying [%s] to remote host%s." % (result.rc, sourceFile, self._userSuffix())
-                    raise _with_output(IOError(message), result)
-            finally:
-                if os.path.lexists(sourceFile):
-                    with contextlib.suppress(OSError):
-                        os.remove(sourceFile)
+        with self._workspace() as work:
+            _new_empty_file(work.fd, DEF_STAGE_INDICATOR, self.localUser)
+            sourceFile = work.where(DEF_STAGE_INDICATOR)
+            argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
+            result = self._run(argv, pass_fds=work.passed)
+            if result.rc != 0:
+                # Named as Cedar Backup names it: in the working directory.
+                shown = path_join(work.base if self.workingDir is not None else work.path, DEF_STAGE_INDICATOR)
+                message = "Error (%d) copying [%s] to remote host%s." % (result.rc, shown, self._userSuffix())
+                raise _with_output(IOError(message), result)
 
     def executeRemoteCommand(self, command):
         """Execute ``command`` (a remote shell command line) on the peer via the rsh command.
@@ -1063,17 +1223,6 @@ class RemotePeer(_Peer):
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
             raise ValueError("Target directory is not a directory or does not exist on disk.")
-
-    def _copyRemoteFile(self, sourceFile, targetFile):
-        """Fetch one remote file; never overwrites an existing ``targetFile``."""
-        if os.path.exists(targetFile):
-            raise IOError("Target file [%s] already exists." % targetFile)
-        result = self._run(self._rcpArgv([self._remote(sourceFile.replace(" ", "\\ ")), targetFile]))
-        if result.rc != 0:
-            message = "Error (%d) copying [%s] from remote host%s." % (result.rc, sourceFile, self._userSuffix())
-            raise _with_output(IOError(message), result)
-        if not os.path.exists(targetFile):
-            raise IOError("Apparently unable to copy file from remote host.")
 
 
 def _with_output(exc, result):

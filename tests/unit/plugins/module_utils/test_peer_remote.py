@@ -17,6 +17,7 @@ __metaclass__ = type
 import grp
 import os
 import pwd
+import re
 import shlex
 import stat
 
@@ -24,6 +25,7 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry, RemotePeer, StageResult
+from ansible_collections.cedarbackup.peer.tests.support.argv import cedar_form
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 NOBODY_GID = pwd.getpwnam("nobody").pw_gid
@@ -46,9 +48,14 @@ def inner_argv(argv):
     return list(argv)
 
 
+# The private directory of the indicators inside make_peer's working directory.
+PRIVATE_DIR = re.compile(r"(?<=/work)/cback-peer-[0-9a-f]{12}(?=/|$|')|(?<=/work dir)/cback-peer-[0-9a-f]{12}(?=/|$|')")
+
+
 class Call(object):
     def __init__(self, argv, timeout, kwargs):
-        self.argv = argv
+        self.raw = argv
+        self.argv = cedar_form(argv, PRIVATE_DIR)
         self.timeout = timeout
         self.kwargs = kwargs
         self.inner = inner_argv(argv)
@@ -489,14 +496,16 @@ def test_check_collect_indicator_nothing_arrives_is_false(runner, tmp_path):
     assert names(tmp_path / "work") == []
 
 
-def test_check_collect_indicator_stale_local_file_is_removed_first(runner, tmp_path):
+def test_check_collect_indicator_stale_local_file_is_never_counted(runner, tmp_path):
+    """The indicator is fetched into a new private directory: a stale ``cback.collect`` in the
+    working directory (Cedar Backup removes it first) is neither counted nor touched."""
     p = make_peer(tmp_path)
     write(tmp_path / "work" / "cback.collect", b"stale")
     existed = []
-    runner.respond(rc=0, effect=lambda call: existed.append(os.path.exists(call.argv[-1])))
+    runner.respond(rc=0, effect=lambda call: existed.append(os.path.exists(call.raw[-1])))
     assert p.checkCollectIndicator() is False
     assert existed == [False]
-    assert names(tmp_path / "work") == []
+    assert names(tmp_path / "work") == ["cback.collect"]
 
 
 def test_check_collect_indicator_runner_exception_is_false(runner, tmp_path):
@@ -590,7 +599,7 @@ def test_write_stage_indicator_argv(runner, tmp_path, kwargs, indicator, remote)
     work = tmp_path / "work"
     local = str(work / "cback.stage")
     seen = []
-    runner.respond(effect=lambda call: seen.append((os.path.isfile(local), os.path.getsize(local))))
+    runner.respond(effect=lambda call: seen.append((os.path.isfile(call.raw[-2]), os.path.getsize(call.raw[-2]))))
     assert make_peer(tmp_path, **kwargs).writeStageIndicator(indicator) is None
     assert runner.argvs == [SCP + [local, remote]]
     assert seen == [(True, 0)]
@@ -1132,19 +1141,37 @@ def test_stage_files_skips_non_regular_fetched_entries(runner, target):
     assert names(target) == ["a"]
 
 
-def test_stage_files_copy_failure_still_stages_fetched_files(runner, target):
+def listing(*records):
+    """stdout of ``listCollectDir``'s find for ``(kind, size, name)`` records."""
+    return "".join("%s %d 1700000000.0 644 %s\0" % record for record in records)
+
+
+def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(runner, target):
+    """After a failed copy, a fetched file is staged only when its size is the size the peer
+    lists for it: ``b`` was cut short and is discarded (Cedar Backup keeps it)."""
     def effect(call):
-        fetch_files({"a": b"aaaa", "b": b"bb", "cback.stage": b""})(call)
-        os.mkdir(os.path.join(call.argv[-1], "sub"))
+        fetch_files({"a": b"aaaa", "b": b"bb", "c": b"c", "cback.stage": b""})(call)
+        os.mkdir(os.path.join(call.raw[-1], "sub"))
 
     runner.respond(rc=1, stderr="scp: /coll/sub: not a regular file\n", effect=effect)
+    runner.respond(stdout=listing(("f", 4, "a"), ("f", 1048576, "b"), ("d", 4096, "sub"), ("f", 0, "cback.stage")))
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target), exclude=("cback.stage",))
     assert str(info.value) == "Error (1) copying files from remote host."
-    assert info.value.stageResult == StageResult(["a", "b"], [], ["cback.stage"], 6)
+    assert info.value.stageResult == StageResult(["a"], [], ["cback.stage"], 4)
     assert info.value.commandResult.rc == 1
     assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
-    assert names(target) == ["a", "b"]
+    assert names(target) == ["a"]
+    assert runner.argvs[1][:1] == SSH and runner.argvs[1][-1].startswith("find -L /coll ")
+
+
+def test_stage_files_copy_failure_without_a_listing_stages_nothing(runner, target):
+    runner.respond(rc=1, stderr="Connection closed\n", effect=fetch_files({"a": b"aaaa"}))
+    runner.respond(rc=255, stderr="Connection refused\n")
+    with pytest.raises(IOError) as info:
+        make_peer().stageFiles(str(target))
+    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert names(target) == []
 
 
 def test_stage_files_copy_failure_as_local_user(runner, target):
@@ -1221,11 +1248,11 @@ def test_write_stage_indicator_removes_a_planted_symlink_and_never_follows_it(ru
     victim = tmp_path / "etc-ld.so.preload"
     os.symlink(str(victim), str(work / "cback.stage"))
     seen = []
-    runner.respond(effect=lambda call: seen.append((os.path.islink(call.argv[-2]), os.path.getsize(call.argv[-2]))))
+    runner.respond(effect=lambda call: seen.append((os.path.islink(call.raw[-2]), os.path.getsize(call.raw[-2]))))
     make_peer(tmp_path).writeStageIndicator()
     assert seen == [(False, 0)]
     assert not victim.exists() and not os.path.lexists(str(victim))
-    assert names(work) == []
+    assert names(work) == ["cback.stage"] and os.path.islink(str(work / "cback.stage"))  # left alone
 
 
 def test_list_collect_dir_refuses_a_name_that_is_not_a_plain_name(runner):

@@ -23,6 +23,7 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, _ssh, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import OPENSSH_PROGRAMS, RemotePeer
+from ansible_collections.cedarbackup.peer.tests.support.argv import cedar_form
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 NOBODY_GID = pwd.getpwnam("nobody").pw_gid
@@ -43,7 +44,7 @@ class Recorder(object):
         self.effect = effect
 
     def __call__(self, argv, timeout=None, **kwargs):
-        self.calls.append(dict(argv=list(argv), timeout=timeout))
+        self.calls.append(dict(argv=cedar_form(argv), timeout=timeout))
         if self.effect is not None:
             self.effect(list(argv))
         return _command.CommandResult(list(argv), 0, "", "", False)

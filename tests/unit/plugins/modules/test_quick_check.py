@@ -29,6 +29,15 @@ def fixed_umask():
     os.umask(old)
 
 
+def quick_check(peer, target, indicator, ownership, mode):
+    """``_tasks._quick_check`` on the directory ``target``, opened as the stage opens it."""
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return _tasks._quick_check(peer, fd, indicator, ownership, mode)
+    finally:
+        os.close(fd)
+
+
 def staged(target, name, data=b"x" * 10, mode=0o644, age=0.0):
     path = target / name
     path.write_bytes(data)
@@ -46,7 +55,7 @@ def test_everything_staged_needs_no_fetch(tmp_path):
     staged(tmp_path, "a")
     staged(tmp_path, "cback.collect", b"")
     peer = FakePeer([entry("a"), entry("cback.collect", size=0), entry("cback.stage", size=0)])
-    result, present = _tasks._quick_check(peer, str(tmp_path), "cback.stage", None, None)
+    result, present = quick_check(peer, str(tmp_path), "cback.stage", None, None)
     assert result.copied == [] and result.bytes == 0
     assert result.unchanged == ["a", "cback.collect"]
     assert result.excluded == ["cback.stage"] and present is True
@@ -54,7 +63,7 @@ def test_everything_staged_needs_no_fetch(tmp_path):
 
 def test_indicator_absent_on_the_peer(tmp_path):
     staged(tmp_path, "a")
-    result, present = _tasks._quick_check(FakePeer([entry("a")]), str(tmp_path), "cback.stage", None, None)
+    result, present = quick_check(FakePeer([entry("a")]), str(tmp_path), "cback.stage", None, None)
     assert result.unchanged == ["a"] and present is False and result.excluded == []
 
 
@@ -72,42 +81,42 @@ def test_indicator_absent_on_the_peer(tmp_path):
 )
 def test_anything_different_means_a_full_fetch(tmp_path, entries, why):
     staged(tmp_path, "a")
-    assert _tasks._quick_check(FakePeer(entries), str(tmp_path), "cback.stage", None, None) is None, why
+    assert quick_check(FakePeer(entries), str(tmp_path), "cback.stage", None, None) is None, why
 
 
 def test_listing_failure_means_a_full_fetch(tmp_path):
     staged(tmp_path, "a")
-    assert _tasks._quick_check(FakePeer(error=IOError("Error (127) listing")), str(tmp_path), "cback.stage", None, None) is None
+    assert quick_check(FakePeer(error=IOError("Error (127) listing")), str(tmp_path), "cback.stage", None, None) is None
 
 
 def test_mode_is_the_remote_mode_under_the_umask(tmp_path):
     staged(tmp_path, "a", mode=0o755)
-    result, _present = _tasks._quick_check(FakePeer([entry("a", mode=0o777)]), str(tmp_path), "cback.stage", None, None)
+    result, _present = quick_check(FakePeer([entry("a", mode=0o777)]), str(tmp_path), "cback.stage", None, None)
     assert result.unchanged == ["a"]
 
 
 def test_explicit_mode_wins(tmp_path):
     staged(tmp_path, "a", mode=0o640)
-    assert _tasks._quick_check(FakePeer([entry("a", mode=0o644)]), str(tmp_path), "cback.stage", None, 0o640) is not None
-    assert _tasks._quick_check(FakePeer([entry("a", mode=0o644)]), str(tmp_path), "cback.stage", None, 0o600) is None
+    assert quick_check(FakePeer([entry("a", mode=0o644)]), str(tmp_path), "cback.stage", None, 0o640) is not None
+    assert quick_check(FakePeer([entry("a", mode=0o644)]), str(tmp_path), "cback.stage", None, 0o600) is None
 
 
 def test_ownership_must_match(tmp_path):
     path = staged(tmp_path, "a")
     uid, gid = os.stat(str(path)).st_uid, os.stat(str(path)).st_gid
     peer = FakePeer([entry("a")])
-    assert _tasks._quick_check(peer, str(tmp_path), "cback.stage", (uid, gid), None) is not None
-    assert _tasks._quick_check(peer, str(tmp_path), "cback.stage", (uid, None), None) is not None
-    assert _tasks._quick_check(peer, str(tmp_path), "cback.stage", (uid + 1, None), None) is None
-    assert _tasks._quick_check(peer, str(tmp_path), "cback.stage", (None, gid + 1), None) is None
+    assert quick_check(peer, str(tmp_path), "cback.stage", (uid, gid), None) is not None
+    assert quick_check(peer, str(tmp_path), "cback.stage", (uid, None), None) is not None
+    assert quick_check(peer, str(tmp_path), "cback.stage", (uid + 1, None), None) is None
+    assert quick_check(peer, str(tmp_path), "cback.stage", (None, gid + 1), None) is None
 
 
 def test_a_link_in_the_staging_dir_is_not_a_staged_file(tmp_path):
     real = staged(tmp_path, "real")
     os.symlink(str(real), str(tmp_path / "a"))
-    assert _tasks._quick_check(FakePeer([entry("a")]), str(tmp_path), "cback.stage", None, None) is None
+    assert quick_check(FakePeer([entry("a")]), str(tmp_path), "cback.stage", None, None) is None
 
 
 def test_an_empty_staging_dir_is_not_listed(tmp_path):
     peer = FakePeer(error=AssertionError("listed"))
-    assert _tasks._quick_check(peer, str(tmp_path), "cback.stage", None, None) is None
+    assert quick_check(peer, str(tmp_path), "cback.stage", None, None) is None

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import glob
 import os
+import re
 import pwd
 import shlex
 import shutil
@@ -440,9 +441,11 @@ def test_remote_plain_cedar_backup_argv_without_multiplex_or_timeout(remote, ope
     _tasks.stage(remote_params(collect, target, ssh_multiplex=False, connect_timeout=0, working_dir=str(work)), False)
     fetch, copy, push = openssh.calls
     assert fetch.argv[:5] == ["/usr/bin/scp", "-B", "-q", "-C", "backup@%s:%s/cback.collect" % (HOST, collect)]
-    assert fetch.argv[5].startswith(str(work) + "/") and fetch.argv[5].endswith("/cback.collect")
+    # the copies run as root: the private directories (one in working_dir, one in the target)
+    # are handed to scp as the descriptors it inherits, never by a path
+    assert re.match(r"^/proc/self/fd/[0-9]+/cback\.collect$", fetch.argv[5]), fetch.argv
     assert copy.argv[:5] == ["/usr/bin/scp", "-B", "-q", "-C", "backup@%s:%s/*" % (HOST, collect)]
-    assert os.path.dirname(copy.argv[5]) == str(target)
+    assert re.match(r"^/proc/self/fd/[0-9]+$", copy.argv[5]), copy.argv
     assert push.argv[:4] == ["/usr/bin/scp", "-B", "-q", "-C"]
     assert push.argv[5] == "backup@%s:%s/cback.stage" % (HOST, collect)
     assert len(fetch.argv) == len(copy.argv) == len(push.argv) == 6
