@@ -68,6 +68,6 @@ def ssh_session(peer, multiplex=True, connect_timeout=0):
             if os.listdir(control_dir):
                 host = "[%s]" % peer.name if ":" in peer.name else peer.name
                 # As the user that opened the connection (its program, its socket), never as root.
-                argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "%s@%s" % (peer.remoteUser, host)]
+                argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "%s@%s" % (peer.remoteUser, host)]
                 run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10, cleanup=True)
             shutil.rmtree(control_dir, ignore_errors=True)

@@ -304,7 +304,7 @@ def _quick_check(peer, target_fd, indicator, ownership, mode):
             info = os.stat(entry.name, dir_fd=target_fd, follow_symlinks=False)
         except OSError:
             return None
-        expected = mode if mode is not None else entry.mode & ~umask & 0o7777
+        expected = (mode if mode is not None else entry.mode & ~umask) & 0o777  # never set-id or sticky
         if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size or info.st_mtime < entry.mtime:
             return None
         if stat.S_IMODE(info.st_mode) != expected:

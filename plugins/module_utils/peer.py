@@ -27,6 +27,10 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   (``user@[::1]:path``), which scp needs and Cedar Backup does not do.
 * The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
   ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
+* ``RemotePeer.checkCollectIndicator``/``writeStageIndicator`` work in a new private
+  directory inside the working directory, through its descriptor (without ``localUser``
+  the rcp command reaches it as ``/proc/self/fd/N``); OpenSSH's ``ssh`` gets ``--`` before
+  the destination.
 
 Extensions used by the collection's modules (Cedar Backup has no equivalent): the
 ``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), the
@@ -65,8 +69,10 @@ DEF_COLLECT_INDICATOR = "cback.collect"
 DEF_STAGE_INDICATOR = "cback.stage"
 
 
-# How much of a remote collect directory's listing is read (head and tail, each).
-LISTING_BYTES = 32 * 1024 * 1024
+# How much of a remote collect directory's listing is read (head and tail, each): enough for
+# tens of thousands of files; a longer listing is not trusted (the peer is fetched in full),
+# so that a peer cannot make the master parse millions of entries.
+LISTING_BYTES = 1024 * 1024
 
 # Programs that take ``-o option=value`` (``RemotePeer.sshOptions``).
 OPENSSH_PROGRAMS = ("scp", "ssh")
@@ -84,6 +90,7 @@ __all__ = [
     "StageResult",
     "RemoteEntry",
     "build_cback_argv",
+    "TARGET_MISSING",
 ]
 
 
@@ -297,6 +304,9 @@ def _sweep(dirFd):
         return
     for name in names:
         if name.startswith(FETCH_PREFIX):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dirFd)  # anything but a directory (a symlink: itself)
+                continue
             try:
                 fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dirFd)
             except OSError:
@@ -916,8 +926,15 @@ class RemotePeer(_Peer):
         return self._asLocalUser(self._withSshOptions(list(self._rcpCommandList)) + list(args), "copy")
 
     def remoteShellArgv(self, command):
-        """Argv that runs ``command`` (one remote shell command line) on the peer (extension)."""
-        argv = self._withSshOptions(list(self._rshCommandList)) + ["%s@%s" % (self.remoteUser, self.name), command]
+        """Argv that runs ``command`` (one remote shell command line) on the peer (extension).
+
+        For OpenSSH's ``ssh``, ``--`` ends the options before the destination, so that
+        nothing after it is ever read as one.
+        """
+        argv = self._withSshOptions(list(self._rshCommandList))
+        if os.path.basename(argv[0]) == "ssh":
+            argv.append("--")
+        argv += ["%s@%s" % (self.remoteUser, self.name), command]
         return self._asLocalUser(argv, "shell")
 
     def _run(self, argv, **kwargs):
@@ -1041,6 +1058,8 @@ class RemotePeer(_Peer):
             if fileName in exclude:
                 excluded.append(fileName)
                 continue
+            if fileName.startswith("."):
+                continue  # remote dot files are never staged, whatever the rcp command fetched
             try:
                 fetched = os.open(fileName, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=fetchFd)
             except OSError:
@@ -1054,6 +1073,9 @@ class RemotePeer(_Peer):
                     continue  # the copy failed: only a file proven complete is staged
                 try:
                     mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
+                    # The copy user owns the fetch directory and could plant any mode: a staged
+                    # file is data, never set-uid, set-gid or sticky.
+                    mode &= ~_SPECIAL_BITS
                     if _matches(fetched, targetFd, fileName, mode, ownership):
                         unchanged.append(fileName)
                         continue

@@ -435,8 +435,8 @@ def test_managed_action_remote_check_mode_runs_nothing(playbook, workspace, ssh_
     rsh[1:1] = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
     check = playbook("managed", tasks, check=True, module_defaults=_defaults(ssh_pool))
     assert os.listdir(str(marks)) == []
-    assert check["run collect"]["cmd"] == rsh + ["root@peer1", "%s --full collect" % good], check
-    assert check["run failing"]["cmd"] == rsh + ["root@peer1", "%s store" % bad], check
+    assert check["run collect"]["cmd"] == rsh + ["--", "root@peer1", "%s --full collect" % good], check
+    assert check["run failing"]["cmd"] == rsh + ["--", "root@peer1", "%s store" % bad], check
     assert check["run collect"]["changed"] is True, check
     # check mode reports what would run; it is not a failure
     assert check.status("run collect") == "ok" and check.status("run failing") == "ok", check
@@ -454,7 +454,7 @@ def test_managed_action_remote(playbook, workspace, ssh_pool):
     result = real["run collect"]
     assert real.status("run collect") == "ok", real
     assert (result["rc"], result["stdout"], result["changed"]) == (0, "managed-out\n", True), real
-    assert result["cmd"] == rsh + ["root@peer1", "%s --full collect" % good], real
+    assert result["cmd"] == rsh + ["--", "root@peer1", "%s --full collect" % good], real
     assert (marks / "args.txt").read_text() == "--full\ncollect\n"
     assert (marks / "user.txt").read_text() == "root\n"
     peer1 = ssh_pool.peer("peer1")

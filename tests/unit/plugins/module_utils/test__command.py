@@ -125,3 +125,26 @@ def test_a_flood_of_output_is_not_kept_in_memory():
 def test_all_output_is_kept_when_asked():
     result = _command.run_command(["head", "-c", str(3 * _command.KEEP_BYTES), "/dev/zero"], keep=None)
     assert len(result.stdout) == 3 * _command.KEEP_BYTES and not result.truncated
+
+
+@pytest.fixture
+def cancellation():
+    yield _command.cancel
+    _command._uncancel()
+
+
+def test_cancel_kills_a_running_command_and_refuses_new_ones(cancellation):
+    results = []
+    worker = threading.Thread(target=lambda: results.append(_command.run_command(["sleep", "30"], timeout=60)))
+    started = time.monotonic()
+    worker.start()
+    time.sleep(0.5)
+    cancellation("signal SIGTERM")
+    worker.join(10)
+    assert not worker.is_alive() and time.monotonic() - started < 10
+    (killed,) = results
+    assert killed.timed_out and "the run was cancelled (signal SIGTERM)" in killed.stderr
+    refused = _command.run_command(["true"])
+    assert refused.timed_out and refused.stderr.startswith("Not started: the run was cancelled")
+    # what stops what the run started (closing the shared ssh connection) still runs
+    assert _command.run_command(["true"], cleanup=True).rc == 0

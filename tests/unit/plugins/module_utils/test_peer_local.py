@@ -1027,3 +1027,52 @@ def test_stage_peer_never_writes_or_chowns_through_a_symlink_in_the_target(dirs,
         LocalPeer("p", str(collect)).stagePeer(str(target), ownership=(os.getuid(), os.getgid()), permissions=0o644)
     assert victim.read_bytes() == b"root only\n" and mode_of(victim) == 0o600
     assert os.path.islink(str(target / "a"))
+
+
+def test_stage_files_never_writes_through_a_symlink_planted_at_a_temporary_name(dirs, tmp_path, monkeypatch):
+    """Whoever can write the target directory guesses the next temporary name and plants a
+    symlink there to a file of root's: the copy is created with ``O_EXCL|O_NOFOLLOW`` relative
+    to the directory's descriptor, so it takes another name and the victim is untouched."""
+    collect, target = dirs
+    (collect / "a").write_bytes(b"peer data")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's")
+    os.chmod(str(victim), 0o600)
+    names = iter([".a.guessed.cback-part", ".a.free.cback-part"])
+    monkeypatch.setattr(peer, "_private_name", lambda prefix, suffix="": next(names))
+    os.symlink(str(victim), str(target / ".a.guessed.cback-part"))
+    result = LocalPeer("p", str(collect)).stageFiles(str(target), permissions=0o644)
+    assert result.copied == ["a"]
+    assert victim.read_bytes() == b"root's" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (target / "a").read_bytes() == b"peer data"
+
+
+def test_stage_files_removes_what_a_killed_stage_left_behind(dirs):
+    collect, target = dirs
+    (collect / "a").write_bytes(b"data")
+    (target / ".a.0123456789ab.cback-part").write_bytes(b"half")
+    fetch = target / ".cback-fetch-0123abcd"
+    fetch.mkdir()
+    (fetch / "x").write_bytes(b"x")
+    os.symlink("/etc", str(target / ".cback-fetch-link"))
+    LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert sorted(os.listdir(str(target))) == ["a"]
+    assert os.path.isdir("/etc")
+
+
+def test_stage_files_uses_the_descriptor_it_is_given_not_the_path(dirs, tmp_path):
+    """With ``targetFd`` the copy goes to the directory open as that fd, even after its path was
+    swapped for a symlink to another directory."""
+    collect, target = dirs
+    (collect / "a").write_bytes(b"data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fd = os.open(str(target), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.rename(str(target), str(tmp_path / "moved"))
+        os.symlink(str(elsewhere), str(target))
+        LocalPeer("p", str(collect)).stageFiles(str(target), targetFd=fd)
+    finally:
+        os.close(fd)
+    assert os.listdir(str(elsewhere)) == []
+    assert os.listdir(str(tmp_path / "moved")) == ["a"]

@@ -498,14 +498,14 @@ def test_check_collect_indicator_nothing_arrives_is_false(runner, tmp_path):
 
 def test_check_collect_indicator_stale_local_file_is_never_counted(runner, tmp_path):
     """The indicator is fetched into a new private directory: a stale ``cback.collect`` in the
-    working directory (Cedar Backup removes it first) is neither counted nor touched."""
+    working directory is never counted, and is removed first as Cedar Backup does."""
     p = make_peer(tmp_path)
     write(tmp_path / "work" / "cback.collect", b"stale")
     existed = []
     runner.respond(rc=0, effect=lambda call: existed.append(os.path.exists(call.raw[-1])))
     assert p.checkCollectIndicator() is False
     assert existed == [False]
-    assert names(tmp_path / "work") == ["cback.collect"]
+    assert names(tmp_path / "work") == []  # removed first, as Cedar Backup does
 
 
 def test_check_collect_indicator_runner_exception_is_false(runner, tmp_path):
@@ -670,13 +670,13 @@ def test_write_stage_indicator_without_working_dir_removed_on_failure(runner):
 # ---------------------------------------------------------------------------
 
 REMOTE_COMMAND_TABLE = [
-    ({}, "ls -l /tmp", SSH + ["root@host", "ls -l /tmp"]),
-    ({"remoteUser": "backup", "name": "peer1"}, "true", SSH + ["backup@peer1", "true"]),
-    ({"rshCommand": "/usr/bin/ssh -p 2222"}, "uptime", ["/usr/bin/ssh", "-p", "2222", "root@host", "uptime"]),
+    ({}, "ls -l /tmp", SSH + ["--", "root@host", "ls -l /tmp"]),
+    ({"remoteUser": "backup", "name": "peer1"}, "true", SSH + ["--", "backup@peer1", "true"]),
+    ({"rshCommand": "/usr/bin/ssh -p 2222"}, "uptime", ["/usr/bin/ssh", "-p", "2222", "--", "root@host", "uptime"]),
     (
         {"rshCommand": '/usr/bin/ssh -o "BatchMode yes" -i "/my key"'},
         "echo 'a b'; $(x)",
-        ["/usr/bin/ssh", "-o", "BatchMode yes", "-i", "/my key", "root@host", "echo 'a b'; $(x)"],
+        ["/usr/bin/ssh", "-o", "BatchMode yes", "-i", "/my key", "--", "root@host", "echo 'a b'; $(x)"],
     ),
 ]
 
@@ -718,7 +718,7 @@ def test_execute_remote_command_failure_shows_rsh_command_as_set(runner):
 
 def test_execute_remote_command_ipv6_is_not_bracketed_for_ssh(runner):
     make_peer(name="::1").executeRemoteCommand("true")
-    assert runner.argvs == [SSH + ["root@::1", "true"]]
+    assert runner.argvs == [SSH + ["--", "root@::1", "true"]]
 
 
 def test_execute_remote_command_failure_as_local_user(runner):
@@ -731,7 +731,7 @@ def test_execute_remote_command_failure_as_local_user(runner):
 def test_run_remote_command_returns_result_without_raising(runner):
     runner.respond(rc=3, stdout="out", stderr="err")
     result = make_peer().runRemoteCommand("false")
-    assert result == _command.CommandResult(SSH + ["root@host", "false"], 3, "out", "err", False)
+    assert result == _command.CommandResult(SSH + ["--", "root@host", "false"], 3, "out", "err", False)
 
 
 # ---------------------------------------------------------------------------
@@ -770,7 +770,7 @@ MANAGED_TABLE = [
 @pytest.mark.parametrize("cback, action, full, command, words", MANAGED_TABLE)
 def test_execute_managed_action_argv(runner, cback, action, full, command, words):
     assert make_peer(cbackCommand=cback).executeManagedAction(action, full) is None
-    assert runner.argvs == [SSH + ["root@host", command]]
+    assert runner.argvs == [SSH + ["--", "root@host", command]]
     assert shlex.split(runner.calls[0].argv[-1]) == words
 
 
@@ -782,7 +782,7 @@ def test_managed_action_command(cback, action, full, command, words):
 
 def test_execute_managed_action_custom_rsh(runner):
     make_peer(rshCommand="/usr/bin/ssh -p 2222", remoteUser="backup", name="db1").executeManagedAction("collect", False)
-    assert runner.argvs == [["/usr/bin/ssh", "-p", "2222", "backup@db1", "/usr/bin/cback3 collect"]]
+    assert runner.argvs == [["/usr/bin/ssh", "-p", "2222", "--", "backup@db1", "/usr/bin/cback3 collect"]]
 
 
 def test_execute_managed_action_none_action(runner):
@@ -865,19 +865,19 @@ SU_CASES = [
     (
         "executeRemoteCommand",
         lambda p, tmp: p.executeRemoteCommand("ls -l '/a b'; echo $(id)"),
-        lambda tmp: SSH + ["backup@host", "ls -l '/a b'; echo $(id)"],
+        lambda tmp: SSH + ["--", "backup@host", "ls -l '/a b'; echo $(id)"],
         None,
     ),
     (
         "executeManagedAction",
         lambda p, tmp: p.executeManagedAction("collect", True),
-        lambda tmp: SSH + ["backup@host", "/usr/bin/cback3 --full collect"],
+        lambda tmp: SSH + ["--", "backup@host", "/usr/bin/cback3 --full collect"],
         None,
     ),
     (
         "runRemoteCommand",
         lambda p, tmp: p.runRemoteCommand("uptime"),
-        lambda tmp: SSH + ["backup@host", "uptime"],
+        lambda tmp: SSH + ["--", "backup@host", "uptime"],
         None,
     ),
 ]
@@ -903,8 +903,8 @@ def test_local_user_as_root_wraps_list_collect_dir(runner):
     argv = runner.calls[0].argv
     assert argv[:3] == ["su", "nobody", "-c"]
     ssh = shlex.split(argv[3])
-    assert ssh[:2] == SSH + ["root@host"]
-    assert shlex.split(ssh[2]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
+    assert ssh[:3] == SSH + ["--", "root@host"]
+    assert shlex.split(ssh[3]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
 
 
 def test_local_user_as_root_custom_rcp_command(runner, tmp_path):
@@ -938,7 +938,7 @@ def test_local_user_as_root_stage_files(runner, target):
 def test_no_local_user_never_wraps(runner, not_root, tmp_path):
     p = make_peer(tmp_path)
     p.executeRemoteCommand("true")
-    assert runner.argvs == [SSH + ["root@host", "true"]]
+    assert runner.argvs == [SSH + ["--", "root@host", "true"]]
 
 
 def test_not_root_stage_peer_refused(runner, not_root, target):
@@ -995,15 +995,15 @@ def test_list_collect_dir_argv(runner):
     runner.respond(stdout="")
     assert make_peer().listCollectDir() == []
     argv = runner.calls[0].argv
-    assert argv[:2] == SSH + ["root@host"]
-    assert len(argv) == 3
-    assert shlex.split(argv[2]) == FIND_WORDS
+    assert argv[:3] == SSH + ["--", "root@host"]
+    assert len(argv) == 4
+    assert shlex.split(argv[3]) == FIND_WORDS
 
 
 def test_list_collect_dir_quotes_collect_dir(runner):
     runner.respond(stdout="")
     make_peer(collectDir="/my coll/$(x)").listCollectDir()
-    words = shlex.split(runner.calls[0].argv[2])
+    words = shlex.split(runner.calls[0].argv[3])
     assert words[2] == "/my coll/$(x)"
 
 
@@ -1287,3 +1287,26 @@ def test_stage_files_never_follows_a_fetch_dir_swapped_for_a_symlink(runner, tar
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
     assert sorted(os.listdir(str(victim))) == ["secret"]
     assert os.listdir(str(tmp_path / "moved")) == []
+
+
+def test_stage_files_strips_set_id_bits_the_copy_user_planted(runner, target):
+    """The copy user owns the fetch directory and can give a fetched file any mode: set-uid,
+    set-gid and sticky bits are never staged (root would re-apply them after the chown)."""
+    runner.respond(effect=fetch_files({"evil": b"#!/bin/sh\n"}, mode=0o6755))
+    make_peer().stageFiles(str(target), ownership=(NOBODY_UID, NOGROUP_GID))
+    info = os.lstat(str(target / "evil"))
+    assert stat.S_IMODE(info.st_mode) == 0o755 and (info.st_uid, info.st_gid) == (NOBODY_UID, NOGROUP_GID)
+
+
+def test_stage_files_never_stages_a_remote_dot_file(runner, target):
+    runner.respond(effect=fetch_files({"a": b"a", ".hidden": b"h"}))
+    assert make_peer().stageFiles(str(target)).copied == ["a"]
+    assert names(target) == ["a"]
+
+
+def test_a_listing_is_read_up_to_a_bound_a_peer_cannot_raise(runner):
+    """A peer's listing is parsed into objects: at most 2 MiB of it (head and tail of 1 MiB)
+    are read, so a flood of records cannot make the master hold millions of entries."""
+    runner.respond(stdout="")
+    make_peer().listCollectDir()
+    assert runner.calls[0].kwargs["keep"] == peer.LISTING_BYTES <= 1024 * 1024

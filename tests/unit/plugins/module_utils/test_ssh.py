@@ -140,7 +140,7 @@ def test_ssh_options_default_empty_keeps_cedar_backup_argv(runner, tmp_path):
     assert p.sshOptions == []
     p.writeStageIndicator()
     assert runner.argvs == [SCP + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
-    assert p.remoteShellArgv("true") == SSH + ["backup@host", "true"]
+    assert p.remoteShellArgv("true") == SSH + ["--", "backup@host", "true"]
 
 
 def test_ssh_options_after_the_default_scp(runner, tmp_path):
@@ -155,7 +155,7 @@ def test_ssh_options_after_the_default_scp(runner, tmp_path):
 def test_ssh_options_after_the_default_ssh():
     p = make_peer()
     p.sshOptions = list(OPTIONS)
-    assert p.remoteShellArgv("/usr/bin/cback3 collect") == ["/usr/bin/ssh"] + O_WORDS + ["backup@host", "/usr/bin/cback3 collect"]
+    assert p.remoteShellArgv("/usr/bin/cback3 collect") == ["/usr/bin/ssh"] + O_WORDS + ["--", "backup@host", "/usr/bin/cback3 collect"]
 
 
 def test_ssh_options_in_every_rcp_command(runner, tmp_path):
@@ -181,7 +181,7 @@ def test_ssh_options_in_listing_and_managed_action(runner):
     p.runRemoteCommand("true")
     for argv in runner.argvs:
         assert argv[:5] == ["/usr/bin/ssh"] + O_WORDS, argv
-        assert argv[5] == "backup@host"
+        assert argv[5:7] == ["--", "backup@host"]
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ def test_ssh_options_with_custom_scp(runner, tmp_path, rcp, expected_head):
 def test_ssh_options_with_custom_ssh(rsh, expected_head):
     p = make_peer(rshCommand=rsh)
     p.sshOptions = list(OPTIONS)
-    assert p.remoteShellArgv("cmd") == expected_head + ["backup@host", "cmd"]
+    assert p.remoteShellArgv("cmd") == expected_head + ["--", "backup@host", "cmd"]
 
 
 @pytest.mark.parametrize("rcp", ["/usr/bin/rcp", "rcp -x", "/usr/bin/rsync -a", "/usr/local/bin/scp-wrapper -q", "/usr/bin/scp.sh"])
@@ -250,7 +250,7 @@ def test_ssh_options_inside_the_su_string(runner, tmp_path):
     shell = p.remoteShellArgv("/usr/bin/cback3 collect")
     assert shell[:3] == ["su", "nobody", "-c"]
     assert inner(shell) == [
-        "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "backup@host", "/usr/bin/cback3 collect",
+        "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "--", "backup@host", "/usr/bin/cback3 collect",
     ]
 
 
@@ -356,7 +356,7 @@ def test_session_closes_the_master_when_a_socket_exists(exits):
         server.bind(os.path.join(control_dir, "mux"))
     server.close()
     assert exits.calls == [
-        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"], timeout=10)
+        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"], timeout=10)
     ]
     assert not os.path.exists(control_dir)
 
@@ -368,7 +368,7 @@ def test_session_closes_the_master_when_any_file_exists(exits):
         # ssh's temporary socket name while a master starts: any entry counts
         with open(os.path.join(control_dir, "mux.abcdef"), "w"):
             pass
-    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"]]
+    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]]
     assert not os.path.exists(control_dir)
 
 
@@ -381,7 +381,7 @@ def test_session_closes_the_master_when_the_body_fails(exits):
                 pass
             raise IOError("copy failed")
     assert len(exits.calls) == 1
-    assert exits.argvs[0][-3:] == ["-O", "exit", "backup@host"]
+    assert exits.argvs[0][-4:] == ["-O", "exit", "--", "backup@host"]
     assert not os.path.exists(control_dir)
 
 
@@ -392,7 +392,7 @@ def test_session_exit_does_not_use_the_session_options(exits):
         with open(os.path.join(control_dir, "mux"), "w"):
             pass
     # only the control path: no ControlMaster (it must not start a new master), no timeouts
-    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"]]
+    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]]
 
 
 def test_session_exit_failure_is_not_an_error(monkeypatch):
@@ -433,7 +433,7 @@ def test_session_picks_the_ssh_program(exits, kwargs, program):
         control_dir = control_dir_of(p.sshOptions)
         with open(os.path.join(control_dir, "mux"), "w"):
             pass
-    assert exits.argvs == [[program, "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"]]
+    assert exits.argvs == [[program, "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]]
 
 
 @pytest.mark.parametrize(
@@ -452,7 +452,7 @@ def test_session_exit_destination(exits, name, destination):
         control_dir = control_dir_of(p.sshOptions)
         with open(os.path.join(control_dir, "mux"), "w"):
             pass
-    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", destination]]
+    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", destination]]
 
 
 def test_session_exit_runs_as_the_local_user(exits, monkeypatch):
@@ -464,7 +464,7 @@ def test_session_exit_runs_as_the_local_user(exits, monkeypatch):
         with open(os.path.join(control_dir, "mux"), "w"):
             pass
     assert exits.argvs[0][:3] == ["su", "nobody", "-c"]
-    assert inner(exits.argvs[0]) == ["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@host"]
+    assert inner(exits.argvs[0]) == ["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]
 
 
 def test_session_control_dir_belongs_to_the_local_user(exits, monkeypatch):
@@ -503,6 +503,6 @@ def test_session_options_reach_the_commands(runner, exits, tmp_path):
         "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
     ]
     assert runner.argvs == [["/usr/bin/scp"] + expected_options + ["-B", "-q", "-C", "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
-    assert shell == ["/usr/bin/ssh"] + expected_options + ["backup@host", "cmd"]
+    assert shell == ["/usr/bin/ssh"] + expected_options + ["--", "backup@host", "cmd"]
     # after the session, the plain Cedar Backup argv again
-    assert p.remoteShellArgv("cmd") == ["/usr/bin/ssh", "backup@host", "cmd"]
+    assert p.remoteShellArgv("cmd") == ["/usr/bin/ssh", "--", "backup@host", "cmd"]

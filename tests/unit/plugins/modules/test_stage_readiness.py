@@ -417,7 +417,7 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
         assert call.argv[:13] == fetch.argv[:13], call.argv
     # at the end the master is closed and the private directory removed
     assert openssh.exits == [
-        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "backup@%s" % HOST], timeout=10)
+        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST], timeout=10)
     ]
     assert not os.path.exists(control_dir)
 
@@ -501,7 +501,7 @@ def test_remote_not_ready_stages_nothing(remote, openssh):
     assert not (collect / "cback.stage").exists()
     # the connection that was opened is closed
     assert len(openssh.exits) == 1
-    assert openssh.exits[0]["argv"][1:] == ["-o", "ControlPath=%s" % openssh.calls[0].control_path, "-O", "exit", "backup@%s" % HOST]
+    assert openssh.exits[0]["argv"][1:] == ["-o", "ControlPath=%s" % openssh.calls[0].control_path, "-O", "exit", "--", "backup@%s" % HOST]
     assert not os.path.exists(os.path.dirname(openssh.calls[0].control_path))
 
 
@@ -563,7 +563,7 @@ def test_remote_check_mode_one_connection_for_check_and_listing(remote, openssh)
     fetch, listing = openssh.calls
     control_dir = os.path.dirname(fetch.control_path)
     assert listing.argv[:13] == ["/usr/bin/ssh"] + control_words(control_dir) + timeout_words(30)
-    assert listing.argv[13] == "backup@%s" % HOST
+    assert listing.argv[13:15] == ["--", "backup@%s" % HOST]
     assert len(openssh.exits) == 1
     assert not os.path.exists(control_dir)
 

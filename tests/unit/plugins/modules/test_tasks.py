@@ -541,16 +541,16 @@ def test_local_argv_as_local_user(runner):
 @pytest.mark.parametrize(
     "overrides, argv",
     [
-        (dict(), ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 collect"]),
-        (dict(remote_user=None), ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 collect"]),
-        (dict(full=True), ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 --full collect"]),
+        (dict(), ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 collect"]),
+        (dict(remote_user=None), ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 collect"]),
+        (dict(full=True), ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 --full collect"]),
         (
             dict(rsh_command="/usr/bin/ssh -F /etc/cback/ssh_config", remote_user="backup"),
-            ["/usr/bin/ssh", "-F", "/etc/cback/ssh_config", "backup@host", "/usr/bin/cback3 collect"],
+            ["/usr/bin/ssh", "-F", "/etc/cback/ssh_config", "--", "backup@host", "/usr/bin/cback3 collect"],
         ),
         (
             dict(cback_command='/usr/bin/cback3 --config "/etc/cback3 peer.conf"'),
-            ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 --config '/etc/cback3 peer.conf' collect"],
+            ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 --config '/etc/cback3 peer.conf' collect"],
         ),
     ],
 )
@@ -572,7 +572,7 @@ def test_remote_argv_as_local_user(runner):
     params = action_params(name="host", remote_user="root", local_user="nobody", rsh_command="/usr/bin/ssh -F /etc/x")
     result = _tasks.managed_action(params, False)
     assert result["cmd"][:3] == ["su", "nobody", "-c"]
-    assert shlex.split(result["cmd"][3]) == ["/usr/bin/ssh", "-F", "/etc/x", "root@host", "/usr/bin/cback3 collect"]
+    assert shlex.split(result["cmd"][3]) == ["/usr/bin/ssh", "-F", "/etc/x", "--", "root@host", "/usr/bin/cback3 collect"]
 
 
 def test_timeout_is_passed_to_the_runner(runner):
@@ -585,7 +585,7 @@ def test_timeout_is_passed_to_the_runner(runner):
 def test_check_mode_runs_nothing_and_returns_cmd(no_runner, peer_type):
     params = action_params(type=peer_type, name="host", remote_user="root", full=True)
     result = _tasks.managed_action(params, True)
-    expected = ["/usr/bin/cback3", "--full", "collect"] if peer_type == "local" else ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 --full collect"]
+    expected = ["/usr/bin/cback3", "--full", "collect"] if peer_type == "local" else ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 --full collect"]
     assert result["cmd"] == expected
     assert result["changed"] is True
     # nothing ran: no rc and no seconds
@@ -606,7 +606,7 @@ def test_nonzero_rc_fails_with_output(monkeypatch):
     assert isinstance(failure.result["seconds"], float) and failure.result["seconds"] >= 0
     assert failure.result["stdout"] == "partial output\n"
     assert failure.result["stderr"] == "cback3: no such action\n"
-    assert failure.result["cmd"] == ["/usr/bin/ssh", "root@host", "/usr/bin/cback3 collect"]
+    assert failure.result["cmd"] == ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 collect"]
 
 
 def test_nonzero_rc_without_stderr_shows_stdout(monkeypatch):
@@ -715,7 +715,7 @@ def test_remote_argv_with_default_connect_timeout(runner):
     result = _tasks.managed_action(params, False)
     assert result["cmd"] == [
         "/usr/bin/ssh", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-        "root@host", "/usr/bin/cback3 collect",
+        "--", "root@host", "/usr/bin/cback3 collect",
     ]
 
 
