@@ -1238,6 +1238,23 @@ class RemotePeer(_Peer):
     # ----- internals -----
 
     @staticmethod
+    def _buildCbackCommand(cbackCommand, action, fullBackup):
+        """The command line of a managed action, exactly as Cedar Backup builds it (a string,
+        words not quoted): ``<cbackCommand> [--full] <action>``, ``DEF_CBACK_COMMAND`` for a
+        ``None`` command.  Kept for code written against Cedar Backup (its own tests, subclasses);
+        the collection runs ``build_cback_argv``'s list, every word quoted.
+
+        :raises ValueError: if ``action`` is ``None``
+        """
+        if action is None:
+            raise ValueError("Action cannot be None.")
+        if cbackCommand is None:
+            cbackCommand = DEF_CBACK_COMMAND
+        if fullBackup:
+            return "%s --full %s" % (cbackCommand, action)
+        return "%s %s" % (cbackCommand, action)
+
+    @staticmethod
     def _checkTargetDir(targetDir):
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)

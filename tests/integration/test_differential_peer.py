@@ -1048,3 +1048,18 @@ def test_intended_local_user_without_rsh_command(impls, user_client, user_base):
     expected = "Command failed [su -c %s \"%%s root@%s 'true'\"]" % (user, DEAD_ADDRESS)
     assert theirs["steps"] == [("raised", "OSError", expected % "None")]
     assert ours["steps"] == [("raised", "OSError", expected % "/usr/bin/ssh")]
+
+
+@pytest.mark.parametrize(
+    "command, action, full",
+    [(None, "collect", False), (None, "collect", True), ("cback", "collect", True), ('"/opt/my cback" -c x', "purge", False), (None, None, False)],
+)
+def test_build_cback_command_same_as_cedar_backup(cedarbackup3, ourpeer, command, action, full):
+    """``RemotePeer._buildCbackCommand`` (Cedar Backup's own tests call it) gives Debian's results."""
+    outcomes = []
+    for module in (cedarbackup3, ourpeer):
+        try:
+            outcomes.append(("ok", module.RemotePeer._buildCbackCommand(command, action, full)))
+        except ValueError as exc:
+            outcomes.append(("ValueError", str(exc)))
+    assert outcomes[0] == outcomes[1]

@@ -1310,3 +1310,22 @@ def test_a_listing_is_read_up_to_a_bound_a_peer_cannot_raise(runner):
     runner.respond(stdout="")
     make_peer().listCollectDir()
     assert runner.calls[0].kwargs["keep"] == peer.LISTING_BYTES <= 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "command, action, full, expected",
+    [
+        (None, "collect", False, "/usr/bin/cback3 collect"),
+        (None, "collect", True, "/usr/bin/cback3 --full collect"),
+        ("cback", "collect", True, "cback --full collect"),
+        ("/opt/cback3 --config /etc/x.conf", "purge", False, "/opt/cback3 --config /etc/x.conf purge"),
+    ],
+)
+def test_build_cback_command_is_cedar_backups(command, action, full, expected):
+    assert RemotePeer._buildCbackCommand(command, action, full) == expected
+
+
+def test_build_cback_command_needs_an_action():
+    with pytest.raises(ValueError) as info:
+        RemotePeer._buildCbackCommand(None, None, False)
+    assert str(info.value) == "Action cannot be None."
