@@ -105,24 +105,26 @@ def create_empty(parent_fd, name, path, ownership=None):
     return True
 
 
+def new_file(parent_fd, candidates, what):
+    """Create the first free name of ``candidates`` below ``parent_fd`` (``O_EXCL|O_NOFOLLOW``,
+    mode 0600, open for writing): ``(name, fd)``.  An existing entry, a symlink too, is never
+    opened; ``what`` names the file in the error when every candidate is taken."""
+    for candidate in candidates:
+        try:
+            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    raise OSError(errno.EEXIST, "cannot create a temporary file for %s" % what)
+
+
 def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
     """Write ``data`` (bytes) as ``name`` below ``parent_fd``: temporary file, fsync, rename.
 
     The rename replaces whatever entry had the name (a symlink is replaced, not followed).
     """
-    temp = ".%s.%d.tmp" % (name, os.getpid())
-    for attempt in range(100):
-        candidate = temp if attempt == 0 else "%s%d" % (temp, attempt)
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:
-                continue
-            raise
-        temp = candidate
-        break
-    else:
-        raise OSError(errno.EEXIST, "cannot create a temporary file for %s" % name)
+    base = ".%s.%d.tmp" % (name, os.getpid())
+    temp, fd = new_file(parent_fd, (base if attempt == 0 else "%s%d" % (base, attempt) for attempt in range(100)), name)
     try:
         try:
             view = memoryview(data)

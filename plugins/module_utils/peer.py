@@ -55,6 +55,7 @@ import tempfile
 from collections import namedtuple
 
 from ._command import SU_COMMAND, as_local_user, cancelled, join_command, run_command, split_command_line
+from ._dirs import new_file
 from ._failure import VALID_FAILURE_MODES
 from . import _ids
 from ._paths import encode_path, is_single_name, path_join
@@ -708,17 +709,7 @@ def _atomic_copy(source, dirFd, name, ownership, mode):
     descriptor: nothing is resolved by a path another user could redirect.
     """
     prefix = ".%s." % name[:64]
-    for _attempt in range(100):
-        temp = _private_name(prefix, PART_SUFFIX)
-        try:
-            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dirFd)
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:
-                continue
-            raise
-        break
-    else:
-        raise IOError(errno.EEXIST, "No free temporary name for [%s]." % name)
+    temp, handle = new_file(dirFd, (_private_name(prefix, PART_SUFFIX) for _attempt in range(100)), name)
     try:
         try:
             os.lseek(source, 0, os.SEEK_SET)
