@@ -30,7 +30,7 @@ from .peer import (
     TARGET_MISSING,
     StageResult,
     _attach,
-    _open_target,
+    _target as open_target,
     build_cback_argv,
 )
 
@@ -119,16 +119,14 @@ def _peer(params, working_dir=None):
     return peer
 
 
-@contextlib.contextmanager
 def _working_dir(params):
     """``working_dir`` (checked), or ``None``: the peer makes its private directory in it."""
     base = params.get("working_dir")
     if base is None or params["type"] == "local":
-        yield None
-        return
+        return None
     if not os.path.isdir(base):
         raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % base)
-    yield base
+    return base
 
 
 def collect_indicator(params, check_mode=False):
@@ -136,7 +134,7 @@ def collect_indicator(params, check_mode=False):
     try:
         _check_peer_options(params)
         spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
-        with _working_dir(params) as work, _session(dict(params, ssh_multiplex=False), _peer(params, work)) as peer:
+        with _session(dict(params, ssh_multiplex=False), _peer(params, _working_dir(params))) as peer:
             ready = peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR)
     except ValueError as exc:
         _fail(params, str(exc))
@@ -209,11 +207,12 @@ def stage(params, check_mode=False):
         changed=False, ready=True, count=0, files=[], bytes=0, unchanged=[], target_dir=target_dir, stage_indicator_written=False
     )
     try:
-        with _working_dir(params) as work, _session(params, _peer(params, work)) as peer, contextlib.ExitStack() as stack:
+        with _session(params, _peer(params, _working_dir(params))) as peer, contextlib.ExitStack() as stack:
             if params.get("check_collect_indicator"):
                 result["ready"] = bool(peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR))
             if result["ready"]:
-                target_fd = stack.enter_context(_target(params, check_mode))
+                # The run's descriptor for the peer's directory, else target_dir opened once.
+                target_fd = stack.enter_context(open_target(target_dir, params.get("target_fd"), mayBeMissing=check_mode))
                 if remote and check_mode:
                     staged, present = _predict_remote(peer, target_fd, indicator, warnings)
                 else:
@@ -248,22 +247,6 @@ def stage(params, check_mode=False):
     if warnings:
         result["warnings"] = warnings
     return result
-
-
-@contextlib.contextmanager
-def _target(params, check_mode):
-    """The target directory's descriptor for one stage: the one the run holds
-    (``target_fd``), else ``target_dir`` opened once; ``None`` in check mode for a
-    directory that does not exist yet."""
-    if "target_fd" in params:
-        yield None if params["target_fd"] == TARGET_MISSING else params["target_fd"]
-        return
-    fd = _open_target(params["target_dir"], mayBeMissing=check_mode)
-    try:
-        yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 @contextlib.contextmanager
