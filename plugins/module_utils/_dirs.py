@@ -88,7 +88,8 @@ def settle(fd, ownership=None, mode=None):
 def create_empty(parent_fd, name, path, ownership=None):
     """Create the empty file ``name`` below ``parent_fd`` unless an entry of that name exists.
 
-    Returns ``True`` when it was created.  An existing entry (even a symlink) is left alone
+    Returns ``True`` when it was created; the file and the directory are then flushed to
+    stable storage.  An existing entry (even a symlink) is left alone
     and never opened.
     """
     try:
@@ -102,6 +103,7 @@ def create_empty(parent_fd, name, path, ownership=None):
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.fsync(parent_fd)
     return True
 
 
@@ -119,7 +121,8 @@ def new_file(parent_fd, candidates, what):
 
 
 def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
-    """Write ``data`` (bytes) as ``name`` below ``parent_fd``: temporary file, fsync, rename.
+    """Write ``data`` (bytes) as ``name`` below ``parent_fd``: temporary file, fsync, rename,
+    fsync of the directory.
 
     The rename replaces whatever entry had the name (a symlink is replaced, not followed).
     """
@@ -136,6 +139,7 @@ def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
         finally:
             os.close(fd)
         os.rename(temp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        os.fsync(parent_fd)
     except BaseException:
         try:
             os.unlink(temp, dir_fd=parent_fd)

@@ -365,6 +365,12 @@ class _Tree(object):
         self.month, self.day = fds[1], fds[2]
         return self
 
+    def sync(self):
+        """Flush the staging directory, YYYY, MM and DD to stable storage (the entries created
+        in them), before any peer is told its data was staged."""
+        for fd in self.fds[:4]:
+            os.fsync(fd)
+
     def peer_dir(self, name, create=True):
         """A peer's directory in the daily directory, created (or checked) and held open:
         ``(fd, created)``; ``(None, False)`` without ``create`` when it does not exist."""
@@ -432,6 +438,11 @@ def stage_run(params, check_mode=False):
                 continue
             if fd is not None:
                 target_fds[index] = fd
+        if not check_mode:
+            try:
+                tree.sync()
+            except OSError as exc:
+                raise TaskFailure("cannot flush the daily staging directory %s to disk: %s" % (daily_dir, exc.strerror or exc))
         todo = [index for index, peer in enumerate(peers) if not peer["error"] and outcomes[index] is None]
         jobs = []
         for index in todo:

@@ -166,12 +166,13 @@ def _is_regular(path):
     return os.path.isfile(path) and not os.path.islink(path)
 
 
-def _matches(candidate, dirFd, name, mode, ownership):
+def _matches(candidate, dirFd, name, mode, ownership, durable=False):
     """True when the entry ``name`` of the open directory ``dirFd`` already holds the bytes of
     the open file ``candidate`` with ``mode``/``ownership``.
 
     ``dirFd`` ``None`` is a directory that does not exist yet (nothing matches).  The entry
-    is never followed if it is a symlink.
+    is never followed if it is a symlink.  With ``durable`` a matching entry is flushed to
+    stable storage (``fsync``) before ``True`` is returned.
     """
     if dirFd is None:
         return False
@@ -192,7 +193,10 @@ def _matches(candidate, dirFd, name, mode, ownership):
     except OSError:
         return False
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size)
+        same = stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size)
+        if same and durable:
+            os.fsync(fd)  # staged by an earlier run that may not have made it durable
+        return same
     finally:
         os.close(fd)
 
@@ -498,6 +502,11 @@ class LocalPeer(_Peer):
         a killed earlier stage left there (``.*.cback-part``, ``.cback-fetch-*``) are
         removed first.
 
+        Unless ``checkOnly``, every staged file (copied, or found identical) is on stable
+        storage (``fsync``) before it gets its name or is counted, and the target directory is
+        flushed after the last rename.  A file whose size changes during its copy is not
+        staged (``IOError`` naming it).
+
         :returns: ``StageResult``
         """
         # None: the caller holds the target open; its path is not looked at again.
@@ -524,7 +533,7 @@ class LocalPeer(_Peer):
                 info = os.fstat(source)
                 mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                 mode &= ~_SPECIAL_BITS  # a staged file is data: never set-uid, set-gid or sticky
-                if _matches(source, dirFd, fileName, mode, ownership):
+                if _matches(source, dirFd, fileName, mode, ownership, durable=not checkOnly):
                     return None
                 if not checkOnly:
                     _atomic_copy(source, dirFd, fileName, ownership, mode)
@@ -542,6 +551,10 @@ class LocalPeer(_Peer):
                 copied.append(fileName)
                 size += outcome
         partial = StageResult(copied, unchanged, excluded, size)
+        if not checkOnly and (copied or unchanged):
+            # Every entry renamed into place (or found there) is on stable storage before the
+            # caller writes the peer's stage indicator.
+            os.fsync(dirFd)
         if failure is not None:
             raise _attach(failure[1], partial, failure[0])
         if bad is not None:
@@ -700,8 +713,11 @@ class _Workspace(object):
 
 
 def _atomic_copy(source, dirFd, name, ownership, mode):
-    """Copy the open file ``source`` to a new temporary file in the open directory ``dirFd``
-    and rename it to ``name`` there.
+    """Copy the open file ``source`` to a new temporary file in the open directory ``dirFd``,
+    flush it to stable storage and rename it to ``name`` there.
+
+    A source whose size changes during the copy (or differs from what was copied) raises
+    ``IOError`` and nothing gets the name: a staged file is never a truncated or torn copy.
 
     The bytes are copied by the kernel (``copy_file_range``, else ``sendfile``), never
     through this process's memory; ownership and mode are set on the open temporary file,
@@ -713,8 +729,14 @@ def _atomic_copy(source, dirFd, name, ownership, mode):
     try:
         try:
             os.lseek(source, 0, os.SEEK_SET)
-            kernel_copy(source, handle)
+            expected = os.fstat(source).st_size
+            copied = kernel_copy(source, handle)
+            now = os.fstat(source).st_size
+            if copied != expected or now != expected:
+                raise IOError("Changed size during the copy (%d bytes when it started, %d copied, %d now); not staged."
+                              % (expected, copied, now))
             _apply_fd(handle, ownership, mode)
+            os.fsync(handle)  # on stable storage before it gets its name
         finally:
             os.close(handle)
         os.replace(temp, name, src_dir_fd=dirFd, dst_dir_fd=dirFd)
@@ -1006,11 +1028,18 @@ class RemotePeer(_Peer):
         as ``/proc/self/fd/N``, the descriptor it inherits, never by its path.  Temporary
         entries a killed earlier stage left in the target directory are removed first.
 
-        When the copy command fails, a fetched file is staged only when it is complete: its
-        size equals the size the peer lists for it (``listCollectDir``, over the same
-        connection); the others are discarded, and when the listing fails nothing is
-        staged.  ``IOError`` is then raised with the partial result as ``stageResult``
-        and the command's output as ``commandResult``.
+        After the copy the peer's collect directory is listed (``listCollectDir``, over the
+        same connection) and every fetched file's size is checked against it.  When the copy
+        command fails, a fetched file is staged only when it is complete (listed, with its
+        size); the others are discarded, and when the listing fails nothing is staged.
+        ``IOError`` is then raised with the partial result as ``stageResult`` and the
+        command's output as ``commandResult``.  When the copy succeeded, a file listed with
+        another size (it changed on the peer during the copy) is discarded and ``IOError``
+        raised after the others were staged; a listing that fails leaves the copy trusted.
+
+        Every staged file is flushed to stable storage (``fsync``) before it gets its name,
+        and the target directory after the last rename, so the caller may write the stage
+        indicator once this returns.
 
         :returns: ``StageResult``
         """
@@ -1043,8 +1072,13 @@ class RemotePeer(_Peer):
             # The copy runs as localUser, who owns the directory and can only write as itself.
             where, passed = fetchDir, ()
         result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), where]), pass_fds=passed)
-        complete = None if result.rc == 0 else self._listedSizes()
-        copied, unchanged, excluded, size = [], [], [], 0
+        # The size of every file is checked against the peer's own listing, over the same
+        # connection.  After a failed copy a file must be listed with its size to be staged;
+        # after a copy that succeeded, a listing that cannot be made leaves the copy trusted.
+        listed = self._listedSizes()
+        if listed is None and result.rc != 0:
+            listed = {}
+        copied, unchanged, excluded, size, discarded = [], [], [], 0, []
         for fileName in sorted(os.listdir(fetchFd)):
             if fileName in exclude:
                 excluded.append(fileName)
@@ -1059,20 +1093,23 @@ class RemotePeer(_Peer):
                 info = os.fstat(fetched)
                 if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                     continue  # not a file the copy made (a hard link is someone else's file too)
-                if complete is not None and complete.get(fileName) != info.st_size:
-                    logger.info("Discarding [%s]: the copy failed and it is not complete.", fileName)
-                    continue  # the copy failed: only a file proven complete is staged
+                if listed is not None and (result.rc != 0 or fileName in listed) and listed.get(fileName) != info.st_size:
+                    # Incomplete (the copy failed), or the peer's file changed size during the copy.
+                    logger.info("Discarding [%s]: %d bytes fetched, the peer lists %s.", fileName, info.st_size, listed.get(fileName))
+                    discarded.append(fileName)
+                    continue
                 try:
                     mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                     # The copy user owns the fetch directory and could plant any mode: a staged
                     # file is data, never set-uid, set-gid or sticky.
                     mode &= ~_SPECIAL_BITS
-                    if _matches(fetched, targetFd, fileName, mode, ownership):
+                    if _matches(fetched, targetFd, fileName, mode, ownership, durable=True):
                         unchanged.append(fileName)
                         continue
                     if ownership is not None:
                         os.fchown(fetched, ownership[0], ownership[1])
                     os.fchmod(fetched, mode)
+                    os.fsync(fetched)  # on stable storage before it gets its name
                     os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
                 except (IOError, OSError) as exc:
                     raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
@@ -1081,20 +1118,25 @@ class RemotePeer(_Peer):
             copied.append(fileName)
             size += info.st_size
         partial = StageResult(copied, unchanged, excluded, size)
+        if copied or unchanged:
+            os.fsync(targetFd)  # the new names too, before the caller writes the stage indicator
         if result.rc != 0:
-            error = IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()))
+            error = IOError("Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded)))
             raise _attach(_with_output(error, result), partial)
+        if discarded:
+            error = IOError("Changed size on the peer during the copy%s." % _not_staged(discarded))
+            raise _attach(error, partial)
         if not copied and not unchanged:
             raise _attach(IOError("Did not copy any files from remote peer."), partial)
         return partial
 
     def _listedSizes(self):
-        """``{name: size}`` of the regular files the peer lists, ``{}`` when it cannot list."""
+        """``{name: size}`` of the regular files the peer lists, ``None`` when it cannot list."""
         try:
             return dict((entry.name, entry.size) for entry in self.listCollectDir() if entry.kind == "file")
         except (IOError, OSError, ValueError) as exc:
-            logger.info("Cannot list the collect directory after a failed copy: %s", exc)
-            return {}
+            logger.info("Cannot list the collect directory after the copy: %s", exc)
+            return None
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists on the peer.
@@ -1253,6 +1295,14 @@ class RemotePeer(_Peer):
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
             raise ValueError("Target directory is not a directory or does not exist on disk.")
+
+
+def _not_staged(names, shown=5):
+    """``; not staged (incomplete): a, b`` for the files a copy discarded, ``""`` for none."""
+    if not names:
+        return ""
+    more = " and %d more" % (len(names) - shown) if len(names) > shown else ""
+    return "; not staged (incomplete): %s%s" % (", ".join(names[:shown]), more)
 
 
 def _with_output(exc, result):

@@ -1073,7 +1073,9 @@ def test_stage_files_fetches_into_private_dir(runner, target):
     (fetch,) = seen
     assert os.path.dirname(fetch) == str(target)
     assert os.path.basename(fetch).startswith(".cback-fetch-")
-    assert runner.argvs == [SCP + ["root@host:/coll/*", fetch]]
+    assert runner.argvs[0] == SCP + ["root@host:/coll/*", fetch]
+    assert runner.argvs[1][:1] == SSH and runner.argvs[1][-1].startswith("find -L /coll ")  # the size check
+    assert len(runner.argvs) == 2
     assert result == StageResult(["a", "b", "cback.collect"], [], [], 6)
     assert names(target) == ["a", "b", "cback.collect"]
     assert (target / "a").read_bytes() == b"aaaa"
@@ -1157,7 +1159,7 @@ def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(
     runner.respond(stdout=listing(("f", 4, "a"), ("f", 1048576, "b"), ("d", 4096, "sub"), ("f", 0, "cback.stage")))
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target), exclude=("cback.stage",))
-    assert str(info.value) == "Error (1) copying files from remote host."
+    assert str(info.value) == "Error (1) copying files from remote host; not staged (incomplete): b, c."
     assert info.value.stageResult == StageResult(["a"], [], ["cback.stage"], 4)
     assert info.value.commandResult.rc == 1
     assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"

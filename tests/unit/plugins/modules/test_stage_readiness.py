@@ -399,9 +399,10 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert result["stage_indicator_written"] is True
     assert isinstance(result["seconds"], float) and result["seconds"] >= 0
     assert (collect / "cback.stage").read_bytes() == b""
-    # fetch the indicator, copy dir/*, push the stage indicator: three scp runs
-    assert [call.program for call in openssh.calls] == ["scp", "scp", "scp"]
-    fetch, copy, push = openssh.calls
+    # fetch the indicator, copy dir/*, list it (the size check), push the stage indicator
+    assert [call.program for call in openssh.calls] == ["scp", "scp", "ssh", "scp"]
+    fetch, copy, listing, push = openssh.calls
+    assert listing.args[1].startswith("find -L %s " % collect)
     assert fetch.args[0] == "backup@%s:%s/cback.collect" % (HOST, collect)
     assert copy.args[0] == "backup@%s:%s/*" % (HOST, collect)
     assert push.args[1] == "backup@%s:%s/cback.stage" % (HOST, collect)
@@ -411,10 +412,10 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert os.path.dirname(control_dir) == tempfile.gettempdir()
     assert fetch.argv[:1 + 6 + 6] == ["/usr/bin/scp"] + control_words(control_dir) + timeout_words(30)
     assert fetch.argv[13:16] == ["-B", "-q", "-C"]
-    # all three share the one ControlPath (one connection set-up)
+    # all four share the one ControlPath (one connection set-up)
     assert {call.control_path for call in openssh.calls} == {"%s/mux" % control_dir}
     for call in openssh.calls:
-        assert call.argv[:13] == fetch.argv[:13], call.argv
+        assert call.argv[1:13] == fetch.argv[1:13], call.argv
     # at the end the master is closed and the private directory removed
     assert openssh.exits == [
         dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST], timeout=10)
@@ -426,11 +427,11 @@ def test_remote_without_multiplex_has_no_control_options(remote, openssh):
     collect, target = remote
     result = _tasks.stage(remote_params(collect, target, ssh_multiplex=False), False)
     assert result["ready"] is True and sorted(result["files"]) == REMOTE_NAMES
-    assert len(openssh.calls) == 3
+    assert len(openssh.calls) == 4
     for call in openssh.calls:
         assert call.control_path is None, call.argv
         assert not [option for option in call.options if option.startswith("Control")], call.argv
-        assert call.argv[:7] == ["/usr/bin/scp"] + timeout_words(30), call.argv
+        assert call.argv[1:7] == timeout_words(30), call.argv
     assert openssh.exits == []
 
 
@@ -439,7 +440,8 @@ def test_remote_plain_cedar_backup_argv_without_multiplex_or_timeout(remote, ope
     work = tmp_path / "work"
     work.mkdir()
     _tasks.stage(remote_params(collect, target, ssh_multiplex=False, connect_timeout=0, working_dir=str(work)), False)
-    fetch, copy, push = openssh.calls
+    fetch, copy, listing, push = openssh.calls
+    assert listing.argv[:3] == ["/usr/bin/ssh", "--", "backup@%s" % HOST]
     assert fetch.argv[:5] == ["/usr/bin/scp", "-B", "-q", "-C", "backup@%s:%s/cback.collect" % (HOST, collect)]
     # the copies run as root: the private directories (one in working_dir, one in the target)
     # are handed to scp as the descriptors it inherits, never by a path
@@ -457,8 +459,8 @@ def test_remote_plain_cedar_backup_argv_without_multiplex_or_timeout(remote, ope
 def test_remote_connect_timeout_options(remote, openssh, connect_timeout, multiplex):
     collect, target = remote
     _tasks.stage(remote_params(collect, target, connect_timeout=connect_timeout, ssh_multiplex=multiplex), False)
-    assert len(openssh.calls) == 3
-    for call in openssh.calls:
+    assert len(openssh.calls) == 4
+    for call in [call for call in openssh.calls if call.program == "scp"]:
         timeouts = [option for option in call.options if option.startswith(("ConnectTimeout=", "ServerAlive"))]
         if connect_timeout:
             assert timeouts == [
@@ -533,9 +535,9 @@ def test_remote_without_the_check_is_two_commands(remote, openssh):
     collect, target = remote
     result = _tasks.stage(remote_params(collect, target, check_collect_indicator=False), False)
     assert result["ready"] is True
-    assert len(openssh.calls) == 2
+    assert len(openssh.calls) == 3  # copy, listing (size check), push
     assert openssh.calls[0].args[0] == "backup@%s:%s/*" % (HOST, collect)
-    assert openssh.calls[0].control_path == openssh.calls[1].control_path is not None
+    assert openssh.calls[0].control_path == openssh.calls[1].control_path == openssh.calls[2].control_path is not None
     assert len(openssh.exits) == 1
 
 
@@ -627,13 +629,13 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     monkeypatch.setattr(peer, "run_command", recording)
     result = _tasks.stage(remote_params(collect, target, local_user="nobody"), False)
     assert result["ready"] is True and sorted(result["files"]) == REMOTE_NAMES
-    assert len(openssh.calls) == 3
+    assert len(openssh.calls) == 4
     for call in openssh.calls:
         assert call.argv[:3] == ["su", "nobody", "-c"], call.argv
-        assert call.inner[0] == "/usr/bin/scp"
+        assert call.inner[0] == ("/usr/bin/ssh" if call.program == "ssh" else "/usr/bin/scp")
     assert len({call.control_path for call in openssh.calls}) == 1
     # the local user's ssh creates the socket: the private dir is theirs
-    assert owners == [NOBODY_UID] * 3
+    assert owners == [NOBODY_UID] * 4
     # the local user closes the master it opened, through su as well
     assert openssh.exits[0]["argv"][:3] == ["su", "nobody", "-c"]
     assert "-O exit" in openssh.exits[0]["argv"][3]
@@ -644,10 +646,14 @@ def test_remote_other_rcp_program_gets_no_options(remote, openssh):
     result = _tasks.stage(remote_params(collect, target, rcp_command="/usr/bin/rcp -p"), False)
     assert result["ready"] is True
     for call in openssh.calls:
+        if call.program == "ssh":  # the listing (the size check) goes over the rsh command
+            assert "ControlMaster=auto" in call.options, call.argv
+            continue
         assert call.argv[:2] == ["/usr/bin/rcp", "-p"], call.argv
         assert call.options == []
-    # no ssh client ran, so no master to close
-    assert openssh.exits == []
+    # only the listing's ssh client shared a connection: its master is closed
+    assert [call.program for call in openssh.calls] == ["rcp", "rcp", "ssh", "rcp"]
+    assert len(openssh.exits) == 1
 
 
 def test_remote_ssh_options_do_not_outlive_the_task(remote, openssh, monkeypatch):
