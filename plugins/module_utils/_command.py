@@ -120,8 +120,10 @@ _SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT", "SIGPIPE")
 
 
 def cancel_on_exit_of_caller(poll=0.5):
-    """Cancel on SIGTERM, SIGHUP, SIGINT or SIGPIPE, and when nobody reads standard output
-    any more (its pipe's reader is gone: Ansible gave up on the task, or died).
+    """Cancel on SIGTERM, SIGHUP, SIGINT or SIGPIPE, when nobody reads standard output any
+    more (its pipe's reader is gone: Ansible gave up on the task, or died), and when a process
+    it was started from ends (``ansible-playbook`` was killed: Ansible's worker runs in a
+    session of its own and would otherwise wait for a result nobody reads).
 
     Call it from the main thread of a module before the work starts.  The handlers only
     cancel (the work then stops through its normal error paths, cleaning up); the watcher
@@ -138,27 +140,81 @@ def cancel_on_exit_of_caller(poll=0.5):
         if number is not None:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(number, on_signal)
+    ancestors = _ancestors()
     try:
         import select
 
         watcher = select.poll()
         watcher.register(1, 0)  # POLLERR/POLLHUP are always reported
     except (ImportError, AttributeError, ValueError, OSError):
-        return
+        watcher = None
 
     def watch():
         while cancelled() is None:
-            try:
-                events = watcher.poll(int(poll * 1000))
-            except (OSError, ValueError):
-                return
-            if any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _fd, event in events):
-                cancel("the caller stopped reading the result (task timeout or ansible-playbook stopped)")
+            if watcher is None:
+                time.sleep(poll)
+            else:
+                try:
+                    events = watcher.poll(int(poll * 1000))
+                except (OSError, ValueError):
+                    return
+                if any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _fd, event in events):
+                    cancel("the caller stopped reading the result (task timeout or ansible-playbook stopped)")
+                    return
+            gone = [pid for pid, started in ancestors if _start_time(pid) != started]
+            if gone:
+                # ansible-playbook was killed: its worker (in a session of its own) may still
+                # read, but nobody will ever see the result.
+                cancel("the process that started it (pid %d) is gone" % gone[0])
                 return
 
     thread = threading.Thread(target=watch, name="cback-cancel-watch")
     thread.daemon = True
     thread.start()
+
+
+def _start_time(pid):
+    """When the process ``pid`` started (clock ticks since boot), ``None`` when it is gone:
+    with the pid, it names one process even after pids are reused."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (IOError, OSError, IndexError, ValueError):
+        return None
+
+
+def _parent_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    except (IOError, OSError, IndexError, ValueError):
+        return None
+
+
+def _ancestors(limit=16):
+    """``(pid, start time)`` of the processes this one was started from: its ancestors in its
+    own session (Ansible's worker and the shell it runs the module with), then the first one
+    outside it (``ansible-playbook``, or the ssh server of a remote connection).  Nothing
+    beyond: a login shell that ends after starting ``nohup ansible-playbook`` is no concern."""
+    chain = []
+    try:
+        session = os.getsid(0)
+    except OSError:
+        return chain
+    pid = os.getppid()
+    while pid and pid > 1 and len(chain) < limit:
+        started = _start_time(pid)
+        if started is None:
+            break
+        chain.append((pid, started))
+        try:
+            if os.getsid(pid) != session:
+                break
+        except OSError:
+            break
+        pid = _parent_of(pid)
+    return chain
 
 
 def split_command_line(command_line):

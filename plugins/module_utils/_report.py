@@ -45,12 +45,28 @@ def stage_row(peer, outcome, full, start_of_week):
     elif not outcome.get("ready", True):
         ignored = ignored_on(peer.get("ignore_failure_mode"), full, start_of_week)
         row.update(status="ignored" if ignored else "not ready", seconds=float(outcome.get("seconds") or 0),
-                   message=NOT_READY + (", ignored by ignore-failure mode %s." % peer.get("ignore_failure_mode") if ignored else "."))
+                   message=not_ready_reason(outcome)
+                   + (", ignored by ignore-failure mode %s." % peer.get("ignore_failure_mode") if ignored else "."))
     else:
         unchanged = outcome.get("unchanged") or []
+        verified = outcome.get("verified")
+        if verified is not None:
+            row["verified"] = int(verified)
         row.update(status="staged", files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
                    seconds=float(outcome.get("seconds") or 0), message="%d already staged" % len(unchanged) if unchanged else "")
+    if outcome and outcome.get("cause"):
+        row.update(cause=outcome["cause"], hint=_text(outcome.get("hint")), output=_text(outcome.get("output")))
     return row
+
+
+def not_ready_reason(outcome):
+    """Why a peer is not ready, for its row: the hint and the check command's output where
+    known (``NOT_READY`` alone when nothing is known)."""
+    hint, output = _text(outcome.get("hint")), _text(outcome.get("output"))
+    reason = "no collect indicator: " + hint if hint else NOT_READY
+    if output and outcome.get("cause") != "not-collected":
+        reason += " [%s]" % output.rstrip(".")
+    return reason
 
 
 def managed_row(peer, outcome):

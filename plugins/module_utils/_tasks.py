@@ -18,7 +18,8 @@ import stat
 import time
 
 from . import _argspec as spec
-from ._command import as_local_user, cancel_on_exit_of_caller, cancelled, run_command
+from . import _diagnose as diagnose
+from ._command import as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command
 from ._ids import current_umask, current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
@@ -70,14 +71,60 @@ def _fail(params, message, **result):
     raise TaskFailure("Peer %s: %s" % (_label(params), message), **result)
 
 
-def _output_of(exc):
-    """stderr of the command behind a peer exception, for the failure message."""
+def _output_of(exc, peer=None):
+    """stderr of the command behind a peer exception (cleaned, on one line) and, where the cause
+    is known, its hint, for the failure message; with the command's result fields."""
     command = getattr(exc, "commandResult", None)
     if command is None:
         return "", {}
-    detail = command.stderr.strip()
+    cause = diagnose.from_output(command.stderr, peer, _program(peer))
+    detail = (" " + cause.output if cause.output else "") + (" (%s)" % cause.hint if cause.hint else "")
     extra = dict(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
-    return (" " + detail if detail else ""), extra
+    if cause.hint:
+        extra.update(cause=cause.kind, hint=cause.hint)
+    return detail, extra
+
+
+def _program(peer):
+    """The rcp command's program (what a "not found" in a copy's output names)."""
+    commands = getattr(peer, "_rcpCommandList", None)
+    return commands[0] if commands else None
+
+
+def _not_ready_cause(peer, params, indicator):
+    """Why a peer that was checked is not ready: a ``diagnose.Cause``.
+
+    For a remote peer, the readiness check's stderr is read; when it only says the file is
+    missing, one command over the same connection tells a missing collect directory from an
+    indicator that is not there yet.
+    """
+    path = path_join(peer.collectDir, indicator)
+    if params["type"] == "local":
+        if not os.path.isdir(peer.collectDir):
+            return diagnose.Cause("collect-dir-missing", "collect directory %s does not exist" % peer.collectDir, "")
+        return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path, "")
+    result = peer.collectCheckResult
+    output = result.stderr if result is not None else ""
+    cause = diagnose.from_output(output, peer, _program(peer))
+    if cause.kind == "unknown" and "No such file or directory" in output and not cancelled():
+        probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
+        if probe.rc == 0:
+            return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path,
+                                  cause.output)
+        if probe.rc == 1:
+            return diagnose.Cause(
+                "collect-dir-missing",
+                "collect directory %s does not exist on the peer (or remote user %s cannot reach it)" % (peer.collectDir, peer.remoteUser),
+                cause.output,
+            )
+    return cause
+
+
+def _not_ready(result, cause, command=None):
+    """Mark ``result`` not ready, with the cause (and the failed check command's fields)."""
+    result.update(ready=False, cause=cause.kind, hint=cause.hint, output=cause.output)
+    if command is not None:
+        result.update(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
 
 
 def _check_peer_options(params, with_collect=True):
@@ -134,11 +181,19 @@ def collect_indicator(params, check_mode=False):
     try:
         _check_peer_options(params)
         spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
-        with _session(dict(params, ssh_multiplex=False), _peer(params, _working_dir(params))) as peer:
-            ready = peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR)
+        indicator = params.get("collect_indicator") or DEF_COLLECT_INDICATOR
+        result = dict(changed=False, ready=True)
+        peer = _peer(params, _working_dir(params))
+        early = diagnose.before_connecting(peer) if params["type"] == "remote" else None
+        if early is not None:
+            _not_ready(result, early)
+            return result
+        with _session(dict(params, ssh_multiplex=params["type"] == "remote"), peer) as peer:
+            if not peer.checkCollectIndicator(indicator):
+                _not_ready(result, _not_ready_cause(peer, params, indicator), getattr(peer, "collectCheckResult", None))
     except ValueError as exc:
         _fail(params, str(exc))
-    return dict(changed=False, ready=bool(ready))
+    return result
 
 
 def ownership_of(params, user_option, group_option, where=""):
@@ -161,7 +216,7 @@ def _ownership(params):
     return ownership_of(params, "owner", "group")
 
 
-def _stage_failure(params, exc, target_dir, seconds):
+def _stage_failure(params, exc, target_dir, seconds, peer=None):
     partial = getattr(exc, "stageResult", None)
     message = str(exc)
     if isinstance(exc, ValueError) and message.startswith("Target directory"):
@@ -171,7 +226,7 @@ def _stage_failure(params, exc, target_dir, seconds):
     entry = getattr(exc, "failedEntry", None)
     if entry is not None:
         message = "%s [%s]" % (message.rstrip("."), entry)
-    detail, extra = _output_of(exc)
+    detail, extra = _output_of(exc, peer)
     result = dict(
         target_dir=target_dir, ready=True, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False,
         seconds=round(seconds, 3),
@@ -203,13 +258,27 @@ def stage(params, check_mode=False):
         _fail(params, str(exc))
     remote = params["type"] == "remote"
     warnings = []
+    peer = None
     result = dict(
         changed=False, ready=True, count=0, files=[], bytes=0, unchanged=[], target_dir=target_dir, stage_indicator_written=False
     )
     try:
-        with _session(params, _peer(params, _working_dir(params))) as peer, contextlib.ExitStack() as stack:
+        peer = _peer(params, _working_dir(params))
+        if remote and params.get("check_collect_indicator"):
+            early = diagnose.before_connecting(peer)
+            if early is not None:  # nothing can run: not ready, and why (nothing was started)
+                _not_ready(result, early)
+                result["seconds"] = round(time.monotonic() - started, 3)
+                return result
+        if remote:
+            problem = diagnose.rsh_problem(peer)
+            if problem:
+                warnings.append("%s (the file sizes cannot be checked against the peer's listing)." % problem)
+        with _session(params, peer) as peer, contextlib.ExitStack() as stack:
             if params.get("check_collect_indicator"):
-                result["ready"] = bool(peer.checkCollectIndicator(params.get("collect_indicator") or DEF_COLLECT_INDICATOR))
+                collect_indicator = params.get("collect_indicator") or DEF_COLLECT_INDICATOR
+                if not peer.checkCollectIndicator(collect_indicator):
+                    _not_ready(result, _not_ready_cause(peer, params, collect_indicator), getattr(peer, "collectCheckResult", None))
             if result["ready"]:
                 # The run's descriptor for the peer's directory, else target_dir opened once.
                 target_fd = stack.enter_context(open_target(target_dir, params.get("target_fd"), mayBeMissing=check_mode))
@@ -242,7 +311,7 @@ def stage(params, check_mode=False):
     except spec.OptionError as exc:
         _fail(params, str(exc))
     except (IOError, OSError, ValueError) as exc:
-        _stage_failure(params, exc, target_dir, time.monotonic() - started)
+        _stage_failure(params, exc, target_dir, time.monotonic() - started, peer)
     result["seconds"] = round(time.monotonic() - started, 3)
     if warnings:
         result["warnings"] = warnings

@@ -54,7 +54,7 @@ import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import SU_COMMAND, as_local_user, cancelled, join_command, run_command, split_command_line
+from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
 from ._dirs import new_file
 from ._failure import VALID_FAILURE_MODES
 from . import _ids
@@ -849,6 +849,7 @@ class RemotePeer(_Peer):
         self._ignoreFailureMode = None
         self.commandTimeout = None
         self.sshOptions = []
+        self.collectCheckResult = None
         self.name = name
         self.collectDir = collectDir
         self.workingDir = workingDir
@@ -1142,7 +1143,9 @@ class RemotePeer(_Peer):
         """Whether the collect indicator exists on the peer.
 
         Fetches ``<collectDir>/<indicator>`` into a private directory with the rcp command
-        (it is removed afterwards); any failure to copy counts as ``False``.
+        (it is removed afterwards); any failure to copy counts as ``False``.  The copy
+        command's ``CommandResult`` is kept as ``collectCheckResult`` (collection extension),
+        so that a caller can tell why the peer is not ready.
 
         :raises ValueError: if a path cannot be encoded properly
         """
@@ -1163,7 +1166,9 @@ class RemotePeer(_Peer):
                 result = self._run(argv, pass_fds=work.passed)
             except Exception as exc:  # any failure to fetch means "not ready", as in Cedar Backup
                 logger.info("Failed looking for collect indicator: %s", exc)
+                self.collectCheckResult = CommandResult(list(self._rcpCommandList), EXEC_FAILED, "", "%s\n" % exc, False)
                 return False
+            self.collectCheckResult = result
             if result.rc != 0:
                 message = "Error (%d) copying [%s] from remote host%s." % (result.rc, sourceFile, self._userSuffix())
                 logger.info("Failed looking for collect indicator: %s", message)

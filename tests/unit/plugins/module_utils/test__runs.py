@@ -348,7 +348,8 @@ def test_each_host_gets_its_report_and_failure(pool, tmp_path):
     hosts = _runs.stage_run(run_params(staging, peers))["hosts"]
     assert sorted(hosts) == ["nr", "quiet", "web1"]
     assert hosts["web1"] == dict(status="staged", changed=True, report="staged", failure="")
-    assert hosts["nr"]["failure"] == "Peer nr: not ready, no collect indicator (peer not ready or unreachable)."
+    assert hosts["nr"]["failure"] == ("Peer nr: not ready, no collect indicator: %s/cback.collect is not there yet: "
+                                      "the peer has not finished its collect action." % (tmp_path / "empty"))
     assert hosts["nr"]["changed"] is True  # its directory was made
     assert hosts["quiet"]["status"] == "ignored" and hosts["quiet"]["failure"] == ""
     assert hosts["quiet"]["report"].startswith("ignored: no collect indicator")

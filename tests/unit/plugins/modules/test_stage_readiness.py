@@ -25,7 +25,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, _ssh, _tasks, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _ids, _ssh, _tasks, peer
 from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, SPECS, fill, module_params, snapshot
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -66,6 +66,17 @@ def not_ready_result(target):
     )
 
 
+def without_cause(result, kind):
+    """``result`` without why it is not ready, after checking the cause is ``kind`` with a hint."""
+    result = dict(result)
+    assert result.pop("cause") == kind, result
+    assert result.pop("hint"), result
+    result.pop("output")
+    for key in ("rc", "stdout", "stderr", "cmd"):  # the failed check command, for a remote peer
+        result.pop(key, None)
+    return result
+
+
 # ---------------------------------------------------------------------------
 # Local peers
 # ---------------------------------------------------------------------------
@@ -100,7 +111,7 @@ def test_local_not_ready_stages_nothing_and_does_not_fail(tmp_path, check_mode):
     target.mkdir(parents=True)
     before = snapshot(tmp_path)
     result = _tasks.stage(local_params(collect, target), check_mode)
-    assert without_seconds(result) == not_ready_result(target)
+    assert without_cause(without_seconds(result), "not-collected") == not_ready_result(target)
     assert "warnings" not in result
     # nothing staged, no stage indicator, nothing else touched
     assert snapshot(tmp_path) == before
@@ -113,7 +124,7 @@ def test_local_missing_collect_dir_is_not_ready(tmp_path, check_mode):
     target = tmp_path / "target"
     target.mkdir()
     result = _tasks.stage(local_params(tmp_path / "missing", target), check_mode)
-    assert without_seconds(result) == not_ready_result(target)
+    assert without_cause(without_seconds(result), "collect-dir-missing") == not_ready_result(target)
     assert not (tmp_path / "missing").exists()
     assert os.listdir(str(target)) == []
 
@@ -146,7 +157,7 @@ def test_local_custom_collect_indicator(tmp_path):
     target = tmp_path / "target"
     target.mkdir()
     result = _tasks.stage(local_params(collect, target, collect_indicator="done.flag"), False)
-    assert without_seconds(result) == not_ready_result(target)
+    assert without_cause(without_seconds(result), "not-collected") == not_ready_result(target)
     assert os.listdir(str(target)) == []
     (collect / "done.flag").write_bytes(b"")
     result = _tasks.stage(local_params(collect, target, collect_indicator="done.flag"), False)
@@ -209,7 +220,7 @@ def test_local_check_mode_missing_target_dir_not_ready(tmp_path):
     collect = fill(tmp_path / "collect", {"data.tar": (b"x", 0o644)})
     target = tmp_path / "target"
     result = _tasks.stage(local_params(collect, target), True)
-    assert without_seconds(result) == not_ready_result(target)
+    assert without_cause(without_seconds(result), "not-collected") == not_ready_result(target)
     assert not target.exists()
 
 
@@ -353,6 +364,8 @@ class FakeOpenSSH(object):
         destination, command = call.args[0], call.args[1]
         assert destination == "backup@%s" % HOST, destination
         words = shlex.split(command)
+        if words[:2] == ["test", "-d"]:  # what a missing collect indicator means
+            return self._result(argv, 0 if os.path.isdir(words[2]) else 1)
         assert words[:2] == ["find", "-L"], words
         directory = words[2]
         if not os.path.isdir(directory):
@@ -495,10 +508,12 @@ def test_remote_not_ready_stages_nothing(remote, openssh):
     (collect / "cback.collect").unlink()
     before = snapshot(collect.parent)
     result = _tasks.stage(remote_params(collect, target), False)
-    assert without_seconds(result) == not_ready_result(target)
-    # only the indicator was fetched: no copy, no push
-    assert len(openssh.calls) == 1
+    assert without_cause(without_seconds(result), "not-collected") == not_ready_result(target)
+    # only the indicator was fetched (then the collect dir found there): no copy, no push
+    assert [call.program for call in openssh.calls] == ["scp", "ssh"]
     assert openssh.calls[0].args[0] == "backup@%s:%s/cback.collect" % (HOST, collect)
+    assert openssh.calls[1].args[1] == "test -d %s" % collect
+    assert result["hint"] == "%s/cback.collect is not there yet: the peer has not finished its collect action" % collect
     assert snapshot(collect.parent) == before
     assert not (collect / "cback.stage").exists()
     # the connection that was opened is closed
@@ -511,7 +526,7 @@ def test_remote_unreachable_is_not_ready(remote, openssh):
     collect, target = remote
     openssh.unreachable = True
     result = _tasks.stage(remote_params(collect, target), False)
-    assert without_seconds(result) == not_ready_result(target)
+    assert without_cause(without_seconds(result), "connect-timeout") == not_ready_result(target)
     assert len(openssh.calls) == 1
     # no master came up: nothing to close
     assert openssh.exits == []
@@ -592,8 +607,8 @@ def test_remote_check_mode_missing_target_dir_not_ready(tmp_path, openssh):
     collect = fill(tmp_path / "collect", {"data.tar": (b"x", 0o644)})
     target = tmp_path / "target"
     result = _tasks.stage(remote_params(collect, target), True)
-    assert without_seconds(result) == not_ready_result(target)
-    assert [call.program for call in openssh.calls] == ["scp"]
+    assert without_cause(without_seconds(result), "not-collected") == not_ready_result(target)
+    assert [call.program for call in openssh.calls] == ["scp", "ssh"]
     assert not target.exists()
 
 
@@ -616,6 +631,7 @@ def test_remote_real_run_missing_target_dir_fails(tmp_path, openssh):
 
 def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch):
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    monkeypatch.setattr(_diagnose, "_shell_problem", lambda user: None)  # su is faked: nobody's nologin shell is no matter
     collect, target = remote
     owners = []
     real = openssh.__call__
@@ -641,7 +657,8 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     assert "-O exit" in openssh.exits[0]["argv"][3]
 
 
-def test_remote_other_rcp_program_gets_no_options(remote, openssh):
+def test_remote_other_rcp_program_gets_no_options(remote, openssh, monkeypatch):
+    monkeypatch.setattr(_diagnose, "_program_problem", lambda argv0, option: None)  # /usr/bin/rcp is faked
     collect, target = remote
     result = _tasks.stage(remote_params(collect, target, rcp_command="/usr/bin/rcp -p"), False)
     assert result["ready"] is True

@@ -79,13 +79,17 @@ def peer(tmp_path):
 def test_local_ready_and_not_ready(tmp_path, check_mode):
     collect = fill(tmp_path / "collect", {"data": (b"x", 0o644)})
     before = snapshot(tmp_path)
-    assert _tasks.collect_indicator(indicator_params(collect), check_mode) == dict(changed=False, ready=False)
+    result = _tasks.collect_indicator(indicator_params(collect), check_mode)
+    assert result == dict(changed=False, ready=False, cause="not-collected", output="",
+                          hint="%s/cback.collect is not there yet: the peer has not finished its collect action" % collect)
     (collect / "cback.collect").write_bytes(b"")
     assert _tasks.collect_indicator(indicator_params(collect), check_mode) == dict(changed=False, ready=True)
     assert _tasks.collect_indicator(indicator_params(collect, collect_indicator="done.flag"), check_mode)["ready"] is False
     (collect / "done.flag").write_bytes(b"")
     assert _tasks.collect_indicator(indicator_params(collect, collect_indicator="done.flag"), check_mode)["ready"] is True
-    assert _tasks.collect_indicator(indicator_params(tmp_path / "missing"), check_mode) == dict(changed=False, ready=False)
+    missing = _tasks.collect_indicator(indicator_params(tmp_path / "missing"), check_mode)
+    assert (missing["ready"], missing["cause"]) == (False, "collect-dir-missing")
+    assert missing["hint"] == "collect directory %s does not exist" % (tmp_path / "missing")
     after = snapshot(tmp_path)
     for new in ("collect/cback.collect", "collect/done.flag"):
         after.pop(new)
@@ -405,7 +409,9 @@ def test_remote_ready_through_the_rcp_command(tmp_path, fake_rcp):
         "cback_collect_indicator", type="remote", name="peer.example.org", remote_user="backup",
         collect_dir=str(collect), rcp_command=rcp, working_dir=str(work),
     )
-    assert _tasks.collect_indicator(params, False) == dict(changed=False, ready=False)
+    result = _tasks.collect_indicator(params, False)
+    assert (result["changed"], result["ready"], result["cause"]) == (False, False, "unknown")
+    assert result["rc"] == 1 and result["cmd"][0] == rcp
     (collect / "cback.collect").write_bytes(b"")
     assert _tasks.collect_indicator(params, True) == dict(changed=False, ready=True)
     assert _tasks.collect_indicator(params, False) == dict(changed=False, ready=True)

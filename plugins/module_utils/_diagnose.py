@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Private to cedarbackup.peer: not a public API, may change without notice.
+"""Why a peer is not ready, or why its copy failed: the command's output, cleaned, and a hint.
+
+A peer that cannot be checked still counts as *not ready* (Cedar Backup's semantics, which
+the ignore-failure modes rely on), but the run says why: ``Cause`` carries the failed
+command's stderr (trimmed, ``\\r\\n`` cleaned, on one line) and, where the cause is known, a
+hint that names it and the fix.  What can be known before any connection (a program that
+is not there, a copy user without a login shell) is checked first, without running anything.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import pwd
+import re
+from collections import namedtuple
+
+from ._command import sanitized_environment
+
+# At most this many characters of a command's output travel in a message.
+OUTPUT_CHARS = 400
+
+Cause = namedtuple("Cause", ["kind", "hint", "output"])
+Cause.__doc__ = """Why a peer failed: ``kind`` (a short key, in the JSON summary), ``hint`` (a
+sentence naming the cause and the fix, ``""`` when unknown), ``output`` (the command's
+cleaned stderr, ``""`` when nothing ran)."""
+
+# Shells that refuse to run a command (``su -c`` and sshd both go through the user's shell).
+NO_LOGIN_SHELLS = ("nologin", "false")
+
+
+def clean_output(text, limit=OUTPUT_CHARS):
+    """A command's output on one line: ``\\r\\n``/``\\r`` line ends and blank lines dropped,
+    lines joined with ``"; "``, cut to ``limit`` characters (head and tail kept)."""
+    if not text:
+        return ""
+    lines = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
+    joined = "; ".join(line for line in lines if line)
+    joined = "".join(ch if ch.isprintable() else "?" for ch in joined)
+    if len(joined) > limit:
+        half = (limit - 5) // 2
+        joined = joined[:half] + " ... " + joined[-half:]
+    return joined
+
+
+def _program_problem(argv0, option):
+    """A hint when the program ``argv0`` of a command cannot be run on the master, else ``None``."""
+    if "/" in argv0:
+        path = argv0
+    else:
+        path = None
+        for folder in (sanitized_environment().get("PATH") or os.defpath).split(os.pathsep):
+            candidate = os.path.join(folder or ".", argv0)
+            if os.path.isfile(candidate):
+                path = candidate
+                break
+        if path is None:
+            return "program missing on the master: %s is not found in PATH; fix %s (cback_%s) or install it" % (argv0, option, option)
+    if not os.path.isfile(path):
+        return "program missing on the master: %s does not exist; fix %s (cback_%s) or install it" % (path, option, option)
+    if not os.stat(path).st_mode & 0o111:
+        return "program not executable on the master: %s; fix %s (cback_%s)" % (path, option, option)
+    return None
+
+
+def _shell_problem(user):
+    """A hint when ``su <user> -c`` cannot run a command (no such user, no login shell), else ``None``."""
+    try:
+        shell = pwd.getpwnam(user).pw_shell or "/bin/sh"
+    except KeyError:
+        return "the copy user %s does not exist on the master" % user
+    if os.path.basename(shell) in NO_LOGIN_SHELLS or not os.path.isfile(shell) or not os.access(shell, os.X_OK):
+        return ("the copy user %s has no login shell (%s), so su cannot run the copy as that user: give it one "
+                "(usermod -s /bin/sh %s) or set copy_as_backup_user (cback_copy_as_backup_user) to false" % (user, shell, user))
+    return None
+
+
+def before_connecting(peer):
+    """What keeps a remote peer's readiness check from running, found without running anything:
+    a ``Cause`` or ``None``.  Checked: the rcp program exists and is executable on the master,
+    and the copy user (``localUser``) has a usable login shell."""
+    problem = _program_problem(peer._rcpCommandList[0], "rcp_command")
+    if problem:
+        return Cause("program-missing", problem, "")
+    if peer.localUser is not None:
+        problem = _shell_problem(peer.localUser)
+        if problem:
+            return Cause("no-login-shell", problem, "")
+    return None
+
+
+def rsh_problem(peer):
+    """A hint when the rsh program cannot be run on the master, else ``None``."""
+    return _program_problem(peer._rshCommandList[0], "rsh_command")
+
+
+# (kind, pattern of the output, hint); the first that matches wins.  ``%(user)s`` is the
+# remote user, ``%(program)s`` the command's program.
+_PATTERNS = (
+    ("host-key", r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No \S+ host key is known"
+                 r"|host key for .* has changed",
+     "host key mismatch: the peer's host key is not the one the copy user's known_hosts holds for it (or none is "
+     "known); update known_hosts (with HostKeyAlias for an alias or another port)"),
+    ("cancelled", r"the run was cancelled", "the run was cancelled before the peer answered"),
+    ("command-timeout", r"Command timed out after|time for this peer had run out",
+     "the command did not finish in time (timeout or peer_timeout)"),
+    ("connect-timeout", r"timed out|Connection timed out|Operation timed out|Timeout, server .* not responding",
+     "connection timed out: the peer did not answer within connect_timeout (host down or filtered, or not an ssh "
+     "server)"),
+    ("connection-refused", r"Connection refused",
+     "connection refused: nothing listens for ssh at the peer's address and port (is sshd running there?)"),
+    ("name-resolution", r"Could not resolve hostname|Name or service not known|Temporary failure in name resolution",
+     "the peer's name does not resolve: set its address (ansible_host) or fix the ssh configuration"),
+    ("unreachable", r"No route to host|Network is unreachable", "the peer's address cannot be reached (no route)"),
+    ("authentication", r"Permission denied \(|Too many authentication failures",
+     "authentication failed: the copy user's ssh key is not accepted for remote user %(user)s on the peer"),
+    ("no-login-shell", r"This account is currently not available",
+     "a user without a login shell: su on the master or sshd on the peer refused to run a command (nologin)"),
+    ("program-missing", r"^(?:su: )?(?:sh: \d+: )?%(program)s: (?:not found|No such file or directory)",
+     "program missing on the master: %(program)s; fix the rcp/rsh command (cback_rcp_command, cback_rsh_command)"),
+    ("permission-denied", r"Permission denied",
+     "permission denied on the peer: remote user %(user)s cannot read the collect directory or a file in it"),
+    ("no-space", r"No space left on device|Disk quota exceeded",
+     "no space left where the copy writes (the staging directory's filesystem, or a quota)"),
+)
+
+
+def from_output(output, peer=None, program=None):
+    """The ``Cause`` a failed command's stderr shows (``kind`` ``unknown`` and no hint when
+    nothing known matches)."""
+    cleaned = clean_output(output)
+    values = dict(user=getattr(peer, "remoteUser", None) or "?", program=re.escape(program or "\0"))
+    for kind, pattern, hint in _PATTERNS:
+        if re.search(pattern % values, output or "", re.MULTILINE):
+            return Cause(kind, hint % dict(values, program=program or "?"), cleaned)
+    return Cause("unknown", "", cleaned)
+
+
+def hint_of(output, peer=None, program=None):
+    """Just the hint for a failed command's stderr (``""`` when nothing known matches)."""
+    return from_output(output, peer, program).hint
