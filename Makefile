@@ -12,7 +12,7 @@ BUILD       := .build
 COLLECTIONS := $(abspath $(BUILD)/collections)
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/cedarbackup-peer-$(VERSION).tar.gz
-APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd
+APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd strace util-linux
 PYTEST_ARGS ?=
 # Oldest supported ansible-core: the playbook and ansible-doc tests run with it too.
 COMPAT_VENV := .venv-2.16

@@ -49,11 +49,12 @@ def stage_row(peer, outcome, full, start_of_week):
                    + (", ignored by ignore-failure mode %s." % peer.get("ignore_failure_mode") if ignored else "."))
     else:
         unchanged = outcome.get("unchanged") or []
-        verified = outcome.get("verified")
-        if verified is not None:
-            row["verified"] = int(verified)
+        notes = ["%d already staged" % len(unchanged)] if unchanged else []
+        if outcome.get("verified") is not None:
+            row["verified"] = int(outcome["verified"])
+            notes.append("%d verified (sha256)" % row["verified"])
         row.update(status="staged", files=int(outcome.get("count") or 0), bytes=int(outcome.get("bytes") or 0),
-                   seconds=float(outcome.get("seconds") or 0), message="%d already staged" % len(unchanged) if unchanged else "")
+                   seconds=float(outcome.get("seconds") or 0), message="; ".join(notes))
     if outcome and outcome.get("cause"):
         row.update(cause=outcome["cause"], hint=_text(outcome.get("hint")), output=_text(outcome.get("output")))
     return row

@@ -233,6 +233,8 @@ def _stage_failure(params, exc, target_dir, seconds, peer=None):
     )
     if partial is not None:
         result.update(count=len(partial.copied), files=list(partial.copied), bytes=partial.bytes, unchanged=list(partial.unchanged))
+    if getattr(exc, "verified", None) is not None:
+        result["verified"] = exc.verified
     result["changed"] = bool(result["files"])
     result.update(extra)
     _fail(params, message + detail, **result)
@@ -295,6 +297,8 @@ def stage(params, check_mode=False):
                         staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), checkOnly=check_mode,
                                                  targetFd=TARGET_MISSING if target_fd is None else target_fd)
                         present = os.path.isfile(path_join(peer.collectDir, indicator))
+                if params.get("verify") and not check_mode:
+                    result["verified"] = _verify(peer, target_dir, target_fd, staged)
                 written = bool(params.get("write_stage_indicator", True)) and not present
                 if written and not check_mode:
                     if cancelled():
@@ -316,6 +320,22 @@ def stage(params, check_mode=False):
     if warnings:
         result["warnings"] = warnings
     return result
+
+
+def _verify(peer, target_dir, target_fd, staged):
+    """sha256 of every staged file (copied or found identical) against the peer's: the count
+    verified; a file that differs is removed and the peer fails (``IOError``)."""
+    names = list(staged.copied) + list(staged.unchanged)
+    verified, mismatched = peer.verifyFiles(target_dir, names, targetFd=target_fd)
+    if mismatched:
+        shown = ", ".join(mismatched[:5]) + (" and %d more" % (len(mismatched) - 5) if len(mismatched) > 5 else "")
+        partial = StageResult([name for name in staged.copied if name not in mismatched],
+                              [name for name in staged.unchanged if name not in mismatched], staged.excluded, staged.bytes)
+        error = IOError("Verification failed: the sha256 of %s differs from the peer's (or the peer gave none); "
+                        "removed from the staging directory." % shown)
+        error.verified = len(verified)
+        raise _attach(error, partial)
+    return len(verified)
 
 
 @contextlib.contextmanager

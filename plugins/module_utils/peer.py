@@ -48,6 +48,7 @@ __metaclass__ = type
 import concurrent.futures
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -210,6 +211,51 @@ def _same_bytes(first, second, size, step=1 << 20):
             return False
         offset += len(a)
     return True
+
+
+def _sha256_fd(fd, step=1 << 20):
+    """The sha256 (hex) of the open file ``fd``, read from its start in bounded steps."""
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        if cancelled():
+            raise IOError("The run was cancelled (%s)." % cancelled())
+        chunk = os.pread(fd, step, offset)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+        offset += len(chunk)
+
+
+def _staged_sha256(dirFd, name):
+    """The sha256 of the staged file ``name`` in the open directory ``dirFd`` (never through a
+    symlink); ``None`` when it is not a regular file there."""
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dirFd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return _sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard_mismatches(dirFd, names, expected):
+    """Compare each staged file ``name`` with ``expected[name]`` (a sha256, ``None`` when the
+    peer could not give one); remove the ones that differ.  ``(verified, mismatched)``."""
+    verified, mismatched = [], []
+    for name in names:
+        if expected.get(name) is not None and _staged_sha256(dirFd, name) == expected[name]:
+            verified.append(name)
+            continue
+        mismatched.append(name)
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dirFd)
+    if mismatched:
+        os.fsync(dirFd)
+    return verified, mismatched
 
 
 def _open_regular(path):
@@ -562,6 +608,29 @@ class LocalPeer(_Peer):
         if not copied and not unchanged:
             raise _attach(IOError("Did not copy any files from local peer."), partial)
         return partial
+
+    def verifyFiles(self, targetDir, names, targetFd=None):
+        """Compare staged files with the peer's by sha256 (collection extension).
+
+        Each name in ``names`` is read back from ``targetDir`` (or the open ``targetFd``)
+        and from the collect directory; a staged file that differs, or whose source cannot be
+        read as a regular file, is removed from the target directory.
+
+        :returns: ``(verified, mismatched)``, lists of names
+        """
+        expected = {}
+        for name in names:
+            try:
+                source = _open_regular(path_join(self.collectDir, name))
+            except (IOError, OSError, ValueError):
+                expected[name] = None
+                continue
+            try:
+                expected[name] = _sha256_fd(source)
+            finally:
+                os.close(source)
+        with _target(encode_path(targetDir), targetFd) as dirFd:
+            return _discard_mismatches(dirFd, names, expected)
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists in the collect directory.
@@ -1243,6 +1312,48 @@ class RemotePeer(_Peer):
         """
         return self._run(self.remoteShellArgv(command), **kwargs)
 
+    def remoteChecksums(self, names, batch=200):
+        """``{name: sha256}`` of files of the collect directory, computed on the peer with GNU
+        ``sha256sum`` over the rsh command (on the shared connection), ``batch`` names per
+        command.  A file the peer cannot read is missing from the result.
+
+        :raises IOError: if a command cannot run on the peer at all
+        """
+        sums = {}
+        names = list(names)
+        for start in range(0, len(names), batch):
+            part = names[start:start + batch]
+            command = "cd %s && %s" % (join_command([self.collectDir]), join_command(["sha256sum", "--"] + part))
+            result = self.runRemoteCommand(command, keep=LISTING_BYTES)
+            if result.rc not in (0, 1) or result.truncated:
+                raise _with_output(IOError("Error (%d) computing checksums in [%s] on remote host." % (result.rc, self.collectDir)), result)
+            wanted = set(part)
+            for line in result.stdout.split("\n"):
+                escaped = line.startswith("\\")
+                if escaped:
+                    line = line[1:]
+                digest, name = line[:64], line[66:]
+                if escaped:
+                    name = _unescape_sum_name(name)
+                if len(digest) == 64 and name in wanted:
+                    sums[name] = digest.lower()
+        return sums
+
+    def verifyFiles(self, targetDir, names, targetFd=None):
+        """Compare staged files with the peer's by sha256 (collection extension).
+
+        The peer's checksums come from ``remoteChecksums`` (one command per 200 files, on
+        the shared connection); each staged file is read back from ``targetDir`` (or the open
+        ``targetFd``).  A staged file that differs, or that the peer gives no checksum for,
+        is removed from the target directory.
+
+        :returns: ``(verified, mismatched)``, lists of names
+        :raises IOError: if the checksums cannot be computed on the peer
+        """
+        expected = self.remoteChecksums(names)
+        with _target(encode_path(targetDir), targetFd) as dirFd:
+            return _discard_mismatches(dirFd, names, expected)
+
     def listCollectDir(self):
         """Entries ``<collectDir>/*`` would match on the peer, over the rsh command.
 
@@ -1300,6 +1411,20 @@ class RemotePeer(_Peer):
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
             raise ValueError("Target directory is not a directory or does not exist on disk.")
+
+
+def _unescape_sum_name(name):
+    """A file name as GNU ``sha256sum`` escapes it on a line that starts with a backslash."""
+    out, index = [], 0
+    while index < len(name):
+        char = name[index]
+        if char == "\\" and index + 1 < len(name):
+            out.append({"n": "\n", "r": "\r", "\\": "\\"}.get(name[index + 1], name[index + 1]))
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
 
 
 def _not_staged(names, shown=5):

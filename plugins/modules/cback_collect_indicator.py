@@ -74,6 +74,22 @@ ready:
   returned: success
   type: bool
   sample: true
+cause:
+  description:
+    - Why the peer is not ready, as a short key (see RV(cedarbackup.peer.cback_stage#module:cause)),
+      for example V(not-collected) (the indicator is not there yet), V(collect-dir-missing),
+      V(connection-refused) or V(host-key).
+  returned: when the peer is not ready
+  type: str
+  sample: not-collected
+hint:
+  description: The cause in a sentence, with the fix (empty when the cause is not known).
+  returned: when the peer is not ready
+  type: str
+output:
+  description: The check command's error output, trimmed and on one line.
+  returned: when the peer is not ready
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -86,6 +86,17 @@ options:
       - File name of the collect indicator, with O(check_collect_indicator=true).
     type: str
     default: cback.collect
+  verify:
+    description:
+      - After staging, compare the sha256 of every staged file (copied, or already staged
+        identically) with the peer's. For a remote peer the peer computes them with GNU
+        C(sha256sum) over O(rsh_command), on the shared connection, 200 files per command; for a
+        local peer both files are read.
+      - A staged file that differs, or that the peer gives no checksum for, is removed from
+        O(target_dir); the task then fails and the stage indicator is not written.
+      - Sizes are always checked, without this option. Ignored in check mode.
+    type: bool
+    default: false
   quick_check:
     description:
       - For a remote peer, list the collect directory first (GNU C(find) over O(rsh_command), on the
@@ -183,6 +194,31 @@ target_dir:
   returned: always
   type: str
   sample: /opt/backup/stage/2026/11/26/web1
+verified:
+  description: Number of staged files whose sha256 equals the peer's.
+  returned: with O(verify=true), when the peer was ready and its files were staged
+  type: int
+  sample: 3
+cause:
+  description:
+    - Why the peer is not ready, or why its copy failed, as a short key - V(program-missing),
+      V(no-login-shell), V(host-key), V(connection-refused), V(connect-timeout),
+      V(command-timeout), V(name-resolution), V(unreachable), V(authentication),
+      V(permission-denied), V(collect-dir-missing), V(not-collected), V(no-space),
+      V(cancelled) or V(unknown).
+  returned: when the peer is not ready, and when a failure's cause is known
+  type: str
+  sample: connection-refused
+hint:
+  description: The cause in a sentence, with the fix (empty when the cause is not known).
+  returned: when the peer is not ready, and when a failure's cause is known
+  type: str
+  sample: "connection refused: nothing listens for ssh at the peer's address and port (is sshd running there?)"
+output:
+  description: The readiness check command's error output, trimmed and on one line.
+  returned: when the peer is not ready
+  type: str
+  sample: "ssh: connect to host 127.0.3.1 port 2300: Connection refused; lost connection"
 stage_indicator_written:
   description: Whether the stage indicator was written (in check mode, would be written).
   returned: always
@@ -223,6 +259,7 @@ def main():
             stage_indicator=dict(type="str", default="cback.stage"),
             check_collect_indicator=dict(type="bool", default=False),
             quick_check=dict(type="bool", default=False),
+            verify=dict(type="bool", default=False),
             collect_indicator=dict(type="str", default="cback.collect"),
         ),
         supports_check_mode=True,

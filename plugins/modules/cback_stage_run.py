@@ -132,6 +132,13 @@ options:
         O(cedarbackup.peer.cback_stage#module:quick_check)).
     type: bool
     default: true
+  verify:
+    description:
+      - After staging, compare the sha256 of every staged file with the peer's (see
+        O(cedarbackup.peer.cback_stage#module:verify)); each peer's result counts the files
+        verified.
+    type: bool
+    default: false
   collect_indicator:
     description: File name of the collect indicator.
     type: str
@@ -206,7 +213,10 @@ summary:
     - The run's summary, as written to RV(summary_file) - C(date), C(daily_dir), C(full),
       C(start_of_week), C(check_mode), C(peers) (one row per peer - C(name), C(host), C(type),
       C(status) V(staged), V(not ready), V(ignored) or V(failed), C(files), C(bytes), C(seconds),
-      C(message)), C(failed) and C(failure_message).
+      C(message); with O(verify=true) C(verified), the count of files whose sha256 equals the
+      peer's; where the run knows why a peer is not ready or failed, C(cause), C(hint) and
+      C(output) as in the results of M(cedarbackup.peer.cback_stage)), C(failed) and
+      C(failure_message).
   returned: success
   type: dict
 failed_peers:
