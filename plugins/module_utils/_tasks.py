@@ -223,10 +223,18 @@ def _stage_failure(params, exc, target_dir, seconds, peer=None):
         message = "target_dir: " + message
     elif isinstance(exc, ValueError) and message.startswith("Collect directory"):
         message = "collect_dir: " + message
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror and getattr(exc, "commandResult", None) is None:
+        # "[Errno 28] No space left on device" reads as what it is, with where it happened.
+        message = "%s (staging into %s)" % (exc.strerror, target_dir)
     entry = getattr(exc, "failedEntry", None)
     if entry is not None:
         message = "%s [%s]" % (message.rstrip("."), entry)
     detail, extra = _output_of(exc, peer)
+    if getattr(exc, "commandResult", None) is None:
+        cause = diagnose.from_output(str(exc), peer)
+        if cause.hint:
+            detail += " (%s)" % cause.hint
+            extra.update(cause=cause.kind, hint=cause.hint)
     result = dict(
         target_dir=target_dir, ready=True, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False,
         seconds=round(seconds, 3),
