@@ -19,7 +19,7 @@ import time
 
 from . import _argspec as spec
 from . import _diagnose as diagnose
-from ._command import as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command
+from ._command import EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command
 from ._ids import current_umask, current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
 from ._paths import path_join
 from ._ssh import ssh_options, ssh_session
@@ -106,18 +106,25 @@ def _not_ready_cause(peer, params, indicator):
     result = peer.collectCheckResult
     output = result.stderr if result is not None else ""
     cause = diagnose.from_output(output, peer, _program(peer))
-    if cause.kind == "unknown" and "No such file or directory" in output and not cancelled():
-        probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
-        if probe.rc == 0:
-            return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path,
-                                  cause.output)
-        if probe.rc == 1:
-            return diagnose.Cause(
-                "collect-dir-missing",
-                "collect directory %s does not exist on the peer (or remote user %s cannot reach it)" % (peer.collectDir, peer.remoteUser),
-                cause.output,
-            )
-    return cause
+    if cause.kind != "unknown" or cancelled() or result is None or result.rc == EXEC_FAILED:
+        return cause
+    # The copy said too little (scp -q, Cedar Backup's default, keeps ssh's own errors to
+    # itself): one command over the rsh command tells a connection problem, a missing collect
+    # directory and an indicator that is not there yet apart.
+    probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
+    found = diagnose.from_output(probe.stderr, peer, peer._rshCommandList[0])
+    both = "; ".join(part for part in (cause.output, found.output) if part)
+    if found.kind != "unknown":
+        return diagnose.Cause(found.kind, found.hint, both)
+    if probe.rc == 0 and "No such file or directory" in output:
+        return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path, cause.output)
+    if probe.rc == 1 and not probe.stderr.strip():
+        return diagnose.Cause(
+            "collect-dir-missing",
+            "collect directory %s does not exist on the peer (or remote user %s cannot reach it)" % (peer.collectDir, peer.remoteUser),
+            cause.output,
+        )
+    return diagnose.Cause("unknown", "", both)
 
 
 def _not_ready(result, cause, command=None):

@@ -277,9 +277,12 @@ def test_peer_timeout_stops_one_peer_and_the_others_go_on(tmp_path):
     scp.write_text(FAKE_SCP)
     scp.chmod(0o755)
     peers = []
+    rsh = tmp_path / "fake-rsh"
+    rsh.write_text("#!/bin/sh\nexit 1\n")  # no listing: nothing goes out to the network
+    rsh.chmod(0o755)
     for name in ("hang", "fine"):
         fill(tmp_path / name, {"data": (b"x" * 100, 0o644), "cback.collect": (b"", 0o644)})
-        peers.append(dict(name=name, collect_dir=str(tmp_path / name), rcp_command=str(scp), remote_user="u"))
+        peers.append(dict(name=name, collect_dir=str(tmp_path / name), rcp_command=str(scp), rsh_command=str(rsh), remote_user="u"))
     started = time.monotonic()
     result = _runs.stage_run(run_params(tmp_path / "stage", peers, peer_timeout=2, parallel=2, quick_check=False))
     elapsed = time.monotonic() - started

@@ -391,10 +391,20 @@ def fake_rcp(tmp_path):
     return str(script), log
 
 
+def no_listing_rsh(folder):
+    """A fake rsh command that cannot list (so nothing goes out to the network): the copy is then trusted."""
+    path = os.path.join(str(folder), "fake-rsh")
+    with open(path, "w") as handle:
+        handle.write("#!/bin/sh\necho 'find: not here' >&2\nexit 1\n")
+    os.chmod(path, 0o755)
+    return path
+
+
 def remote_stage_params(collect, target, rcp, work, **overrides):
     base = dict(
         type="remote", name="peer.example.org", remote_user="backup", collect_dir=str(collect),
         target_dir=str(target), rcp_command="%s -B -q" % rcp, working_dir=str(work),
+        rsh_command=no_listing_rsh(os.path.dirname(rcp)),
     )
     base.update(overrides)
     return module_params("cback_stage", **base)
@@ -405,12 +415,15 @@ def test_remote_ready_through_the_rcp_command(tmp_path, fake_rcp):
     collect = fill(tmp_path / "collect", {"data": (b"x", 0o644)})
     work = tmp_path / "work"
     work.mkdir()
+    rsh = tmp_path / "fake-rsh"
+    rsh.write_text("#!/bin/sh\nexit 0\n")  # the peer answers: its collect directory is there
+    os.chmod(str(rsh), 0o755)
     params = module_params(
         "cback_collect_indicator", type="remote", name="peer.example.org", remote_user="backup",
-        collect_dir=str(collect), rcp_command=rcp, working_dir=str(work),
+        collect_dir=str(collect), rcp_command=rcp, rsh_command=str(rsh), working_dir=str(work),
     )
     result = _tasks.collect_indicator(params, False)
-    assert (result["changed"], result["ready"], result["cause"]) == (False, False, "unknown")
+    assert (result["changed"], result["ready"], result["cause"]) == (False, False, "not-collected")
     assert result["rc"] == 1 and result["cmd"][0] == rcp
     (collect / "cback.collect").write_bytes(b"")
     assert _tasks.collect_indicator(params, True) == dict(changed=False, ready=True)

@@ -1,0 +1,287 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every failure says why: one stage run over peers that each fail in their own way, for real.
+
+Each remote peer below is reached with the real ``scp``/``ssh`` through an ssh client config
+this test writes: most names lead to one real sshd on 127.0.8.1, the others to an address
+where nothing listens, to a TCP server that never speaks, with a wrong host key or with a key
+the peer does not accept.  Each peer's row in the JSON summary carries its own ``cause`` and
+a message a user can act on, asserted here word for word where it matters; a peer that cannot
+be checked stays *not ready* (the ignore-failure modes apply as in ``cback3``).
+
+Also here, with real processes: a file that changes size during its copy (local and remote)
+and one that vanishes before it, the copy user without a login shell, and ``cback_verify``
+(sha256 against the peer, a tampered staged file removed), each with a checksum manifest of
+the collect directories before and after.
+"""
+
+import hashlib
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
+    AnsibleRunner,
+    HangingServer,
+    fill,
+    public_dir,
+    remove_tree,
+    script,
+    today,
+    write_inventory,
+)
+from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, free_port
+
+MiB = 1024 * 1024
+CONNECT_TIMEOUT = 3
+
+
+@pytest.fixture
+def runner(installed_collections, tmp_path):
+    return AnsibleRunner(installed_collections, tmp_path / "runs")
+
+
+@pytest.fixture
+def data():
+    path = public_dir("cbdiag-")
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """One real sshd (``dok`` on 127.0.8.1) that most peer names of this module lead to."""
+    with SshPeerPool(tmp_path_factory.mktemp("diagpool"), names=("dok",), first_address="127.0.8.1") as started:
+        yield started
+
+
+def _keygen(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", str(path)], check=True,
+                   stdout=subprocess.DEVNULL, timeout=30)
+    return path.with_name(path.name + ".pub").read_text().split()[:2]
+
+
+def block(name, address, port, identity, known_hosts):
+    return "\n".join([
+        "Host %s" % name, "    HostName %s" % address, "    Port %d" % port, "    HostKeyAlias dok",
+        "    IdentityFile %s" % identity, "    IdentitiesOnly yes", "    UserKnownHostsFile %s" % known_hosts,
+        "    GlobalKnownHostsFile /dev/null", "    StrictHostKeyChecking yes", "    UpdateHostKeys no", "    CheckHostIP no",
+        "    BatchMode yes", "    PasswordAuthentication no", "    KbdInteractiveAuthentication no", "    LogLevel ERROR",
+    ])
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for chunk in iter(lambda: handle.read(MiB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest(*dirs, skip=()):
+    """``{path: sha256}`` of every file in the collect directories but ``cback.stage`` (a run
+    writes it) and ``skip``."""
+    found = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
+            if entry.name != "cback.stage" and entry.name not in skip and entry.is_file():
+                found[str(entry)] = sha256_of(entry)
+    return found
+
+
+def rows_of(run):
+    return dict((row["name"], row) for row in run.result("Sum up the run")["ansible_facts"]["cback_stage_summary"]["peers"])
+
+
+def ready(directory, files):
+    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
+
+
+def random_files(count, size):
+    return dict(("f%d.bin" % index, (os.urandom(size), 0o644)) for index in range(count))
+
+
+def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tmp_path):
+    """One run, one cause per peer; every row says which, with the command's stderr where one
+    ran; nothing in any collect directory changes but the ``cback.stage`` of the peers staged."""
+    dok = pool.peer("dok")
+    other_key = tmp_path / "other_ed25519"
+    other_public = _keygen(other_key)
+    wrong_known = tmp_path / "wrong_known_hosts"
+    wrong_known.write_text("dok %s\n" % " ".join(other_public))
+    refused_port = free_port("127.0.8.2")  # nothing listens there
+    collects = dict((name, data / name) for name in ("dok", "nocollect", "notyet", "typo", "hostkey", "refused",
+                                                    "silent", "authfail", "grow", "vanish", "lgrow"))
+    files = random_files(3, 64 * 1024)
+    for name in ("dok", "typo", "hostkey", "refused", "silent", "authfail", "vanish"):
+        ready(collects[name], files)
+    fill(collects["notyet"], files)
+    ready(collects["grow"], dict(files, **{"grow.bin": (os.urandom(MiB), 0o644)}))
+    ready(collects["lgrow"], {"big.bin": (os.urandom(8 * MiB), 0o644), "small.bin": (b"s" * 100, 0o644)})
+    with HangingServer("127.0.8.3") as silent:
+        names = ["dok", "nocollect", "notyet", "typo", "grow", "vanish"]
+        blocks = [block(name, dok.address, dok.port, pool.client_key, pool.known_hosts) for name in names]
+        blocks.append(block("hostkey", dok.address, dok.port, pool.client_key, wrong_known))
+        blocks.append(block("refused", "127.0.8.2", refused_port, pool.client_key, pool.known_hosts))
+        blocks.append(block("silent", "127.0.8.3", silent.port, pool.client_key, pool.known_hosts))
+        blocks.append(block("authfail", dok.address, dok.port, other_key, pool.known_hosts))
+        config = tmp_path / "ssh_config"
+        config.write_text("\n\n".join(blocks) + "\n")
+        scp = "/usr/bin/scp -F %s -B -q -C" % config
+        # The copy of `grow` appends to grow.bin on the peer right after scp fetched it; `vanish`
+        # loses f1.bin between its readiness check and its copy.
+        grow = script(tmp_path / "grow-scp", "#!/bin/sh\n%s \"$@\"\nrc=$?\ncase \"$*\" in *'/*'*) printf more >> %s ;; esac\n"
+                      "exit $rc\n" % (scp, collects["grow"] / "grow.bin"))
+        vanish = script(tmp_path / "vanish-scp", "#!/bin/sh\ncase \"$*\" in *'/*'*) rm -f %s ;; esac\nexec %s \"$@\"\n"
+                        % (collects["vanish"] / "f1.bin", scp))
+        staging = data / "staging"
+        peers = dict((name, dict(cback_collect_dir=str(collects[name]), cback_remote_user="root"))
+                     for name in ("dok", "notyet", "hostkey", "refused", "silent", "authfail"))
+        peers["nocollect"] = dict(cback_collect_dir=str(data / "missing"), cback_remote_user="root")
+        peers["typo"] = dict(cback_collect_dir=str(collects["typo"]), cback_remote_user="root",
+                             cback_rcp_command="/usr/bin/scpp -F %s -B -q" % config)
+        peers["grow"] = dict(cback_collect_dir=str(collects["grow"]), cback_remote_user="root", cback_rcp_command=grow)
+        peers["vanish"] = dict(cback_collect_dir=str(collects["vanish"]), cback_remote_user="root", cback_rcp_command=vanish)
+        peers["lgrow"] = dict(cback_peer_type="local", cback_collect_dir=str(collects["lgrow"]))
+        inventory = write_inventory(runner.base / "diag.ini", dict(
+            cback_staging_dir=str(staging), cback_rcp_command=scp, cback_rsh_command="/usr/bin/ssh -F %s" % config,
+            cback_connect_timeout=CONNECT_TIMEOUT, cback_copy_as_backup_user=False), peers)
+        before = manifest(*collects.values(), skip=("grow.bin", "big.bin", "f1.bin"))
+        # A local file that grows all the time: every copy of it sees its size change.
+        stop = threading.Event()
+
+        def append():
+            with open(str(collects["lgrow"] / "big.bin"), "ab") as handle:
+                while not stop.is_set():
+                    handle.write(b"x" * 512)
+                    handle.flush()
+                    time.sleep(0.0005)
+
+        writer = threading.Thread(target=append, daemon=True)
+        writer.start()
+        try:
+            run = runner.run("stage", inventory)
+        finally:
+            stop.set()
+            writer.join(timeout=10)
+        assert not writer.is_alive()
+    rows = rows_of(run)
+    assert run.rc != 0, run
+    date, _weekday = today()
+
+    def row(name, status, cause):
+        assert rows[name]["status"] == status, rows[name]
+        assert rows[name].get("cause") == cause, rows[name]
+        return rows[name]["message"]
+
+    assert rows["dok"]["status"] == "staged" and "cause" not in rows["dok"], rows["dok"]
+    message = row("nocollect", "not ready", "collect-dir-missing")
+    assert message.startswith("no collect indicator: collect directory %s does not exist on the peer" % (data / "missing")), message
+    assert "No such file or directory" in message
+    message = row("notyet", "not ready", "not-collected")
+    assert message == ("no collect indicator: %s/cback.collect is not there yet: the peer has not finished its collect action."
+                       % collects["notyet"])
+    message = row("typo", "not ready", "program-missing")
+    assert message == ("no collect indicator: program missing on the master: /usr/bin/scpp does not exist; fix rcp_command "
+                       "(cback_rcp_command) or install it.")
+    message = row("hostkey", "not ready", "host-key")
+    assert message.startswith("no collect indicator: host key mismatch: the peer's host key is not the one"), message
+    assert "Host key verification failed" in message and "\r" not in message and "\n" not in message
+    message = row("refused", "not ready", "connection-refused")
+    assert message.startswith("no collect indicator: connection refused: nothing listens for ssh"), message
+    assert "port %d: Connection refused" % refused_port in message
+    message = row("silent", "not ready", "connect-timeout")
+    assert message.startswith("no collect indicator: connection timed out: the peer did not answer within connect_timeout"), message
+    assert rows["silent"]["seconds"] < CONNECT_TIMEOUT + 15, rows["silent"]
+    assert silent.connections >= 1
+    message = row("authfail", "not ready", "authentication")
+    assert message.startswith("no collect indicator: authentication failed: the copy user's ssh key is not accepted for "
+                              "remote user root on the peer"), message
+    assert "Permission denied (publickey" in message
+    message = row("grow", "failed", None)
+    assert message == "Changed size on the peer during the copy; not staged (incomplete): grow.bin.", message
+    assert not (staging / date / "grow" / "grow.bin").exists()
+    message = row("lgrow", "failed", None)
+    assert message.startswith("Changed size during the copy ("), message
+    assert message.endswith("not staged [big.bin]"), message
+    assert not (staging / date / "lgrow" / "big.bin").exists()
+    assert rows["vanish"]["status"] == "staged", rows["vanish"]
+    assert sorted(os.listdir(str(staging / date / "vanish"))) == ["cback.collect", "f0.bin", "f2.bin"]
+    # The same messages reach the peers' hosts and the JSON summary.
+    failures = "\n".join(str(record["result"].get("msg", "")) for record in run.find("Report the peer"))
+    for name in ("nocollect", "typo", "hostkey", "refused", "silent", "authfail", "grow", "lgrow"):
+        assert "Peer %s: %s, %s" % (name, rows[name]["status"], rows[name]["message"]) in failures, name
+    # Nothing under a final name differs from its source; nothing in a collect dir was lost.
+    for name in ("dok", "grow", "vanish", "lgrow"):
+        for entry in (staging / date / name).iterdir():
+            assert not entry.name.startswith("."), entry
+            assert sha256_of(entry) == sha256_of(collects[name] / entry.name), entry
+    assert manifest(*collects.values(), skip=("grow.bin", "big.bin", "f1.bin")) == before
+    for name in ("nocollect", "notyet", "typo", "hostkey", "refused", "silent", "authfail", "grow", "lgrow"):
+        assert not (collects[name] / "cback.stage").exists(), name
+
+
+def test_a_copy_user_without_a_login_shell_is_named_before_anything_runs(runner, data, pool, tmp_path):
+    """Debian's ``backup`` user has ``/usr/sbin/nologin``: copying as that user cannot work, and
+    the run says so for each remote peer without starting a command."""
+    collect = ready(data / "dok", random_files(2, 1024))
+    inventory = write_inventory(runner.base / "nologin.ini", dict(
+        cback_staging_dir=str(data / "staging"), cback_backup_user="backup", cback_rcp_command=pool.rcp_command,
+        cback_rsh_command=pool.rsh_command), {"dok": dict(cback_collect_dir=str(collect), cback_remote_user="root")})
+    shell = subprocess.run(["getent", "passwd", "backup"], stdout=subprocess.PIPE, check=True, timeout=10).stdout.decode()
+    assert shell.strip().endswith(":/usr/sbin/nologin"), shell
+    run = runner.run("stage", inventory)
+    row = rows_of(run)["dok"]
+    assert (row["status"], row["cause"]) == ("not ready", "no-login-shell"), row
+    assert row["message"] == ("no collect indicator: the copy user backup has no login shell (/usr/sbin/nologin), so su "
+                              "cannot run the copy as that user: give it one (usermod -s /bin/sh backup) or set "
+                              "copy_as_backup_user (cback_copy_as_backup_user) to false."), row
+    assert row["output"] == ""  # nothing ran
+    assert not (collect / "cback.stage").exists()
+
+
+def test_verify_compares_every_staged_file_with_the_peer_and_removes_a_tampered_one(runner, data, pool):
+    """``cback_verify``: sha256 on the peer (over ssh) and of the staged file; counts in the
+    summary.  A staged file changed behind the run's back is found on the next verified run,
+    removed, and the peer fails; the run after that stages it again."""
+    remote = ready(data / "dok", random_files(3, 256 * 1024))
+    local = ready(data / "loc", random_files(2, 128 * 1024))
+    staging = data / "staging"
+    inventory = write_inventory(runner.base / "verify.ini", dict(
+        cback_staging_dir=str(staging), cback_rcp_command=pool.rcp_command, cback_rsh_command=pool.rsh_command,
+        cback_verify=True, cback_copy_as_backup_user=False), {"dok": dict(cback_collect_dir=str(remote), cback_remote_user="root"),
+                             "loc": dict(cback_peer_type="local", cback_collect_dir=str(local))})
+    before = manifest(remote, local)
+    run = runner.run("stage", inventory)
+    assert run.rc == 0, run
+    rows = rows_of(run)
+    assert (rows["dok"]["verified"], rows["loc"]["verified"]) == (4, 3), rows
+    assert "4 verified (sha256)" in rows["dok"]["message"]
+    date, _weekday = today()
+    for name in ("dok", "loc"):
+        (data / name / "cback.stage").unlink()
+    tampered = staging / date / "dok" / "f1.bin"
+    with open(str(tampered), "r+b") as handle:  # same size, same mtime: only a checksum sees it
+        stat_before = os.stat(str(tampered))
+        handle.write(b"\0" * 16)
+    os.utime(str(tampered), ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    run = runner.run("stage", inventory)
+    rows = rows_of(run)
+    assert rows["dok"]["status"] == "failed", rows["dok"]
+    assert rows["dok"]["message"].startswith("Verification failed: the sha256 of f1.bin differs from the peer's"), rows["dok"]
+    assert not tampered.exists()
+    assert not (remote / "cback.stage").exists()
+    assert rows["loc"]["status"] == "staged" and rows["loc"]["verified"] == 3, rows["loc"]
+    run = runner.run("stage", inventory)
+    assert run.rc == 0, run
+    assert rows_of(run)["dok"]["verified"] == 4
+    assert sha256_of(tampered) == sha256_of(remote / "f1.bin")
+    assert manifest(remote, local) == before
