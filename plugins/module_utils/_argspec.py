@@ -94,9 +94,16 @@ def check_user(option, value):
         raise OptionError(option, "%r is not a valid user name." % value)
 
 
+def _check_no_nul(option, value):
+    """A NUL byte can reach no file name or command: refused, naming the option."""
+    if "\0" in value:
+        raise OptionError(option, "%r contains a NUL byte." % (value,))
+
+
 def check_absolute(option, value, remote=False):
     if value is None:
         return
+    _check_no_nul(option, value)
     if not os.path.isabs(value):
         raise OptionError(option, "%r must be an absolute path." % value)
     if remote and not _REMOTE_PATH.fullmatch(value):
@@ -119,6 +126,7 @@ def check_command(option, value):
     """A command line must split (as Cedar Backup splits it) into at least one word."""
     if value is None:
         return
+    _check_no_nul(option, value)
     words = split_command_line(value)
     if not words:
         raise OptionError(option, "%r is not a command; give the program and its arguments." % (value,))
