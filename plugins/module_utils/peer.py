@@ -35,8 +35,9 @@ Differences, all on purpose (see ``docs/peer-api.md``):
 Extensions used by the collection's modules (Cedar Backup has no equivalent): the
 ``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), the
 ``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
-``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic staging with a detailed
-``StageResult``), ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
+``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
+``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
+``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
 """
