@@ -131,7 +131,9 @@ def _not_ready(result, cause, command=None):
     """Mark ``result`` not ready, with the cause (and the failed check command's fields)."""
     result.update(ready=False, cause=cause.kind, hint=cause.hint, output=cause.output)
     if command is not None:
-        result.update(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
+        # No rc: ansible-core takes a result whose rc is not 0 as a failure, and a peer that is
+        # not ready is not one.
+        result.update(stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
 
 
 def _check_peer_options(params, with_collect=True):

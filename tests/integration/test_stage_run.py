@@ -509,9 +509,10 @@ def test_parallel_stage_is_faster_and_multiplexed(runner, data, rpool, capsys, t
 
 
 def test_without_multiplexing_three_logins_per_peer(runner, data, rpool):
-    """``cback_ssh_multiplex: false``: readiness check, copy, indicator push are 3 connections (as cback3)."""
+    """``cback_ssh_multiplex: false``: readiness check, copy, indicator push are 3 connections (as cback3),
+    plus the listing that checks the copied sizes against the peer's."""
     run, logins = _remote_pool_run(runner, data, rpool, "nomux", ["r1", "r2"], cback_ssh_multiplex=False)
-    assert logins == {"r1": 3, "r2": 3}, (logins, run)
+    assert logins == {"r1": 4, "r2": 4}, (logins, run)
 
 
 # ---------------------------------------------------------------------------
