@@ -267,6 +267,9 @@ def cback_summary_table(summary):
         total = "%d peers, %d failed; %d files, %s staged" % (
             len(rows), len(summary.get("failed") or []), sum(int(row.get("files") or 0) for row in rows),
             _size(sum(int(row.get("bytes") or 0) for row in rows)))
+        verified = [int(row["verified"]) for row in rows if row.get("verified") is not None]
+        if verified:
+            total += "; %d files verified (sha256)" % sum(verified)
         good = "staged"
     widths = [max(len(to_text(line[i])) for line in table) for i in range(len(header))]
     lines = ["check mode: what a run would do; nothing was written or run"] if summary.get("check_mode") else []

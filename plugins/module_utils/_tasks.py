@@ -210,11 +210,11 @@ def ownership_of(params, user_option, group_option, where=""):
     ``None`` when unset; ``None`` when both are unset.  An unknown name fails naming its option."""
     try:
         uid = resolve_uid(params.get(user_option))
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL byte in the name
         raise spec.OptionError(user_option, "no such user %r%s." % (params.get(user_option), where))
     try:
         gid = resolve_gid(params.get(group_option))
-    except KeyError:
+    except (KeyError, ValueError):
         raise spec.OptionError(group_option, "no such group %r%s." % (params.get(group_option), where))
     if uid is None and gid is None:
         return None
@@ -446,6 +446,7 @@ def _predict_remote(peer, target_fd, indicator, warnings):
 
 def managed_action(params, check_mode=False):
     """Run ``<cback_command> [--full] <action>`` on the peer (remote) or right here (local)."""
+    peer = None
     try:
         spec.check_action(params.get("action"))
         spec.check_command("cback_command", params.get("cback_command"))
@@ -475,5 +476,9 @@ def managed_action(params, check_mode=False):
         _fail(params, "action [%s] timed out after %s seconds." % (params["action"], params["timeout"]), **result)
     if outcome.rc != 0:
         detail = outcome.stderr.strip() or outcome.stdout.strip()
+        cause = diagnose.from_output(outcome.stderr, peer if params["type"] == "remote" else None, argv[0])
+        if cause.hint:
+            result.update(cause=cause.kind, hint=cause.hint)
+            detail = "%s (%s)" % (detail, cause.hint)
         _fail(params, "action [%s] failed with rc %s: %s" % (params["action"], outcome.rc, detail), **result)
     return result

@@ -265,6 +265,7 @@ def test_verify_compares_every_staged_file_with_the_peer_and_removes_a_tampered_
     rows = rows_of(run)
     assert (rows["dok"]["verified"], rows["loc"]["verified"]) == (4, 3), rows
     assert "4 verified (sha256)" in rows["dok"]["message"]
+    assert "; 7 files verified (sha256)" in run.stdout, run
     date, _weekday = today()
     for name in ("dok", "loc"):
         (data / name / "cback.stage").unlink()

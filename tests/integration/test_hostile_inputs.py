@@ -302,8 +302,7 @@ def test_payloads_run_when_a_shell_reads_them(world):
 # (case, module, option overrides, option the failure message must name).  Each case starts from
 # valid options that would stage the case's bait collect dir into its own target (or run a recorder
 # on the peer) if the hostile value were let through.  ``peer.<option>``: an option of the run
-# modules' one peer, which then fails alone.  ``UNNAMED``: the task fails, without naming the option.
-UNNAMED = None
+# modules' one peer, which then fails alone.
 REFUSED_OPTIONS = [
     ("stage-name-semicolon", "stage", {"name": "hx-a;{h}"}, "name"),
     ("stage-name-substitution", "stage", {"name": "$({h})"}, "name"),
@@ -329,7 +328,7 @@ REFUSED_OPTIONS = [
     ("stage-indicator-substitution", "stage", {"stage_indicator": "cback.stage$({h})"}, "stage_indicator"),
     ("stage-collect-indicator-traversal", "stage", {"collect_indicator": "../../../../etc/shadow"}, "collect_indicator"),
     ("stage-owner-semicolon", "stage", {"owner": "root;{c}"}, "owner"),
-    ("stage-owner-nul", "stage", {"owner": "root\x00;{c}"}, UNNAMED),
+    ("stage-owner-nul", "stage", {"owner": "root\x00;{c}"}, "owner"),
     ("stage-group-substitution", "stage", {"group": "$({c})"}, "group"),
     ("stage-mode-semicolon", "stage", {"mode": "0640;{c}"}, "mode"),
     ("stage-mode-symbolic", "stage", {"mode": "u+s"}, "mode"),
@@ -345,7 +344,7 @@ REFUSED_OPTIONS = [
     ("action-newline", "action", {"action": "collect\n{c}"}, "action"),
     ("action-traversal", "action", {"action": "../../../bin/sh"}, "action"),
     ("action-cback-command-proxycommand", "action", {"cback_command": "-oProxyCommand={c}"}, "cback_command"),
-    ("action-cback-command-nul", "action", {"cback_command": "{recorder}\x00;{c}"}, UNNAMED),
+    ("action-cback-command-nul", "action", {"cback_command": "{recorder}\x00;{c}"}, "cback_command"),
     ("action-name-proxycommand", "action", {"name": "-oProxyCommand={h}"}, "name"),
     ("action-remote-user-quotes", "action", {"remote_user": "root'; {c}; '"}, "remote_user"),
     ("run-staging-dir-relative", "stage_run", {"staging_dir": "../{case}"}, "staging_dir"),
@@ -543,8 +542,7 @@ def test_module_refuses_hostile_option(module_run, world, case, module, override
     """The task (or its one peer) fails naming the option; nothing ran, nothing was staged or written."""
     result = module_run.results[case]
     message = refusal_message(result, option)
-    if option is not UNNAMED:
-        assert option in message, (option, message)
+    assert option in message, (option, message)
     module_run.assert_nothing_ran(case)
     module_run.assert_outside_unchanged()
     if module == "stage":

@@ -708,6 +708,14 @@ def test_stage_table():
     ]
 
 
+def test_stage_table_counts_verified_files():
+    verified = dict(staged_outcome(files=("a", "b"), size=2, seconds=0), verified=2)
+    summary = stage_summary((peer_entry("p1"), verified), (peer_entry("p2"), staged_outcome(files=("a",), size=1, seconds=0)))
+    assert summary["peers"][0]["verified"] == 2 and "verified" not in summary["peers"][1]
+    assert summary["peers"][0]["message"] == "2 verified (sha256)"
+    assert cback.cback_summary_table(summary)[-1] == "2 peers, 0 failed; 3 files, 3 B staged; 2 files verified (sha256)"
+
+
 def test_stage_table_check_mode_line_first():
     summary = stage_summary((peer_entry("p1"), staged_outcome(files=("a",), size=1, seconds=0)), check_mode=True)
     assert cback.cback_summary_table(summary) == [
