@@ -22,7 +22,9 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   (Cedar Backup leaves it to root, so the copy fails under a umask such as 077).
 * The local file pushed as the stage indicator is passed to the rcp command verbatim
   (Cedar Backup escapes spaces in that local path, which breaks a ``workingDir`` with
-  spaces).
+  spaces); so is its remote destination when the rcp command is OpenSSH's ``scp`` in its
+  default SFTP mode (no ``-O``), which takes it literally (Cedar Backup's escaped spaces then
+  name another file, and the push fails for a collect directory with spaces).
 * An IPv6 address as peer name is put in brackets for the rcp command
   (``user@[::1]:path``), which scp needs and Cedar Backup does not do.
 * The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
@@ -1024,6 +1026,12 @@ class RemotePeer(_Peer):
     def _run(self, argv, **kwargs):
         return run_command(argv, timeout=self.commandTimeout, **kwargs)
 
+    def _rcpIsSftp(self):
+        """Whether the rcp command is OpenSSH's ``scp`` in its default SFTP mode (no ``-O``):
+        remote paths then reach no remote shell (a destination is taken literally)."""
+        words = self._rcpCommandList
+        return os.path.basename(words[0]) == "scp" and "-O" not in words[1:]
+
     def _userSuffix(self):
         return "" if self.localUser is None else " as local user [%s]" % self.localUser
 
@@ -1263,7 +1271,10 @@ class RemotePeer(_Peer):
         with self._workspace() as work:
             _new_empty_file(work.fd, DEF_STAGE_INDICATOR, self.localUser)
             sourceFile = work.where(DEF_STAGE_INDICATOR)
-            argv = self._rcpArgv([sourceFile, self._remote(targetFile.replace(" ", "\\ "))])
+            # Cedar Backup escapes spaces for the remote shell of legacy scp; OpenSSH's scp in
+            # its default SFTP mode takes an upload's destination literally.
+            remoteFile = targetFile if self._rcpIsSftp() else targetFile.replace(" ", "\\ ")
+            argv = self._rcpArgv([sourceFile, self._remote(remoteFile)])
             result = self._run(argv, pass_fds=work.passed)
             if result.rc != 0:
                 # Named as Cedar Backup names it: in the working directory.

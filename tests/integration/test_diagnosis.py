@@ -176,6 +176,8 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
     rows = rows_of(run)
     assert run.rc != 0, run
     date, _weekday = today()
+    for name, row in sorted(rows.items()):  # what a user sees, with pytest -s
+        print("\n[diagnosis] %s: %s, %.2f s, cause %s: %s" % (name, row["status"], row["seconds"], row.get("cause"), row["message"]))
 
     def row(name, status, cause):
         assert rows[name]["status"] == status, rows[name]

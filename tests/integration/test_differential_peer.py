@@ -991,6 +991,20 @@ def test_intended_working_dir_with_space_write_stage_indicator(impls, ssh_pool, 
     assert "cback.stage" in entries(ours, "collect")
 
 
+def test_intended_collect_dir_with_space_write_stage_indicator(impls, ssh_pool, tmp_path):
+    """OpenSSH's scp (SFTP mode, its default) takes the pushed indicator's destination
+    literally: Cedar Backup's escaped spaces name another file there; ours are not escaped."""
+    theirs, ours = differential(
+        impls, tmp_path, _setup_remote({"data": (b"d", 0o644)}, collect="collect dir"),
+        lambda m, root: [attempt(_remote(m, root, ssh_pool, collect="collect dir").writeStageIndicator)],
+    )
+    assert theirs["steps"][0][:2] == ("raised", "OSError")
+    assert theirs["steps"][0][2].endswith(") copying [<ROOT>/work/cback.stage] to remote host.")
+    assert "cback.stage" not in entries(theirs, "collect dir")
+    assert ours["steps"] == [("ok", None)]
+    assert entries(ours, "collect dir")["cback.stage"]["size"] == 0
+
+
 def test_intended_cback_command_words_are_quoted(impls, ssh_pool, tmp_path):
     """Cedar Backup hands ``cbackCommand`` to the remote shell as is; we quote each word."""
     theirs, ours = differential(

@@ -589,8 +589,11 @@ def test_write_stage_indicator_unknown_local_user_with_working_dir(runner, tmp_p
     [
         ({}, None, "root@host:/coll/cback.stage"),
         ({}, "done.flag", "root@host:/coll/done.flag"),
-        ({}, "my flag", "root@host:/coll/my\\ flag"),
-        ({"collectDir": "/my coll"}, None, "root@host:/my\\ coll/cback.stage"),
+        # OpenSSH's scp in SFTP mode takes the destination literally; -O (a remote shell) needs the escapes
+        ({}, "my flag", "root@host:/coll/my flag"),
+        ({"collectDir": "/my coll"}, None, "root@host:/my coll/cback.stage"),
+        ({"collectDir": "/my coll", "rcpCommand": "/usr/bin/scp -O -B -q -C"}, None, "root@host:/my\\ coll/cback.stage"),
+        ({"collectDir": "/my coll", "rcpCommand": "/usr/bin/rcp -B -q -C"}, None, "root@host:/my\\ coll/cback.stage"),
         ({"remoteUser": "backup", "name": "peer1"}, None, "backup@peer1:/coll/cback.stage"),
         ({"name": "2001:db8::5"}, None, "root@[2001:db8::5]:/coll/cback.stage"),
     ],
@@ -601,7 +604,8 @@ def test_write_stage_indicator_argv(runner, tmp_path, kwargs, indicator, remote)
     seen = []
     runner.respond(effect=lambda call: seen.append((os.path.isfile(call.raw[-2]), os.path.getsize(call.raw[-2]))))
     assert make_peer(tmp_path, **kwargs).writeStageIndicator(indicator) is None
-    assert runner.argvs == [SCP + [local, remote]]
+    program = kwargs.get("rcpCommand", " ".join(SCP)).split()
+    assert runner.argvs == [program + [local, remote]]
     assert seen == [(True, 0)]
     assert names(work) == []
 
