@@ -80,7 +80,15 @@ DEF_STAGE_INDICATOR = "cback.stage"
 LISTING_BYTES = 1024 * 1024
 
 # Programs that take ``-o option=value`` (``RemotePeer.sshOptions``).
-OPENSSH_PROGRAMS = ("scp", "ssh")
+OPENSSH_PROGRAMS = ("scp", "ssh", "sftp")
+
+# Options of OpenSSH's scp that sftp takes with the same meaning: flags, and options with an
+# argument.  An rcp command with any other option is not translated (the listing then goes
+# over the rsh command).
+_SFTP_FLAGS = frozenset("46ACqv")
+_SFTP_WITH_ARGUMENT = frozenset("FJPScio")
+# scp's own flags that do not concern a listing (batch mode, legacy protocol, ...).
+_SCP_ONLY_FLAGS = frozenset("BOTprR3")
 
 __all__ = [
     "DEF_RCP_COMMAND",
@@ -1107,8 +1115,9 @@ class RemotePeer(_Peer):
         as ``/proc/self/fd/N``, the descriptor it inherits, never by its path.  Temporary
         entries a killed earlier stage left in the target directory are removed first.
 
-        After the copy the peer's collect directory is listed (``listCollectDir``, over the
-        same connection) and every fetched file's size is checked against it.  When the copy
+        After the copy the peer's collect directory is listed over the same connection (by
+        its SFTP server when the rcp command is OpenSSH's ``scp``, else ``listCollectDir``)
+        and every fetched file's size is checked against it.  When the copy
         command fails, a fetched file is staged only when it is complete (listed, with its
         size); the others are discarded, and when the listing fails nothing is staged.
         ``IOError`` is then raised with the partial result as ``stageResult`` and the
@@ -1210,12 +1219,87 @@ class RemotePeer(_Peer):
         return partial
 
     def _listedSizes(self):
-        """``{name: size}`` of the regular files the peer lists, ``None`` when it cannot list."""
+        """``{name: size}`` of the regular files the peer lists, ``None`` when it cannot list.
+
+        When the rcp command is OpenSSH's ``scp``, the sizes come from its SFTP server
+        (``sftp -b``, ``ls -ln``: no remote shell starts, so it costs no login shell and works
+        for a user restricted to SFTP); otherwise, or when that fails, from ``listCollectDir``.
+        """
+        sizes = self._sftpSizes()
+        if sizes is not None:
+            return sizes
         try:
             return dict((entry.name, entry.size) for entry in self.listCollectDir() if entry.kind == "file")
         except (IOError, OSError, ValueError) as exc:
             logger.info("Cannot list the collect directory after the copy: %s", exc)
             return None
+
+    def _sftpArgv(self):
+        """The ``sftp`` argv (without batch file and destination) that goes with the rcp
+        command, when it is OpenSSH's ``scp`` with options sftp understands; else ``None``."""
+        words = self._rcpCommandList
+        if os.path.basename(words[0]) != "scp":
+            return None
+        argv = [path_join(os.path.dirname(words[0]), "sftp") if os.path.dirname(words[0]) else "sftp"]
+        index = 1
+        while index < len(words):
+            word = words[index]
+            if not word.startswith("-") or word == "-" or word == "--":
+                return None  # operands in the rcp command itself: not a plain program with options
+            letters = word[1:]
+            for position, letter in enumerate(letters):
+                if letter in _SFTP_WITH_ARGUMENT:
+                    value = letters[position + 1:]
+                    if not value:
+                        index += 1
+                        if index >= len(words):
+                            return None
+                        value = words[index]
+                    argv += ["-" + letter, value]
+                    break
+                if letter in _SFTP_FLAGS:
+                    argv.append("-" + letter)
+                elif letter not in _SCP_ONLY_FLAGS:
+                    return None
+            index += 1
+        return argv
+
+    def _sftpSizes(self):
+        """``{name: size}`` of the regular files in the collect directory, from the peer's SFTP
+        server; ``None`` when that cannot be used or fails.  Symlinks are left out (the listing
+        shows the link, the copy fetches its target), as are names the listing cannot show on
+        one line."""
+        argv = self._sftpArgv()
+        if argv is None or any(char in self.collectDir for char in "\r\n"):
+            return None
+        quoted = "".join("\\" + char if char in '"\\*?[]' else char for char in self.collectDir)
+        try:
+            with self._workspace() as work:
+                fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=work.fd)
+                try:
+                    os.write(fd, ('ls -ln "%s"\n' % quoted).encode("utf-8", "surrogateescape"))
+                    _ids.give_fd_to_user(fd, self.localUser)
+                finally:
+                    os.close(fd)
+                host = "[%s]" % self.name if ":" in self.name else self.name
+                command = self._withSshOptions(argv) + ["-q", "-b", work.where("list.sftp"), "%s@%s" % (self.remoteUser, host)]
+                result = self._run(self._asLocalUser(command, "copy"), pass_fds=work.passed, keep=LISTING_BYTES)
+        except (IOError, OSError) as exc:
+            logger.info("Cannot list the collect directory over SFTP: %s", exc)
+            return None
+        if result.rc != 0 or result.truncated:
+            logger.info("Cannot list the collect directory over SFTP (rc %s): %s", result.rc, result.stderr.strip())
+            return None
+        prefix = self.collectDir.rstrip("/") + "/"
+        sizes = {}
+        for line in result.stdout.split("\n"):
+            fields = line.split(None, 8)
+            if len(fields) < 9 or not fields[0].startswith("-") or not fields[8].startswith(prefix):
+                continue  # the echoed command, directories, links, other entries
+            name = fields[8][len(prefix):]
+            if is_single_name(name) and fields[4].isdigit():
+                sizes[name] = int(fields[4])
+        return sizes
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists on the peer.

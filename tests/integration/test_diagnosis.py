@@ -19,8 +19,7 @@ the collect directories before and after.
 import hashlib
 import os
 import subprocess
-import threading
-import time
+import sys
 
 import pytest
 
@@ -38,6 +37,15 @@ from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool,
 
 MiB = 1024 * 1024
 CONNECT_TIMEOUT = 3
+
+# Appends to the file argv[1] until killed.
+GROW = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+while True:
+    os.write(fd, b"x" * 512)
+    time.sleep(0.0002)
+"""
 
 
 @pytest.fixture
@@ -125,7 +133,7 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
         ready(collects[name], files)
     fill(collects["notyet"], files)
     ready(collects["grow"], dict(files, **{"grow.bin": (os.urandom(MiB), 0o644)}))
-    ready(collects["lgrow"], {"big.bin": (os.urandom(8 * MiB), 0o644), "small.bin": (b"s" * 100, 0o644)})
+    ready(collects["lgrow"], {"big.bin": (os.urandom(64 * MiB), 0o644), "small.bin": (b"s" * 100, 0o644)})
     with HangingServer("127.0.8.3") as silent:
         names = ["dok", "nocollect", "notyet", "typo", "grow", "vanish"]
         blocks = [block(name, dok.address, dok.port, pool.client_key, pool.known_hosts) for name in names]
@@ -155,24 +163,14 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
             cback_staging_dir=str(staging), cback_rcp_command=scp, cback_rsh_command="/usr/bin/ssh -F %s" % config,
             cback_connect_timeout=CONNECT_TIMEOUT, cback_copy_as_backup_user=False), peers)
         before = manifest(*collects.values(), skip=("grow.bin", "big.bin", "f1.bin"))
-        # A local file that grows all the time: every copy of it sees its size change.
-        stop = threading.Event()
-
-        def append():
-            with open(str(collects["lgrow"] / "big.bin"), "ab") as handle:
-                while not stop.is_set():
-                    handle.write(b"x" * 512)
-                    handle.flush()
-                    time.sleep(0.0005)
-
-        writer = threading.Thread(target=append, daemon=True)
-        writer.start()
+        # A local file that grows all the time (a process of its own appends 512 bytes about every
+        # 0.2 ms): its copy (64 MiB, tens of milliseconds) always sees its size change.
+        writer = subprocess.Popen([sys.executable, "-c", GROW, str(collects["lgrow"] / "big.bin")])
         try:
             run = runner.run("stage", inventory)
         finally:
-            stop.set()
-            writer.join(timeout=10)
-        assert not writer.is_alive()
+            writer.kill()
+            writer.wait(timeout=10)
     rows = rows_of(run)
     assert run.rc != 0, run
     date, _weekday = today()

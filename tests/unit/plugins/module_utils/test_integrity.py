@@ -70,7 +70,9 @@ def sha(data):
 
 
 def listing(*records):
-    return "".join("f %d 1700000000.0 644 %s\0" % record for record in records)
+    """What ``sftp -b`` prints for ``ls -ln /coll``: ``(size, name)`` records of files."""
+    lines = ['sftp> ls -ln "/coll"'] + ["-rw-r--r--    ? root     root     %8d Dec  1 15:18 /coll/%s" % record for record in records]
+    return "\n".join(lines) + "\n"
 
 
 def fetch(files):
@@ -164,8 +166,10 @@ def test_remote_copy_is_trusted_when_the_listing_fails_after_a_good_copy(tmp_pat
     target = tmp_path / "target"
     target.mkdir()
     answers.then(effect=fetch({"a": b"aaaa"}))
-    answers.then(rc=127, stderr="sh: 1: find: not found\n")
+    answers.then(rc=255, stderr="subsystem request failed on channel 0\n")  # no SFTP server
+    answers.then(rc=127, stderr="sh: 1: find: not found\n")  # no GNU find
     assert remote().stageFiles(str(target)) == StageResult(["a"], [], [], 4)
+    assert [argv[0] for argv in answers.argvs] == ["/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/ssh"]
 
 
 def test_remote_file_missing_from_the_listing_after_a_good_copy_is_staged(tmp_path, answers):
@@ -175,6 +179,45 @@ def test_remote_file_missing_from_the_listing_after_a_good_copy_is_staged(tmp_pa
     answers.then(effect=fetch({"a": b"aaaa", "gone": b"g"}))
     answers.then(stdout=listing((4, "a")))
     assert remote().stageFiles(str(target)).copied == ["a", "gone"]
+
+
+@pytest.mark.parametrize("rcp, sftp", [
+    (None, ["/usr/bin/sftp", "-q", "-C"]),
+    ("/usr/bin/scp -F /etc/cback/ssh_config -B -q -C", ["/usr/bin/sftp", "-F", "/etc/cback/ssh_config", "-q", "-C"]),
+    ("scp -P2222 -i /k -o Port=22 -BqC -O", ["sftp", "-P", "2222", "-i", "/k", "-o", "Port=22", "-q", "-C"]),
+    ("/opt/bin/scp -4 -c aes128-ctr -J jump", ["/opt/bin/sftp", "-4", "-c", "aes128-ctr", "-J", "jump"]),
+    ("/usr/bin/scp -l 100", None),  # not translated: the listing then goes over the rsh command
+    ("/usr/bin/scp -D /x", None),
+    ("/usr/bin/scp -F", None),
+    ("/usr/bin/rsync -e ssh", None),
+    ("/usr/bin/scp -q extra-operand", None),
+])
+def test_sftp_stands_in_for_scp_with_the_options_both_take(rcp, sftp):
+    peer_ = RemotePeer(name="host", collectDir="/coll", remoteUser="root", rcpCommand=rcp)
+    assert peer_._sftpArgv() == sftp
+
+
+def test_sftp_listing_batch_quotes_the_collect_dir_and_parses_names(tmp_path, answers):
+    seen = []
+
+    def batch(argv):
+        with open(argv[argv.index("-b") + 1]) as handle:
+            seen.append(handle.read())
+
+    odd = '/c d/"q"*x'
+    out = ('sftp> ls\n-rw-r--r--    ? 0 0 5 Dec  1 15:18 %s/a b\n-rw-r--r--    ? 0 0 7 Dec  1 15:18 %s/-x \n'
+           'lrwxrwxrwx    ? 0 0 20 Dec  1 15:18 %s/link\ndrwxr-xr-x    ? 0 0 4096 Dec  1 15:18 %s/sub\n' % (odd, odd, odd, odd))
+    answers.then(stdout=out, effect=batch)
+    checked = RemotePeer(name="2001:db8::5", collectDir=odd, remoteUser="root", workingDir=str(tmp_path))
+    assert checked._sftpSizes() == {"a b": 5, "-x ": 7}
+    assert seen == ['ls -ln "/c d/\\"q\\"\\*x"\n']
+    assert answers.argvs[0][-1] == "root@[2001:db8::5]"
+    assert os.listdir(str(tmp_path)) == []  # the batch file's private directory is gone
+
+
+def test_sftp_listing_is_not_tried_for_a_collect_dir_with_a_newline(answers):
+    assert RemotePeer(name="h", collectDir="/c\nd", remoteUser="r")._sftpSizes() is None
+    assert answers.argvs == []
 
 
 def test_not_staged_names_at_most_five():

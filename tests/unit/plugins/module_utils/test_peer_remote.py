@@ -1078,7 +1078,9 @@ def test_stage_files_fetches_into_private_dir(runner, target):
     assert os.path.dirname(fetch) == str(target)
     assert os.path.basename(fetch).startswith(".cback-fetch-")
     assert runner.argvs[0] == SCP + ["root@host:/coll/*", fetch]
-    assert runner.argvs[1][:1] == SSH and runner.argvs[1][-1].startswith("find -L /coll ")  # the size check
+    # the size check: the peer's SFTP server lists the collect directory (no remote shell)
+    assert runner.argvs[1][:4] == ["/usr/bin/sftp", "-q", "-C", "-q"] and runner.argvs[1][4] == "-b"
+    assert runner.argvs[1][-1] == "root@host"
     assert len(runner.argvs) == 2
     assert result == StageResult(["a", "b", "cback.collect"], [], [], 6)
     assert names(target) == ["a", "b", "cback.collect"]
@@ -1152,6 +1154,15 @@ def listing(*records):
     return "".join("%s %d 1700000000.0 644 %s\0" % record for record in records)
 
 
+def sftp_listing(directory, *records):
+    """stdout of ``sftp -b`` with ``ls -ln <directory>`` for ``(kind, size, name)`` records."""
+    lines = ['sftp> ls -ln "%s"' % directory]
+    for kind, size, name in records:
+        perms = {"f": "-rw-r--r--", "d": "drwxr-xr-x", "l": "lrwxrwxrwx"}[kind]
+        lines.append("%s    ? root     root     %8d Dec  1 15:18 %s/%s" % (perms, size, directory, name))
+    return "\n".join(lines) + "\n"
+
+
 def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(runner, target):
     """After a failed copy, a fetched file is staged only when its size is the size the peer
     lists for it: ``b`` was cut short and is discarded (Cedar Backup keeps it)."""
@@ -1160,7 +1171,7 @@ def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(
         os.mkdir(os.path.join(call.raw[-1], "sub"))
 
     runner.respond(rc=1, stderr="scp: /coll/sub: not a regular file\n", effect=effect)
-    runner.respond(stdout=listing(("f", 4, "a"), ("f", 1048576, "b"), ("d", 4096, "sub"), ("f", 0, "cback.stage")))
+    runner.respond(stdout=sftp_listing("/coll", ("f", 4, "a"), ("f", 1048576, "b"), ("d", 4096, "sub"), ("f", 0, "cback.stage")))
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target), exclude=("cback.stage",))
     assert str(info.value) == "Error (1) copying files from remote host; not staged (incomplete): b, c."
@@ -1168,7 +1179,20 @@ def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(
     assert info.value.commandResult.rc == 1
     assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
     assert names(target) == ["a"]
-    assert runner.argvs[1][:1] == SSH and runner.argvs[1][-1].startswith("find -L /coll ")
+    assert runner.argvs[1][0] == "/usr/bin/sftp"
+
+
+def test_stage_files_listing_falls_back_to_the_rsh_command(runner, target):
+    """An rcp command sftp cannot stand in for (or an SFTP listing that fails) leaves the size
+    check to GNU find over the rsh command."""
+    runner.respond(rc=1, stderr="lost connection\n", effect=fetch_files({"a": b"aaaa", "b": b"bb"}))
+    runner.respond(rc=255, stderr="subsystem request failed\n")
+    runner.respond(stdout=listing(("f", 4, "a"), ("f", 9, "b")))
+    with pytest.raises(IOError) as info:
+        make_peer().stageFiles(str(target))
+    assert str(info.value) == "Error (1) copying files from remote host; not staged (incomplete): b."
+    assert [argv[0] for argv in runner.argvs] == ["/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/ssh"]
+    assert runner.argvs[2][-1].startswith("find -L /coll ")
 
 
 def test_stage_files_copy_failure_without_a_listing_stages_nothing(runner, target):

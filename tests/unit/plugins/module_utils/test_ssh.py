@@ -127,7 +127,7 @@ def test_control_persist_bounds_a_left_master():
 
 
 def test_openssh_programs():
-    assert OPENSSH_PROGRAMS == ("scp", "ssh")
+    assert OPENSSH_PROGRAMS == ("scp", "ssh", "sftp")
 
 
 # ---------------------------------------------------------------------------
@@ -168,10 +168,12 @@ def test_ssh_options_in_every_rcp_command(runner, tmp_path):
     with pytest.raises(IOError):
         p.stageFiles(str(target))  # nothing fetched
     p.writeStageIndicator()
-    assert len(runner.argvs) == 4  # fetch, copy, listing (the size check), push
+    # fetch, copy, listing (the size check, over SFTP), push
+    assert [argv[0] for argv in runner.argvs] == ["/usr/bin/scp", "/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/scp"]
     for argv in runner.argvs:
         assert argv[1:7] == control_words, argv
-        if argv[0] == "/usr/bin/ssh":
+        if argv[0] == "/usr/bin/sftp":
+            assert argv[7:9] == ["-q", "-C"], argv
             continue
         assert argv[7:10] == ["-B", "-q", "-C"], argv
 

@@ -271,7 +271,7 @@ def test_local_peers_never_get_ssh_sessions(local, monkeypatch):
 
 def _options(program, words):
     """``-o`` values and the remaining words of an ssh/scp argv (after the program)."""
-    with_value = ("-F", "-i", "-l", "-p") if program == "ssh" else ("-F", "-i", "-l", "-P")
+    with_value = ("-F", "-i", "-l", "-p") if program == "ssh" else ("-F", "-i", "-l", "-P", "-b")
     options, rest, index = [], [], 0
     while index < len(words):
         word = words[index]
@@ -330,6 +330,8 @@ class FakeOpenSSH(object):
             return self._scp(argv, call)
         if call.program == "ssh":
             return self._ssh(argv, call)
+        if call.program == "sftp":
+            return self._sftp(argv, call)
         return self._scp(argv, call)  # any other rcp program: same copy semantics
 
     def exit(self, argv, timeout=None, **kwargs):
@@ -359,6 +361,22 @@ class FakeOpenSSH(object):
             return self._result(argv, status)
         shutil.copyfile(source, _local_path(destination))
         return self._result(argv, 0)
+
+    def _sftp(self, argv, call):
+        """``sftp -b <batch> user@host`` with ``ls -ln "<dir>"`` in the batch file."""
+        assert call.args == ["backup@%s" % HOST], call.args
+        with open(call.inner[call.inner.index("-b") + 1]) as handle:
+            words = shlex.split(handle.read())
+        assert words[:2] == ["ls", "-ln"], words
+        directory = words[2]
+        if not os.path.isdir(directory):
+            return self._result(argv, 1, stderr='Can\'t ls: "%s" not found\n' % directory)
+        lines = ['sftp> ls -ln "%s"' % directory]
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            perms = "drwxr-xr-x" if os.path.isdir(path) else "-rw-r--r--"
+            lines.append("%s    ? 0 0 %d Dec  1 15:18 %s" % (perms, os.path.getsize(path), path))
+        return self._result(argv, 0, stdout="\n".join(lines) + "\n")
 
     def _ssh(self, argv, call):
         destination, command = call.args[0], call.args[1]
@@ -412,10 +430,10 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert result["stage_indicator_written"] is True
     assert isinstance(result["seconds"], float) and result["seconds"] >= 0
     assert (collect / "cback.stage").read_bytes() == b""
-    # fetch the indicator, copy dir/*, list it (the size check), push the stage indicator
-    assert [call.program for call in openssh.calls] == ["scp", "scp", "ssh", "scp"]
+    # fetch the indicator, copy dir/*, list it over SFTP (the size check), push the stage indicator
+    assert [call.program for call in openssh.calls] == ["scp", "scp", "sftp", "scp"]
     fetch, copy, listing, push = openssh.calls
-    assert listing.args[1].startswith("find -L %s " % collect)
+    assert listing.args == ["backup@%s" % HOST]
     assert fetch.args[0] == "backup@%s:%s/cback.collect" % (HOST, collect)
     assert copy.args[0] == "backup@%s:%s/*" % (HOST, collect)
     assert push.args[1] == "backup@%s:%s/cback.stage" % (HOST, collect)
@@ -454,7 +472,7 @@ def test_remote_plain_cedar_backup_argv_without_multiplex_or_timeout(remote, ope
     work.mkdir()
     _tasks.stage(remote_params(collect, target, ssh_multiplex=False, connect_timeout=0, working_dir=str(work)), False)
     fetch, copy, listing, push = openssh.calls
-    assert listing.argv[:3] == ["/usr/bin/ssh", "--", "backup@%s" % HOST]
+    assert listing.argv[:4] == ["/usr/bin/sftp", "-q", "-C", "-q"] and listing.argv[-1] == "backup@%s" % HOST
     assert fetch.argv[:5] == ["/usr/bin/scp", "-B", "-q", "-C", "backup@%s:%s/cback.collect" % (HOST, collect)]
     # the copies run as root: the private directories (one in working_dir, one in the target)
     # are handed to scp as the descriptors it inherits, never by a path
@@ -648,7 +666,7 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     assert len(openssh.calls) == 4
     for call in openssh.calls:
         assert call.argv[:3] == ["su", "nobody", "-c"], call.argv
-        assert call.inner[0] == ("/usr/bin/ssh" if call.program == "ssh" else "/usr/bin/scp")
+        assert call.inner[0] == "/usr/bin/%s" % call.program and call.program in ("scp", "sftp")
     assert len({call.control_path for call in openssh.calls}) == 1
     # the local user's ssh creates the socket: the private dir is theirs
     assert owners == [NOBODY_UID] * 4
