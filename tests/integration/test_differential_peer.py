@@ -708,14 +708,6 @@ def _remote_scenarios(pool, dead):
                        and "cback.stage" not in entries(o, "collect")) or pytest.fail(repr(o)),
             None,
         ),
-        "write_stage_collect_dir_with_space": (
-            _setup_remote({"data": (b"d", 0o644)}, collect="collect dir"),
-            lambda m, root: [attempt(r(m, root, collect="collect dir").writeStageIndicator)],
-            # Cedar Backup escapes the space in the remote target; scp (SFTP mode) then fails
-            lambda o: (o["steps"] == [("raised", "OSError", "Error (1) copying [<ROOT>/work/cback.stage] to remote host.")]
-                       and "cback.stage" not in entries(o, "collect dir")) or pytest.fail(repr(o)),
-            None,
-        ),
         "write_stage_missing_collect": (
             _setup_remote(None),
             lambda m, root: [attempt(r(m, root).writeStageIndicator)],
@@ -792,7 +784,7 @@ REMOTE_IDS = [
     "check_stale_indicator_in_workdir", "check_workdir_blocked_by_directory", "check_collect_dir_with_space",
     "stage_normal", "stage_ownership_permissions", "stage_second_run", "stage_subdirectory_in_collect",
     "stage_collect_dir_with_space", "stage_target_with_preexisting_files", "stage_empty_collect", "stage_dead_peer",
-    "stage_without_working_dir", "write_stage_default", "write_stage_custom", "write_stage_collect_dir_with_space",
+    "stage_without_working_dir", "write_stage_default", "write_stage_custom",
     "write_stage_missing_collect", "exec_touch", "exec_false", "exec_dead_peer", "exec_rsh_with_quoted_field",
     "missing_command_binaries", "managed_action_script", "managed_action_failing_script", "managed_action_dead_peer",
 ]
