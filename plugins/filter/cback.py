@@ -22,7 +22,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec as spec
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _report as report
-from ansible_collections.cedarbackup.peer.plugins.module_utils._failure import VALID_FAILURE_MODES
+from ansible_collections.cedarbackup.peer.plugins.module_utils._failure import VALID_FAILURE_MODES, WEEKDAYS
 
 # Per-peer settings that fall back to a run-wide value of the same name.
 _INHERITED = ("rcp_command", "rsh_command", "cback_command")
@@ -153,19 +153,156 @@ def cback_run_peers(peers, run, action=None):
     return entries
 
 
-def cback_run_settings(current, master_vars):
-    """Run-wide settings: the master's ``cback_<key>`` where it has one, else ``current``'s.
+def cback_run_settings(current, master_vars, defaults=None, master=None, peer_vars=None):
+    """Run-wide settings: the master's ``cback_<key>`` where it has one, else the default.
 
-    ``current`` maps short keys (``staging_dir``) to the values seen where the role runs
-    (role defaults, group_vars/all, -e); ``master_vars`` is ``hostvars[<master>]``.
+    ``current`` maps short keys (``staging_dir``) to the values seen where the role runs (role
+    defaults, play and role variables, and the inventory variables of the host the role's
+    ``run_once`` tasks run for); ``master_vars`` is ``hostvars[<master>]``.  With ``defaults``
+    (the role's ``defaults/main.yml``, as a dict) and ``peer_vars`` (``hostvars`` of the host
+    the tasks run for), a setting the master lacks and whose value came from that peer's own
+    inventory variables takes the role's default instead (``""`` for one without a default,
+    such as ``staging_dir``): run-wide settings come from the master (or the play), never from
+    whichever peer comes first.  Each setting is then checked, and a missing or bad one fails
+    naming its variable and where to set it (``master`` names the master in that message).
     """
     settings = {}
     for key, value in (current or {}).items():
-        try:
-            settings[key] = master_vars["cback_" + key]
-        except KeyError:
+        name = "cback_" + key
+        if name in master_vars:
+            settings[key] = master_vars[name]
+        elif defaults is not None and peer_vars is not None and name in peer_vars and peer_vars[name] == value:
+            settings[key] = defaults.get(name, "")
+        else:
             settings[key] = value
+    if defaults is not None:
+        _check_run_settings(settings, master or "the master")
     return settings
+
+
+_WHERE = ("set it in the master's variables (host_vars/%s, the group_vars of its group, or group_vars/all), "
+          "or with -e")
+
+
+def _run_error(key, problem, master):
+    return AnsibleFilterError("cback_%s %s; %s." % (key, problem, _WHERE % master))
+
+
+def _check_run_settings(settings, master):
+    """Each run-wide setting present in ``settings``, checked on its own."""
+    if "staging_dir" in settings:
+        value = settings["staging_dir"]
+        if value in (None, ""):
+            raise _run_error("staging_dir", "is not set (the staging directory, <stage><staging_dir> of cback3.conf)", master)
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise _run_error("staging_dir", "must be an absolute path, not %s" % _shown(value), master)
+    if settings.get("working_dir") not in (None, "") and not (
+            isinstance(settings["working_dir"], str) and settings["working_dir"].startswith("/")):
+        raise _run_error("working_dir", "must be an absolute path or empty, not %s" % _shown(settings["working_dir"]), master)
+    if "starting_day" in settings and settings["starting_day"] not in WEEKDAYS:
+        raise _run_error("starting_day", "must be a lowercase English weekday (%s), not %s" % (", ".join(WEEKDAYS), _shown(settings["starting_day"])), master)
+    for key in ("stage_parallel", "managed_parallel", "peer_timeout"):
+        if key in settings and _integer(settings[key]) < 1:
+            raise _run_error(key, "must be a whole number of at least 1, not %s" % _shown(settings[key]), master)
+    for key in ("command_timeout", "connect_timeout"):
+        if key in settings and _integer(settings[key]) < 0:
+            raise _run_error(key, "must be a whole number of seconds, 0 for none, not %s" % _shown(settings[key]), master)
+    for key in ("full", "ssh_multiplex", "quick_check", "verify", "copy_as_backup_user", "fail_on_peer_error"):
+        if key in settings:
+            try:
+                boolean(settings[key], strict=True)
+            except TypeError:
+                raise _run_error(key, "must be true or false, not %s" % _shown(settings[key]), master)
+    for key in ("backup_user", "backup_group"):
+        if settings.get(key) not in (None, ""):
+            try:
+                spec.check_user("cback_" + key, to_text(settings[key]))
+            except spec.OptionError:
+                raise _run_error(key, "is not a valid user or group name: %s" % _shown(settings[key]), master)
+
+
+def _integer(value):
+    """``value`` as an int (-1 when it is not a whole number)."""
+    if isinstance(value, bool):
+        return -1
+    try:
+        number = int(to_text(value).strip())
+    except (TypeError, ValueError):
+        return -1
+    return number
+
+
+def _shown(value):
+    return "%r" % (value,) if not isinstance(value, str) else "'%s'" % value
+
+
+# Variables the roles set for the caller (not inventory variables).
+_PRODUCED = ("cback_stage_summary", "cback_managed_summary")
+
+
+def _known_variables(role_path):
+    """Every variable of both roles' argument specs, and the facts the roles produce."""
+    import os
+    import yaml
+
+    known = set(_PRODUCED)
+    roles = os.path.dirname(os.path.abspath(role_path))
+    for role in ("stage", "managed"):
+        try:
+            with open(os.path.join(roles, role, "meta", "argument_specs.yml")) as handle:
+                known.update(yaml.safe_load(handle)["argument_specs"]["main"]["options"])
+        except (IOError, OSError, KeyError, TypeError):
+            continue
+    return known
+
+
+def cback_variable_warnings(hosts, hostvars, master, role_path, run_keys=None, per_peer=None):
+    """Warnings about the inventory's ``cback_*`` variables, each also shown as an Ansible warning.
+
+    - A ``cback_*`` variable that neither role knows (a typo, or a cback3.conf element name
+      such as ``cback_ignore_failures``), with the closest known name.
+    - A run-wide variable (``run_keys``, short names) that a peer's variables set to another
+      value than the master's: run-wide settings are read from the master only, so it is
+      ignored.  ``per_peer`` lists the short names a peer may set for itself.
+    """
+    import difflib
+
+    from ansible.utils.display import Display
+
+    known = _known_variables(role_path)
+    warnings = []
+    unknown = {}
+    for host in [master] + [host for host in (hosts or []) if host != master]:
+        try:
+            names = [name for name in hostvars[host] if to_text(name).startswith("cback_")]
+        except KeyError:
+            continue
+        for name in sorted(names):
+            if name not in known:
+                unknown.setdefault(name, []).append(host)
+    for name, where in sorted(unknown.items()):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = "; did you mean %s?" % close[0] if close else ""
+        warnings.append("Unknown variable %s (set for %s) is ignored%s" % (name, ", ".join(where), hint))
+    master_vars = hostvars[master] if master in hostvars else {}
+    for key in run_keys or ():
+        if key in (per_peer or ()):
+            continue
+        name = "cback_" + key
+        peers = []
+        for host in hosts or []:
+            if host == master:
+                continue
+            values = hostvars[host]
+            if name in values and (name not in master_vars or values[name] != master_vars[name]):
+                peers.append(host)
+        if peers:
+            warnings.append("%s is set for the peer%s %s, but run-wide settings are read from the master (%s) only: "
+                            "ignored there; set it in the master's variables" % (name, "s" if len(peers) > 1 else "", ", ".join(peers), master))
+    display = Display()
+    for warning in warnings:
+        display.warning(warning)
+    return warnings
 
 
 def _outcomes(hosts, hostvars, peer_key, outcome_key):
@@ -286,6 +423,7 @@ class FilterModule(object):
         return {
             "cback_peers": cback_peers,
             "cback_run_settings": cback_run_settings,
+            "cback_variable_warnings": cback_variable_warnings,
             "cback_run_peers": cback_run_peers,
             "cback_peer_failure": cback_peer_failure,
             "cback_stage_summary": cback_stage_summary,

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 
 import pytest
@@ -40,6 +41,7 @@ def test_filter_names():
     assert cback.FilterModule().filters() == {
         "cback_peers": cback.cback_peers,
         "cback_run_settings": cback.cback_run_settings,
+        "cback_variable_warnings": cback.cback_variable_warnings,
         "cback_run_peers": cback.cback_run_peers,
         "cback_peer_failure": cback.cback_peer_failure,
         "cback_stage_summary": cback.cback_stage_summary,
@@ -854,3 +856,63 @@ def test_run_peers_for_a_managed_run_are_the_peers_that_run_the_action():
 def test_run_peers_needs_a_known_run():
     with pytest.raises(AnsibleFilterError, match="stage or managed"):
         cback.cback_run_peers([], "backup")
+
+
+# ---------------------------------------------------------------------------
+# Run-wide settings from the master only, each checked; warnings about variables
+# ---------------------------------------------------------------------------
+
+ROLE_DEFAULTS = {"cback_working_dir": "", "cback_starting_day": "monday", "cback_stage_parallel": 8, "cback_full": False}
+
+
+def test_run_settings_take_the_masters_value_else_the_play_value_never_a_peers():
+    current = {"staging_dir": "/from/peer", "working_dir": "/from/play", "starting_day": "monday"}
+    peer_vars = {"cback_staging_dir": "/from/peer"}
+    settings = cback.cback_run_settings(current, {}, dict(ROLE_DEFAULTS, cback_staging_dir="/x"), "master", peer_vars)
+    assert settings == {"staging_dir": "/x", "working_dir": "/from/play", "starting_day": "monday"}
+    settings = cback.cback_run_settings(current, {"cback_staging_dir": "/srv/stage"}, ROLE_DEFAULTS, "master", peer_vars)
+    assert settings["staging_dir"] == "/srv/stage"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"staging_dir": ""}, "cback_staging_dir is not set (the staging directory, <stage><staging_dir> of cback3.conf); set it in "
+                          "the master's variables (host_vars/bk, the group_vars of its group, or group_vars/all), or with -e."),
+    ({"staging_dir": "stage"}, "cback_staging_dir must be an absolute path, not 'stage'; set it in the master's variables"),
+    ({"working_dir": "tmp"}, "cback_working_dir must be an absolute path or empty, not 'tmp';"),
+    ({"starting_day": "Monday"}, "cback_starting_day must be a lowercase English weekday (monday, tuesday, wednesday, thursday, "
+                                 "friday, saturday, sunday), not 'Monday';"),
+    ({"stage_parallel": 0}, "cback_stage_parallel must be a whole number of at least 1, not 0;"),
+    ({"managed_parallel": "many"}, "cback_managed_parallel must be a whole number of at least 1, not 'many';"),
+    ({"peer_timeout": -5}, "cback_peer_timeout must be a whole number of at least 1, not -5;"),
+    ({"connect_timeout": "-1"}, "cback_connect_timeout must be a whole number of seconds, 0 for none, not '-1';"),
+    ({"verify": "perhaps"}, "cback_verify must be true or false, not 'perhaps';"),
+    ({"backup_user": "bad user"}, "cback_backup_user is not a valid user or group name: 'bad user';"),
+])
+def test_each_run_setting_has_its_own_message(settings, message):
+    with pytest.raises(AnsibleFilterError) as info:
+        cback.cback_run_settings(settings, settings and {}, {}, "bk")
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_run_settings_without_defaults_are_not_checked():
+    assert cback.cback_run_settings({"staging_dir": ""}, {}) == {"staging_dir": ""}
+
+
+def test_variable_warnings(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("ansible.utils.display.Display.warning", lambda self, message, *args, **kwargs: shown.append(message))
+    role_path = os.path.join(os.path.dirname(os.path.dirname(cback.__file__)), "..", "roles", "stage")
+    hostvars = {
+        "bk": {"cback_staging_dir": "/srv/stage", "cback_stage_paralel": 4, "cback_full": False},
+        "web1": {"cback_collect_dir": "/c", "cback_ignore_failures": "all", "cback_full": False, "cback_rcp_command": "scp"},
+        "web2": {"cback_collect_dir": "/c", "cback_staging_dir": "/elsewhere", "cback_peer_type": "local"},
+    }
+    warnings = cback.cback_variable_warnings(["web1", "web2"], hostvars, "bk", role_path,
+                                             ["staging_dir", "full", "rcp_command"], ["rcp_command"])
+    assert warnings == [
+        "Unknown variable cback_ignore_failures (set for web1) is ignored; did you mean cback_ignore_failure_mode?",
+        "Unknown variable cback_stage_paralel (set for bk) is ignored; did you mean cback_stage_parallel?",
+        "cback_staging_dir is set for the peer web2, but run-wide settings are read from the master (bk) only: ignored there; "
+        "set it in the master's variables",
+    ]
+    assert shown == warnings
