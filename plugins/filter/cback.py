@@ -199,6 +199,14 @@ def _check_run_settings(settings, master):
     if settings.get("working_dir") not in (None, "") and not (
             isinstance(settings["working_dir"], str) and settings["working_dir"].startswith("/")):
         raise _run_error("working_dir", "must be an absolute path or empty, not %s" % _shown(settings["working_dir"]), master)
+    if "action" in settings:
+        value = settings["action"]
+        if value in (None, ""):
+            raise AnsibleFilterError("cback_action is not set: the action to run on the managed peers, such as collect or "
+                                     "purge; pass it with -e cback_action=collect.")
+        if not isinstance(value, str) or not spec.ACTION_PATTERN.fullmatch(value):
+            raise AnsibleFilterError("cback_action must be a bare action name such as collect or purge (lowercase letters, "
+                                     "digits, _ and -, starting with a letter or digit); it is %s." % _shown(value))
     if "starting_day" in settings and settings["starting_day"] not in WEEKDAYS:
         raise _run_error("starting_day", "must be a lowercase English weekday (%s), not %s" % (", ".join(WEEKDAYS), _shown(settings["starting_day"])), master)
     for key in ("stage_parallel", "managed_parallel", "peer_timeout"):

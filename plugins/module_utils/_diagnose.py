@@ -84,7 +84,7 @@ def before_connecting(peer):
     """What keeps a remote peer's readiness check from running, found without running anything:
     a ``Cause`` or ``None``.  Checked: the rcp program exists and is executable on the master,
     and the copy user (``localUser``) has a usable login shell."""
-    problem = _program_problem(peer._rcpCommandList[0], "rcp_command")
+    problem = _program_problem(peer.effectiveRcpCommand[0], "rcp_command")
     if problem:
         return Cause("program-missing", problem, "")
     if peer.localUser is not None:
@@ -96,7 +96,7 @@ def before_connecting(peer):
 
 def rsh_problem(peer):
     """A hint when the rsh program cannot be run on the master, else ``None``."""
-    return _program_problem(peer._rshCommandList[0], "rsh_command")
+    return _program_problem(peer.effectiveRshCommand[0], "rsh_command")
 
 
 # (kind, pattern of the output, hint); the first that matches wins.  ``%(user)s`` is the

@@ -12,8 +12,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import time
-
 VALID_FAILURE_MODES = ["none", "all", "daily", "weekly"]
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -27,26 +25,14 @@ def weekday_index(day):
         raise ValueError("Starting day must be one of %s." % ", ".join(WEEKDAYS))
 
 
-def is_start_of_week(starting_day, now=None):
-    """True when ``now`` (a ``time.struct_time``, default local time) is the starting day."""
-    when = time.localtime() if now is None else now
-    return when.tm_wday == weekday_index(starting_day)
-
-
-def is_failure_ignored(mode, full=False, starting_day="monday", now=None):
+def ignored_on(mode, full, start_of_week):
     """Whether a *not ready* peer with ignore-failure ``mode`` is ignored on this run.
 
-    ``mode`` is ``None`` or one of ``VALID_FAILURE_MODES``; ``full`` is the ``--full``
-    flag.  ``weekly`` ignores on a full run or on the week's starting day, ``daily``
-    on the other days, ``all`` always, ``none`` never.
+    ``mode`` is ``None`` or one of ``VALID_FAILURE_MODES``; ``full`` is the ``--full`` flag,
+    ``start_of_week`` whether today is the week's starting day.  ``weekly`` ignores on a full
+    run or on the week's starting day, ``daily`` on the other days, ``all`` always, ``none``
+    never.
     """
-    if mode in ("daily", "weekly"):
-        return ignored_on(mode, full, is_start_of_week(starting_day, now))
-    return ignored_on(mode, full, False)
-
-
-def ignored_on(mode, full, start_of_week):
-    """``is_failure_ignored`` for a day already known to be (or not be) the week's start."""
     if mode is not None and mode not in VALID_FAILURE_MODES:
         raise ValueError("Ignore failure mode must be one of %s." % VALID_FAILURE_MODES)
     if mode is None or mode == "none":

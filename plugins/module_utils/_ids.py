@@ -18,17 +18,6 @@ def is_running_as_root():
     return os.getuid() == 0
 
 
-def get_uid_gid(user, group):
-    """Return ``(uid, gid)`` for a user and group name, as CedarBackup3.util.getUidGid.
-
-    Raises ``ValueError("Unable to lookup up uid and gid for passed in user/group.")``.
-    """
-    try:
-        return (pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
-    except Exception:
-        raise ValueError("Unable to lookup up uid and gid for passed in user/group.")
-
-
 def resolve_uid(owner):
     """Turn a user name or a numeric id (int or digit string) into a uid.
 

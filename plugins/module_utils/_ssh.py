@@ -40,10 +40,10 @@ def ssh_options(control_dir=None, connect_timeout=0):
 
 def _ssh_program(peer):
     """The ssh client that goes with the peer's commands (to close the master)."""
-    for argv in (peer._rshCommandList, peer._rcpCommandList):
+    for argv in (peer.effectiveRshCommand, peer.effectiveRcpCommand):
         if os.path.basename(argv[0]) == "ssh":
             return argv[0]
-    for argv in (peer._rcpCommandList, peer._rshCommandList):
+    for argv in (peer.effectiveRcpCommand, peer.effectiveRshCommand):
         if os.path.basename(argv[0]) == "scp":
             return os.path.join(os.path.dirname(argv[0]) or "/usr/bin", "ssh")
     return "/usr/bin/ssh"

@@ -30,8 +30,8 @@ from .peer import (
     RemotePeer,
     TARGET_MISSING,
     StageResult,
-    _attach,
-    _target as open_target,
+    attach_partial,
+    target_fd as open_target,
     build_cback_argv,
 )
 
@@ -87,7 +87,7 @@ def _output_of(exc, peer=None):
 
 def _program(peer):
     """The rcp command's program (what a "not found" in a copy's output names)."""
-    commands = getattr(peer, "_rcpCommandList", None)
+    commands = getattr(peer, "effectiveRcpCommand", None)
     return commands[0] if commands else None
 
 
@@ -112,7 +112,7 @@ def _not_ready_cause(peer, params, indicator):
     # itself): one command over the rsh command tells a connection problem, a missing collect
     # directory and an indicator that is not there yet apart.
     probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
-    found = diagnose.from_output(probe.stderr, peer, peer._rshCommandList[0])
+    found = diagnose.from_output(probe.stderr, peer, peer.effectiveRshCommand[0])
     both = "; ".join(part for part in (cause.output, found.output) if part)
     if found.kind != "unknown":
         return diagnose.Cause(found.kind, found.hint, both)
@@ -351,7 +351,7 @@ def _verify(peer, target_dir, target_fd, staged):
         error = IOError("Verification failed: the sha256 of %s differs from the peer's (or the peer gave none); "
                         "removed from the staging directory." % shown)
         error.verified = len(verified)
-        raise _attach(error, partial)
+        raise attach_partial(error, partial)
     return len(verified)
 
 
@@ -429,7 +429,7 @@ def _predict_remote(peer, target_fd, indicator, warnings):
             present = True
             continue
         if entry.kind != "file":
-            raise _attach(IOError("Remote entry is a %s; the copy would fail." % entry.kind), StageResult(copied, unchanged, [], size), entry.name)
+            raise attach_partial(IOError("Remote entry is a %s; the copy would fail." % entry.kind), StageResult(copied, unchanged, [], size), entry.name)
         try:
             info = None if target_fd is None else os.stat(entry.name, dir_fd=target_fd, follow_symlinks=False)
         except OSError:

@@ -39,6 +39,7 @@ Extensions used by the collection's modules (Cedar Backup has no equivalent): th
 ``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
 ``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
 ``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
+``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``attach_partial``, ``target_fd``,
 ``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
@@ -103,6 +104,8 @@ __all__ = [
     "StageResult",
     "RemoteEntry",
     "build_cback_argv",
+    "attach_partial",
+    "target_fd",
     "TARGET_MISSING",
 ]
 
@@ -343,7 +346,7 @@ TARGET_MISSING = -1
 
 
 @contextlib.contextmanager
-def _target(targetDir, targetFd, mayBeMissing=False):
+def target_fd(targetDir, targetFd, mayBeMissing=False):
     """The target directory's descriptor: ``targetFd`` when the caller holds one (left open),
     else the directory opened once here (closed afterwards); ``None`` for a missing one."""
     if targetFd is not None:
@@ -411,7 +414,7 @@ def _lenient(ownership):
     return tuple(-1 if value is None else value for value in ownership)
 
 
-def _attach(exc, result, entry=None):
+def attach_partial(exc, result, entry=None):
     """Attach the partial ``StageResult`` (and the entry that failed) to an exception."""
     exc.stageResult = result
     exc.failedEntry = entry
@@ -569,7 +572,7 @@ class LocalPeer(_Peer):
         # None: the caller holds the target open; its path is not looked at again.
         targetDir = self._checkDirs(targetDir, targetMayBeMissing=None if targetFd is not None else checkOnly)
         ownership = _lenient(ownership)
-        with _target(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
+        with target_fd(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
             if dirFd is None and not checkOnly:
                 raise ValueError("Target directory is not a directory or does not exist on disk.")
             if not checkOnly:
@@ -613,11 +616,11 @@ class LocalPeer(_Peer):
             # caller writes the peer's stage indicator.
             os.fsync(dirFd)
         if failure is not None:
-            raise _attach(failure[1], partial, failure[0])
+            raise attach_partial(failure[1], partial, failure[0])
         if bad is not None:
-            raise _attach(ValueError("Source is not a regular file."), partial, bad)
+            raise attach_partial(ValueError("Source is not a regular file."), partial, bad)
         if not copied and not unchanged:
-            raise _attach(IOError("Did not copy any files from local peer."), partial)
+            raise attach_partial(IOError("Did not copy any files from local peer."), partial)
         return partial
 
     def verifyFiles(self, targetDir, names, targetFd=None):
@@ -640,7 +643,7 @@ class LocalPeer(_Peer):
                 expected[name] = _sha256_fd(source)
             finally:
                 os.close(source)
-        with _target(encode_path(targetDir), targetFd) as dirFd:
+        with target_fd(encode_path(targetDir), targetFd) as dirFd:
             return _discard_mismatches(dirFd, names, expected)
 
     def checkCollectIndicator(self, collectIndicator=None):
@@ -670,14 +673,12 @@ class LocalPeer(_Peer):
         LocalPeer._copyLocalFile(None, fileName, ownership, permissions)
 
     @staticmethod
-    def _copyLocalFile(sourceFile=None, targetFile=None, ownership=None, permissions=None, overwrite=True):
+    def _copyLocalFile(sourceFile=None, targetFile=None, ownership=None, permissions=None):
         """Copy one regular file (``None`` source: create an empty target), as Cedar Backup."""
         targetFile = encode_path(targetFile)
         sourceFile = encode_path(sourceFile)
         if targetFile is None:
             return
-        if not overwrite and os.path.exists(targetFile):
-            raise IOError("Target file [%s] already exists." % targetFile)
         if sourceFile is None:
             _create_empty(targetFile, ownership, permissions)
             return
@@ -1031,6 +1032,15 @@ class RemotePeer(_Peer):
         argv += ["%s@%s" % (self.remoteUser, self.name), command]
         return self._asLocalUser(argv, "shell")
 
+    def _getEffectiveRcpCommand(self):
+        return list(self._rcpCommandList)
+
+    def _getEffectiveRshCommand(self):
+        return list(self._rshCommandList)
+
+    effectiveRcpCommand = property(_getEffectiveRcpCommand, None, None, "The rcp command run, as an argv list (the default for none).")
+    effectiveRshCommand = property(_getEffectiveRshCommand, None, None, "The rsh command run, as an argv list (the default for none).")
+
     def _run(self, argv, **kwargs):
         return run_command(argv, timeout=self.commandTimeout, **kwargs)
 
@@ -1137,7 +1147,7 @@ class RemotePeer(_Peer):
         elif not os.path.isabs(targetDir):
             raise ValueError("Target directory must be an absolute path.")
         ownership = _lenient(ownership)
-        with _target(targetDir, targetFd) as dirFd:
+        with target_fd(targetDir, targetFd) as dirFd:
             _sweep(dirFd)
             fetchName, fetchFd = _new_private_dir(dirFd, FETCH_PREFIX, targetDir)
             try:
@@ -1200,7 +1210,7 @@ class RemotePeer(_Peer):
                     os.fsync(fetched)  # on stable storage before it gets its name
                     os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
                 except (IOError, OSError) as exc:
-                    raise _attach(exc, StageResult(copied, unchanged, excluded, size), fileName)
+                    raise attach_partial(exc, StageResult(copied, unchanged, excluded, size), fileName)
             finally:
                 os.close(fetched)
             copied.append(fileName)
@@ -1210,12 +1220,12 @@ class RemotePeer(_Peer):
             os.fsync(targetFd)  # the new names too, before the caller writes the stage indicator
         if result.rc != 0:
             error = IOError("Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded)))
-            raise _attach(_with_output(error, result), partial)
+            raise attach_partial(_with_output(error, result), partial)
         if discarded:
             error = IOError("Changed size on the peer during the copy%s." % _not_staged(discarded))
-            raise _attach(error, partial)
+            raise attach_partial(error, partial)
         if not copied and not unchanged:
-            raise _attach(IOError("Did not copy any files from remote peer."), partial)
+            raise attach_partial(IOError("Did not copy any files from remote peer."), partial)
         return partial
 
     def _listedSizes(self):
@@ -1447,7 +1457,7 @@ class RemotePeer(_Peer):
         :raises IOError: if the checksums cannot be computed on the peer
         """
         expected = self.remoteChecksums(names)
-        with _target(encode_path(targetDir), targetFd) as dirFd:
+        with target_fd(encode_path(targetDir), targetFd) as dirFd:
             return _discard_mismatches(dirFd, names, expected)
 
     def listCollectDir(self):

@@ -4,7 +4,7 @@
 """Unit tests for the ``cedarbackup.peer.cback`` filter plugin.
 
 Plain dicts stand in for Ansible's ``hostvars``.  The ignore-failure expectations are the
-table of /work/shared/CBACK3-BEHAVIOUR.md ("Not ready, ignore-failure modes").
+table of CBACK3-BEHAVIOUR.md, the project's record of cback3's behaviour ("Not ready, ignore-failure modes").
 """
 
 from __future__ import absolute_import, division, print_function
@@ -916,3 +916,17 @@ def test_variable_warnings(tmp_path, monkeypatch):
         "set it in the master's variables",
     ]
     assert shown == warnings
+
+
+@pytest.mark.parametrize("action, message", [
+    ("", "cback_action is not set: the action to run on the managed peers, such as collect or purge; pass it with "
+         "-e cback_action=collect."),
+    ("Collect", "cback_action must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
+                "starting with a letter or digit); it is 'Collect'."),
+    ("-oProxyCommand=x", "cback_action must be a bare action name"),
+])
+def test_the_managed_action_is_checked_with_the_run_settings(action, message):
+    with pytest.raises(AnsibleFilterError) as info:
+        cback.cback_run_settings({"action": action}, {}, {}, "bk")
+    assert str(info.value).startswith(message)
+    assert cback.cback_run_settings({"action": "purge"}, {}, {}, "bk") == {"action": "purge"}

@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the private helpers of module_utils.
 
-``_command`` (splitting, quoting, running), ``_paths``, ``_ids``, ``_failure`` and
-``_daily``.  Expected values come from Cedar Backup 3.7 (``CedarBackup3.util`` and
-``CedarBackup3.actions.stage``) and from /work/shared/CBACK3-BEHAVIOUR.md.
+``_command`` (splitting, quoting, running), ``_paths``, ``_ids`` and ``_failure``.
+Expected values come from Cedar Backup 3.7 (``CedarBackup3.util`` and
+``CedarBackup3.actions.stage``) and from the project's record of cback3's behaviour
+(CBACK3-BEHAVIOUR.md).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,7 +23,7 @@ import types
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _daily, _failure, _ids, _paths
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _failure, _ids, _paths
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 NOBODY_GID = pwd.getpwnam("nobody").pw_gid
@@ -430,94 +431,6 @@ def test_is_single_name_table(value, expected):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "user, group, expected",
-    [
-        ("nobody", "nogroup", (NOBODY_UID, NOGROUP_GID)),
-        ("root", "root", (0, 0)),
-        ("root", "nogroup", (0, NOGROUP_GID)),
-    ],
-)
-def test_get_uid_gid(user, group, expected):
-    assert _ids.get_uid_gid(user, group) == expected
-
-
-@pytest.mark.parametrize(
-    "user, group",
-    [
-        ("no-such-user-cback", "nogroup"),
-        ("nobody", "no-such-group-cback"),
-        (None, "nogroup"),
-        ("nobody", None),
-        ("", ""),
-    ],
-)
-def test_get_uid_gid_unknown(user, group):
-    with pytest.raises(ValueError) as info:
-        _ids.get_uid_gid(user, group)
-    assert str(info.value) == "Unable to lookup up uid and gid for passed in user/group."
-
-
-@pytest.mark.parametrize(
-    "owner, expected",
-    [
-        (None, None),
-        (0, 0),
-        (1234, 1234),
-        ("1234", 1234),
-        (" 42 ", 42),
-        ("0", 0),
-        ("root", 0),
-        ("nobody", NOBODY_UID),
-        (" nobody ", NOBODY_UID),
-    ],
-)
-def test_resolve_uid(owner, expected):
-    assert _ids.resolve_uid(owner) == expected
-
-
-@pytest.mark.parametrize(
-    "group, expected",
-    [
-        (None, None),
-        (0, 0),
-        (4321, 4321),
-        ("4321", 4321),
-        ("root", 0),
-        ("nogroup", NOGROUP_GID),
-    ],
-)
-def test_resolve_gid(group, expected):
-    assert _ids.resolve_gid(group) == expected
-
-
-def test_resolve_uid_unknown_name():
-    with pytest.raises(KeyError):
-        _ids.resolve_uid("no-such-user-cback")
-
-
-def test_resolve_gid_unknown_name():
-    with pytest.raises(KeyError):
-        _ids.resolve_gid("no-such-group-cback")
-
-
-@pytest.mark.parametrize("user, expected", [("nobody", (NOBODY_UID, NOBODY_GID)), (0, (0, 0)), ("root", (0, 0))])
-def test_primary_ids(user, expected):
-    assert _ids.primary_ids(user) == expected
-
-
-def test_is_running_as_root_reflects_real_uid(monkeypatch):
-    assert _ids.is_running_as_root() is (os.getuid() == 0)
-    monkeypatch.setattr(_ids.os, "getuid", lambda: 1000)
-    assert _ids.is_running_as_root() is False
-    monkeypatch.setattr(_ids.os, "getuid", lambda: 0)
-    assert _ids.is_running_as_root() is True
-
-
-def test_current_user_name():
-    assert _ids.current_user_name() == pwd.getpwuid(os.geteuid()).pw_name
-
-
 def test_current_user_name_unknown_uid(monkeypatch):
     monkeypatch.setattr(_ids.os, "geteuid", lambda: 987654)
     assert _ids.current_user_name() == "987654"
@@ -527,7 +440,6 @@ def test_current_user_name_unknown_uid(monkeypatch):
 # _failure: the ignore-failure table of CBACK3-BEHAVIOUR.md
 # ---------------------------------------------------------------------------
 
-THURSDAY = time.strptime("2026-11-26", "%Y-%m-%d")  # tm_wday == 3
 
 # (mode, normal day, --full, start of week): True means "ignored" (INFO), False "reported" (ERROR)
 FAILURE_TABLE = [
@@ -539,45 +451,35 @@ FAILURE_TABLE = [
 ]
 
 
-def test_thursday_fixture():
-    assert THURSDAY.tm_wday == 3
+@pytest.mark.parametrize("mode, normal, full, start", FAILURE_TABLE)
+def test_ignored_on_a_normal_day(mode, normal, full, start):
+    assert _failure.ignored_on(mode, False, False) is normal
 
 
 @pytest.mark.parametrize("mode, normal, full, start", FAILURE_TABLE)
-def test_is_failure_ignored_normal_day(mode, normal, full, start):
-    assert _failure.is_failure_ignored(mode, full=False, starting_day="monday", now=THURSDAY) is normal
+def test_ignored_on_a_full_run(mode, normal, full, start):
+    assert _failure.ignored_on(mode, True, False) is full
 
 
 @pytest.mark.parametrize("mode, normal, full, start", FAILURE_TABLE)
-def test_is_failure_ignored_full(mode, normal, full, start):
-    assert _failure.is_failure_ignored(mode, full=True, starting_day="monday", now=THURSDAY) is full
+def test_ignored_on_the_start_of_the_week(mode, normal, full, start):
+    assert _failure.ignored_on(mode, False, True) is start
 
 
 @pytest.mark.parametrize("mode, normal, full, start", FAILURE_TABLE)
-def test_is_failure_ignored_start_of_week(mode, normal, full, start):
-    assert _failure.is_failure_ignored(mode, full=False, starting_day="thursday", now=THURSDAY) is start
-
-
-@pytest.mark.parametrize("mode, normal, full, start", FAILURE_TABLE)
-def test_is_failure_ignored_full_on_start_of_week(mode, normal, full, start):
-    assert _failure.is_failure_ignored(mode, full=True, starting_day="thursday", now=THURSDAY) is start
+def test_ignored_on_a_full_run_on_the_start_of_the_week(mode, normal, full, start):
+    assert _failure.ignored_on(mode, True, True) is start
 
 
 @pytest.mark.parametrize("mode", ["Daily", "never", "", "ALL", 1])
-def test_is_failure_ignored_invalid_mode(mode):
+def test_ignored_on_an_invalid_mode(mode):
     with pytest.raises(ValueError) as info:
-        _failure.is_failure_ignored(mode, now=THURSDAY)
+        _failure.ignored_on(mode, False, False)
     assert str(info.value) == "Ignore failure mode must be one of ['none', 'all', 'daily', 'weekly']."
 
 
 def test_valid_failure_modes_match_cedar_backup():
     assert _failure.VALID_FAILURE_MODES == ["none", "all", "daily", "weekly"]
-
-
-def test_is_failure_ignored_bad_starting_day_raises_when_needed():
-    with pytest.raises(ValueError) as info:
-        _failure.is_failure_ignored("daily", full=False, starting_day="funday", now=THURSDAY)
-    assert str(info.value) == "Starting day must be one of monday, tuesday, wednesday, thursday, friday, saturday, sunday."
 
 
 @pytest.mark.parametrize("index, day", list(enumerate(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])))
@@ -590,59 +492,6 @@ def test_weekday_index_errors(day):
     with pytest.raises(ValueError) as info:
         _failure.weekday_index(day)
     assert str(info.value) == "Starting day must be one of monday, tuesday, wednesday, thursday, friday, saturday, sunday."
-
-
-@pytest.mark.parametrize(
-    "day, expected",
-    [("monday", False), ("wednesday", False), ("thursday", True), ("friday", False), ("sunday", False)],
-)
-def test_is_start_of_week_with_now(day, expected):
-    assert _failure.is_start_of_week(day, now=THURSDAY) is expected
-
-
-def test_is_start_of_week_defaults_to_local_time():
-    today = _failure.WEEKDAYS[time.localtime().tm_wday]
-    assert _failure.is_start_of_week(today) is True
-    other = _failure.WEEKDAYS[(time.localtime().tm_wday + 1) % 7]
-    assert _failure.is_start_of_week(other) is False
-
-
-# ---------------------------------------------------------------------------
-# _daily
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "date, expected",
-    [
-        ("2026-11-26", "2026/11/26"),
-        ("2026-01-05", "2026/01/05"),
-        ("1999-12-31", "1999/12/31"),
-        ("2028-02-29", "2028/02/29"),
-    ],
-)
-def test_daily_subdir(date, expected):
-    assert _daily.daily_subdir(time.strptime(date, "%Y-%m-%d")) == expected
-
-
-@pytest.mark.parametrize(
-    "staging, expected",
-    [
-        ("/opt/backup/stage", "/opt/backup/stage/2026/01/05"),
-        ("/opt/backup/stage/", "/opt/backup/stage/2026/01/05"),
-        ("/my stage", "/my stage/2026/01/05"),
-    ],
-)
-def test_daily_dir(staging, expected):
-    assert _daily.daily_dir(staging, time.strptime("2026-01-05", "%Y-%m-%d")) == expected
-
-
-def test_daily_defaults_to_local_time():
-    before = time.strftime("%Y/%m/%d", time.localtime())
-    value = _daily.daily_subdir()
-    after = time.strftime("%Y/%m/%d", time.localtime())
-    assert value in (before, after)
-    assert _daily.daily_dir("/s") in ("/s/" + before, "/s/" + after)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="handing over needs root")
