@@ -390,6 +390,11 @@ def _size(value):
         value /= 1024.0
 
 
+def _count(number, noun):
+    """``1 peer``, ``2 peers``."""
+    return "%d %s%s" % (number, noun, "" if number == 1 else "s")
+
+
 def cback_summary_table(summary):
     """A summary as lines of a fixed-width table, then totals and the reasons of non-successes."""
     rows = summary.get("peers") or []
@@ -400,21 +405,25 @@ def cback_summary_table(summary):
              "%.2f" % float(row.get("seconds") or 0))
             for row in rows
         ]
-        total = "%d peers ran %s, %d failed" % (len(rows), summary.get("action"), len(summary.get("failed") or []))
+        total = "%s ran %s, %d failed" % (_count(len(rows), "peer"), summary.get("action"), len(summary.get("failed") or []))
         good = "ok"
     else:
         header = ("peer", "type", "status", "files", "bytes", "seconds")
+        shown = dict(staged="would stage") if summary.get("check_mode") else {}
         table = [header] + [
-            (row["name"], row.get("type") or "", row["status"], str(row.get("files", 0)), _size(row.get("bytes", 0)),
-             "%.2f" % float(row.get("seconds") or 0))
+            (row["name"], row.get("type") or "", shown.get(row["status"], row["status"]), str(row.get("files", 0)),
+             _size(row.get("bytes", 0)), "%.2f" % float(row.get("seconds") or 0))
             for row in rows
         ]
-        total = "%d peers, %d failed; %d files, %s staged" % (
-            len(rows), len(summary.get("failed") or []), sum(int(row.get("files") or 0) for row in rows),
-            _size(sum(int(row.get("bytes") or 0) for row in rows)))
+        total = "%s, %d failed; %s, %s %s" % (
+            _count(len(rows), "peer"), len(summary.get("failed") or []), _count(sum(int(row.get("files") or 0) for row in rows), "file"),
+            _size(sum(int(row.get("bytes") or 0) for row in rows)), "would be staged" if summary.get("check_mode") else "staged")
+        unchanged = sum(int(row.get("unchanged") or 0) for row in rows)
+        if unchanged:
+            total += "; %d already staged" % unchanged
         verified = [int(row["verified"]) for row in rows if row.get("verified") is not None]
         if verified:
-            total += "; %d files verified (sha256)" % sum(verified)
+            total += "; %s verified (sha256)" % _count(sum(verified), "file")
         good = "staged"
     widths = [max(len(to_text(line[i])) for line in table) for i in range(len(header))]
     lines = ["check mode: what a run would do; nothing was written or run"] if summary.get("check_mode") else []

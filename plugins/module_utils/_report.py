@@ -50,6 +50,8 @@ def stage_row(peer, outcome, full, start_of_week):
     else:
         unchanged = outcome.get("unchanged") or []
         notes = ["%d already staged" % len(unchanged)] if unchanged else []
+        if unchanged:
+            row["unchanged"] = len(unchanged)
         if outcome.get("verified") is not None:
             row["verified"] = int(outcome["verified"])
             notes.append("%d verified (sha256)" % row["verified"])

@@ -703,7 +703,7 @@ def test_stage_table():
         "r3             remote  ignored        0      0 B     0.10",
         "r4             remote  not ready      0      0 B     0.10",
         "again          local   staged         0      0 B     0.01",
-        "5 peers, 2 failed; 4 files, 4.9 KiB staged",
+        "5 peers, 2 failed; 4 files, 4.9 KiB staged; 1 already staged",
         "remote-peer-2: copy failed.",
         "r3: no collect indicator (peer not ready or unreachable), ignored by ignore-failure mode all.",
         "r4: no collect indicator (peer not ready or unreachable).",
@@ -722,9 +722,9 @@ def test_stage_table_check_mode_line_first():
     summary = stage_summary((peer_entry("p1"), staged_outcome(files=("a",), size=1, seconds=0)), check_mode=True)
     assert cback.cback_summary_table(summary) == [
         "check mode: what a run would do; nothing was written or run",
-        "peer  type   status  files  bytes  seconds",
-        "p1    local  staged      1    1 B     0.00",
-        "1 peers, 0 failed; 1 files, 1 B staged",
+        "peer  type   status       files  bytes  seconds",
+        "p1    local  would stage      1    1 B     0.00",
+        "1 peer, 0 failed; 1 file, 1 B would be staged",
     ]
 
 
@@ -770,7 +770,7 @@ def test_stage_table_sizes(size, shown):
     summary = stage_summary((peer_entry("p"), staged_outcome(files=("a",), size=size)))
     lines = cback.cback_summary_table(summary)
     assert re.split(r"\s{2,}", lines[1]) == ["p", "local", "staged", "1", shown, "1.25"], lines
-    assert lines[2] == "1 peers, 0 failed; 1 files, %s staged" % shown
+    assert lines[2] == "1 peer, 0 failed; 1 file, %s staged" % shown
 
 
 def test_stage_table_totals_add_up():
@@ -806,7 +806,7 @@ def test_managed_table_check_mode():
         "check mode: what a run would do; nothing was written or run",
         "peer  type   status  rc  seconds",
         "m1    local  ok       -     0.00",
-        "1 peers ran collect, 0 failed",
+        "1 peer ran collect, 0 failed",
     ]
 
 
