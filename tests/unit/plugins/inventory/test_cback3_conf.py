@@ -118,7 +118,7 @@ def cb3config():
         pytest.skip("CedarBackup3 (Debian's cedar-backup3) is not installed")
 
 
-def cback3_inventory(cb3config, path):
+def cback3_inventory(cb3config, path, validate=True):
     """What cback3 reads from ``path``, as ``(master vars, {peer name: peer vars})``.
 
     The peers are those ``cback3 stage`` stages (CedarBackup3.actions.stage: the stage section's
@@ -126,7 +126,7 @@ def cback3_inventory(cb3config, path):
     those of the peers section's remote peer of its name where it sets them (cback3's managed
     actions read the peers section).
     """
-    conf = cb3config.Config(xmlPath=path, validate=True)
+    conf = cb3config.Config(xmlPath=path, validate=validate)
     master = {}
     options = conf.options
     if options is not None:
@@ -164,9 +164,9 @@ def cback3_inventory(cb3config, path):
     return master, peers
 
 
-def assert_matches_cback3(cb3config, conf_path, inventory, master="localhost", renamed=None):
+def assert_matches_cback3(cb3config, conf_path, inventory, master="localhost", renamed=None, validate=True):
     """The inventory says what cback3 reads from ``conf_path`` (``renamed``: {peer name: inventory host})."""
-    expected_master, expected_peers = cback3_inventory(cb3config, conf_path)
+    expected_master, expected_peers = cback3_inventory(cb3config, conf_path, validate)
     renamed = renamed or {}
     got_master = dict((key, value) for key, value in inventory.hostvars[master].items() if key.startswith("cback_"))
     assert got_master == expected_master
@@ -712,3 +712,33 @@ def test_a_failed_source_yields_no_inventory(tmp_path):
     conf = config(tmp_path, stage_conf(LOCAL, "<peer><name>r2</name><type>remote</type></peer>"))
     manager = InventoryManager(loader=DataLoader(), sources=[source(tmp_path, conf)])
     assert "cback_master" not in manager.groups and "cback_peers" not in manager.groups
+
+
+# ---------------------------------------------------------------------------
+# docs/inventory.md says what the plugin yields
+# ---------------------------------------------------------------------------
+
+
+def test_docs_example(tmp_path, cb3config):
+    """The source file and output of "From an existing cback3.conf", for the XML of the example before it."""
+    import yaml
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "docs", "inventory.md")).read()
+    example = text.split("## Example: from `cback3.conf` to the inventory", 1)[1]
+    section = text.split("## From an existing cback3.conf", 1)[1]
+    xml = re.search(r"```xml\n(.*?)```", example, re.S).group(1)
+    source_text, yielded = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
+    options = yaml.safe_load(source_text)
+    assert options["path"] == "/etc/cback3.conf"
+    options["path"] = config(tmp_path, xml)
+    inventory = Inventory(write(tmp_path / "backup.cback3_conf.yml", json.dumps(options)))
+    expected = yaml.safe_load(yielded)["all"]["children"]
+    assert inventory.groups["cback_master"] == sorted(expected["cback_master"]["hosts"])
+    assert inventory.groups["cback_peers"] == sorted(expected["cback_peers"]["hosts"])
+    for group in ("cback_master", "cback_peers"):
+        for host, values in expected[group]["hosts"].items():
+            assert inventory.hostvars[host] == values, host
+    # cback3 itself would refuse this example (db1 is managed, and no cback_command is set for it):
+    # the oracle reads it without validating.
+    assert_matches_cback3(cb3config, options["path"], inventory, master="backup-master",
+                          renamed={"backup-master": "backup-master-self"}, validate=False)
