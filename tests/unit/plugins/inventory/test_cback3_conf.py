@@ -1,0 +1,744 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests for the ``cedarbackup.peer.cback3_conf`` inventory plugin.
+
+Each inventory is built the way ``ansible-inventory`` and ``ansible-playbook`` build it:
+``InventoryManager`` over a source file ``*.cback3_conf.yml`` (through the ``auto`` plugin),
+with a ``DataLoader``.  Failures are checked on the plugin itself (``InventoryManager`` turns
+them into warnings).  Debian's ``CedarBackup3.config`` is the oracle: what it reads from a
+valid cback3.conf is what the inventory must say, and a file the plugin rejects for a missing
+or invalid element is one cback3 rejects too (except where noted).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import gzip
+import importlib
+import json
+import os
+import re
+import sys
+
+import pytest
+
+SAMPLE = "/usr/share/doc/cedar-backup3/examples/cback3.conf.sample"
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+PLUGIN = "cedarbackup.peer.cback3_conf"
+
+pytestmark = pytest.mark.usefixtures("ansible_plugins")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def write(path, text):
+    with open(str(path), "w") as handle:
+        handle.write(text)
+    return str(path)
+
+
+def source(directory, conf, name="pool.cback3_conf.yml", **options):
+    """A source file in ``directory`` reading ``conf`` (a path), with more plugin ``options``."""
+    data = dict(plugin=PLUGIN, path=str(conf))
+    data.update(options)
+    return write(os.path.join(str(directory), name), json.dumps(data, indent=2))  # JSON is YAML
+
+
+def config(directory, text, name="cback3.conf"):
+    return write(os.path.join(str(directory), name), text)
+
+
+class Inventory(object):
+    """``groups`` ({group: sorted hosts}) and ``hostvars`` ({host: vars set by the source}) of a source."""
+
+    def __init__(self, path):
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+
+        self.loader = DataLoader()
+        self.manager = InventoryManager(loader=self.loader, sources=[path])
+        self.groups = dict((name, sorted(host.name for host in group.get_hosts()))
+                           for name, group in self.manager.groups.items())
+        self.hostvars = dict((host.name, plain(dict((key, value) for key, value in host.vars.items()
+                                                    if not key.startswith("inventory_"))))
+                             for host in self.manager.get_hosts())
+        assert "cback_master" in self.groups, "the plugin yielded nothing from %s" % path
+
+
+def plain(value):
+    """Ansible's (possibly tagged or unsafe) values as plain Python values."""
+    return json.loads(json.dumps(value))
+
+
+def parse_error(path):
+    """The message of the ``AnsibleParserError`` the plugin raises for source ``path``."""
+    from ansible.errors import AnsibleParserError
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import inventory_loader
+
+    plugin = inventory_loader.get(PLUGIN)
+    assert plugin.verify_file(path)
+    with pytest.raises(AnsibleParserError) as info:
+        plugin.parse(InventoryData(), DataLoader(), path, cache=False)
+    return getattr(info.value, "message", None) or str(info.value)
+
+
+def plugin_module():
+    from ansible.plugins.loader import inventory_loader
+
+    return sys.modules[type(inventory_loader.get(PLUGIN)).__module__]
+
+
+def sample_text():
+    for path, opener in ((SAMPLE, open), (SAMPLE + ".gz", gzip.open)):
+        if os.path.exists(path):
+            with opener(path, "rt") as handle:
+                return handle.read()
+    pytest.skip("Debian's cedar-backup3 sample %s is not installed" % SAMPLE)
+
+
+# ---------------------------------------------------------------------------
+# The oracle: Debian's CedarBackup3.config
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cb3config():
+    if DIST_PACKAGES not in sys.path:
+        sys.path.append(DIST_PACKAGES)
+    try:
+        return importlib.import_module("CedarBackup3.config")
+    except ImportError:
+        pytest.skip("CedarBackup3 (Debian's cedar-backup3) is not installed")
+
+
+def cback3_inventory(cb3config, path, validate=True):
+    """What cback3 reads from ``path``, as ``(master vars, {peer name: peer vars})``.
+
+    The peers are those ``cback3 stage`` stages (CedarBackup3.actions.stage: the stage section's
+    when it has any, else the peers section's); a staged remote peer's managed settings are
+    those of the peers section's remote peer of its name where it sets them (cback3's managed
+    actions read the peers section).
+    """
+    conf = cb3config.Config(xmlPath=path, validate=validate)
+    master = {}
+    options = conf.options
+    if options is not None:
+        for attr, var in (("startingDay", "cback_starting_day"), ("workingDir", "cback_working_dir"),
+                          ("backupUser", "cback_backup_user"), ("backupGroup", "cback_backup_group"),
+                          ("rcpCommand", "cback_rcp_command"), ("rshCommand", "cback_rsh_command"),
+                          ("cbackCommand", "cback_cback_command"), ("managedActions", "cback_managed_actions")):
+            value = getattr(options, attr)
+            if value is not None:
+                master[var] = list(value) if attr == "managedActions" else value
+    if conf.stage is not None:
+        master["cback_staging_dir"] = conf.stage.targetDir
+    section = conf.stage if conf.stage is not None and conf.stage.hasPeers() else conf.peers
+    peers = {}
+    for peer in section.localPeers or []:
+        peers[peer.name] = dict(cback_peer_type="local", cback_collect_dir=peer.collectDir)
+        if peer.ignoreFailureMode is not None:
+            peers[peer.name]["cback_ignore_failure_mode"] = peer.ignoreFailureMode
+    managed = {}
+    if section is not conf.peers and conf.peers is not None:
+        managed = dict((peer.name, peer) for peer in conf.peers.remotePeers or [])
+    for peer in section.remotePeers or []:
+        values = dict(cback_peer_type="remote", cback_collect_dir=peer.collectDir)
+        for attr, var in (("ignoreFailureMode", "cback_ignore_failure_mode"), ("remoteUser", "cback_remote_user"),
+                          ("rcpCommand", "cback_rcp_command"), ("rshCommand", "cback_rsh_command"),
+                          ("cbackCommand", "cback_cback_command"), ("managed", "cback_managed"),
+                          ("managedActions", "cback_managed_actions")):
+            value = getattr(peer, attr)
+            if peer.name in managed and attr in ("rshCommand", "cbackCommand", "managed", "managedActions"):
+                other = getattr(managed[peer.name], attr)
+                value = value if other is None else other
+            if value is not None:
+                values[var] = list(value) if attr == "managedActions" else value
+        peers[peer.name] = values
+    return master, peers
+
+
+def assert_matches_cback3(cb3config, conf_path, inventory, master="localhost", renamed=None, validate=True):
+    """The inventory says what cback3 reads from ``conf_path`` (``renamed``: {peer name: inventory host})."""
+    expected_master, expected_peers = cback3_inventory(cb3config, conf_path, validate)
+    renamed = renamed or {}
+    got_master = dict((key, value) for key, value in inventory.hostvars[master].items() if key.startswith("cback_"))
+    assert got_master == expected_master
+    got_peers = {}
+    for host in inventory.groups["cback_peers"]:
+        values = dict(inventory.hostvars[host])
+        name = values.pop("cback_peer_name", host)
+        assert renamed.get(name, name) == host
+        got_peers[name] = values
+    assert got_peers == expected_peers
+
+
+# ---------------------------------------------------------------------------
+# Pool configurations
+# ---------------------------------------------------------------------------
+
+OPTIONS = """
+  <options>
+    <starting_day>sunday</starting_day>
+    <working_dir>/var/backups/cback/tmp</working_dir>
+    <backup_user>backup</backup_user>
+    <backup_group>backup</backup_group>
+    <rcp_command>/usr/bin/scp -F /etc/cback/ssh_config -B -q -C</rcp_command>
+    <rsh_command>/usr/bin/ssh -F /etc/cback/ssh_config</rsh_command>
+    <cback_command>/usr/bin/cback3</cback_command>
+    <managed_actions>collect, purge</managed_actions>
+    <override><command>cdrecord</command><abs_path>/opt/local/bin/cdrecord</abs_path></override>
+    <pre_action_hook><action>stage</action><command>echo staging</command></pre_action_hook>
+  </options>
+"""
+
+# Local and remote peers in the stage section; every element a peer can have.
+POOL = """<?xml version="1.0"?>
+<cb_config>
+  <reference><author>tests</author><revision>1</revision><description>pool</description></reference>
+%s
+  <collect><collect_dir>/var/backups/cback/collect</collect_dir><collect_mode>daily</collect_mode>
+    <archive_mode>tar</archive_mode><ignore_file>.cbignore</ignore_file><dir><abs_path>/etc</abs_path></dir></collect>
+  <stage>
+    <staging_dir>/var/backups/cback/stage</staging_dir>
+    <peer>
+      <name>master</name>
+      <type>local</type>
+      <collect_dir>/var/backups/cback/collect</collect_dir>
+    </peer>
+    <peer>
+      <name>scratch</name>
+      <type>local</type>
+      <collect_dir>/srv/scratch/collect</collect_dir>
+      <ignore_failures>all</ignore_failures>
+    </peer>
+    <peer>
+      <name>web1</name>
+      <type>remote</type>
+      <collect_dir>/var/backups/cback/collect</collect_dir>
+    </peer>
+    <peer>
+      <name>db1.example.com</name>
+      <type>remote</type>
+      <collect_dir>/srv/backup/collect</collect_dir>
+      <backup_user>cback</backup_user>
+      <rcp_command>/usr/bin/scp -P 2222 -B -q</rcp_command>
+      <rsh_command>/usr/bin/ssh -p 2222</rsh_command>
+      <cback_command>/usr/local/bin/cback3 --config /etc/cback3-db.conf</cback_command>
+      <managed>Y</managed>
+      <managed_actions>collect,store, </managed_actions>
+      <ignore_failures>weekly</ignore_failures>
+    </peer>
+    <peer>
+      <name>10.0.0.7</name>
+      <type>remote</type>
+      <collect_dir>/backup/collect</collect_dir>
+      <managed>N</managed>
+      <ignore_failures>daily</ignore_failures>
+    </peer>
+    <peer>
+      <name>mail1</name>
+      <type>remote</type>
+      <collect_dir>/var/backups/cback/collect</collect_dir>
+      <managed>y</managed>
+      <ignore_failures>none</ignore_failures>
+    </peer>
+  </stage>
+  <purge><dir><abs_path>/var/backups/cback/stage</abs_path><retain_days>7</retain_days></dir></purge>
+</cb_config>
+""" % OPTIONS
+
+POOL_MASTER = dict(
+    ansible_connection="local",
+    cback_starting_day="sunday",
+    cback_working_dir="/var/backups/cback/tmp",
+    cback_backup_user="backup",
+    cback_backup_group="backup",
+    cback_rcp_command="/usr/bin/scp -F /etc/cback/ssh_config -B -q -C",
+    cback_rsh_command="/usr/bin/ssh -F /etc/cback/ssh_config",
+    cback_cback_command="/usr/bin/cback3",
+    cback_managed_actions=["collect", "purge"],
+    cback_staging_dir="/var/backups/cback/stage",
+)
+
+POOL_PEERS = {
+    "master": dict(cback_peer_type="local", cback_collect_dir="/var/backups/cback/collect"),
+    "scratch": dict(cback_peer_type="local", cback_collect_dir="/srv/scratch/collect", cback_ignore_failure_mode="all"),
+    "web1": dict(cback_peer_type="remote", cback_collect_dir="/var/backups/cback/collect", cback_managed=False),
+    "db1.example.com": dict(
+        cback_peer_type="remote",
+        cback_collect_dir="/srv/backup/collect",
+        cback_remote_user="cback",
+        cback_rcp_command="/usr/bin/scp -P 2222 -B -q",
+        cback_rsh_command="/usr/bin/ssh -p 2222",
+        cback_cback_command="/usr/local/bin/cback3 --config /etc/cback3-db.conf",
+        cback_managed=True,
+        cback_managed_actions=["collect", "store"],
+        cback_ignore_failure_mode="weekly",
+    ),
+    "10.0.0.7": dict(cback_peer_type="remote", cback_collect_dir="/backup/collect", cback_managed=False,
+                     cback_ignore_failure_mode="daily"),
+    "mail1": dict(cback_peer_type="remote", cback_collect_dir="/var/backups/cback/collect", cback_managed=True,
+                  cback_ignore_failure_mode="none"),
+}
+
+# The peers section holds the pool; the stage section only its staging directory.
+PEERS_SECTION = """<?xml version="1.0"?>
+<cb_config>
+%s
+  <peers>
+    <peer><name>app1</name><type>remote</type><collect_dir>/var/backups/cback/collect</collect_dir>
+      <managed>Y</managed><managed_actions>collect</managed_actions></peer>
+    <peer><name>files</name><type>local</type><collect_dir>/srv/files/collect</collect_dir>
+      <ignore_failures>daily</ignore_failures></peer>
+    <peer><name>app2</name><type>remote</type><collect_dir>/var/backups/cback/collect</collect_dir>
+      <backup_user>root</backup_user><ignore_failures>all</ignore_failures></peer>
+  </peers>
+  <stage>
+    <staging_dir>/var/backups/cback/stage</staging_dir>
+  </stage>
+</cb_config>
+""" % OPTIONS
+
+# Both sections list peers: cback3 stages the stage section's; its managed actions use the
+# peers section's (app1 managed there; app3 managed, but not staged).
+BOTH_SECTIONS = """<?xml version="1.0"?>
+<cb_config>
+%s
+  <peers>
+    <peer><name>app1</name><type>remote</type><collect_dir>/peers/app1</collect_dir>
+      <managed>Y</managed><managed_actions>collect,purge</managed_actions>
+      <cback_command>/opt/cback/bin/cback3</cback_command></peer>
+    <peer><name>app2</name><type>remote</type><collect_dir>/peers/app2</collect_dir><managed>N</managed></peer>
+    <peer><name>app3</name><type>remote</type><collect_dir>/peers/app3</collect_dir><managed>Y</managed></peer>
+    <peer><name>files</name><type>local</type><collect_dir>/peers/files</collect_dir></peer>
+  </peers>
+  <stage>
+    <staging_dir>/var/backups/cback/stage</staging_dir>
+    <peer><name>app1</name><type>remote</type><collect_dir>/stage/app1</collect_dir>
+      <rsh_command>/usr/bin/ssh -4</rsh_command></peer>
+    <peer><name>app2</name><type>remote</type><collect_dir>/stage/app2</collect_dir>
+      <managed>Y</managed><managed_actions>collect</managed_actions></peer>
+    <peer><name>app4</name><type>remote</type><collect_dir>/stage/app4</collect_dir>
+      <managed>Y</managed></peer>
+  </stage>
+</cb_config>
+""" % OPTIONS
+
+
+@pytest.fixture
+def pool_source(tmp_path):
+    return source(tmp_path, config(tmp_path, POOL))
+
+
+# ---------------------------------------------------------------------------
+# Debian's sample cback3.conf
+# ---------------------------------------------------------------------------
+
+
+def test_debian_sample(tmp_path, cb3config):
+    conf = config(tmp_path, sample_text(), name="cback3.conf.sample")
+    inventory = Inventory(source(tmp_path, conf, master_vars=dict(ansible_python_interpreter="/usr/bin/python3")))
+    assert inventory.groups == {
+        "all": ["debian", "localhost"],
+        "ungrouped": [],
+        "cback_master": ["localhost"],
+        "cback_peers": ["debian"],
+    }
+    assert inventory.hostvars == {
+        "localhost": dict(
+            ansible_connection="local",
+            ansible_python_interpreter="/usr/bin/python3",
+            cback_starting_day="tuesday",
+            cback_working_dir="/opt/backup/tmp",
+            cback_backup_user="backup",
+            cback_backup_group="group",
+            cback_rcp_command="/usr/bin/scp -B",
+            cback_staging_dir="/opt/backup/stage",
+        ),
+        "debian": dict(cback_peer_type="local", cback_collect_dir="/opt/backup/collect"),
+    }
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_debian_sample_with_the_master_named_like_its_local_peer(tmp_path, cb3config):
+    conf = config(tmp_path, sample_text(), name="cback3.conf.sample")
+    inventory = Inventory(source(tmp_path, conf, master="debian"))
+    assert inventory.groups["cback_master"] == ["debian"]
+    assert inventory.groups["cback_peers"] == ["debian-self"]
+    assert inventory.hostvars["debian-self"] == dict(cback_peer_type="local", cback_peer_name="debian",
+                                                     cback_collect_dir="/opt/backup/collect")
+    assert inventory.hostvars["debian"]["cback_staging_dir"] == "/opt/backup/stage"
+    assert_matches_cback3(cb3config, conf, inventory, master="debian", renamed={"debian": "debian-self"})
+
+
+# ---------------------------------------------------------------------------
+# Pool configurations
+# ---------------------------------------------------------------------------
+
+
+def test_pool_local_and_remote_peers(tmp_path, pool_source, cb3config):
+    inventory = Inventory(pool_source)
+    assert inventory.groups["cback_master"] == ["localhost"]
+    assert inventory.groups["cback_peers"] == sorted(POOL_PEERS)
+    assert inventory.hostvars["localhost"] == POOL_MASTER
+    for name, expected in POOL_PEERS.items():
+        assert inventory.hostvars[name] == expected, name
+    assert_matches_cback3(cb3config, os.path.join(str(tmp_path), "cback3.conf"), inventory)
+
+
+def test_peers_keep_the_order_of_the_file(pool_source):
+    inventory = Inventory(pool_source)
+    group = inventory.manager.groups["cback_peers"]
+    assert [host.name for host in group.get_hosts()] == ["master", "scratch", "web1", "db1.example.com", "10.0.0.7", "mail1"]
+
+
+def test_peers_have_no_connection_variables(pool_source):
+    inventory = Inventory(pool_source)
+    for host in inventory.groups["cback_peers"]:
+        assert [key for key in inventory.hostvars[host] if key.startswith("ansible_")] == [], host
+
+
+def test_peers_section_when_the_stage_section_lists_none(tmp_path, cb3config):
+    conf = config(tmp_path, PEERS_SECTION)
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_peers"] == ["app1", "app2", "files"]
+    assert inventory.hostvars["app1"] == dict(cback_peer_type="remote", cback_collect_dir="/var/backups/cback/collect",
+                                              cback_managed=True, cback_managed_actions=["collect"])
+    assert inventory.hostvars["files"] == dict(cback_peer_type="local", cback_collect_dir="/srv/files/collect",
+                                               cback_ignore_failure_mode="daily")
+    assert inventory.hostvars["app2"] == dict(cback_peer_type="remote", cback_collect_dir="/var/backups/cback/collect",
+                                              cback_remote_user="root", cback_ignore_failure_mode="all", cback_managed=False)
+    assert inventory.hostvars["localhost"]["cback_staging_dir"] == "/var/backups/cback/stage"
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_stage_section_wins_over_peers_section(tmp_path, cb3config, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(plugin_module().display, "warning", lambda message, *args, **kwargs: warnings.append(message))
+    conf = config(tmp_path, BOTH_SECTIONS)
+    inventory = Inventory(source(tmp_path, conf))
+    # Staged: the stage section's peers, with their own collect dirs, as cback3 stage does.
+    assert inventory.groups["cback_peers"] == ["app1", "app2", "app4"]
+    # Managed settings: the peers section's entry of the same name decides cback_managed, and its
+    # other elements win where it has them.
+    assert inventory.hostvars["app1"] == dict(
+        cback_peer_type="remote", cback_collect_dir="/stage/app1", cback_rsh_command="/usr/bin/ssh -4",
+        cback_cback_command="/opt/cback/bin/cback3", cback_managed=True, cback_managed_actions=["collect", "purge"])
+    assert inventory.hostvars["app2"] == dict(
+        cback_peer_type="remote", cback_collect_dir="/stage/app2", cback_managed=False, cback_managed_actions=["collect"])
+    # Not in the peers section: its own settings.
+    assert inventory.hostvars["app4"] == dict(cback_peer_type="remote", cback_collect_dir="/stage/app4", cback_managed=True)
+    assert_matches_cback3(cb3config, conf, inventory)
+    assert len(warnings) == 1, warnings
+    assert "app3" in warnings[0] and conf in warnings[0] and "app1" not in warnings[0]
+
+
+def test_elements_cback3_does_not_read_are_ignored(tmp_path, cb3config):
+    conf = config(tmp_path, """<cb_config>
+  <options><starting_day>monday</starting_day><working_dir>/tmp</working_dir><backup_user>backup</backup_user>
+    <backup_group>backup</backup_group><rcp_command>/usr/bin/scp -B</rcp_command>
+    <rsh_command></rsh_command><unknown>x</unknown></options>
+  <stage><staging_dir>/stage</staging_dir>
+    <peer><name>self</name><type>local</type><collect_dir>/collect</collect_dir>
+      <backup_user>root</backup_user><managed>Y</managed><managed_actions>collect</managed_actions>
+      <rcp_command>/bin/false</rcp_command><remote_user>x</remote_user></peer>
+  </stage>
+</cb_config>""")
+    inventory = Inventory(source(tmp_path, conf))
+    # A local peer has only name, type, collect_dir and ignore_failures; an empty element is absent.
+    assert inventory.hostvars["self"] == dict(cback_peer_type="local", cback_collect_dir="/collect")
+    assert "cback_rsh_command" not in inventory.hostvars["localhost"]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+@pytest.mark.parametrize("mode", ["none", "all", "daily", "weekly"])
+@pytest.mark.parametrize("peer_type", ["local", "remote"])
+def test_ignore_failure_modes(tmp_path, mode, peer_type, cb3config):
+    conf = config(tmp_path, """<cb_config>
+  <options><starting_day>monday</starting_day><working_dir>/tmp</working_dir><backup_user>backup</backup_user>
+    <backup_group>backup</backup_group><rcp_command>/usr/bin/scp -B</rcp_command></options>
+  <stage><staging_dir>/stage</staging_dir>
+    <peer><name>p-%s</name><type>%s</type><collect_dir>/collect</collect_dir><ignore_failures>%s</ignore_failures></peer>
+    <peer><name>unset</name><type>%s</type><collect_dir>/collect</collect_dir></peer>
+  </stage>
+</cb_config>""" % (mode, peer_type, mode, peer_type))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars["p-" + mode]["cback_ignore_failure_mode"] == mode
+    assert "cback_ignore_failure_mode" not in inventory.hostvars["unset"]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_minimal_config_without_options(tmp_path):
+    conf = config(tmp_path, "<cb_config><stage><staging_dir>/stage</staging_dir>"
+                            "<peer><name>a</name><type>local</type><collect_dir>/c</collect_dir></peer></stage></cb_config>")
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars == {
+        "localhost": dict(ansible_connection="local", cback_staging_dir="/stage"),
+        "a": dict(cback_peer_type="local", cback_collect_dir="/c"),
+    }
+
+
+def test_peers_section_without_stage_section(tmp_path):
+    """A configuration for managed actions only: no staging directory, the peers of the peers section."""
+    conf = config(tmp_path, "<cb_config><peers><peer><name>a</name><type>remote</type><collect_dir>/c</collect_dir>"
+                            "<managed>Y</managed></peer></peers></cb_config>")
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars == {
+        "localhost": dict(ansible_connection="local"),
+        "a": dict(cback_peer_type="remote", cback_collect_dir="/c", cback_managed=True),
+    }
+
+
+# ---------------------------------------------------------------------------
+# The source file: options, names, verify_file
+# ---------------------------------------------------------------------------
+
+
+def test_master_name_and_variables(tmp_path):
+    conf = config(tmp_path, POOL)
+    inventory = Inventory(source(tmp_path, conf, master="backup1.example.com", master_vars=dict(
+        ansible_connection="ssh", ansible_python_interpreter="/usr/bin/python3", cback_stage_parallel=16,
+        cback_working_dir="/override")))
+    assert inventory.groups["cback_master"] == ["backup1.example.com"]
+    assert "localhost" not in inventory.hostvars
+    expected = dict(POOL_MASTER, ansible_connection="ssh", ansible_python_interpreter="/usr/bin/python3",
+                    cback_stage_parallel=16, cback_working_dir="/override")
+    assert inventory.hostvars["backup1.example.com"] == expected
+
+
+def test_peer_named_like_the_master(tmp_path):
+    conf = config(tmp_path, POOL)
+    inventory = Inventory(source(tmp_path, conf, master="master"))
+    assert inventory.groups["cback_master"] == ["master"]
+    assert inventory.hostvars["master-self"] == dict(POOL_PEERS["master"], cback_peer_name="master")
+    assert inventory.hostvars["master"]["cback_staging_dir"] == "/var/backups/cback/stage"
+    assert "cback_peer_type" not in inventory.hostvars["master"]
+
+
+def test_renamed_peer_avoids_other_peer_names():
+    module = plugin_module()
+    peers = [dict(name="m"), dict(name="m-self"), dict(name="m-self-2")]
+    assert module.peer_hosts(peers, "m") == [("m-self-3", peers[0]), ("m-self", peers[1]), ("m-self-2", peers[2])]
+
+
+def test_relative_path_is_relative_to_the_source(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    config(conf_dir, POOL, name="master.conf")
+    path = source(conf_dir, "master.conf")
+    monkeypatch.chdir(str(tmp_path))
+    assert Inventory(path).groups["cback_peers"] == sorted(POOL_PEERS)
+
+
+def test_default_path_is_etc_cback3_conf(tmp_path):
+    path = write(tmp_path / "default.cback3_conf.yml", "plugin: %s\n" % PLUGIN)
+    from ansible.plugins.loader import inventory_loader
+
+    from ansible.parsing.dataloader import DataLoader
+
+    plugin = inventory_loader.get(PLUGIN)
+    plugin.loader = DataLoader()
+    plugin._read_config_data(path)
+    assert plugin.get_option("path") == "/etc/cback3.conf"
+    assert plugin.get_option("master") == "localhost"
+    assert plugin.get_option("master_vars") == {}
+
+
+@pytest.mark.parametrize("name, accepted", [
+    ("pool.cback3_conf.yml", True),
+    ("cback3_conf.yaml", True),
+    ("site-cback3_conf.yaml", True),
+    ("pool.yml", False),
+    ("cback3.conf", False),
+    ("pool.cback3_conf.yml.bak", False),
+    ("pool.cback3-conf.yml", False),
+])
+def test_verify_file(tmp_path, name, accepted):
+    from ansible.plugins.loader import inventory_loader
+
+    path = write(tmp_path / name, "plugin: %s\n" % PLUGIN)
+    assert inventory_loader.get(PLUGIN).verify_file(path) is accepted
+    assert inventory_loader.get(PLUGIN).verify_file(str(tmp_path / ("missing-" + name))) is False
+
+
+def test_keyed_groups_and_compose(tmp_path, pool_source):
+    conf = os.path.join(str(tmp_path), "cback3.conf")
+    path = source(tmp_path, conf, name="keyed.cback3_conf.yml",
+                  keyed_groups=[dict(key="cback_peer_type", prefix="cback_peer")],
+                  groups=dict(cback_managed_peers="cback_managed | default(false)"),
+                  compose=dict(collect_parent="cback_collect_dir | dirname"))
+    inventory = Inventory(path)
+    assert inventory.groups["cback_peer_local"] == ["master", "scratch"]
+    assert inventory.groups["cback_peer_remote"] == ["10.0.0.7", "db1.example.com", "mail1", "web1"]
+    assert inventory.groups["cback_managed_peers"] == ["db1.example.com", "mail1"]
+    assert inventory.hostvars["web1"]["collect_parent"] == "/var/backups/cback"
+
+
+def test_values_are_not_templated(tmp_path):
+    import ansible.template
+    from ansible.template import Templar
+
+    trusted = getattr(ansible.template, "trust_as_template", lambda text: text)  # ansible-core >= 2.19
+
+    conf = config(tmp_path, "<cb_config><options><rcp_command>/usr/bin/scp {{ 6 * 7 }}</rcp_command></options>"
+                            "<stage><staging_dir>/stage/{{ 6 * 7 }}</staging_dir><peer><name>a</name><type>local</type>"
+                            "<collect_dir>/c/{{ lookup('env', 'HOME') }}</collect_dir></peer></stage></cb_config>")
+    inventory = Inventory(source(tmp_path, conf))
+    master = inventory.manager.get_host("localhost").vars
+    peer = inventory.manager.get_host("a").vars
+    templar = Templar(loader=inventory.loader, variables=dict(master, **peer))
+    assert templar.template(trusted("{{ 6 * 7 }}")) in (42, "42")  # the templar does template
+    assert templar.template(trusted("{{ cback_staging_dir }}")) == "/stage/{{ 6 * 7 }}"
+    assert templar.template(trusted("{{ cback_rcp_command }}")) == "/usr/bin/scp {{ 6 * 7 }}"
+    assert templar.template(trusted("{{ cback_collect_dir }}")) == "/c/{{ lookup('env', 'HOME') }}"
+
+
+# ---------------------------------------------------------------------------
+# Failures: the file and the element are named
+# ---------------------------------------------------------------------------
+
+GOOD_OPTIONS = ("<options><starting_day>monday</starting_day><working_dir>/tmp</working_dir><backup_user>backup</backup_user>"
+                "<backup_group>backup</backup_group><rcp_command>/usr/bin/scp -B</rcp_command>"
+                "<rsh_command>/usr/bin/ssh</rsh_command><cback_command>/usr/bin/cback3</cback_command>"
+                "<managed_actions>collect</managed_actions></options>")
+LOCAL = "<peer><name>l1</name><type>local</type><collect_dir>/c/l1</collect_dir></peer>"
+REMOTE = "<peer><name>r1</name><type>remote</type><collect_dir>/c/r1</collect_dir></peer>"
+
+
+def stage_conf(*peers, **kwargs):
+    staging = kwargs.get("staging", "<staging_dir>/stage</staging_dir>")
+    options = kwargs.get("options", GOOD_OPTIONS)
+    extra = kwargs.get("extra", "")
+    return "<cb_config>%s<stage>%s%s</stage>%s</cb_config>" % (options, staging, "".join(peers), extra)
+
+
+# (id, cback3.conf text, message after "<path>: ", whether cback3 rejects the file too)
+FAILURES = [
+    ("malformed", "<cb_config><stage><staging_dir>/s</stage></cb_config>",
+     re.compile(r"malformed XML: mismatched tag: line 1, column \d+$"), True),
+    ("not-xml", "staging_dir = /s\n", re.compile(r"malformed XML: syntax error: line 1, column \d+$"), True),
+    ("empty-file", "", re.compile(r"malformed XML: no element found: line 1, column \d+$"), True),
+    ("truncated", stage_conf(LOCAL)[:-5], re.compile(r"malformed XML: unclosed token: line 1, column \d+$"), True),
+    ("root", "<config><stage><staging_dir>/s</staging_dir>%s</stage></config>" % LOCAL,
+     "the root element is config, not cb_config", False),
+    ("no-staging-dir", stage_conf(LOCAL, staging=""), "stage: staging_dir is required", True),
+    ("empty-staging-dir", stage_conf(LOCAL, staging="<staging_dir></staging_dir>"), "stage: staging_dir is required", True),
+    ("relative-staging-dir", stage_conf(LOCAL, staging="<staging_dir>stage</staging_dir>"),
+     "stage: staging_dir must be an absolute path, not 'stage'", True),
+    ("remote-no-name", stage_conf(LOCAL, "<peer><type>remote</type><collect_dir>/c</collect_dir></peer>"),
+     "stage/peer[2]: name is required", True),
+    ("local-no-name", stage_conf("<peer><type>local</type><collect_dir>/c</collect_dir></peer>"),
+     "stage/peer[1]: name is required", True),
+    ("remote-no-collect-dir", stage_conf(LOCAL, "<peer><name>r2</name><type>remote</type></peer>"),
+     "stage/peer[2]: collect_dir is required", True),
+    ("local-no-collect-dir", stage_conf(REMOTE, LOCAL, "<peer><name>l2</name><type>local</type></peer>"),
+     "stage/peer[3]: collect_dir is required", True),
+    ("relative-collect-dir", stage_conf("<peer><name>r2</name><type>remote</type><collect_dir>c</collect_dir></peer>"),
+     "stage/peer[1]: collect_dir must be an absolute path, not 'c'", True),
+    # cback3 silently drops a peer without a valid type (it is then never staged); the plugin refuses it.
+    ("no-type", stage_conf(LOCAL, "<peer><name>x</name><collect_dir>/c</collect_dir></peer>"),
+     "stage/peer[2]: type is required (local or remote)", False),
+    ("bad-type", stage_conf("<peer><name>x</name><type>Remote</type><collect_dir>/c</collect_dir></peer>"),
+     "stage/peer[1]: type must be local or remote, not 'Remote'", False),
+    ("bad-ignore-failures", stage_conf(LOCAL, "<peer><name>x</name><type>local</type><collect_dir>/c</collect_dir>"
+                                              "<ignore_failures>sometimes</ignore_failures></peer>"),
+     "stage/peer[2]: ignore_failures must be one of none, all, daily, weekly, not 'sometimes'", True),
+    ("bad-managed", stage_conf("<peer><name>x</name><type>remote</type><collect_dir>/c</collect_dir>"
+                               "<managed>true</managed></peer>"),
+     "stage/peer[1]: managed must be Y or N, not 'true'", True),
+    ("bad-peer-action", stage_conf("<peer><name>x</name><type>remote</type><collect_dir>/c</collect_dir>"
+                                   "<managed>Y</managed><managed_actions>collect, rm -rf</managed_actions></peer>"),
+     "stage/peer[1]: managed_actions: 'rm -rf' is not an action name (lowercase letters and digits)", True),
+    ("duplicate-name", stage_conf(LOCAL, REMOTE, "<peer><name>l1</name><type>remote</type><collect_dir>/c</collect_dir></peer>"),
+     "stage/peer[3]: name 'l1' is also the name of stage/peer[1]", True),
+    ("stage-without-peers", stage_conf(), "stage: at least one peer is required, here or in a peers section", True),
+    ("empty-peers-section", stage_conf(LOCAL, extra="<peers></peers>"), "peers: at least one peer is required", True),
+    # cback3 checks the peers section even when the stage section lists the peers it stages.
+    ("peers-section-checked", stage_conf(LOCAL, extra="<peers>%s<peer><name>p</name><type>remote</type></peer></peers>" % REMOTE),
+     "peers/peer[2]: collect_dir is required", True),
+    ("no-sections", "<cb_config>%s</cb_config>" % GOOD_OPTIONS, "cb_config: no stage or peers section: no peer to stage", False),
+    ("bad-starting-day", stage_conf(LOCAL, options="<options><starting_day>Monday</starting_day></options>"),
+     "options: starting_day must be an English weekday in lowercase (monday, tuesday, wednesday, thursday, friday, "
+     "saturday, sunday), not 'Monday'", True),
+    ("relative-working-dir", stage_conf(LOCAL, options="<options><working_dir>tmp</working_dir></options>"),
+     "options: working_dir must be an absolute path, not 'tmp'", True),
+    ("bad-option-action", stage_conf(LOCAL, options="<options><managed_actions>collect,Store</managed_actions></options>"),
+     "options: managed_actions: 'Store' is not an action name (lowercase letters and digits)", True),
+]
+
+
+@pytest.mark.parametrize("text, message, cback3_rejects", [case[1:] for case in FAILURES], ids=[case[0] for case in FAILURES])
+def test_failure_names_the_file_and_the_element(tmp_path, text, message, cback3_rejects, cb3config):
+    conf = config(tmp_path, text)
+    error = parse_error(source(tmp_path, conf))
+    if hasattr(message, "match"):
+        assert error.startswith(conf + ": ") and message.match(error[len(conf) + 2:]), error
+    else:
+        assert error == "%s: %s" % (conf, message)
+    if cback3_rejects:
+        with pytest.raises(ValueError):
+            cb3config.Config(xmlPath=conf, validate=True)
+
+
+def test_missing_file(tmp_path):
+    conf = os.path.join(str(tmp_path), "absent.conf")
+    assert parse_error(source(tmp_path, conf)) == "%s: cannot read the cback3.conf: No such file or directory" % conf
+
+
+def test_unreadable_file_is_a_directory(tmp_path):
+    conf = tmp_path / "dir.conf"
+    conf.mkdir()
+    assert parse_error(source(tmp_path, str(conf))) == "%s: cannot read the cback3.conf: Is a directory" % conf
+
+
+def test_bad_source_options(tmp_path):
+    conf = config(tmp_path, POOL)
+    assert parse_error(source(tmp_path, conf, master="")) == "%s: master must be a non-empty inventory name" % os.path.join(
+        str(tmp_path), "pool.cback3_conf.yml")
+
+
+def test_a_failed_source_yields_no_inventory(tmp_path):
+    """Through InventoryManager (as ansible-playbook), a bad cback3.conf gives no cback groups (and a warning)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    conf = config(tmp_path, stage_conf(LOCAL, "<peer><name>r2</name><type>remote</type></peer>"))
+    manager = InventoryManager(loader=DataLoader(), sources=[source(tmp_path, conf)])
+    assert "cback_master" not in manager.groups and "cback_peers" not in manager.groups
+
+
+# ---------------------------------------------------------------------------
+# docs/inventory.md says what the plugin yields
+# ---------------------------------------------------------------------------
+
+
+def test_docs_example(tmp_path, cb3config):
+    """The source file and output of "From an existing cback3.conf", for the XML of the example before it."""
+    import yaml
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "docs", "inventory.md")).read()
+    example = text.split("## Example: from `cback3.conf` to the inventory", 1)[1]
+    section = text.split("## From an existing cback3.conf", 1)[1]
+    xml = re.search(r"```xml\n(.*?)```", example, re.S).group(1)
+    source_text, yielded = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
+    options = yaml.safe_load(source_text)
+    assert options["path"] == "/etc/cback3.conf"
+    options["path"] = config(tmp_path, xml)
+    inventory = Inventory(write(tmp_path / "backup.cback3_conf.yml", json.dumps(options)))
+    expected = yaml.safe_load(yielded)["all"]["children"]
+    assert inventory.groups["cback_master"] == sorted(expected["cback_master"]["hosts"])
+    assert inventory.groups["cback_peers"] == sorted(expected["cback_peers"]["hosts"])
+    for group in ("cback_master", "cback_peers"):
+        for host, values in expected[group]["hosts"].items():
+            assert inventory.hostvars[host] == values, host
+    # cback3 itself would refuse this example (db1 is managed, and no cback_command is set for it):
+    # the oracle reads it without validating.
+    assert_matches_cback3(cb3config, options["path"], inventory, master="backup-master",
+                          renamed={"backup-master": "backup-master-self"}, validate=False)
