@@ -738,7 +738,5 @@ def test_docs_example(tmp_path, cb3config):
     for group in ("cback_master", "cback_peers"):
         for host, values in expected[group]["hosts"].items():
             assert inventory.hostvars[host] == values, host
-    # cback3 itself would refuse this example (db1 is managed, and no cback_command is set for it):
-    # the oracle reads it without validating.
     assert_matches_cback3(cb3config, options["path"], inventory, master="backup-master",
-                          renamed={"backup-master": "backup-master-self"}, validate=False)
+                          renamed={"backup-master": "backup-master-self"})
