@@ -86,7 +86,7 @@ EXAMPLES = r"""
 # master.cback3_conf.yml: the master's own cback3.conf, the master being this host.
 plugin: cedarbackup.peer.cback3_conf
 path: /etc/cback3.conf
-
+---
 # remote-master.cback3_conf.yml: a copy of a master's cback3.conf on the controller; the master
 # is reached over ssh, and runs more peers at once than by default.
 plugin: cedarbackup.peer.cback3_conf
@@ -96,7 +96,7 @@ master_vars:
   ansible_connection: ssh
   ansible_python_interpreter: /usr/bin/python3
   cback_stage_parallel: 16
-
+---
 # keyed.cback3_conf.yml: also group the peers by type (cback_peer_local, cback_peer_remote).
 plugin: cedarbackup.peer.cback3_conf
 keyed_groups:
