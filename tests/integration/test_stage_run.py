@@ -234,7 +234,8 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
         for name, row in rows.items():
             assert row["type"] in ("local", "remote") or name.startswith("bad") or name == "../x", row
             if name in expected_status and name not in ("../x", "badrel", "badmode"):
-                assert_table_row(lines, name, row["type"], row["status"])
+                shown = "would stage" if summary["check_mode"] and row["status"] == "staged" else row["status"]
+                assert_table_row(lines, name, row["type"], shown)
         assert rows["r1"]["type"] == "remote" and rows["local1"]["type"] == "local"
         # invalid settings name the option
         assert "cback_peer_name" in rows["../x"]["message"], rows["../x"]
