@@ -20,11 +20,12 @@ COMPAT_VENV := .venv-2.16
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 
-.PHONY: help demo test bench test-compat system-deps venv collection unit integration molecule docs-check changelog-lint lint clean
+.PHONY: help demo test bench test-compat system-deps venv collection unit integration molecule docs-check changelog-lint lint sanity clean
 
 help:
 	@echo "make demo   - a stage run over three generated local peers, twice, and the staging tree"
 	@echo "make test   - install dependencies, then run unit and integration tests"
+	@echo "make sanity - ansible-test sanity on the source tree (part of make test)"
 	@echo "make bench  - benchmark stage runs against cback3 and plain tools, as root (BENCH_ARGS=\"--quick --only c\")"
 
 # Debian packages the integration tests drive for real (sshd peers, cback3).
@@ -95,6 +96,33 @@ lint: collection
 docs-check: collection
 	$(VPY) docs/generate_module_docs.py --check
 
+# ansible-test sanity, every test that applies, on the source tree as git sees it (plugins,
+# roles, tests, bench, docs, ...; the installed copy lacks bench and the build files).
+# ansible-test wants the content under ansible_collections/<namespace>/<name>: a symlink to
+# this tree, named as the content root (ANSIBLE_TEST_CONTENT_ROOT: from the physical path
+# ansible-test would find no collection layout). --local: no containers; ansible-test still
+# makes one virtual environment per sanity test (pinned tools from the package index) under
+# HOME=$(SANITY_HOME), bootstrapping pip with its cached get_pip_<pip version>.py: a
+# stand-in (requirements/ansible_test_get_pip.py), as get-pip's download host is unreachable.
+# Ignore entries, if any, go in tests/sanity/ignore-<ansible-core version>.txt.
+SANITY_HOME := $(abspath $(BUILD)/ansible-test-home)
+SANITY_ROOT := $(abspath $(BUILD)/sanity/ansible_collections)/cedarbackup/peer
+SANITY_ARGS ?=
+# The pip version ansible-test bootstraps into its virtual environments (names the script).
+ANSIBLE_TEST_PIP := import types; from ansible_test._internal.python_requirements import get_venv_packages; \
+  print(get_venv_packages(types.SimpleNamespace(version="")).get("pip", ""))
+
+sanity: $(VPY)
+	@rm -rf tests/output/junit && mkdir -p $(SANITY_HOME)/.ansible/test/cache $(dir $(SANITY_ROOT))
+	@ln -sfn ../../../.. $(SANITY_ROOT)
+	@pip=$$(cd / && $(abspath $(VPY)) -c '$(ANSIBLE_TEST_PIP)') && test -n "$$pip" || \
+	  { echo "make sanity: cannot tell which pip version ansible-test bootstraps" >&2; exit 1; }; \
+	  cp requirements/ansible_test_get_pip.py $(SANITY_HOME)/.ansible/test/cache/get_pip_$${pip//./_}.py
+	cd $(SANITY_ROOT) && HOME=$(SANITY_HOME) ANSIBLE_TEST_CONTENT_ROOT=$(SANITY_ROOT) $(abspath $(VENV))/bin/ansible-test \
+	  sanity --local --python $$($(abspath $(VPY)) -c 'import sys; print("%d.%d" % sys.version_info[:2])') --junit $(SANITY_ARGS)
+	@cd tests/output/junit && echo "sanity: $$(grep -L -e '<failure' -e '<error' -e '<skipped' *.xml | wc -l) passed," \
+	  "$$(grep -l -e '<failure' -e '<error' *.xml | wc -l) failed, $$(grep -l '<skipped' *.xml | wc -l) skipped"
+
 $(COMPAT_VENV)/bin/ansible-playbook: requirements/compat-2.16.txt
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/compat-2.16.txt
@@ -106,7 +134,7 @@ test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
 	  tests/integration/test_modules_ansible.py tests/integration/test_documentation.py \
 	  tests/integration/test_filter_docs.py tests/integration/test_stage_run.py tests/integration/test_managed_run.py $(PYTEST_ARGS)
 
-test: system-deps collection changelog-lint docs-check lint
+test: system-deps collection changelog-lint docs-check lint sanity
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory test-compat
@@ -118,4 +146,4 @@ bench: system-deps collection
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) .pytest_cache $(COMPAT_VENV)
+	rm -rf $(BUILD) .pytest_cache $(COMPAT_VENV) tests/output

@@ -77,7 +77,7 @@ def log(message=""):
 def run_quiet(argv, timeout=SETUP_TIMEOUT, check=True, **kwargs):
     """Run a preparation command (not timed): its output, or ``BenchError`` when it fails."""
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            timeout=timeout, **kwargs)
+                            timeout=timeout, check=False, **kwargs)
     text = result.stdout.decode(errors="replace")
     if check and result.returncode != 0:
         raise BenchError("%s exited %d: %s" % (" ".join(argv), result.returncode, text[-LOG_TAIL:]))
@@ -768,7 +768,7 @@ def role_default(collections, name, role="stage"):
 def _first_line(argv, stderr=False):
     try:
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                timeout=60)
+                                timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return "unknown (%s)" % exc
     text = (result.stderr if stderr else result.stdout).decode(errors="replace").strip()
@@ -837,7 +837,7 @@ def markdown_table(header, rows):
     def cells(values):
         return "| " + " | ".join(str(value).replace("|", "\\|") for value in values) + " |"
 
-    return "\n".join([cells(header), "|" + "|".join("---" for _ in header) + "|"] + [cells(row) for row in rows])
+    return "\n".join([cells(header), "|" + "|".join("---" for dummy in header) + "|"] + [cells(row) for row in rows])
 
 
 def write_results(results_dir, description, document, markdown):

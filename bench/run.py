@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -291,6 +290,7 @@ def scenario_e(ctx, shape, data, options):
                                logins=logins if kind == "remote" else None)
                  for kind in ("local", "remote") for size in (small, big)]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="e"))
+
     def peaks(kind, size, key="staging_module_peak_kib"):
         return [sample.extra[key] / 1024.0 for sample in result.samples[labels[kind, size]]]
 

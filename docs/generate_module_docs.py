@@ -288,7 +288,7 @@ def find_ansible_doc(explicit):
 def load_docs(ansible_doc):
     """ansible-doc --json of every module, with this checkout as the collection."""
     with tempfile.TemporaryDirectory(prefix="cback-docs.") as tmp:
-        namespace = os.path.join(tmp, "ansible_collections", COLLECTION.split(".")[0])
+        namespace = os.path.join(tmp, "ansible_collections", COLLECTION.split(".", maxsplit=1)[0])
         os.makedirs(namespace)
         os.symlink(ROOT, os.path.join(namespace, COLLECTION.split(".")[1]))
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=tmp, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_NOCOLOR="1")
@@ -314,7 +314,7 @@ def load_docs(ansible_doc):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="file to write (default: docs/modules.md)")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the file is out of date")
     parser.add_argument("--ansible-doc", help="ansible-doc executable to use")

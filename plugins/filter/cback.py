@@ -64,7 +64,10 @@ def _bool(value, option):
 
 def _peer(host, hostvars, settings):
     """One peer's resolved settings; ``error`` is set when they cannot be used."""
-    get = lambda key: _hostvar(hostvars, host, "cback_" + key)  # noqa: E731
+
+    def get(key):
+        return _hostvar(hostvars, host, "cback_" + key)
+
     peer = dict(host=host, name=to_text(get("peer_name") or host), error=None, managed=False, managed_actions=[])
     try:
         # Known first, so that a managed run also reports a managed peer with bad settings

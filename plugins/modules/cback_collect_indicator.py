@@ -21,7 +21,7 @@ description:
     RV(ready=false).
   - The module never changes anything.
 author:
-  - cedarbackup.peer contributors
+  - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
   - cedarbackup.peer._peer
   - cedarbackup.peer._peer.collect

@@ -20,7 +20,7 @@ description:
   - With O(type=local) the command runs right where the module runs, without any shell.
   - A non-zero exit status fails the task, with RV(rc), RV(stdout) and RV(stderr) in the result.
 author:
-  - cedarbackup.peer contributors
+  - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
   - cedarbackup.peer._peer
   - cedarbackup.peer._attributes

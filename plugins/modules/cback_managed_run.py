@@ -19,7 +19,7 @@ description:
   - One peer's failure or timeout (O(peer_timeout)) never stops the others; it is reported in
     RV(peers), RV(summary) and RV(failed_peers). The module itself fails only on a bad run-wide option.
 author:
-  - cedarbackup.peer contributors
+  - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
   - cedarbackup.peer._run
   - cedarbackup.peer._attributes.run

@@ -33,7 +33,7 @@ description:
     peer); a peer that is not ready gives RV(ready=false), stages nothing and does not fail.
   - An empty collect directory (nothing to stage) fails, as in Cedar Backup.
 author:
-  - cedarbackup.peer contributors
+  - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
   - cedarbackup.peer._peer
   - cedarbackup.peer._peer.collect

@@ -31,7 +31,7 @@ description:
     directory that cannot be created); a peer's failure is reported in RV(peers) and
     RV(summary), and in RV(failed_peers) unless the peer's ignore-failure mode ignores it.
 author:
-  - cedarbackup.peer contributors
+  - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
   - cedarbackup.peer._run
   - cedarbackup.peer._attributes.run

@@ -127,7 +127,7 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
     wrong_known.write_text("dok %s\n" % " ".join(other_public))
     refused_port = free_port("127.0.8.2")  # nothing listens there
     collects = dict((name, data / name) for name in ("dok", "nocollect", "notyet", "typo", "hostkey", "refused",
-                                                    "silent", "authfail", "grow", "vanish", "lgrow"))
+                                                     "silent", "authfail", "grow", "vanish", "lgrow"))
     files = random_files(3, 64 * 1024)
     for name in ("dok", "typo", "hostkey", "refused", "silent", "authfail", "vanish"):
         ready(collects[name], files)
@@ -258,7 +258,7 @@ def test_verify_compares_every_staged_file_with_the_peer_and_removes_a_tampered_
     inventory = write_inventory(runner.base / "verify.ini", dict(
         cback_staging_dir=str(staging), cback_rcp_command=pool.rcp_command, cback_rsh_command=pool.rsh_command,
         cback_verify=True, cback_copy_as_backup_user=False), {"dok": dict(cback_collect_dir=str(remote), cback_remote_user="root"),
-                             "loc": dict(cback_peer_type="local", cback_collect_dir=str(local))})
+                                                              "loc": dict(cback_peer_type="local", cback_collect_dir=str(local))})
     before = manifest(remote, local)
     run = runner.run("stage", inventory)
     assert run.rc == 0, run

@@ -142,7 +142,7 @@ STANDARD_FILES = {
 }
 
 
-def make_collect(root, files=STANDARD_FILES, name="collect"):
+def make_collect(root, files=STANDARD_FILES, name="collect"):  # pylint: disable=dangerous-default-value  # read-only constant
     collect = Path(root) / name
     collect.mkdir()
     for fileName, (data, mode) in files.items():
@@ -242,7 +242,7 @@ def _expect_standard_staged(observation):
     assert observation["steps"] == [("ok", 7)]
     staged = entries(observation, "target")
     assert set(staged) == set(STANDARD_FILES)  # local copies include dotfiles
-    assert {name: item["mode"] for name, item in staged.items()} == {name: mode for name, (_, mode) in STANDARD_FILES.items()}
+    assert {name: item["mode"] for name, item in staged.items()} == {name: mode for name, (dummy, mode) in STANDARD_FILES.items()}
 
 
 def _expect_owned_640(observation):
@@ -509,7 +509,7 @@ def _remote(module, root, pool, name="peer1", collect="collect", work="work", **
     )
 
 
-def _setup_remote(files=STANDARD_FILES, collect="collect", extra=None):
+def _setup_remote(files=STANDARD_FILES, collect="collect", extra=None):  # pylint: disable=dangerous-default-value  # read-only constant
     def setup(root):
         if files is not None:
             make_collect(root, files, collect)
@@ -528,7 +528,7 @@ def _expect_remote_staged(umask):
         assert observation["steps"][0] == ("ok", len(REMOTE_STAGED))
         staged = entries(observation, "target")
         assert set(staged) == set(REMOTE_STAGED)  # the "*" glob leaves the dotfile behind
-        for name, (_, mode) in REMOTE_STAGED.items():
+        for name, (dummy, mode) in REMOTE_STAGED.items():
             assert staged[name]["mode"] == (mode | 0o200) & ~umask, name
 
     return check
@@ -584,9 +584,14 @@ def _stale_indicator(root):
 
 def _remote_scenarios(pool, dead):
     """id -> (setup, steps(module, root), expectation on Cedar Backup's observation, umask)."""
-    r = lambda m, root, **kw: _remote(m, root, pool, **kw)  # noqa: E731
+
+    def r(m, root, **kw):
+        return _remote(m, root, pool, **kw)
+
+    def touch(m, root):
+        return [attempt(r(m, root).executeRemoteCommand, "touch %s/collect/touched" % root)]
+
     staged = len(REMOTE_STAGED)
-    touch = lambda m, root: [attempt(r(m, root).executeRemoteCommand, "touch %s/collect/touched" % root)]  # noqa: E731
     return {
         "check_true": (_setup_remote(), lambda m, root: [attempt(r(m, root).checkCollectIndicator)], _expect_work_empty_and(("ok", True)), None),
         "check_false": (
@@ -833,7 +838,7 @@ def user_base():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _setup_user(user, files=STANDARD_FILES, collect="collect"):
+def _setup_user(user, files=STANDARD_FILES, collect="collect"):  # pylint: disable=dangerous-default-value  # read-only constant
     entry = pwd.getpwnam(user)
 
     def setup(root):
@@ -917,7 +922,7 @@ def test_local_user_stage_peer_ownership_and_failure(impls, user_client, user_ba
 
 
 def test_local_user_write_stage_and_commands(impls, user_client, user_base):
-    user, _, rsh_command = user_client
+    user, dummy, rsh_command = user_client
 
     def steps(m, root):
         peer = _user_remote(m, root, user_client)

@@ -1,11 +1,15 @@
-"""The modules' documentation agrees with their argument specs and renders with ansible-doc.
+"""The modules' documentation renders with ansible-doc and says what this collection promises.
 
-What ansible-test's validate-modules checks for options: every option documented, no
-undocumented option, same type, default, required flag and choices.  The installed
-collection (``make collection``) is the one checked.
+Whether the documentation agrees with the argument specs (every option documented, same
+type, default, required flag, choices and elements, suboptions too), has EXAMPLES and
+well-formed RETURN entries is ansible-test's validate-modules (``make sanity``).  What it
+does not check is here: the documentation renders with the ansible-doc under test (the
+oldest supported ansible-core too, ``make test-compat``), every module has RETURN values,
+supports check mode fully, and the per-peer modules, only they, are in the
+``cedarbackup.peer.cback`` action group.  The installed collection (``make collection``)
+is the one checked.
 """
 
-import importlib
 import json
 import os
 import subprocess
@@ -32,60 +36,16 @@ def docs(installed_collections):
     return json.loads(out.stdout)
 
 
-def _argument_spec(module_name, monkeypatch):
-    """The keyword arguments the module's main() gives AnsibleModule."""
-    module = importlib.import_module("ansible_collections.cedarbackup.peer.plugins.modules." + module_name)
-    captured = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake(**kwargs):
-        captured.update(kwargs)
-        raise Stop()
-
-    monkeypatch.setattr(module, "AnsibleModule", fake)
-    with pytest.raises(Stop):
-        module.main()
-    return captured
-
-
-def _compare_options(spec, documented, where):
-    assert sorted(documented) == sorted(spec), where
-    for name, arg in spec.items():
-        doc = documented[name]
-        label = where + name
-        assert doc.get("type", "str") == arg.get("type", "str"), label
-        assert bool(doc.get("required", False)) == bool(arg.get("required", False)), label
-        assert doc.get("default") == arg.get("default"), label
-        assert doc.get("choices") == arg.get("choices"), label
-        assert doc.get("elements") == arg.get("elements"), label
-        assert doc.get("description"), label
-        if "options" in arg:
-            _compare_options(arg["options"], doc.get("suboptions") or {}, label + ".")
-        else:
-            assert "suboptions" not in doc, label
-
-
-@pytest.mark.parametrize("module_name", MODULES + RUN_MODULES)
-def test_options_match_argument_spec(module_name, docs, monkeypatch):
-    kwargs = _argument_spec(module_name, monkeypatch)
-    assert kwargs["supports_check_mode"] is True
-    _compare_options(kwargs["argument_spec"], docs["cedarbackup.peer." + module_name]["doc"]["options"], "")
-
-
 @pytest.mark.parametrize("module_name", MODULES + RUN_MODULES)
 def test_doc_blocks_complete(module_name, docs):
     entry = docs["cedarbackup.peer." + module_name]
+    # with validate-modules (attributes-check-mode), "full" also means supports_check_mode=True
     assert entry["doc"]["attributes"]["check_mode"]["support"] == "full"
     if module_name in MODULES:
         assert entry["doc"]["attributes"]["action_group"]["membership"] == ["cedarbackup.peer.cback"]
     else:
         assert "action_group" not in entry["doc"]["attributes"]
-    assert entry["examples"].strip()
-    assert entry["return"]
-    for value in entry["return"].values():
-        assert value.get("description") and value.get("type") and value.get("returned")
+    assert entry["return"]  # validate-modules wants RETURN of new modules only
 
 
 def test_action_group_lists_the_modules():

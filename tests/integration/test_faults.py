@@ -471,7 +471,7 @@ def unprivileged_remote_user():
 
 
 def test_an_unreadable_remote_file_fails_the_peer_with_the_cause_and_stages_only_whole_files(runner, data, backup_user,
-                                                                                          unprivileged_remote_user):
+                                                                                             unprivileged_remote_user):
     """The remote user is unprivileged; its collect directory (its own) holds two readable
     files and ``secret.tar``, root's, mode 0600.  The copy cannot read ``secret.tar``: the
     peer fails, saying "Permission denied" and naming the file; the readable files may be

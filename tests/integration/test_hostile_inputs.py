@@ -283,13 +283,13 @@ def test_payloads_run_when_a_shell_reads_them(world):
         case = "control-%d" % index
         payload = PAYLOAD_FORMS[form].format(**world.fields(case))
         subprocess.run(["su", world.user, "-c", contexts.get(form, "echo %s") % payload], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=30)
+                       stderr=subprocess.DEVNULL, timeout=30, check=False)
         assert world.marker(case).exists(), (form, payload)
         world.marker(case).unlink()
     fields = world.fields("control-ssh")
     subprocess.run(["/usr/bin/ssh", "-F", "/dev/null", "-oBatchMode=yes", "-oProxyCommand=" + fields["h"], "hx-none", "true"],
                    user=world.user, env=dict(os.environ, HOME=pwd.getpwnam(world.user).pw_dir), cwd="/",
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False)
     assert world.marker("control-ssh").exists()
     world.marker("control-ssh").unlink()
     assert world.fired() == []
@@ -508,7 +508,7 @@ def module_run(world, installed_collections, runs_dir):
     runner = new_runner(installed_collections, runs_dir / "modules")
     inventory = runner.base / "modules.ini"
     inventory.write_text("\n".join("w%d ansible_connection=local ansible_python_interpreter=%s" % (worker, SYSTEM_PYTHON)
-                                    for worker in range(WORKERS)) + "\n")
+                                   for worker in range(WORKERS)) + "\n")
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-f", str(WORKERS), str(play), "-e", "@%s" % variables]
     skip = [world.logs, world.root / "runs"]  # runs: checked case by case
     for case, values in expect.items():

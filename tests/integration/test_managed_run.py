@@ -311,10 +311,12 @@ def test_pool_run_collects_then_stages(runner, data, ssh_pool):
         "peer2": dict(cback_collect_dir=str(collect2), cback_managed=True, cback_managed_actions=["collect"],
                       cback_cback_command=script(data / "collect-peer2.sh", COLLECT.format(log=marks / "peer2.log", collect=collect2))),
         # its collect fails, but it is ready from an earlier collect: still staged, the run still fails
-        "lbroken": dict(cback_peer_type="local", cback_collect_dir=str(fill(data / "collect-lbroken", {"old.tar": (b"old", 0o644), "cback.collect": (b"", 0o644)})),
+        "lbroken": dict(cback_peer_type="local",
+                        cback_collect_dir=str(fill(data / "collect-lbroken", {"old.tar": (b"old", 0o644), "cback.collect": (b"", 0o644)})),
                         cback_managed=True, cback_managed_actions=["collect"],
                         cback_cback_command=script(data / "fail.sh", FAILING.format(log=marks / "lbroken.log", name="lbroken"))),
-        "lready": dict(cback_peer_type="local", cback_collect_dir=str(fill(data / "collect-lready", {"db.dump": (b"db" * 100, 0o640), "cback.collect": (b"", 0o644)}))),
+        "lready": dict(cback_peer_type="local",
+                       cback_collect_dir=str(fill(data / "collect-lready", {"db.dump": (b"db" * 100, 0o640), "cback.collect": (b"", 0o644)}))),
     }
     master = root_run(cback_rsh_command=ssh_pool.rsh_command, cback_rcp_command=ssh_pool.rcp_command,
                       cback_staging_dir=str(staging), cback_remote_user="root")
@@ -330,7 +332,7 @@ def test_pool_run_collects_then_stages(runner, data, ssh_pool):
     staged = table_lines(run, "Stage run summary", STAGE_ROLE)
     for name, kind in (("peer2", "remote"), ("lbroken", "local"), ("lready", "local")):
         assert_table_row(staged, name, kind, "staged")
-    summary_files = [d for d in {date_before, today()[0]} if (staging / (d + ".stage-summary.json")).is_file()]
+    summary_files = [d for d in sorted({date_before, today()[0]}) if (staging / (d + ".stage-summary.json")).is_file()]
     assert len(summary_files) == 1
     daily = staging / summary_files[0]
     # the collect ran before the stage: what it made is staged

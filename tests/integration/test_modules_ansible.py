@@ -148,7 +148,8 @@ def test_local_peers_staging(playbook, workspace):
             target_dir=str(daily / "owned"), owner="daemon", group="nogroup", mode="0640",
         ),
         task("cback_stage", "stage plain", when="r_plain.ready", name="plain", type="local", collect_dir=str(plain), target_dir=str(daily / "plain")),
-        task("cback_stage", "stage notready", when="r_notready.ready", name="notready", type="local", collect_dir=str(notready), target_dir=str(daily / "notready")),
+        task("cback_stage", "stage notready", when="r_notready.ready", name="notready", type="local", collect_dir=str(notready),
+             target_dir=str(daily / "notready")),
     ]
     expected = {"owned": LOCAL_OWNED, "plain": LOCAL_PLAIN}
 
@@ -517,7 +518,8 @@ def test_local_user_runs_the_commands(playbook, workspace, ssh_pool, backup_user
         task("cback_managed_action", "as backup user", action="collect", cback_command=good, rsh_command=rsh_command, **common),
         task("cback_collect_indicator", "ready as backup user", collect_dir=str(collect), rcp_command=rcp_command, **common),
         # root's client files are not usable by the backup user: proves the su really happened
-        task("cback_managed_action", "with root's client", ignore_errors=True, action="validate", cback_command=good, rsh_command=ssh_pool.rsh_command, **common),
+        task("cback_managed_action", "with root's client", ignore_errors=True, action="validate", cback_command=good,
+             rsh_command=ssh_pool.rsh_command, **common),
     ]
     run = playbook("local-user", tasks)
     assert run.rc == 0, run
@@ -572,7 +574,7 @@ MODULE_RETURNS = {
 def _ansible_doc(ansible_env, *args):
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-doc")] + list(args), env=ansible_env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False,
     )
     return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 

@@ -19,7 +19,7 @@ USER = "cbackclitest"
 
 def _cli(*args):
     result = subprocess.run(
-        [sys.executable, str(CLI)] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120
+        [sys.executable, str(CLI)] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return json.loads(result.stdout.decode())
@@ -35,7 +35,7 @@ def _running(pid):
 
 
 def _ssh(argv):
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def pool_dir():
         yield os.path.join(base, "pool")
     finally:
         _cli("stop", "--dir", os.path.join(base, "pool"))
-        subprocess.run(["rm", "-rf", base], timeout=60)
+        subprocess.run(["rm", "-rf", base], timeout=60, check=False)
 
 
 def test_start_outlives_cli_and_stop_is_idempotent(pool_dir):

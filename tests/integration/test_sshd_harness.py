@@ -15,7 +15,7 @@ def _ssh(rsh_command, target, *command, timeout=30):
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        timeout=timeout,
+        timeout=timeout, check=False,
     )
 
 
@@ -65,7 +65,7 @@ def test_scp_from_each_peer(ssh_pool, tmp_path, name):
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        timeout=30,
+        timeout=30, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == source.read_bytes()
@@ -101,7 +101,7 @@ def test_client_for_user(ssh_pool, backup_user, tmp_path):
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        timeout=30,
+        timeout=30, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == "root"

@@ -93,7 +93,7 @@ def summary_of(run, staging, before):
     """The JSON summary beside the daily directory (date checked against the test's clock)."""
     after, _weekday = today()
     shown = run.result("Sum up the run")["ansible_facts"]["cback_stage_summary"] if run.find("Sum up the run") else None
-    dates = [d for d in {before, after} if (staging / (d + ".stage-summary.json")).is_file()]
+    dates = [d for d in sorted({before, after}) if (staging / (d + ".stage-summary.json")).is_file()]
     assert len(dates) == 1, (dates, tree(staging), run)
     date = dates[0]
     path = staging / (date + ".stage-summary.json")
@@ -295,7 +295,8 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
         for filename in staged_files.get(name, {}):
             expected_tree.add("%s/%s/%s" % (date, name, filename))
     found = set(tree(staging))
-    partial = set(entry for entry in found - expected_tree if re.match(r"^%s/(local-subdir|r4)/[az]\.tar$|^%s/(local-subdir|r4)/cback\.collect$" % (date, date), entry))
+    partial = set(entry for entry in found - expected_tree
+                  if re.match(r"^%s/(local-subdir|r4)/[az]\.tar$|^%s/(local-subdir|r4)/cback\.collect$" % (date, date), entry))
     assert found - partial == expected_tree, sorted(found ^ expected_tree)
     assert not (daily / "local-subdir" / "m-subdir").exists() and not (daily / "r4" / "m-subdir").exists()
 

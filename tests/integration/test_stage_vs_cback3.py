@@ -219,7 +219,7 @@ def run_cback3(side, backup_user, rcp_command, starting_day, full=False):
     argv += (["--full"] if full else []) + ["stage"]
     proc = subprocess.run(
         argv, cwd=side.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        timeout=CBACK3_TIMEOUT, umask=UMASK,
+        timeout=CBACK3_TIMEOUT, umask=UMASK, check=False,
     )
     with open(logfile) as handle:
         log = handle.read()
@@ -368,7 +368,7 @@ def not_today(offset):
 @pytest.fixture(scope="module")
 def first_run(base_dir, stage_pool, backup_user, ansible_env):
     """cback3 and the playbook stage identical fresh copies of the dataset; snapshots taken at once."""
-    _, rcp_command, rsh_command = stage_pool
+    dummy, rcp_command, rsh_command = stage_pool
     dataset = ds.stage_dataset()
     starting_day = "monday"
     result = types.SimpleNamespace()
@@ -454,7 +454,8 @@ def test_json_summary_matches_cback3_log(first_run):
     for name, count in sorted(cback3.staged.items()):
         prefix = "<Y>/<M>/<D>/%s/" % name
         staged = [entry for path, entry in tree.items() if path.startswith(prefix)]
-        assert peers[name]["files"] == count == len(staged), "%s: summary files %s, cback3 staged %d, tree %d" % (name, peers[name]["files"], count, len(staged))
+        assert peers[name]["files"] == count == len(staged), \
+            "%s: summary files %s, cback3 staged %d, tree %d" % (name, peers[name]["files"], count, len(staged))
         assert peers[name]["bytes"] == sum(entry.size for entry in staged), name
 
 

@@ -215,7 +215,7 @@ def run_playbook(argv, env, cwd, out, timeout=PLAYBOOK_TIMEOUT, umask=0o022):
     started = time.monotonic()
     proc = subprocess.run(
         argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, timeout=timeout, umask=umask,
+        stderr=subprocess.PIPE, timeout=timeout, umask=umask, check=False,
     )
     elapsed = time.monotonic() - started
     data = None

@@ -86,7 +86,7 @@ DATA = {
 mode_of = ansible_run.mode_of
 
 
-def fill(directory, files=DATA):
+def fill(directory, files=DATA):  # pylint: disable=dangerous-default-value  # read-only constant
     """Write ``{name: (bytes, mode)}`` (``DATA`` unless told) into ``directory`` (created)."""
     return ansible_run.fill(directory, files)
 

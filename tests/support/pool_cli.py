@@ -162,7 +162,7 @@ def _live_sshds(data):
 def _unlock_for_keys(user):
     """``useradd`` leaves the password locked (``!``); sshd without PAM then refuses even a
     key login.  ``*`` allows key logins and still no password login."""
-    result = subprocess.run(["usermod", "-p", "*", user], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    result = subprocess.run(["usermod", "-p", "*", user], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
     if result.returncode != 0:
         raise RuntimeError("usermod -p '*' %s failed (%d): %s" % (user, result.returncode, result.stderr.decode(errors="replace")))
 
@@ -266,7 +266,7 @@ def stop(directory):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     start_parser = commands.add_parser("start", help="start sshd peers and write DIR/pool.json")
     start_parser.add_argument("--dir", required=True, help="pool directory (no whitespace)")

@@ -67,7 +67,7 @@ def _no_space(path):
 
 
 def _run(argv):
-    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
     if result.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (argv, result.returncode, result.stderr.decode(errors="replace")))
     return result
@@ -349,7 +349,8 @@ class SshPeerPool(object):
             except OSError:
                 pass
             if time.monotonic() >= deadline:
-                raise RuntimeError("sshd for %s not listening on %s:%d after %.0f s: %s" % (peer.name, peer.address, peer.port, START_TIMEOUT, self._log_text(peer)))
+                raise RuntimeError("sshd for %s not listening on %s:%d after %.0f s: %s"
+                                   % (peer.name, peer.address, peer.port, START_TIMEOUT, self._log_text(peer)))
             time.sleep(0.05)
 
     @staticmethod
@@ -371,7 +372,8 @@ def ensure_local_user(name):
         return False
     except KeyError:
         pass
-    result = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    result = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
     if result.returncode == 9:  # created concurrently by someone else
         return False
     if result.returncode != 0:
@@ -381,4 +383,4 @@ def ensure_local_user(name):
 
 def remove_local_user(name):
     """Remove local user ``name`` and its home directory (``userdel -r``)."""
-    subprocess.run(["userdel", "-r", name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    subprocess.run(["userdel", "-r", name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)

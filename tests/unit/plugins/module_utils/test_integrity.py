@@ -321,8 +321,8 @@ def test_each_known_output_has_its_cause(stderr, kind):
 
 
 def test_authentication_hint_names_the_remote_user():
-    cause = _diagnose.from_output("backup@web1: Permission denied (publickey).\n", RemotePeer(name="web1", collectDir="/c",
-                                                                                               remoteUser="backup"))
+    cause = _diagnose.from_output("backup@web1: Permission denied (publickey).\n",
+                                  RemotePeer(name="web1", collectDir="/c", remoteUser="backup"))
     assert cause.hint == "authentication failed: the copy user's ssh key is not accepted for remote user backup on the peer"
 
 

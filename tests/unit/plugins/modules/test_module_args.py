@@ -157,7 +157,8 @@ def _cases():
     add(ALL, ("remote", "local"), "timeout", [-1, -3600])
     # paths
     add(COLLECTING, ("remote", "local"), "collect_dir", ["relative/collect", "collect", ""])
-    add(COLLECTING, ("remote",), "collect_dir", ["/srv/$HOME", "/srv/a;b", "/srv/`id`", "/srv/$(id)", "/srv/a|b", "/srv/a'b", "/srv/a\"b", "/srv/a\nb", "/srv/c\n"])
+    add(COLLECTING, ("remote",), "collect_dir",
+        ["/srv/$HOME", "/srv/a;b", "/srv/`id`", "/srv/$(id)", "/srv/a|b", "/srv/a'b", "/srv/a\"b", "/srv/a\nb", "/srv/c\n"])
     add(ALL, ("remote",), "working_dir", ["work", "relative/work", ""])
     add(("cback_stage",), ("remote", "local"), "target_dir", ["stage/peer", "peer"])
     # indicator names

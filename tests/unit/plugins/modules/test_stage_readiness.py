@@ -570,7 +570,8 @@ def test_remote_without_the_check_is_two_commands(remote, openssh):
     assert result["ready"] is True
     assert len(openssh.calls) == 3  # copy, listing (size check), push
     assert openssh.calls[0].args[0] == "backup@%s:%s/*" % (HOST, collect)
-    assert openssh.calls[0].control_path == openssh.calls[1].control_path == openssh.calls[2].control_path is not None
+    assert openssh.calls[0].control_path == openssh.calls[1].control_path == openssh.calls[2].control_path
+    assert openssh.calls[2].control_path is not None
     assert len(openssh.exits) == 1
 
 
