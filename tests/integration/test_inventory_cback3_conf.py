@@ -176,7 +176,7 @@ def ansible_env(home, collections):
 def run(argv, env, cwd):
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=PLAYBOOK_TIMEOUT, umask=UMASK)
+                          timeout=PLAYBOOK_TIMEOUT, umask=UMASK, check=False)
     return types.SimpleNamespace(
         argv=argv, rc=proc.returncode, stdout=proc.stdout.decode(errors="replace"), stderr=proc.stderr.decode(errors="replace"),
         elapsed=time.monotonic() - started,

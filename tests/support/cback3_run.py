@@ -59,7 +59,7 @@ def run_cback3(config, workdir, action="stage", full=False, umask=0o022):
     argv = [CBACK3, "--config", config, "--logfile", logfile, "--owner", "root:root", "--mode", "600",
             "--output", "--stack", "--quiet"] + (["--full"] if full else []) + [action]
     proc = subprocess.run(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=TIMEOUT, umask=umask)
+                          timeout=TIMEOUT, umask=umask, check=False)
     try:
         with open(logfile) as handle:
             log = handle.read()
