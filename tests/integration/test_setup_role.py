@@ -117,6 +117,7 @@ def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, a
         backup, remote = pwd.getpwnam(BACKUP_USER), pwd.getpwnam(REMOTE_USER)
         gid = grp.getgrnam(BACKUP_USER).gr_gid
         assert (backup.pw_gid, backup.pw_shell, remote.pw_gid, remote.pw_shell) == (gid, "/bin/sh", gid, "/bin/sh")
+        assert (owner_of(collect), mode_of(collect)) == ((0, 0), 0o755)  # a missing parent: root's
         for name, owner in (("sp1", backup), ("sp2", remote), ("lp1", backup)):
             assert (owner_of(collect / name), mode_of(collect / name)) == ((owner.pw_uid, gid), 0o750), name
         key = ssh_dir / "id_ed25519"
