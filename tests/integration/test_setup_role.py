@@ -59,8 +59,9 @@ def _remove_accounts():
     for name in (REMOTE_USER, BACKUP_USER):
         if _user_exists(name):
             remove_local_user(name)
-    if _group_exists(BACKUP_USER):
-        subprocess.run(["groupdel", BACKUP_USER], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    for name in (REMOTE_USER, BACKUP_USER):
+        if _group_exists(name):
+            subprocess.run(["groupdel", name], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def accounts():
         yield
     finally:
         _remove_accounts()
-    assert not (_user_exists(BACKUP_USER) or _user_exists(REMOTE_USER) or _group_exists(BACKUP_USER))
+    assert not any(_user_exists(name) or _group_exists(name) for name in (BACKUP_USER, REMOTE_USER))
 
 
 @pytest.fixture
@@ -179,3 +180,41 @@ def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, a
             handle.seek(offsets[name])
             logins = [line for line in handle.read().splitlines() if "Accepted publickey" in line]
         assert logins and all(" for %s from " % user in line and fingerprint in line for line in logins), (name, logins)
+
+
+def test_setup_refuses_bad_settings_and_a_symlinked_authorized_keys(installed_collections, tmp_path, accounts, data):
+    """Bad settings fail before anything is made, naming the variable. A login user whose
+    ``~/.ssh/authorized_keys`` is a symlink (to a root-only file here) fails that peer: root
+    never writes through it. The peer is this machine over a local connection: no sshd needed."""
+    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
+    host_key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
+    master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(data / "cback"))
+    peer = dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=REMOTE_USER,
+                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
+
+    bad = write_inventory(runner.base / "bad.ini", dict(master, cback_setup_ssh_dir="cback"),
+                          {"rp1": dict(peer, cback_setup_collect_mode="0999")})
+    run = runner.run("setup", bad)
+    assert run.rc != 0 and 'cback_setup_ssh_dir must be an absolute path without spaces or quotes, not "cback"' in run.stdout, run
+    assert not _user_exists(BACKUP_USER) and os.listdir(str(data)) == [], "nothing is made"
+
+    # An existing login user (in the "users" group: no group of its own is left behind).
+    subprocess.run(["useradd", "--create-home", "--no-user-group", "--shell", "/bin/sh", REMOTE_USER], check=True, timeout=30)
+    dot_ssh = os.path.join(pwd.getpwnam(REMOTE_USER).pw_dir, ".ssh")
+    os.mkdir(dot_ssh, 0o700)
+    victim = data / "victim"
+    victim.write_bytes(b"root's own\n")
+    os.chmod(str(victim), 0o600)
+    os.symlink(str(victim), os.path.join(dot_ssh, "authorized_keys"))
+    entry = pwd.getpwnam(REMOTE_USER)
+    for path in (dot_ssh, os.path.join(dot_ssh, "authorized_keys")):
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
+
+    run = runner.run("setup", write_inventory(runner.base / "pool.ini", master, {"rp1": peer}))
+
+    assert run.rc != 0 and run.status("Refuse an authorized_keys that is not a regular file") == "failed", run
+    assert "authorized_keys is not a regular file (a symlink?); it is left alone." in run.stdout, run
+    assert run.find("Authorize the master's key") == [], run
+    assert victim.read_bytes() == b"root's own\n" and (owner_of(victim), mode_of(victim)) == ((0, 0), 0o600)
+    assert os.path.islink(os.path.join(dot_ssh, "authorized_keys"))
