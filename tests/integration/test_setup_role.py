@@ -10,9 +10,9 @@ The backup user ``cbsetupbk`` and the second peer's login user ``cbsetupr2`` do 
 before the run: the role creates them, the test removes them.
 
 ``cedarbackup.peer.setup`` runs in check mode on the fresh pool (nothing written, the changes
-predicted), then twice (the second run changes nothing); then ``cedarbackup.peer.stage`` runs as root with only the rcp and rsh
-commands the setup showed, and every peer is staged byte for byte, the copies running as
-the backup user with the role's key.
+predicted), then twice (the second run changes nothing); then ``cedarbackup.peer.stage`` runs
+as root with only the rcp and rsh commands the setup showed, and every peer is staged byte
+for byte, the copies running as the backup user with the role's key.
 """
 
 import grp
