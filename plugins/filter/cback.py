@@ -252,13 +252,13 @@ _PRODUCED = ("cback_stage_summary", "cback_managed_summary")
 
 
 def _known_variables(role_path):
-    """Every variable of both roles' argument specs, and the facts the roles produce."""
+    """Every variable of the roles' argument specs (stage, managed, setup), and the facts the roles produce."""
     import os
     import yaml
 
     known = set(_PRODUCED)
     roles = os.path.dirname(os.path.abspath(role_path))
-    for role in ("stage", "managed"):
+    for role in ("stage", "managed", "setup"):
         try:
             with open(os.path.join(roles, role, "meta", "argument_specs.yml")) as handle:
                 known.update(yaml.safe_load(handle)["argument_specs"]["main"]["options"])

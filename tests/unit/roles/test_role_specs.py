@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-ROLES = ["stage", "managed"]
+ROLES = ["stage", "managed", "setup"]
 
 
 def _load(path):
