@@ -34,7 +34,7 @@ from ._failure import VALID_FAILURE_MODES, weekday_index
 from ._ids import current_user_name, is_running_as_root, primary_ids
 from ._paths import path_join
 from ._tasks import TaskFailure, managed_action, ownership_of, stage
-from .peer import TARGET_MISSING
+from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR, TARGET_MISSING
 
 # How long a job may overrun its per-peer timeout (time spent outside commands, which the
 # timeout cannot interrupt) before the run stops waiting for it.
@@ -81,8 +81,8 @@ STAGE_RUN_OPTIONS = dict(
     ssh_multiplex=dict(type="bool", default=True),
     quick_check=dict(type="bool", default=True),
     verify=dict(type="bool", default=False),
-    collect_indicator=dict(type="str", default="cback.collect"),
-    stage_indicator=dict(type="str", default="cback.stage"),
+    collect_indicator=dict(type="str", default=DEF_COLLECT_INDICATOR),
+    stage_indicator=dict(type="str", default=DEF_STAGE_INDICATOR),
     write_summary=dict(type="bool", default=True),
 )
 

@@ -95,6 +95,7 @@ output:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import DEF_COLLECT_INDICATOR
 from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import collect_indicator, run
 
 
@@ -103,7 +104,7 @@ def main():
         argument_spec=_argspec.argument_spec(
             _argspec.PEER_OPTIONS,
             _argspec.COLLECT_OPTIONS,
-            collect_indicator=dict(type="str", default="cback.collect"),
+            collect_indicator=dict(type="str", default=DEF_COLLECT_INDICATOR),
         ),
         supports_check_mode=True,
     )

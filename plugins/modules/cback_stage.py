@@ -243,6 +243,7 @@ cmd:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR
 from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import stage, run
 
 
@@ -256,11 +257,11 @@ def main():
             group=dict(type="str"),
             mode=dict(type="raw"),
             write_stage_indicator=dict(type="bool", default=True),
-            stage_indicator=dict(type="str", default="cback.stage"),
+            stage_indicator=dict(type="str", default=DEF_STAGE_INDICATOR),
             check_collect_indicator=dict(type="bool", default=False),
             quick_check=dict(type="bool", default=False),
             verify=dict(type="bool", default=False),
-            collect_indicator=dict(type="str", default="cback.collect"),
+            collect_indicator=dict(type="str", default=DEF_COLLECT_INDICATOR),
         ),
         supports_check_mode=True,
     )
