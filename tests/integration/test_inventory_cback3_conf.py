@@ -37,6 +37,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support import stage_dataset as ds
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import ansible_environment
 from ansible_collections.cedarbackup.peer.tests.support.cback3_run import run_cback3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -153,23 +154,9 @@ class Pool(object):
 
 
 def ansible_env(home, collections):
-    os.makedirs(os.path.join(home, "tmp"))
-    config = os.path.join(home, "ansible.cfg")
-    with open(config, "w") as handle:
-        handle.write("[defaults]\n")
-    env = dict((key, value) for key, value in os.environ.items() if not key.startswith("ANSIBLE_"))
-    env.update(
-        ANSIBLE_CONFIG=config,
-        ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-        ANSIBLE_STDOUT_CALLBACK="default",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_RETRY_FILES_ENABLED="false",
-        ANSIBLE_LOCAL_TEMP=os.path.join(home, "tmp"),
-        LANG="C.UTF-8",
-        LC_ALL="C.UTF-8",
-    )
+    """The tests' ansible environment (``ansible_environment``), its task record under ``home``."""
+    env = ansible_environment(collections, home)
+    env["CBTEST_JSON_OUT"] = os.path.join(str(home), "record.json")
     return env
 
 

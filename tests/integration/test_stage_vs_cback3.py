@@ -38,15 +38,14 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.cedarbackup.peer.tests.support import cback3_run
 from ansible_collections.cedarbackup.peer.tests.support import stage_dataset as ds
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or ROOT / ".venv" / "bin")
-CBACK3 = "/usr/bin/cback3"
 TARGET_PYTHON = "/usr/bin/python3"
 UMASK = 0o022
-CBACK3_TIMEOUT = 120
 PLAYBOOK_TIMEOUT = 240
 POOL_NAMES = ("rpeer1", "rpeer2", "rpeer3", "rpeer4")
 POOL_FIRST_ADDRESS = "127.0.1.41"
@@ -54,9 +53,6 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 SUMMARY_SUFFIX = ".stage-summary.json"
 
 # cback3's disk log: "2026-11-26T11:51:28 UTC --> [ERROR  ] Peer [x] was not ready to be staged."
-NOT_READY_RE = re.compile(r"--> \[(ERROR|INFO)\s*\] Peer \[([^\]]+)\] was not ready to be staged\.$", re.M)
-STAGED_RE = re.compile(r"--> \[INFO\s*\] Staged (\d+) files for peer \[([^\]]+)\]\.$", re.M)
-STAGE_ERROR_RE = re.compile(r"--> \[ERROR\s*\] Error staging \[([^\]]+)\]: (.*)$", re.M)
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 FATAL_RE = re.compile(r"^fatal: \[([^\]\s]+)(?: -> [^\]]+)?\]: FAILED! => (.*)$", re.M)
 FAIL_TASK = "Report the peer"
@@ -181,51 +177,11 @@ def write_cback3_config(path, side, backup_user, rcp_command, starting_day):
     return path
 
 
-class Cback3Run(object):
-    def __init__(self, argv, rc, stdout, stderr, log):
-        self.argv, self.rc, self.stdout, self.stderr, self.log = argv, rc, stdout, stderr, log
-        self.not_ready = dict((name, level) for level, name in NOT_READY_RE.findall(log))
-        self.staged = dict((name, int(count)) for count, name in STAGED_RE.findall(log))
-        self.errors = dict(STAGE_ERROR_RE.findall(log))
-
-    def status(self, name):
-        """Our vocabulary for what cback3 logged about peer ``name``."""
-        if name in self.not_ready:
-            return "not ready" if self.not_ready[name] == "ERROR" else "ignored"
-        if name in self.errors:
-            return "failed"
-        if name in self.staged:
-            return "staged"
-        return None
-
-    def statuses(self, dataset):
-        return dict((peer.name, self.status(peer.name)) for peer in dataset)
-
-    def error_peers(self):
-        return set(name for name, level in self.not_ready.items() if level == "ERROR") | set(self.errors)
-
-    def peer_lines(self):
-        """The log lines about peers: what cback3 decided for each."""
-        return "\n".join(line for line in self.log.splitlines() if re.search(r"Peer \[|Staged \d+ files|Error staging", line))
-
-    def __str__(self):
-        return "%s\nrc=%s\n--- stdout ---\n%s\n--- stderr ---\n%s\n--- log ---\n%s" % (" ".join(self.argv), self.rc, self.stdout, self.stderr, self.log)
-
-
 def run_cback3(side, backup_user, rcp_command, starting_day, full=False):
     config = write_cback3_config(os.path.join(side.root, "cback3.conf"), side, backup_user, rcp_command, starting_day)
-    logfile = os.path.join(side.root, "cback3.log")
-    argv = [CBACK3, "--config", config, "--logfile", logfile, "--owner", "root:root", "--mode", "600", "--output", "--stack", "--quiet"]
-    argv += (["--full"] if full else []) + ["stage"]
-    proc = subprocess.run(
-        argv, cwd=side.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        timeout=CBACK3_TIMEOUT, umask=UMASK, check=False,
-    )
-    with open(logfile) as handle:
-        log = handle.read()
-    run = Cback3Run(argv, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), log)
+    run = cback3_run.run_cback3(config, side.root, full=full, umask=UMASK)
     assert run.rc == 0, "cback3 stage exits 0 even when peers fail:\n%s" % run
-    assert "Executed the 'stage' action successfully." in log, str(run)
+    assert "Executed the 'stage' action successfully." in run.log, str(run)
     return run
 
 
@@ -393,7 +349,7 @@ def first_run(base_dir, stage_pool, backup_user, ansible_env):
 def test_reference_run_is_what_the_dataset_says(first_run):
     """Sanity of the reference itself: what cback3 did is what the dataset was built to provoke."""
     cback3 = first_run.cback3
-    assert cback3.statuses(first_run.dataset) == {
+    assert cback3.statuses(peer.name for peer in first_run.dataset) == {
         "lpeer1": "staged", "lpeer2": "staged", "lpeer3": "not ready",
         "rpeer1": "staged", "rpeer2": "staged", "rpeer3": "ignored", "rpeer4": "failed",
     }, str(cback3)
@@ -427,7 +383,7 @@ def test_collect_dirs_match_cback3(first_run):
     problems = ds.compare_snapshots(reference, ours)
     assert problems == [], "collect dirs differ afterwards (%d files, %d dirs compared):\n%s" % (files, dirs, "\n".join(problems))
     got_indicator = sorted(path.split("/")[0] for path in ours if path.endswith("/" + ds.STAGE_INDICATOR))
-    staged = sorted(name for name, status in first_run.cback3.statuses(first_run.dataset).items() if status == "staged")
+    staged = sorted(name for name, status in first_run.cback3.statuses(peer.name for peer in first_run.dataset).items() if status == "staged")
     assert got_indicator == staged == ["lpeer1", "lpeer2", "rpeer1", "rpeer2"], "%d files, %d dirs compared" % (files, dirs)
 
 
@@ -447,7 +403,7 @@ def test_json_summary_matches_cback3_log(first_run):
     peers = dict((peer["name"], peer) for peer in summary["peers"])
     assert sorted(peers) == sorted(peer.name for peer in first_run.dataset)
     statuses = dict((name, peer["status"]) for name, peer in peers.items())
-    assert statuses == cback3.statuses(first_run.dataset), "our summary says %s\ncback3 logged:\n%s" % (
+    assert statuses == cback3.statuses(peer.name for peer in first_run.dataset), "our summary says %s\ncback3 logged:\n%s" % (
         json.dumps(summary["peers"]), cback3.peer_lines())
     assert sorted(summary["failed"]) == sorted(cback3.error_peers())
     tree = first_run.ours_staging
@@ -483,7 +439,7 @@ def test_rerun_same_day_changes_nothing(first_run, ansible_env):
     assert problems == [], "re-run changed the staged tree (%d files, %d dirs compared):\n%s\n\n%s" % (files, dirs, "\n".join(problems), rerun)
     assert files >= 40, "%d files, %d dirs compared" % (files, dirs)
     summary = read_summary(side)
-    assert dict((peer["name"], peer["status"]) for peer in summary["peers"]) == first_run.cback3.statuses(first_run.dataset)
+    assert dict((peer["name"], peer["status"]) for peer in summary["peers"]) == first_run.cback3.statuses(peer.name for peer in first_run.dataset)
     assert_failed_peers(rerun, first_run.dataset, first_run.cback3.error_peers())
 
 
@@ -536,7 +492,7 @@ def test_ignore_failure_modes_match_cback3(full, mode_runs):
     assert len(ds.daily_dirs(ours.staging)) == 1, "our stage run made no daily dir:\n%s" % run
     summary = read_summary(ours)
     statuses = dict((peer["name"], peer["status"]) for peer in summary["peers"])
-    assert statuses == cback3.statuses(dataset), "full=%s starting_day=%s: cback3 levels %s, our statuses %s" % (full, starting_day, cback3.not_ready, statuses)
+    assert statuses == cback3.statuses(peer.name for peer in dataset), "full=%s starting_day=%s: cback3 levels %s, our statuses %s" % (full, starting_day, cback3.not_ready, statuses)
     assert summary["full"] is full and summary["start_of_week"] is False
     errors = cback3.error_peers()
     assert sorted(summary["failed"]) == sorted(errors)

@@ -39,9 +39,10 @@ class Cback3Run(object):
             return "staged"
         return None
 
-    def statuses(self):
-        """``{peer: status}`` of every peer cback3 logged about."""
-        names = set(self.not_ready) | set(self.staged) | set(self.errors)
+    def statuses(self, names=None):
+        """``{peer: status}`` of the peers ``names`` (default: every peer cback3 logged about)."""
+        if names is None:
+            names = set(self.not_ready) | set(self.staged) | set(self.errors)
         return dict((name, self.status(name)) for name in names)
 
     def error_peers(self):
