@@ -73,14 +73,18 @@ def _fail(params, message, **result):
 
 def _output_of(exc, peer=None):
     """stderr of the command behind a peer exception (cleaned, on one line) and, where the cause
-    is known, its hint, for the failure message; with the command's result fields."""
+    is known (from that stderr, else from the exception's own text), its hint, for the failure
+    message; with the command's result fields."""
     command = getattr(exc, "commandResult", None)
     if command is None:
-        return "", {}
-    cause = diagnose.from_output(command.stderr, peer, _program(peer))
-    detail = (" " + cause.output if cause.output else "") + (" (%s)" % cause.hint if cause.hint else "")
-    extra = dict(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
+        cause = diagnose.from_output(str(exc), peer)
+        detail, extra = "", {}
+    else:
+        cause = diagnose.from_output(command.stderr, peer, _program(peer))
+        detail = " " + cause.output if cause.output else ""
+        extra = dict(rc=command.rc, stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
     if cause.hint:
+        detail += " (%s)" % cause.hint
         extra.update(cause=cause.kind, hint=cause.hint)
     return detail, extra
 
@@ -239,11 +243,6 @@ def _stage_failure(params, exc, target_dir, seconds, peer=None):
     if entry is not None:
         message = "%s [%s]" % (message.rstrip("."), entry)
     detail, extra = _output_of(exc, peer)
-    if getattr(exc, "commandResult", None) is None:
-        cause = diagnose.from_output(str(exc), peer)
-        if cause.hint:
-            detail += " (%s)" % cause.hint
-            extra.update(cause=cause.kind, hint=cause.hint)
     result = dict(
         target_dir=target_dir, ready=True, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False,
         seconds=round(seconds, 3),
