@@ -1,14 +1,21 @@
-"""Fixtures for integration tests: real sshd peers, a local backup user, both peer APIs."""
+"""Fixtures for integration tests: a playbook runner, real sshd peers, a local backup user, both peer APIs."""
 
 import importlib
 import sys
 
 import pytest
 
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import AnsibleRunner
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, ensure_local_user, remove_local_user
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 BACKUP_USER = "cbackpeer"
+
+
+@pytest.fixture
+def runner(installed_collections, tmp_path):
+    """Runs the collection's playbooks as a user does, with inventories under ``tmp_path/runs``."""
+    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture(scope="session")

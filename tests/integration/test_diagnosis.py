@@ -24,7 +24,6 @@ import sys
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
     HangingServer,
     fill,
     public_dir,
@@ -46,11 +45,6 @@ while True:
     os.write(fd, b"x" * 512)
     time.sleep(0.0002)
 """
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
-    AnsibleRunner,
     fill,
     public_dir,
     remove_tree,
@@ -30,11 +29,6 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
 )
 
 STRACE = "/usr/bin/strace"
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

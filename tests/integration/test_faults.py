@@ -41,7 +41,6 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
-    AnsibleRunner,
     fail_message,
     fill,
     public_dir,
@@ -62,11 +61,6 @@ UNPRIVILEGED_REMOTE_USER = "cbfaultpeer"  # created (and removed) by the unreada
 # ---------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

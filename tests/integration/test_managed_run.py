@@ -20,7 +20,6 @@ import tarfile
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
     assert_table_row,
     fail_message,
     fill,
@@ -60,11 +59,6 @@ echo "--" >> "{log}"
 printf 'made by collect\\n' > "{collect}/etc.tar"
 : > "{collect}/cback.collect"
 """
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

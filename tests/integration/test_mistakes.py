@@ -13,7 +13,6 @@ warning, so that the run does the same whichever peer comes first.
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
     fill,
     public_dir,
     remove_tree,
@@ -21,11 +20,6 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
 )
 
 WHERE = "set it in the master's variables (host_vars/localhost, the group_vars of its group, or group_vars/all), or with -e."
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

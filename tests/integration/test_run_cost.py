@@ -15,7 +15,6 @@ import time
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
     fill,
     no_failure,
     public_dir,
@@ -35,11 +34,6 @@ SLOW_CBACK = """#!/bin/sh
 sleep 1
 exit 0
 """
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import pytest
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
-    AnsibleRunner,
     fail_message,
     files_only,
     fill,
@@ -50,11 +49,6 @@ MiB = 1024 * 1024
 # ---------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture

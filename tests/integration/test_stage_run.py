@@ -24,7 +24,6 @@ import time
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
     HangingServer,
     assert_table_row,
     changed_total,
@@ -62,11 +61,6 @@ def rpool(tmp_path_factory):
     """Four sshd peers ``r1``..``r4`` on 127.0.1.11-14 that log every login (INFO level)."""
     with LoggingSshPeerPool(tmp_path_factory.mktemp("stage-pool"), names=("r1", "r2", "r3", "r4"), first_address="127.0.1.11") as pool:
         yield pool
-
-
-@pytest.fixture
-def runner(installed_collections, tmp_path):
-    return AnsibleRunner(installed_collections, tmp_path / "runs")
 
 
 @pytest.fixture
