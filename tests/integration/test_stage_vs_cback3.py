@@ -492,7 +492,8 @@ def test_ignore_failure_modes_match_cback3(full, mode_runs):
     assert len(ds.daily_dirs(ours.staging)) == 1, "our stage run made no daily dir:\n%s" % run
     summary = read_summary(ours)
     statuses = dict((peer["name"], peer["status"]) for peer in summary["peers"])
-    assert statuses == cback3.statuses(peer.name for peer in dataset), "full=%s starting_day=%s: cback3 levels %s, our statuses %s" % (full, starting_day, cback3.not_ready, statuses)
+    assert statuses == cback3.statuses(peer.name for peer in dataset), "full=%s starting_day=%s: cback3 levels %s, our statuses %s" % (
+        full, starting_day, cback3.not_ready, statuses)
     assert summary["full"] is full and summary["start_of_week"] is False
     errors = cback3.error_peers()
     assert sorted(summary["failed"]) == sorted(errors)
