@@ -11,6 +11,8 @@ are timed and the check of their output, so that a broken run can never give a t
 - ``Cback3Stage``: ``cback3 --config CFG stage`` (remote peers);
 - ``ParallelScp``: one ``su <backup user> -c '<rcp command> root@peer:<collect>/* <dir>/'``
   per peer, all started at once: the limit of fetching the same data with the same command;
+- ``BareFetchPlaybook``: ``bench/bare_fetch.yml`` over the peers, one ``command`` task running
+  the ``ParallelScp`` commands at once, then one ``debug`` task per peer's host;
 - ``BareCopyPlaybook``: ``bench/bare_copy.yml``, one ``command`` task running ``cp -R``;
 - ``LocalPeerApi``: ``LocalPeer.stagePeer`` for every peer in one plain ``/usr/bin/python3``;
 - ``CopyR``: one ``cp -R`` of every collect directory into the daily directory.
@@ -26,6 +28,8 @@ from _harness import (BENCH_DIR, CBACK3, RSS_LOG_ENV, TARGET_PYTHON, BenchError,
 
 LOCALPEER_SCRIPT = os.path.join(BENCH_DIR, "_localpeer_stage.py")
 BARE_PLAYBOOK = os.path.join(BENCH_DIR, "bare_copy.yml")
+BARE_FETCH_PLAYBOOK = os.path.join(BENCH_DIR, "bare_fetch.yml")
+ALL_AT_ONCE_SCRIPT = os.path.join(BENCH_DIR, "_all_at_once.py")
 # The modules that copy the data (cback_stage per peer, or cback_stage_run for a whole run).
 STAGING_MODULE_PREFIX = "cback_stage"
 
@@ -136,6 +140,20 @@ class Cback3Stage(Side):
         return Job([[CBACK3, "--config", config, "--logfile", os.path.join(run_dir, "cback3.log"), "stage"]], check)
 
 
+def _fetch_commands(names, collect, target, user, rcp):
+    """Per peer ``su <user> -c '<rcp> root@<peer>:<collect>/<peer>/* <target>/<peer>/'``, with
+    the target directories made (owned by ``user``)."""
+    rcp_words = [shlex.quote(word) for word in shlex.split(rcp)]
+    commands = []
+    for name in names:
+        os.makedirs(os.path.join(target, name))
+        line = " ".join(rcp_words + [shlex.quote("root@%s:%s/*" % (name, os.path.join(collect, name))),
+                                     shlex.quote(os.path.join(target, name) + "/")])
+        commands.append(["su", user, "-c", line])
+    chown_tree(user, target)
+    return commands
+
+
 class ParallelScp(Side):
     """One ``su <user> -c '<rcp> root@<peer>:<collect>/* <dir>/'`` per peer, all at once."""
 
@@ -145,14 +163,7 @@ class ParallelScp(Side):
     def prepare(self, run_dir):
         collect = self.peers.fresh_copy(run_dir)
         (target,) = _dirs(run_dir, "fetched")
-        rcp_words = [shlex.quote(word) for word in shlex.split(self.rcp)]
-        commands = []
-        for name in self.peers.names:
-            os.makedirs(os.path.join(target, name))
-            line = " ".join(rcp_words + [shlex.quote("root@%s:%s/*" % (name, os.path.join(collect, name))),
-                                         shlex.quote(os.path.join(target, name) + "/")])
-            commands.append(["su", self.user, "-c", line])
-        chown_tree(self.user, target)
+        commands = _fetch_commands(self.peers.names, collect, target, self.user, self.rcp)
         expected = self.peers.expected
         mark = self.logins.mark() if self.logins else None
 
@@ -160,6 +171,38 @@ class ParallelScp(Side):
             return dict(files=check_peer_dirs(target, expected), **_logins(self.logins, mark, expected))
 
         return Job(commands, check)
+
+
+class BareFetchPlaybook(Side):
+    """``ansible-playbook bench/bare_fetch.yml`` over the same inventory shape as the stage
+    playbook (the peers as the play's hosts, the master): one task on the master runs the
+    ``ParallelScp`` commands at once (``bench/_all_at_once.py``), then every peer's host
+    reports.  The least an Ansible play over these peers can do for the same fetch."""
+
+    playbook = True
+
+    def __init__(self, ctx, name, peers, user, rcp, logins=None):
+        self.ctx, self.name, self.peers, self.user, self.rcp, self.logins = ctx, name, peers, user, rcp, logins
+
+    def prepare(self, run_dir):
+        collect = self.peers.fresh_copy(run_dir)
+        (target,) = _dirs(run_dir, "fetched")
+        commands = os.path.join(run_dir, "commands.json")
+        with open(commands, "w") as handle:
+            json.dump(_fetch_commands(self.peers.names, collect, target, self.user, self.rcp), handle)
+        inventory = write_inventory(os.path.join(run_dir, "inventory.ini"), [(name, {}) for name in self.peers.names],
+                                    {})
+        variables = os.path.join(run_dir, "vars.json")
+        with open(variables, "w") as handle:
+            json.dump({"bench_fetch_argv": [TARGET_PYTHON, ALL_AT_ONCE_SCRIPT, commands]}, handle)
+        expected = self.peers.expected
+        mark = self.logins.mark() if self.logins else None
+
+        def check(outcome):
+            return dict(files=check_peer_dirs(target, expected), **_logins(self.logins, mark, expected))
+
+        return Job([[self.ctx.ansible_playbook, "-i", inventory, BARE_FETCH_PLAYBOOK, "-e", "@" + variables]], check,
+                   env=self.ctx.ansible_env)
 
 
 class BareCopyPlaybook(Side):

@@ -9,6 +9,10 @@ Scenarios (all by default; pick some with --only a,c):
      `cback3 stage` vs the limit, one `su <backup user> -c 'scp ...'` per peer, all at once.
      Targets: playbook <= 0.5 x cback3, playbook <= 1.15 x parallel scp.
   b  32 remote peers x 4 files x 64 KiB: playbook vs cback3.  Target: <= 0.2 x cback3.
+     a and b also time, for reference (no target), the parallel scp of b and the bare fetch
+     playbook (bench/bare_fetch.yml: the peers as the play's hosts, one task running the
+     parallel scp commands, one debug task per peer's host): the least an Ansible play over
+     these peers takes for the same fetch, so the lowest ratio to cback3 a playbook can reach.
   c  8 local peers x 16 files x 4 MiB: playbook vs a one-task playbook running `cp -R`
      (bench/bare_copy.yml), target <= 2.0 x; and `LocalPeer.stagePeer` in a plain
      /usr/bin/python3 vs one `cp -R` of the 8 collect dirs, target <= 1.0 x.  One untimed
@@ -57,7 +61,7 @@ from _harness import (DEFAULT_COLLECTIONS, MIB, RESULTS_DIR, BenchError, Context
                       LoginCounter, PeerSet, alternate, backup_user, log, machine_info, markdown_table, measure,
                       pair_ratios, peer_pool, role_default, seconds_of, shell_join, summary, temp_base, write_results,
                       write_rss_interpreter)
-from _sides import BareCopyPlaybook, Cback3Stage, CopyR, LocalPeerApi, ParallelScp, StagePlaybook  # noqa: E402
+from _sides import BareCopyPlaybook, BareFetchPlaybook, Cback3Stage, CopyR, LocalPeerApi, ParallelScp, StagePlaybook  # noqa: E402
 
 SCENARIOS = "abcde"
 
@@ -100,6 +104,7 @@ class Scenario(object):
         self.key, self.title, self.shape = key, title, shape
         self.samples, self.warmup, self.sides = {}, [], []
         self.checks, self.tables, self.notes = [], [], []
+        self.references = []  # ratios measured for context, without a target
         self.error = None
         self.partial = []  # raw samples of a scenario that broke part-way
 
@@ -119,9 +124,16 @@ class Scenario(object):
             ratios=[round(ratio, 4) for ratio in ratios], measured=measured,
             measured_text="%.3f x" % measured, target="<= %.2f x" % target, passed=measured <= target))
 
+    def reference(self, ours, other, meaning):
+        """The median of the per-pair ratios ``ours / other``, reported without a target."""
+        ratios = pair_ratios(seconds_of(self.samples[ours]), seconds_of(self.samples[other]))
+        self.references.append(dict(
+            sides="%s vs %s" % (ours, other), meaning=meaning, ratios=[round(ratio, 4) for ratio in ratios],
+            measured=statistics.median(ratios)))
+
     def as_dict(self):
         return dict(key=self.key, title=self.title, shape=self.shape, error=self.error, notes=self.notes,
-                    checks=self.checks, tables=[dict(title=t, header=h, rows=r) for t, h, r in self.tables],
+                    checks=self.checks, references=self.references, tables=[dict(title=t, header=h, rows=r) for t, h, r in self.tables],
                     sides=dict((name, dict(playbook=playbook, stats=self.side_stats(name),
                                            samples=[sample.as_dict() for sample in self.samples.get(name, [])]))
                                for name, playbook in self.sides),
@@ -176,12 +188,15 @@ def scenario_a(ctx, shape, data, options):
         logins = LoginCounter(pool)
         sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
                  Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
-                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins)]
+                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins),
+                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins)]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="a"))
     result.ratio_check(PLAYBOOK, "cback3", TARGET_A_CBACK3)
     result.ratio_check(PLAYBOOK, scp, TARGET_A_SCP)
+    _floor_references(result, scp)
     result.notes.append("`%s`: one `su %s -c '<rcp command> root@<peer>:<collect>/* <dir>/'` per peer, all "
                         "started at once, into fresh directories" % (scp, user))
+    result.notes.append(BARE_FETCH_NOTE % scp)
     return result
 
 
@@ -193,11 +208,33 @@ def scenario_b(ctx, shape, data, options):
         peers = PeerSet.generate(data, source_dir(ctx, "b"), peer_names("bpeer", n), files, kib * 1024)
         result.notes.append("input %s; rcp command `%s` on both sides" % (gib_text(peers.total_bytes), rcp))
         logins = LoginCounter(pool)
+        scp = "scp x%d parallel" % n
         sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
-                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins)]
+                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
+                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins),
+                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins)]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="b"))
     result.ratio_check(PLAYBOOK, "cback3", TARGET_B_CBACK3)
+    _floor_references(result, scp)
+    result.notes.append(BARE_FETCH_NOTE % scp)
     return result
+
+
+BARE_FETCH = "bare fetch playbook"
+BARE_FETCH_NOTE = ("`" + BARE_FETCH + "`: bench/bare_fetch.yml over the same inventory shape (the peers as the "
+                   "play's hosts, the master): one `command` task on the master running the `%s` commands at "
+                   "once, then one `debug` task per peer's host. It does none of the stage run's work (no "
+                   "readiness check, no indicators, no size check, no fsync, no ownership): the least an Ansible "
+                   "play over these peers takes for the same fetch, so its ratio to cback3 is the lowest a "
+                   "playbook can reach here")
+
+
+def _floor_references(result, scp):
+    """Scenarios a and b: where the limits are (reported, no target)."""
+    result.reference(scp, "cback3", "the fetch alone, every peer at once (no Ansible)")
+    result.reference(BARE_FETCH, "cback3", "the least an Ansible play over the peers reaches for the same fetch")
+    result.reference(BARE_FETCH, scp, "what Ansible's own run costs on top of the fetch")
+    result.reference(PLAYBOOK, BARE_FETCH, "the stage run against the bare fetch playbook")
 
 
 def scenario_c(ctx, shape, data, options):
@@ -383,6 +420,14 @@ def side_rows(scenario):
     return rows
 
 
+REFERENCE_HEADER = ["sides", "per pair", "median of pair ratios", "what it tells"]
+
+
+def reference_rows(scenario):
+    return [[reference["sides"], ", ".join("%.3f" % value for value in reference["ratios"]),
+             "%.3f x" % reference["measured"], reference["meaning"]] for reference in scenario.references]
+
+
 SIDE_HEADER = ["side", "n", "median s", "min s", "max s", "peak RSS of the process tree, MiB (median)",
                "ssh logins per peer"]
 RSS_NOTE = ("Peak RSS of the process tree: `ru_maxrss` from `os.wait4` on the timed command (for a playbook, "
@@ -412,6 +457,8 @@ def markdown_report(description, machine, argv, scenarios, settle):
                 check["target"]))
         if scenario.checks:
             lines.append("")
+        if scenario.references:
+            lines += ["Reference ratios (no target):", "", markdown_table(REFERENCE_HEADER, reference_rows(scenario)), ""]
         for title, header, table_rows in scenario.tables:
             lines += ["%s:" % title, "", markdown_table(header, table_rows), ""]
         lines += ["- %s" % note for note in scenario.notes]
@@ -432,6 +479,10 @@ def print_scenario(scenario):
         log("  %-40s per pair [%s]  median %-12s target %-16s %s" % (
             check["sides"], ", ".join("%.3f" % value for value in check["ratios"]), check["measured_text"],
             check["target"], "pass" if check["passed"] else "FAIL"))
+    for reference in scenario.references:
+        log("  %-40s per pair [%s]  median %.3f x  (%s)" % (
+            reference["sides"], ", ".join("%.3f" % value for value in reference["ratios"]), reference["measured"],
+            reference["meaning"]))
     for title, header, rows in scenario.tables:
         log("  %s:" % title)
         for line in markdown_table(header, rows).splitlines():
