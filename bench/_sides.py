@@ -140,20 +140,6 @@ class Cback3Stage(Side):
         return Job([[CBACK3, "--config", config, "--logfile", os.path.join(run_dir, "cback3.log"), "stage"]], check)
 
 
-def _fetch_commands(names, collect, target, user, rcp):
-    """Per peer ``su <user> -c '<rcp> root@<peer>:<collect>/<peer>/* <target>/<peer>/'``, with
-    the target directories made (owned by ``user``)."""
-    rcp_words = [shlex.quote(word) for word in shlex.split(rcp)]
-    commands = []
-    for name in names:
-        os.makedirs(os.path.join(target, name))
-        line = " ".join(rcp_words + [shlex.quote("root@%s:%s/*" % (name, os.path.join(collect, name))),
-                                     shlex.quote(os.path.join(target, name) + "/")])
-        commands.append(["su", user, "-c", line])
-    chown_tree(user, target)
-    return commands
-
-
 class ParallelScp(Side):
     """One ``su <user> -c '<rcp> root@<peer>:<collect>/* <dir>/'`` per peer, all at once."""
 
@@ -163,7 +149,14 @@ class ParallelScp(Side):
     def prepare(self, run_dir):
         collect = self.peers.fresh_copy(run_dir)
         (target,) = _dirs(run_dir, "fetched")
-        commands = _fetch_commands(self.peers.names, collect, target, self.user, self.rcp)
+        rcp_words = [shlex.quote(word) for word in shlex.split(self.rcp)]
+        commands = []
+        for name in self.peers.names:
+            os.makedirs(os.path.join(target, name))
+            line = " ".join(rcp_words + [shlex.quote("root@%s:%s/*" % (name, os.path.join(collect, name))),
+                                         shlex.quote(os.path.join(target, name) + "/")])
+            commands.append(["su", self.user, "-c", line])
+        chown_tree(self.user, target)
         expected = self.peers.expected
         mark = self.logins.mark() if self.logins else None
 
@@ -173,7 +166,7 @@ class ParallelScp(Side):
         return Job(commands, check)
 
 
-class BareFetchPlaybook(Side):
+class BareFetchPlaybook(ParallelScp):
     """``ansible-playbook bench/bare_fetch.yml`` over the same inventory shape as the stage
     playbook (the peers as the play's hosts, the master): one task on the master runs the
     ``ParallelScp`` commands at once (``bench/_all_at_once.py``), then every peer's host
@@ -181,28 +174,18 @@ class BareFetchPlaybook(Side):
 
     playbook = True
 
-    def __init__(self, ctx, name, peers, user, rcp, logins=None):
-        self.ctx, self.name, self.peers, self.user, self.rcp, self.logins = ctx, name, peers, user, rcp, logins
-
     def prepare(self, run_dir):
-        collect = self.peers.fresh_copy(run_dir)
-        (target,) = _dirs(run_dir, "fetched")
+        fetch = ParallelScp.prepare(self, run_dir)
         commands = os.path.join(run_dir, "commands.json")
         with open(commands, "w") as handle:
-            json.dump(_fetch_commands(self.peers.names, collect, target, self.user, self.rcp), handle)
+            json.dump(fetch.commands, handle)
         inventory = write_inventory(os.path.join(run_dir, "inventory.ini"), [(name, {}) for name in self.peers.names],
                                     {})
         variables = os.path.join(run_dir, "vars.json")
         with open(variables, "w") as handle:
             json.dump({"bench_fetch_argv": [TARGET_PYTHON, ALL_AT_ONCE_SCRIPT, commands]}, handle)
-        expected = self.peers.expected
-        mark = self.logins.mark() if self.logins else None
-
-        def check(outcome):
-            return dict(files=check_peer_dirs(target, expected), **_logins(self.logins, mark, expected))
-
-        return Job([[self.ctx.ansible_playbook, "-i", inventory, BARE_FETCH_PLAYBOOK, "-e", "@" + variables]], check,
-                   env=self.ctx.ansible_env)
+        return Job([[self.ctx.ansible_playbook, "-i", inventory, BARE_FETCH_PLAYBOOK, "-e", "@" + variables]],
+                   fetch.check, env=self.ctx.ansible_env)
 
 
 class BareCopyPlaybook(Side):

@@ -16,7 +16,6 @@ and one that vanishes before it, the copy user without a login shell, and ``cbac
 the collect directories before and after.
 """
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -27,8 +26,10 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     HangingServer,
     fill,
     public_dir,
+    ready,
     remove_tree,
     script,
+    sha256_of,
     today,
     write_inventory,
 )
@@ -78,14 +79,6 @@ def block(name, address, port, identity, known_hosts):
     ])
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as handle:
-        for chunk in iter(lambda: handle.read(MiB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def manifest(*dirs, skip=()):
     """``{path: sha256}`` of every file in the collect directories but ``cback.stage`` (a run
     writes it) and ``skip``."""
@@ -101,10 +94,6 @@ def manifest(*dirs, skip=()):
 
 def rows_of(run):
     return dict((row["name"], row) for row in run.result("Sum up the run")["ansible_facts"]["cback_stage_summary"]["peers"])
-
-
-def ready(directory, files):
-    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
 
 
 def random_files(count, size):

@@ -29,7 +29,6 @@ Addresses: 127.0.9.x belongs to this file (the other tests use 127.0.1.x to 127.
 benchmark 127.0.5.x to 127.0.7.x).
 """
 
-import hashlib
 import os
 import pwd
 import signal
@@ -42,10 +41,13 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
     fail_message,
-    fill,
+    local_peer,
     public_dir,
+    ready,
+    remote_peer,
     remove_tree,
     run_playbook,
+    sha256_of,
     table_lines,
     today,
     write_inventory,
@@ -114,23 +116,6 @@ def master_vars(staging, user, pool=None, **extra):
     return values
 
 
-def remote_peer(collect, user="root", **extra):
-    values = dict(cback_collect_dir=str(collect), cback_remote_user=user)
-    values.update(extra)
-    return values
-
-
-def local_peer(collect, **extra):
-    values = dict(cback_peer_type="local", cback_collect_dir=str(collect))
-    values.update(extra)
-    return values
-
-
-def ready(directory, files):
-    """A collect directory holding ``files`` and its ``cback.collect``."""
-    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
-
-
 def random_file(path, size, chunk=4 * MiB):
     """``size`` incompressible bytes in ``path`` (written in chunks)."""
     with open(str(path), "wb") as handle:
@@ -140,14 +125,6 @@ def random_file(path, size, chunk=4 * MiB):
             handle.write(os.urandom(step))
             left -= step
     return path
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(str(path), "rb") as handle:
-        for block in iter(lambda: handle.read(MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest(*collect_dirs):

@@ -44,6 +44,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     files_only,
     fill,
     public_dir,
+    ready,
     remove_tree,
     run_playbook,
     script,
@@ -151,11 +152,6 @@ class World(object):
     def fired(self):
         """Markers that exist."""
         return sorted(os.listdir(str(self.marks)))
-
-
-def ready(directory, files):
-    """A collect directory holding ``files`` and its ``cback.collect``."""
-    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
 
 
 def hostile_files(world, case, remote=True):

@@ -29,9 +29,12 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     fail_message,
     files_only,
     fill,
+    local_peer,
     mode_of,
     owner_of,
     public_dir,
+    ready,
+    remote_peer,
     remove_tree,
     run_playbook,
     script,
@@ -85,23 +88,6 @@ def bk_master(staging, bk, **extra):
                   cback_rcp_command=bk.rcp, cback_rsh_command=bk.rsh, cback_connect_timeout=10)
     values.update(extra)
     return values
-
-
-def remote_peer(collect, **extra):
-    values = dict(cback_collect_dir=str(collect), cback_remote_user="root")
-    values.update(extra)
-    return values
-
-
-def local_peer(collect, **extra):
-    values = dict(cback_peer_type="local", cback_collect_dir=str(collect))
-    values.update(extra)
-    return values
-
-
-def ready(directory, files):
-    """A collect directory holding ``files`` and its ``cback.collect``."""
-    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
 
 
 def victims_dir(data):

@@ -293,6 +293,34 @@ def fill(directory, files):
     return directory
 
 
+def ready(directory, files):
+    """A collect directory holding ``files`` and its ``cback.collect``."""
+    return fill(directory, dict(files, **{"cback.collect": (b"", 0o644)}))
+
+
+def remote_peer(collect, user="root", **extra):
+    """A remote peer's inventory variables: ``collect`` reached as ``user``, plus ``extra``."""
+    values = dict(cback_collect_dir=str(collect), cback_remote_user=user)
+    values.update(extra)
+    return values
+
+
+def local_peer(collect, **extra):
+    """A local peer's inventory variables: ``collect``, plus ``extra``."""
+    values = dict(cback_peer_type="local", cback_collect_dir=str(collect))
+    values.update(extra)
+    return values
+
+
+def sha256_of(path):
+    """The sha256 of the file at ``path``, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def snapshot(root):
     """Every entry under ``root`` and ``root`` itself: kind, mode, ids, size, mtime, inode, sha256.
 
