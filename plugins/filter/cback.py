@@ -148,7 +148,7 @@ def _module_options(role, run):
     """The run module's options from the typed run-wide values (unset ones left out)."""
     module = "cback_%s_run" % role
     options = {}
-    for setting in settings.settings_of(role, (settings.RUN,)):
+    for setting in settings.settings_of(role, (settings.RUN, settings.PLAY)):
         for option in setting.options:
             owner, _dot, name = option.partition(".")
             if owner == module and "." not in name and run.get(setting.key) is not None:
@@ -213,9 +213,9 @@ def _run_values(role, current, master_vars, host_vars):
     whichever peer comes first.
     """
     values = {}
-    for setting in settings.settings_of(role, (settings.RUN, settings.BOTH)):
+    for setting in settings.settings_of(role, (settings.RUN, settings.BOTH, settings.PLAY)):
         name = setting.variable
-        if name in master_vars:
+        if name in master_vars and setting.scope != settings.PLAY:
             values[setting.key] = master_vars[name]
         elif name in host_vars and name in current and host_vars[name] == current[name]:
             values[setting.key] = setting.default
@@ -252,7 +252,7 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     values = _run_values(role, current, master_vars, hostvars[host] if host in hostvars else {})
     try:
         run = _typed_run(values, _WHERE % master)
-        for setting in settings.settings_of(role, (settings.RUN,)):
+        for setting in settings.settings_of(role, (settings.RUN, settings.PLAY)):
             if run[setting.key] is None and setting.required:
                 if setting.key == "action":
                     raise AnsibleFilterError("cback_action is not set: the action to run on the managed peers, such as collect "
@@ -262,7 +262,7 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     except AnsibleFilterError as exc:
         result["error"] = to_text(exc)
         return result
-    for setting in settings.settings_of(role, (settings.RUN, settings.BOTH)):
+    for setting in settings.settings_of(role, (settings.RUN, settings.BOTH, settings.PLAY)):
         if run[setting.key] is None and setting.default is not None:
             run[setting.key] = settings.default_of(setting)
     peers = _mark_duplicates([_peer(peer, hostvars[peer] if peer in hostvars else {}, run) for peer in hosts])

@@ -75,6 +75,8 @@ def check_peer_name(name, peer_type, option="name"):
         raise OptionError(
             option, "peer name %r must be usable as one directory name (no '/', not '.' or '..', no leading '-')." % name
         )
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise OptionError(option, "peer name %r holds a control character; a directory is named after it." % name)
     if peer_type == "remote" and not _is_host(name):
         raise OptionError(option, "remote peer name %r is not a hostname or IP address." % name)
 

@@ -53,7 +53,7 @@ _PEER_OPTIONS = dict(
 
 STAGE_PEER_OPTIONS = dict(
     _PEER_OPTIONS,
-    collect_dir=dict(type="str"),
+    collect_dir=dict(type="path"),
     rcp_command=dict(type="str"),
     ignore_failure_mode=dict(type="str"),
 )
@@ -397,7 +397,7 @@ def stage_run(params, check_mode=False):
     try:
         _check_run_options(params)
         spec.check_absolute("staging_dir", params["staging_dir"])
-        spec.check_absolute("working_dir", params.get("working_dir"))
+        spec.check_absolute("working_dir", params.get("working_dir"), remote=True)
         spec.check_file_name("stage_indicator", params["stage_indicator"], remote=True)
         spec.check_file_name("collect_indicator", params["collect_indicator"], remote=True)
         try:

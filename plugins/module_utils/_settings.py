@@ -7,7 +7,7 @@
 Each ``Setting`` names a setting's ``cback3.conf`` element, its inventory variable, the module
 options that carry it, its kind (which decides the check and the typed value), its default,
 its scope (``run``: read from the master; ``peer``: from each peer's host; ``both``: a peer's
-own value wins over the run-wide one) and the roles that read it.  The roles' defaults and
+own value wins over the run-wide one; ``play``: from the play, ``-e`` or the role's vars only) and the roles that read it.  The roles' defaults and
 argument specs, the modules' argument specs and doc fragments, the roles' resolution filter,
 the ``cback3_conf`` inventory plugin's mapping and the table of ``docs/inventory.md`` are held
 to this table by ``tests/unit/plugins/module_utils/test__settings.py``.
@@ -28,7 +28,7 @@ from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR
 _TRUE = ("y", "yes", "on", "1", "true", "t")
 _FALSE = ("n", "no", "off", "0", "false", "f")
 
-RUN, PEER, BOTH = "run", "peer", "both"
+RUN, PEER, BOTH, PLAY = "run", "peer", "both", "play"
 STAGE, MANAGED, SETUP = "stage", "managed", "setup"
 ROLES = (STAGE, MANAGED, SETUP)
 
@@ -104,7 +104,7 @@ TABLE = (
             ("cback_stage_run.collect_indicator", "cback_stage.collect_indicator", "cback_collect_indicator.collect_indicator"),
             "Name of the collect indicator that marks a peer ready."),
     # -- run-wide: how the run is carried out --------------------------------------------------
-    Setting("master_group", "group_name", "cback_master", RUN, _ALL, None, (),
+    Setting("master_group", "group_name", "cback_master", PLAY, _ALL, None, (),
             "Inventory group holding the master."),
     Setting("stage_parallel", "count", 8, RUN, _S, None, ("cback_stage_run.parallel",),
             "How many peers are staged at once."),
@@ -131,7 +131,7 @@ TABLE = (
             "When the master runs as root, run the peers' commands as the backup user."),
     Setting("fail_on_peer_error", "bool", True, RUN, _SM, None, (),
             "Fail the play at the end when a peer failed."),
-    Setting("action", "action", None, RUN, _M, None, ("cback_managed_run.action", "cback_managed_action.action"),
+    Setting("action", "action", None, PLAY, _M, None, ("cback_managed_run.action", "cback_managed_action.action"),
             "The action to run on the managed peers, such as collect or purge.", required=True),
     # -- per peer: a peer section of cback3.conf -------------------------------------------------
     Setting("peer_type", "peer_type", "remote", PEER, _ALL, "peer/type",
@@ -142,14 +142,14 @@ TABLE = (
             ("cback_stage_run.peers.name", "cback_managed_run.peers.name", "cback_stage.name", "cback_collect_indicator.name",
              "cback_managed_action.name"),
             "The peer's name in the staging tree and on the network; default the inventory hostname."),
-    Setting("collect_dir", "collect_dir", None, PEER, (STAGE, SETUP), "peer/collect_dir",
+    Setting("collect_dir", "collect_dir", None, PEER, _ALL, "peer/collect_dir",
             ("cback_stage_run.peers.collect_dir", "cback_stage.collect_dir", "cback_collect_indicator.collect_dir"),
             "Absolute path of the peer's collect directory.", required=True),
     Setting("remote_user", "user", None, PEER, _ALL, "peer/backup_user",
             ("cback_stage_run.peers.remote_user", "cback_managed_run.peers.remote_user", "cback_stage.remote_user",
              "cback_collect_indicator.remote_user", "cback_managed_action.remote_user"),
             "The user the commands log in as on a remote peer; default the backup user."),
-    Setting("ignore_failure_mode", "failure_mode", None, PEER, _S, "peer/ignore_failures",
+    Setting("ignore_failure_mode", "failure_mode", None, PEER, _SM, "peer/ignore_failures",
             ("cback_stage_run.peers.ignore_failure_mode",),
             "When a peer that is not ready does not fail the run: none, all, daily or weekly."),
     Setting("managed", "bool", False, PEER, _SM, "peer/managed", (),
@@ -175,13 +175,13 @@ BY_KEY = dict((setting.key, setting) for setting in TABLE)
 BY_VARIABLE = dict((setting.variable, setting) for setting in TABLE)
 
 
-def settings_of(role, scopes=(RUN, PEER, BOTH)):
+def settings_of(role, scopes=(RUN, PEER, BOTH, PLAY)):
     """The settings a role reads, in table order (``scopes`` narrows them)."""
     return [setting for setting in TABLE if role in setting.roles and setting.scope in scopes]
 
 
-def variables_of(role, scopes=(RUN, BOTH)):
-    """The inventory variables of a role's run-wide settings (those read from the master)."""
+def variables_of(role, scopes=(RUN, BOTH, PLAY)):
+    """The inventory variables of a role's run-wide settings (read from the master or the play)."""
     return [setting.variable for setting in settings_of(role, scopes)]
 
 
@@ -282,7 +282,8 @@ def check(setting, value, remote=True):
     if kind == "abs_path":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path%s, not %s" % ("" if setting.required else " or empty", shown(value)))
-        _spec_check(spec.check_absolute, setting.variable, value)
+        # A working directory's paths are the copy commands' targets: the characters of a remote path.
+        _spec_check(spec.check_absolute, setting.variable, value, remote=setting.key == "working_dir")
     elif kind == "collect_dir":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path, not %s" % shown(value))

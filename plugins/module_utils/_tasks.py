@@ -149,7 +149,8 @@ def _check_peer_options(params, with_collect=True):
     spec.check_timeout(params.get("connect_timeout"), "connect_timeout")
     if with_collect:
         spec.check_absolute("collect_dir", params.get("collect_dir"), remote=remote)
-    spec.check_absolute("working_dir", params.get("working_dir"))
+    # The copy commands take paths below it as their target: the same characters as a remote path.
+    spec.check_absolute("working_dir", params.get("working_dir"), remote=True)
     spec.check_command("rcp_command", params.get("rcp_command"))
     spec.check_command("rsh_command", params.get("rsh_command"))
     if params.get("local_user") is not None:

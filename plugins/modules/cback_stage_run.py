@@ -76,8 +76,10 @@ options:
         choices: [local, remote]
         default: remote
       collect_dir:
-        description: Absolute path of the peer's collect directory.
-        type: str
+        description:
+          - Absolute path of the peer's collect directory (on the peer for a remote one). Like every
+            path option of the modules, C(~) and C($VAR) are expanded where the module runs.
+        type: path
       remote_user:
         description: Account the rcp and rsh commands log in as; defaults to O(backup_user).
         type: str
