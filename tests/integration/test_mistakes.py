@@ -93,3 +93,96 @@ def test_a_bad_run_wide_value_has_its_own_message(runner, data, variable, value,
     assert run.rc != 0, run
     assert failure(run, "Check the run-wide settings").endswith(message)
     assert not (data / "stage").exists()
+
+
+# ---------------------------------------------------------------------------
+# Loud configuration failures: short messages, every peer's host, never exit 0
+# ---------------------------------------------------------------------------
+
+def peer_failures(run, task):
+    """``{host: message}`` of the peers' failed results of ``task``."""
+    return dict((record["host"], str(record["result"].get("msg", ""))) for record in run.find(task) if record["status"] == "failed")
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("cback_stage_parallel", "eight", "cback_stage_parallel must be a whole number of at least 1, not 'eight'; "),
+    ("cback_verify", "perhaps", "cback_verify must be true or false, not 'perhaps'; "),
+    ("cback_peer_timeout", "-1", "cback_peer_timeout must be a whole number of at least 1, not '-1'; "),
+])
+def test_a_type_error_given_with_e_is_one_short_line_on_every_peer(runner, data, variable, value, expected):
+    """``-e cback_stage_parallel=eight`` is no dump of the role's argument spec: one line, on every peer's host."""
+    inventory = write_inventory(runner.base / "typed.ini", {"cback_staging_dir": str(data / "stage")}, peers(data))
+    run = runner.run("stage", inventory, extra=["%s=%s" % (variable, value)])
+    assert run.rc != 0, run
+    failures = peer_failures(run, "Check the run-wide settings")
+    assert sorted(failures) == ["p1", "p2"], run
+    for message in failures.values():
+        assert message == expected + WHERE, message
+        assert "\n" not in message and len(message) < 300, message
+    assert "argument_spec" not in run.stdout + run.stderr, run
+    recap = run.recap()
+    assert recap["p1"]["failed"] == 1 and recap["p2"]["failed"] == 1, recap
+    assert not (data / "stage").exists()
+
+
+def test_a_run_that_cannot_start_fails_every_peers_host(runner, data):
+    """A staging directory that cannot be made (a file is in its way) is the run's failure, so every peer's."""
+    blocker = data / "not-a-dir"
+    blocker.write_text("a file\n")
+    inventory = write_inventory(runner.base / "nostart.ini", {"cback_staging_dir": str(blocker / "stage")}, peers(data))
+    run = runner.run("stage", inventory)
+    assert run.rc != 0, run
+    failures = peer_failures(run, "Check that the run started")
+    assert sorted(failures) == ["p1", "p2"], run
+    assert len(set(failures.values())) == 1 and str(blocker) in failures["p1"], failures
+    recap = run.recap()
+    assert recap["p1"]["failed"] == 1 and recap["p2"]["failed"] == 1, recap
+
+
+def test_a_missing_managed_action_fails_every_peer(runner, data):
+    inventory = write_inventory(runner.base / "noaction.ini", {}, peers(data, p1=dict(cback_managed=True)))
+    run = runner.run("managed", inventory)
+    assert run.rc != 0, run
+    failures = peer_failures(run, "Check the run-wide settings")
+    assert sorted(failures) == ["p1", "p2"], run
+    assert failures["p2"].startswith("cback_action is not set"), failures
+
+
+@pytest.mark.parametrize("playbook", ["stage", "managed", "pool", "setup"])
+def test_an_inventory_without_peers_fails_every_playbook(runner, data, playbook):
+    """With Ansible's default settings, an inventory that has no peer (a broken source is only a
+    warning) makes the run fail, naming the likely cause and the setting that stops on it."""
+    inventory = runner.base / "empty.ini"
+    inventory.write_text("[cback_master]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n")
+    run = runner.run(playbook, inventory, extra=["cback_action=collect"])
+    assert run.rc != 0, run
+    message = peer_failures(run, "Check that the inventory has a master and peers")["localhost"]
+    assert message.startswith("The inventory has no host in the group cback_peers (the peers). A broken inventory source is the "
+                              "likely cause"), message
+    assert "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true" in message
+
+
+def test_a_broken_cback3_conf_source_fails_the_stage_run(runner, data):
+    """A ``cback3.conf`` the inventory plugin refuses is only a warning to Ansible: the run still fails."""
+    conf = data / "cback3.conf"
+    conf.write_text("<cb_config><options><starting_day>monday</starting_day></options><stage><staging_dir>%s</staging_dir>"
+                    "<peer><name>p1</name><type>local</type></peer></stage>" % (data / "stage"))  # no collect_dir, no end tag
+    source = runner.base / "broken.cback3_conf.yml"
+    source.write_text("plugin: cedarbackup.peer.cback3_conf\npath: %s\n" % conf)
+    run = runner.run("stage", source)
+    assert run.rc != 0, run
+    text = " ".join((run.stdout + run.stderr).split())
+    assert "The inventory has no host in the group cback_master (the master) and no host in the group cback_peers" in text, run
+    assert str(conf) in text, run  # Ansible's warning names the file the plugin refused
+    assert not (data / "stage").exists()
+
+
+def test_the_master_group_must_hold_one_host(runner, data):
+    inventory = write_inventory(runner.base / "twomasters.ini", {"cback_staging_dir": str(data / "stage")}, peers(data))
+    text = inventory.read_text().replace("[cback_master]\n", "[cback_master]\nsecond-master ansible_connection=local\n")
+    inventory.write_text(text)
+    run = runner.run("stage", inventory)
+    assert run.rc != 0, run
+    failures = peer_failures(run, "Check the run-wide settings")
+    assert sorted(failures) == ["p1", "p2"], run
+    assert failures["p1"].startswith("The inventory needs exactly one host in the group cback_master"), failures
