@@ -5,7 +5,7 @@
 
 Each test causes one fault with real processes (``ansible-playbook`` runs of
 ``cedarbackup.peer.stage``, real sshd peers on loopback addresses, a real tmpfs, a real
-``SIGKILL``) and checks what the design's "Trust" paragraph promises:
+``SIGKILL``) and checks what docs/security.md promises ("Integrity"):
 
 - a file appears under its final name only complete: every name that does not start with a dot
   in a peer's staging directory holds exactly the bytes of the peer's file of that name;

@@ -231,7 +231,8 @@ def test_changelog_md_is_current(tmp_path):
 
 # -- documentation links ----------------------------------------------------------------------
 
-LINKED_FROM = ["README.md", "roles/stage/README.md", "roles/managed/README.md", "docs/execution-environment.md"]
+LINKED_FROM = ["README.md", "roles/stage/README.md", "roles/managed/README.md", "docs/execution-environment.md",
+               "docs/cback3-behaviour.md"]
 
 
 @pytest.mark.parametrize("document", LINKED_FROM)

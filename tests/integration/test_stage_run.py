@@ -352,7 +352,7 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
 def test_restrictive_umask_as_backup_user(runner, data, rpool, backup_user):
     """Under umask 077, copying as the backup user still stages and marks remote peers.
 
-    CBACK3-BEHAVIOUR.md: directories and indicators follow the umask, local peers keep the
+    docs/cback3-behaviour.md: directories and indicators follow the umask, local peers keep the
     source mode, remote peers get it masked (0755 -> 0700, 0644 -> 0600).
     """
     umask = 0o077
@@ -396,7 +396,7 @@ MODES = {"n-omitted": None, "n-none": "none", "n-all": "all", "n-daily": "daily"
 
 @pytest.mark.parametrize("when", ["full", "start-of-week"])
 def test_full_and_start_of_week_runs(runner, data, when):
-    """``cback_full=true`` and ``cback_starting_day`` = today flip daily and weekly (CBACK3-BEHAVIOUR.md)."""
+    """``cback_full=true`` and ``cback_starting_day`` = today flip daily and weekly (docs/cback3-behaviour.md)."""
     staging = data / "staging"
     peers = {"ready": dict(cback_peer_type="local", cback_collect_dir=str(fill(data / "ready", LOCAL2)))}
     for name, mode in MODES.items():

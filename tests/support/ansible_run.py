@@ -9,7 +9,7 @@ the summary tables and ``PLAY RECAP`` are what a user sees) plus a small recordi
 enabled beside it, that writes every task result as JSON.  ``PlaybookRun`` gives both.
 ``run_playbook`` does the same for any ``ansible-playbook`` command line.
 
-Also here: inventory writers (INI as in the design's example, or YAML), tree snapshots,
+Also here: inventory writers (INI as in docs/inventory.md's example, or YAML), tree snapshots,
 an sshd pool that logs logins (``Accepted publickey``), and a TCP server that accepts
 connections and never answers (a hanging peer).
 """

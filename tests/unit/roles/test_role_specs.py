@@ -2,7 +2,8 @@
 
 Every variable a role defaults is documented in meta/argument_specs.yml with the same
 default, every documented default is in defaults/main.yml, and every cback_* variable the
-tasks read is documented.
+tasks read is documented. The setup role's main.yml imports each of its task files, the
+checks of its variables first.
 """
 
 import re
@@ -53,3 +54,18 @@ def test_modules_and_filters_are_fully_qualified(role):
                 assert modules or "block" in block, "%s: task %r has no fully qualified module" % (path.name, block.get("name"))
                 for key in modules:
                     assert key.startswith(("ansible.builtin.", "cedarbackup.peer.")), (path.name, key)
+
+
+def test_setup_main_imports_each_task_file_once_checks_first():
+    """The setup role's main.yml is its table of contents: one import per task file, each
+    file imported once, the checks of the role's variables first; they make nothing."""
+    tasks = ROOT / "roles" / "setup" / "tasks"
+    main = _load(tasks / "main.yml")
+    for task in main:
+        assert sorted(task) == ["ansible.builtin.import_tasks", "name"], task
+    imported = [task["ansible.builtin.import_tasks"] for task in main]
+    assert imported[0] == "checks.yml"
+    assert sorted(imported) == sorted(path.name for path in tasks.glob("*.yml") if path.name != "main.yml")
+    for task in _load(tasks / "checks.yml"):
+        modules = [key for key in task if key.startswith("ansible.builtin.")]
+        assert modules in (["ansible.builtin.assert"], ["ansible.builtin.set_fact"]), task.get("name")

@@ -4,7 +4,7 @@
 """Unit tests for the ``cedarbackup.peer.cback`` filter plugin.
 
 Plain dicts stand in for Ansible's ``hostvars``.  The ignore-failure expectations are the
-table of CBACK3-BEHAVIOUR.md, the project's record of cback3's behaviour ("Not ready, ignore-failure modes").
+table of docs/cback3-behaviour.md, the project's record of cback3's behaviour ("Not ready, and the ignore-failure modes").
 """
 
 from __future__ import absolute_import, division, print_function
@@ -494,7 +494,7 @@ def test_stage_summary_failed_outcome_even_when_not_ready():
     assert (row["status"], row["message"]) == ("failed", "boom")
 
 
-# The ignore-failure table of CBACK3-BEHAVIOUR.md: is a not-ready peer ignored on a
+# The ignore-failure table of docs/cback3-behaviour.md: is a not-ready peer ignored on a
 # normal day, on a full run, at the start of the week?
 IGNORE_TABLE = [
     (None, False, False, False),
