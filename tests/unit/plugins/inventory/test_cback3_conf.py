@@ -819,3 +819,154 @@ def test_docs_example(tmp_path, cb3config):
             assert inventory.hostvars[host] == values, host
     assert_matches_cback3(cb3config, options["path"], inventory, master="backup-master",
                           renamed={"backup-master": "backup-master-self"})
+
+
+# ---------------------------------------------------------------------------
+# Warnings: what cback3 accepts but does not read
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+    found = []
+    monkeypatch.setattr(plugin_module().display, "warning", lambda message, *args, **kwargs: found.append(message))
+    return found
+
+
+def warned(warnings, conf):
+    assert all(warning.startswith(conf + ": ") for warning in warnings), warnings
+    return [warning[len(conf) + 2:] for warning in warnings]
+
+
+def test_no_warning_for_a_clean_file(pool_source, warnings):
+    Inventory(pool_source)
+    assert warnings == []
+
+
+def test_unknown_elements_are_warned_about_with_a_suggestion(tmp_path, warnings, cb3config):
+    options = GOOD_OPTIONS.replace("</options>", "<workdir>/tmp</workdir><colour>blue</colour></options>")
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><remote_user>x</remote_user>"
+        "<ignore_failure>all</ignore_failure><managed_action>collect</managed_action></peer>",
+        options=options, staging="<stage_dir>/s</stage_dir><staging_dir>/s</staging_dir>",
+        extra="<peers><peer><name>r</name><type>remote</type><colect_dir>/c</colect_dir><collect_dir>/c</collect_dir></peer>"
+              "<host>x</host></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert warned(warnings, conf) == [
+        "options: unknown element workdir, which cback3 does not read (did you mean working_dir?)",
+        "options: unknown element colour, which cback3 does not read",
+        "peers: unknown element host, which cback3 does not read",
+        "peers/peer[1]: unknown element colect_dir, which cback3 does not read (did you mean collect_dir?)",
+        "stage: unknown element stage_dir, which cback3 does not read (did you mean staging_dir?)",
+        "stage/peer[1]: unknown element remote_user, which cback3 does not read (did you mean backup_user?)",
+        "stage/peer[1]: unknown element ignore_failure, which cback3 does not read (did you mean ignore_failures?)",
+        "stage/peer[1]: unknown element managed_action, which cback3 does not read (did you mean managed_actions?)",
+    ]
+    assert inventory.hostvars["r"] == dict(cback_peer_type="remote", cback_collect_dir="/c", cback_managed=False)
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_remote_elements_of_a_local_peer_are_warned_about(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf("<peer><name>l</name><type>local</type><collect_dir>/c</collect_dir>"
+                                       "<backup_user>root</backup_user><managed>Y</managed></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert warned(warnings, conf) == [
+        "stage/peer[1]: backup_user is not read: cback3 reads only name, type, collect_dir, ignore_failures of a local peer",
+        "stage/peer[1]: managed is not read: cback3 reads only name, type, collect_dir, ignore_failures of a local peer",
+    ]
+    assert inventory.hostvars["l"] == dict(cback_peer_type="local", cback_collect_dir="/c")
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_peer_without_a_valid_type_is_skipped_as_cback3_skips_it(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(LOCAL, "<peer><name>x</name><collect_dir>/c</collect_dir></peer>",
+                                       "<peer><name>y</name><type> remote</type><collect_dir>/c</collect_dir></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_peers"] == ["l1"]
+    assert warned(warnings, conf) == [
+        "stage/peer[2]: not a peer for cback3, which skips a peer whose type is not local or remote (it has no type)",
+        "stage/peer[3]: not a peer for cback3, which skips a peer whose type is not local or remote (not ' remote')",
+    ]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_file_without_peers_yields_the_master_only(tmp_path, warnings, cb3config):
+    """A client's cback3.conf: cback3 accepts it; the inventory has no peer, and says so."""
+    conf = config(tmp_path, "<cb_config>%s<collect><collect_dir>/c</collect_dir></collect></cb_config>" % GOOD_OPTIONS)
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_master"] == ["localhost"] and inventory.groups["cback_peers"] == []
+    assert warned(warnings, conf) == ["cb_config: neither a stage nor a peers section lists a peer: the inventory has no peer"]
+    cb3config.Config(xmlPath=conf, validate=True)
+
+
+def test_managed_peer_takes_its_remote_user_from_the_peers_section(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><backup_user>stager</backup_user>"
+        "<rcp_command>/usr/bin/scp -4</rcp_command></peer>",
+        extra="<peers><peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><backup_user>manager</backup_user>"
+              "<managed>Y</managed><rsh_command>/usr/bin/ssh -4</rsh_command></peer></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars["r"] == dict(cback_peer_type="remote", cback_collect_dir="/c", cback_remote_user="manager",
+                                           cback_rcp_command="/usr/bin/scp -4", cback_rsh_command="/usr/bin/ssh -4",
+                                           cback_managed=True)
+    assert warned(warnings, conf) == [
+        "stage/peer[1] (r) and peers/peer[1] disagree: backup_user 'stager' and 'manager'; rcp_command '/usr/bin/scp -4' and "
+        "'/usr/bin/scp -B' (cback3 stages with the first, and runs managed actions with the second; the inventory takes the "
+        "remote user of the second, as this peer is managed)",
+    ]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_local_stage_peer_is_not_managed_by_a_remote_entry(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>p</name><type>local</type><collect_dir>/c</collect_dir></peer>",
+        extra="<peers><peer><name>p</name><type>remote</type><collect_dir>/c</collect_dir><managed>Y</managed></peer></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars["p"] == dict(cback_peer_type="local", cback_collect_dir="/c")
+    assert warned(warnings, conf) == [
+        "stage/peer[1] (p) and peers/peer[1] disagree: type 'local' and 'remote' (cback3 stages with the first, and runs "
+        "managed actions with the second; the inventory does not mark a local peer managed)",
+        "the managed peers p of the peers section are not remote peers of the stage section: cback3 runs managed actions on "
+        "them, but the inventory does not (every peer of the inventory is staged, as the stage section says)",
+    ]
+
+
+def test_cback3_reads_the_first_text_of_an_element(tmp_path, cb3config):
+    """As cback3's readString: the first element with text, its first text node, verbatim."""
+    conf = config(tmp_path, stage_conf("<peer><name></name><name>p<!-- x -->q</name><type>local</type>"
+                                       "<collect_dir><![CDATA[/cdata]]></collect_dir><collect_dir>/c</collect_dir></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_peers"] == ["p"]
+    assert inventory.hostvars["p"]["cback_collect_dir"] == "/c"
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+# ---------------------------------------------------------------------------
+# Precedence: what the plugin sets is the master's group's or a peer's host variable
+# ---------------------------------------------------------------------------
+
+
+def test_run_wide_values_are_variables_of_the_master_group(tmp_path, pool_source):
+    conf = os.path.join(str(tmp_path), "cback3.conf")
+    inventory = Inventory(source(tmp_path, conf, name="vars.cback3_conf.yml", master_vars=dict(cback_verify=True)))
+    assert inventory.own["localhost"] == {}
+    assert inventory.groupvars["cback_master"] == dict(POOL_MASTER, cback_verify=True)
+    assert inventory.own["web1"] == POOL_PEERS["web1"]
+    assert inventory.groupvars["cback_peers"] == {}
+
+
+def test_group_and_host_vars_files_beside_the_source_win(tmp_path, pool_source):
+    """group_vars/cback_master.yml and host_vars/<host>.yml beside the source override the plugin's values."""
+    from ansible.vars.manager import VariableManager
+
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "host_vars").mkdir()
+    write(tmp_path / "group_vars" / "cback_master.yml", "cback_staging_dir: /srv/stage\nansible_connection: ssh\n")
+    write(tmp_path / "host_vars" / "web1.yml", "cback_collect_dir: /srv/web1/collect\n")
+    inventory = Inventory(pool_source)
+    manager = VariableManager(loader=inventory.loader, inventory=inventory.manager)
+    master = manager.get_vars(host=inventory.manager.get_host("localhost"))
+    peer = manager.get_vars(host=inventory.manager.get_host("web1"))
+    assert master["cback_staging_dir"] == "/srv/stage" and master["ansible_connection"] == "ssh"
+    assert master["cback_working_dir"] == POOL_MASTER["cback_working_dir"]
+    assert peer["cback_collect_dir"] == "/srv/web1/collect" and peer["cback_peer_type"] == "remote"
