@@ -16,35 +16,42 @@ description:
     configuration drives them unchanged.
   - "The source is a YAML file whose name ends in C(cback3_conf.yml) or C(cback3_conf.yaml) and holds
     C(plugin: cedarbackup.peer.cback3_conf)."
-  - "The group C(cback_master) holds one host, the master (O(master), a local connection unless O(master_vars) says
-    otherwise). Its variables are the run-wide settings: from the C(options) section C(cback_starting_day),
-    C(cback_working_dir), C(cback_backup_user), C(cback_backup_group), C(cback_rcp_command), C(cback_rsh_command),
-    C(cback_cback_command) and C(cback_managed_actions) (a list), and from the C(stage) section C(cback_staging_dir);
-    each only when the element is in the file (the roles' defaults apply otherwise)."
+  - "The group C(cback_master) holds one host, the master (O(master)). Everything the plugin sets for the master is a
+    variable of the B(group) C(cback_master): C(ansible_connection=local), then the run-wide settings, from the
+    C(options) section C(cback_starting_day), C(cback_working_dir), C(cback_backup_user), C(cback_backup_group),
+    C(cback_rcp_command), C(cback_rsh_command), C(cback_cback_command) and C(cback_managed_actions) (a list), and from
+    the C(stage) section C(cback_staging_dir), each only when the element is in the file (the roles' defaults apply
+    otherwise), then O(master_vars) over both."
   - "The group C(cback_peers) holds one host per C(peer) of the C(stage) section, or of the C(peers) section when the
     C(stage) section lists no peer, as C(cback3 stage) chooses. A host is named by the peer's C(name); a peer whose
-    name is O(master) becomes the host C(<name>-self) with C(cback_peer_name) set to its name. Its variables:
+    name is O(master) becomes the host C(<name>-self) with C(cback_peer_name) set to its name. Its B(host) variables:
     C(cback_peer_type) (C(type)), C(cback_collect_dir) (C(collect_dir)) and C(cback_ignore_failure_mode)
-    (C(ignore_failures)); for a remote peer also C(cback_remote_user) (C(backup_user)), C(cback_rcp_command),
-    C(cback_rsh_command), C(cback_cback_command) and C(cback_managed_actions) (a list), each only when the element
-    is there, so that the run-wide value applies otherwise, as in C(cback3), and C(cback_managed) (V(true) for
-    C(managed) V(Y), else V(false)). Local peers have no other elements in C(cback3.conf); C(cback3) ignores any
-    other element of a peer and so does this plugin."
-  - "C(cback3) runs managed actions on the managed peers of the C(peers) section. When the peers come from the
-    C(stage) section and the C(peers) section has a remote peer of the same name, that entry decides
-    C(cback_managed), and its C(managed_actions), C(rsh_command) and C(cback_command) win over the C(stage)
-    entry's. A managed peer of the
-    C(peers) section that the C(stage) section leaves out cannot be in the inventory without being staged: the
-    plugin warns, naming it."
+    (C(ignore_failures)); for a remote peer also C(cback_remote_user) (C(backup_user)) and C(cback_rcp_command),
+    each only when the element is there, so that the run-wide value applies otherwise, as in C(cback3), and
+    C(cback_managed). A peer whose C(type) is not V(local) or V(remote) is skipped, as C(cback3) skips it."
+  - "Managed settings come from the C(peers) section only, where C(cback3) reads managed peers: C(cback_managed)
+    (V(true) for C(managed) V(Y)), C(cback_managed_actions), C(cback_rsh_command), C(cback_cback_command) and, for a
+    managed peer, C(cback_remote_user) are those of the C(peers) section's remote peer of the same name; a
+    C(managed) V(Y) of a C(stage) peer does not make it managed. A managed peer of the C(peers) section that is not a
+    remote peer of the C(stage) section cannot be in the inventory without being staged."
+  - "The plugin warns, naming the file and the elements, about what C(cback3) accepts but does not read or reads in
+    two ways: a peer's C(stage) and C(peers) entries that disagree (C(type), C(collect_dir), C(ignore_failures),
+    remote user, C(rcp_command)), managed settings of a C(stage) peer, managed peers left out, skipped peers, the
+    remote-only elements of a local peer, and unknown elements of the C(options), C(stage) and C(peers) sections and
+    their peers (with a suggestion, for example C(did you mean collect_dir?))."
   - Peers need no connection variables (Ansible never connects to them) and get none.
   - The other sections (C(reference), C(extensions), C(collect), C(store), C(purge), extension sections) and the
-    command overrides and hooks of C(options) are not read.
-  - "The file is checked as C(cback3) checks it: malformed XML, a root element other than C(cb_config), a missing
-    C(name), C(type) or C(collect_dir) of a peer, a C(type) other than V(local) or V(remote), a C(stage) section
-    without C(staging_dir), a relative C(collect_dir), C(staging_dir) or C(working_dir), an unknown
-    C(starting_day) or C(ignore_failures), a C(managed) other than V(Y) or V(N), an action name other than
-    lowercase letters and digits, two peers of one section with one name, or no peer at all each fail with a
-    message naming the file and the element, for example
+    command overrides and hooks of C(options) are not read; the C(collect), C(store), C(purge) and C(extensions)
+    sections are not checked.
+  - "The file must be one C(cback3 validate) accepts, as far as the C(options), C(stage) and C(peers) sections go:
+    well-formed XML with the root C(cb_config); an C(options) section with C(starting_day) (a lowercase English
+    weekday), C(working_dir) (absolute), C(backup_user), C(backup_group) and C(rcp_command); one of the C(collect),
+    C(stage), C(store) or C(purge) sections; a C(stage) section with an absolute C(staging_dir), and peers unless a
+    C(peers) section has some; a C(peers) section with peers; each peer with C(name) and an absolute C(collect_dir),
+    a valid C(ignore_failures) and C(managed), unique names in a section; a remote peer's remote user and
+    C(rcp_command) set by the peer or the C(options) section, and for a managed peer its C(rsh_command),
+    C(cback_command) and C(managed_actions) too; action names of lowercase letters and digits; absolute
+    C(override) paths. Otherwise it fails with a message naming the file and the element, for example
     C(/etc/cback3.conf: stage/peer[2]: collect_dir is required)."
   - Values are taken verbatim (not templated).
 author:
@@ -74,12 +81,15 @@ options:
       - Extra variables of the master, for example its connection variables (C(ansible_connection),
         C(ansible_host), C(ansible_python_interpreter)) or run settings without a C(cback3.conf) element
         (C(cback_stage_parallel), C(cback_verify)).
-      - They are set over C(ansible_connection=local) and over the run-wide values read from the file.
+      - They are variables of the group C(cback_master), set over C(ansible_connection=local) and over the run-wide
+        values read from the file.
     type: dict
     default: {}
 notes:
-  - Variables of the master can also come from C(group_vars/cback_master) or C(host_vars/<master>) beside the
-    source, and peers' from C(host_vars/<peer>); those win over the values this plugin sets.
+  - "Ansible's variable precedence applies: C(group_vars/cback_master) and C(host_vars/<master>) beside the source
+    win over every value the plugin sets for the master (C(ansible_connection) and O(master_vars) included),
+    C(host_vars/<peer>) over a peer's, and C(-e) over all. C(group_vars/all) does not override the file's run-wide
+    values, nor C(group_vars/cback_peers) a peer's (host variables win over group variables)."
 """
 
 EXAMPLES = r"""
