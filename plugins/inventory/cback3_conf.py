@@ -16,35 +16,42 @@ description:
     configuration drives them unchanged.
   - "The source is a YAML file whose name ends in C(cback3_conf.yml) or C(cback3_conf.yaml) and holds
     C(plugin: cedarbackup.peer.cback3_conf)."
-  - "The group C(cback_master) holds one host, the master (O(master), a local connection unless O(master_vars) says
-    otherwise). Its variables are the run-wide settings: from the C(options) section C(cback_starting_day),
-    C(cback_working_dir), C(cback_backup_user), C(cback_backup_group), C(cback_rcp_command), C(cback_rsh_command),
-    C(cback_cback_command) and C(cback_managed_actions) (a list), and from the C(stage) section C(cback_staging_dir);
-    each only when the element is in the file (the roles' defaults apply otherwise)."
+  - "The group C(cback_master) holds one host, the master (O(master)). Everything the plugin sets for the master is a
+    variable of the B(group) C(cback_master): C(ansible_connection=local), then the run-wide settings, from the
+    C(options) section C(cback_starting_day), C(cback_working_dir), C(cback_backup_user), C(cback_backup_group),
+    C(cback_rcp_command), C(cback_rsh_command), C(cback_cback_command) and C(cback_managed_actions) (a list), and from
+    the C(stage) section C(cback_staging_dir), each only when the element is in the file (the roles' defaults apply
+    otherwise), then O(master_vars) over both."
   - "The group C(cback_peers) holds one host per C(peer) of the C(stage) section, or of the C(peers) section when the
     C(stage) section lists no peer, as C(cback3 stage) chooses. A host is named by the peer's C(name); a peer whose
-    name is O(master) becomes the host C(<name>-self) with C(cback_peer_name) set to its name. Its variables:
+    name is O(master) becomes the host C(<name>-self) with C(cback_peer_name) set to its name. Its B(host) variables:
     C(cback_peer_type) (C(type)), C(cback_collect_dir) (C(collect_dir)) and C(cback_ignore_failure_mode)
-    (C(ignore_failures)); for a remote peer also C(cback_remote_user) (C(backup_user)), C(cback_rcp_command),
-    C(cback_rsh_command), C(cback_cback_command) and C(cback_managed_actions) (a list), each only when the element
-    is there, so that the run-wide value applies otherwise, as in C(cback3), and C(cback_managed) (V(true) for
-    C(managed) V(Y), else V(false)). Local peers have no other elements in C(cback3.conf); C(cback3) ignores any
-    other element of a peer and so does this plugin."
-  - "C(cback3) runs managed actions on the managed peers of the C(peers) section. When the peers come from the
-    C(stage) section and the C(peers) section has a remote peer of the same name, that entry decides
-    C(cback_managed), and its C(managed_actions), C(rsh_command) and C(cback_command) win over the C(stage)
-    entry's. A managed peer of the
-    C(peers) section that the C(stage) section leaves out cannot be in the inventory without being staged: the
-    plugin warns, naming it."
+    (C(ignore_failures)); for a remote peer also C(cback_remote_user) (C(backup_user)) and C(cback_rcp_command),
+    each only when the element is there, so that the run-wide value applies otherwise, as in C(cback3), and
+    C(cback_managed). A peer whose C(type) is not V(local) or V(remote) is skipped, as C(cback3) skips it."
+  - "Managed settings come from the C(peers) section only, where C(cback3) reads managed peers: C(cback_managed)
+    (V(true) for C(managed) V(Y)), C(cback_managed_actions), C(cback_rsh_command), C(cback_cback_command) and, for a
+    managed peer, C(cback_remote_user) are those of the C(peers) section's remote peer of the same name; a
+    C(managed) V(Y) of a C(stage) peer does not make it managed. A managed peer of the C(peers) section that is not a
+    remote peer of the C(stage) section cannot be in the inventory without being staged."
+  - "The plugin warns, naming the file and the elements, about what C(cback3) accepts but does not read or reads in
+    two ways: a peer's C(stage) and C(peers) entries that disagree (C(type), C(collect_dir), C(ignore_failures),
+    remote user, C(rcp_command)), managed settings of a C(stage) peer, managed peers left out, skipped peers, the
+    remote-only elements of a local peer, and unknown elements of the C(options), C(stage) and C(peers) sections and
+    their peers (with a suggestion, for example C(did you mean collect_dir?))."
   - Peers need no connection variables (Ansible never connects to them) and get none.
   - The other sections (C(reference), C(extensions), C(collect), C(store), C(purge), extension sections) and the
-    command overrides and hooks of C(options) are not read.
-  - "The file is checked as C(cback3) checks it: malformed XML, a root element other than C(cb_config), a missing
-    C(name), C(type) or C(collect_dir) of a peer, a C(type) other than V(local) or V(remote), a C(stage) section
-    without C(staging_dir), a relative C(collect_dir), C(staging_dir) or C(working_dir), an unknown
-    C(starting_day) or C(ignore_failures), a C(managed) other than V(Y) or V(N), an action name other than
-    lowercase letters and digits, two peers of one section with one name, or no peer at all each fail with a
-    message naming the file and the element, for example
+    command overrides and hooks of C(options) are not read; the C(collect), C(store), C(purge) and C(extensions)
+    sections are not checked.
+  - "The file must be one C(cback3 validate) accepts, as far as the C(options), C(stage) and C(peers) sections go:
+    well-formed XML with the root C(cb_config); an C(options) section with C(starting_day) (a lowercase English
+    weekday), C(working_dir) (absolute), C(backup_user), C(backup_group) and C(rcp_command); one of the C(collect),
+    C(stage), C(store) or C(purge) sections; a C(stage) section with an absolute C(staging_dir), and peers unless a
+    C(peers) section has some; a C(peers) section with peers; each peer with C(name) and an absolute C(collect_dir),
+    a valid C(ignore_failures) and C(managed), unique names in a section; a remote peer's remote user and
+    C(rcp_command) set by the peer or the C(options) section, and for a managed peer its C(rsh_command),
+    C(cback_command) and C(managed_actions) too; action names of lowercase letters and digits; absolute
+    C(override) paths. Otherwise it fails with a message naming the file and the element, for example
     C(/etc/cback3.conf: stage/peer[2]: collect_dir is required)."
   - Values are taken verbatim (not templated).
 author:
@@ -74,12 +81,15 @@ options:
       - Extra variables of the master, for example its connection variables (C(ansible_connection),
         C(ansible_host), C(ansible_python_interpreter)) or run settings without a C(cback3.conf) element
         (C(cback_stage_parallel), C(cback_verify)).
-      - They are set over C(ansible_connection=local) and over the run-wide values read from the file.
+      - They are variables of the group C(cback_master), set over C(ansible_connection=local) and over the run-wide
+        values read from the file.
     type: dict
     default: {}
 notes:
-  - Variables of the master can also come from C(group_vars/cback_master) or C(host_vars/<master>) beside the
-    source, and peers' from C(host_vars/<peer>); those win over the values this plugin sets.
+  - "Ansible's variable precedence applies: C(group_vars/cback_master) and C(host_vars/<master>) beside the source
+    win over every value the plugin sets for the master (C(ansible_connection) and O(master_vars) included),
+    C(host_vars/<peer>) over a peer's, and C(-e) over all. C(group_vars/all) does not override the file's run-wide
+    values, nor C(group_vars/cback_peers) a peer's (host variables win over group variables)."
 """
 
 EXAMPLES = r"""
@@ -109,9 +119,11 @@ keyed_groups:
 #   ansible-playbook -i master.cback3_conf.yml cedarbackup.peer.managed -e cback_action=collect
 """
 
+import difflib
 import os
 import re
-import xml.etree.ElementTree as ET
+from xml.dom import minidom
+from xml.parsers.expat import ExpatError
 
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
@@ -128,12 +140,14 @@ SOURCE_SUFFIXES = ("cback3_conf.yml", "cback3_conf.yaml")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 FAILURE_MODES = ("none", "all", "daily", "weekly")
 PEER_TYPES = ("local", "remote")
-# cback3's ACTION_NAME_REGEX (non-empty).
-ACTION_RE = re.compile(r"^[a-z0-9]+$")
+# cback3's ACTION_NAME_REGEX, applied as cback3 applies it (re.search, items never empty).
+ACTION_RE = re.compile(r"^[a-z0-9]*$")
 # cback3's readBoolean: Y/y or N/n, nothing else.
 BOOLEANS = {"Y": True, "y": True, "N": False, "n": False}
+# The sections cback3 requires at least one of (Config.validate's requireOneAction).
+ACTION_SECTIONS = ("collect", "stage", "store", "purge")
 
-# options/<element> -> run-wide variable of the master.
+# options/<element> -> run-wide variable of the master's group.
 OPTIONS = (
     ("starting_day", "cback_starting_day"),
     ("working_dir", "cback_working_dir"),
@@ -144,6 +158,11 @@ OPTIONS = (
     ("cback_command", "cback_cback_command"),
     ("managed_actions", "cback_managed_actions"),
 )
+# What cback3 requires in the options section (Config._validateOptions).
+REQUIRED_OPTIONS = ("starting_day", "working_dir", "backup_user", "backup_group", "rcp_command")
+OPTIONS_KNOWN = tuple(tag for tag, _var in OPTIONS) + ("override", "pre_action_hook", "post_action_hook")
+STAGE_KNOWN = ("staging_dir", "peer")
+PEERS_KNOWN = ("peer",)
 # <peer>/<element> -> per-peer variable; local peers have the first three only (as in cback3).
 LOCAL_PEER_ELEMENTS = (
     ("type", "cback_peer_type"),
@@ -158,8 +177,13 @@ REMOTE_PEER_ELEMENTS = LOCAL_PEER_ELEMENTS + (
     ("managed", "cback_managed"),
     ("managed_actions", "cback_managed_actions"),
 )
-# What cback3's managed actions take from the peers section's entry of a peer.
+PEER_KNOWN = ("name",) + tuple(tag for tag, _var in REMOTE_PEER_ELEMENTS)
+LOCAL_PEER_KNOWN = ("name",) + tuple(tag for tag, _var in LOCAL_PEER_ELEMENTS)
+# What cback3's managed actions take from the peers section's entry of a peer (never from the stage section).
 MANAGED_ELEMENTS = ("managed", "managed_actions", "rsh_command", "cback_command")
+# Names users write for an element that difflib does not relate to it.
+ALIASES = {"remote_user": "backup_user", "user": "backup_user", "group": "backup_group", "target_dir": "staging_dir",
+           "stage_dir": "staging_dir", "actions": "managed_actions"}
 
 
 class Cback3ConfError(Exception):
@@ -174,12 +198,45 @@ class Cback3ConfError(Exception):
         return self.message if self.where is None else "%s: %s" % (self.where, self.message)
 
 
+def _children(parent, tag):
+    """The child elements ``tag`` of ``parent`` (cback3's readChildren)."""
+    return [node for node in parent.childNodes if node.nodeType == node.ELEMENT_NODE and node.tagName == tag]
+
+
+def _first(parent, tag):
+    """The first child element ``tag`` of ``parent``, or None (cback3's readFirstChild)."""
+    found = _children(parent, tag)
+    return found[0] if found else None
+
+
 def _text(parent, tag):
-    """The text of the first child ``tag`` of ``parent``, as cback3's readString: None when absent or empty."""
-    child = parent.find(tag)
-    if child is None or child.text is None or child.text == "":
-        return None
-    return child.text
+    """cback3's readString: the first text node of the first child ``tag`` that has one; None otherwise.
+
+    Taken verbatim: cback3 strips nothing, so ``<type> remote</type>`` is not ``remote``.
+    """
+    for element in _children(parent, tag):
+        for node in element.childNodes:
+            if node.nodeType == node.TEXT_NODE:
+                return node.nodeValue
+    return None
+
+
+def _unknown(parent, known, where, warnings, ignored=None):
+    """A warning for each child element of ``parent`` that cback3 does not read, with a suggestion."""
+    ignored = ignored or {}
+    seen = set()
+    for node in parent.childNodes:
+        if node.nodeType != node.ELEMENT_NODE or node.tagName in seen:
+            continue
+        tag = node.tagName
+        seen.add(tag)
+        if tag in ignored:
+            warnings.append("%s: %s is not read: %s" % (where, tag, ignored[tag]))
+        elif tag not in known:
+            guess = ALIASES.get(tag) if ALIASES.get(tag) in known else None
+            guess = guess or next(iter(difflib.get_close_matches(tag, known, n=1)), None)
+            hint = " (did you mean %s?)" % guess if guess else ""
+            warnings.append("%s: unknown element %s, which cback3 does not read%s" % (where, tag, hint))
 
 
 def _actions(value, where, tag):
@@ -187,23 +244,21 @@ def _actions(value, where, tag):
     actions = [item.strip() for item in value.split(",")]
     actions = [item for item in actions if item]
     for action in actions:
-        if not ACTION_RE.match(action):
+        if not ACTION_RE.search(action):
             raise Cback3ConfError(where, "%s: %r is not an action name (lowercase letters and digits)" % (tag, action))
     return actions
 
 
 def _absolute(value, where, tag):
-    if not value.startswith("/"):
+    if not os.path.isabs(value):
         raise Cback3ConfError(where, "%s must be an absolute path, not %r" % (tag, value))
     return value
 
 
-def _options(root):
-    """``{element: value}`` of the options section (values converted), empty without the section."""
-    section = root.find("options")
+def _options(section, warnings):
+    """``{element: value}`` of the options section (values converted), checked as cback3 checks it."""
+    _unknown(section, OPTIONS_KNOWN, "options", warnings)
     found = {}
-    if section is None:
-        return found
     for tag, _var in OPTIONS:
         value = _text(section, tag)
         if value is None:
@@ -216,20 +271,36 @@ def _options(root):
         if tag == "managed_actions":
             value = _actions(value, "options", tag)
         found[tag] = value
+    for index, override in enumerate(_children(section, "override"), 1):
+        path = _text(override, "abs_path")
+        if path is not None:
+            _absolute(path, "options/override[%d]" % index, "abs_path")
+    for tag in ("pre_action_hook", "post_action_hook"):
+        for index, hook in enumerate(_children(section, tag), 1):
+            action = _text(hook, "action")
+            if action is not None and not ACTION_RE.search(action):
+                raise Cback3ConfError("options/%s[%d]" % (tag, index),
+                                      "action: %r is not an action name (lowercase letters and digits)" % action)
+    for tag in REQUIRED_OPTIONS:
+        if tag not in found:
+            raise Cback3ConfError("options", "%s is required" % tag)
     return found
 
 
-def _peer(element, where):
-    """One ``<peer>``: ``{element: value}`` of what cback3 reads for its type (values converted)."""
-    name = _text(element, "name")
-    if name is None:
-        raise Cback3ConfError(where, "name is required")
+def _peer(element, where, warnings):
+    """One ``<peer>``: ``{element: value}`` of what cback3 reads for its type, or None for a peer cback3 skips."""
     peer_type = _text(element, "type")
-    if peer_type is None:
-        raise Cback3ConfError(where, "type is required (local or remote)")
     if peer_type not in PEER_TYPES:
-        raise Cback3ConfError(where, "type must be local or remote, not %r" % peer_type)
-    found = dict(name=name)
+        warnings.append("%s: not a peer for cback3, which skips a peer whose type is not local or remote (%s)" % (
+            where, "it has no type" if peer_type is None else "not %r" % peer_type))
+        return None
+    if peer_type == "local":
+        remote_only = "cback3 reads only %s of a local peer" % ", ".join(LOCAL_PEER_KNOWN)
+        _unknown(element, LOCAL_PEER_KNOWN, where, warnings,
+                 ignored=dict((tag, remote_only) for tag in PEER_KNOWN if tag not in LOCAL_PEER_KNOWN))
+    else:
+        _unknown(element, PEER_KNOWN, where, warnings)
+    found = dict(name=_text(element, "name"), where=where)
     for tag, _var in (LOCAL_PEER_ELEMENTS if peer_type == "local" else REMOTE_PEER_ELEMENTS):
         value = _text(element, tag)
         if value is None:
@@ -245,82 +316,158 @@ def _peer(element, where):
         elif tag == "managed_actions":
             value = _actions(value, where, tag)
         found[tag] = value
-    if "collect_dir" not in found:
-        raise Cback3ConfError(where, "collect_dir is required")
     if peer_type == "remote":
         found.setdefault("managed", False)  # as cback3: a remote peer is managed or not
     return found
 
 
-def _peer_list(section, section_name):
-    """The peers of a section, in document order; two peers of one name fail."""
+def _peer_list(section, section_name, warnings):
+    """The peers of a section cback3 reads (type local or remote), in document order."""
     peers = []
-    seen = {}
-    for index, element in enumerate(section.findall("peer"), 1):
-        where = "%s/peer[%d]" % (section_name, index)
-        peer = _peer(element, where)
-        if peer["name"] in seen:
-            raise Cback3ConfError(where, "name %r is also the name of %s" % (peer["name"], seen[peer["name"]]))
-        seen[peer["name"]] = where
-        peer["where"] = where
-        peers.append(peer)
+    for index, element in enumerate(_children(section, "peer"), 1):
+        peer = _peer(element, "%s/peer[%d]" % (section_name, index), warnings)
+        if peer is not None:
+            peers.append(peer)
     return peers
 
 
+def _check_peer_list(peers, options, where, none_message):
+    """cback3's _validatePeerList: at least one peer, each complete, settings resolvable, names unique."""
+    if not peers:
+        raise Cback3ConfError(where, none_message)
+    seen = {}
+    for peer in peers:
+        if peer["name"] is None:
+            raise Cback3ConfError(peer["where"], "name is required")
+        if "collect_dir" not in peer:
+            raise Cback3ConfError(peer["where"], "collect_dir is required")
+        if peer["type"] == "remote":
+            needed = [("backup_user", "backup_user"), ("rcp_command", "rcp_command")]
+            if peer["managed"]:
+                needed += [("rsh_command", "rsh_command"), ("cback_command", "cback_command")]
+            for tag, option in needed:
+                if tag not in peer and option not in options:
+                    raise Cback3ConfError(peer["where"], "%s is required: neither this peer nor the options section sets it" % tag)
+            if peer["managed"] and not peer.get("managed_actions") and not options.get("managed_actions"):
+                raise Cback3ConfError(peer["where"], "managed_actions is required for a managed peer: neither this peer nor the "
+                                                     "options section lists an action")
+    for peer in peers:
+        if peer["name"] in seen:
+            raise Cback3ConfError(peer["where"], "name %r is also the name of %s" % (peer["name"], seen[peer["name"]]))
+        seen[peer["name"]] = peer["where"]
+
+
+def _effective(peer, options, tag):
+    return peer.get(tag, options.get(tag))
+
+
+def _merge(peer, entry, options, warnings):
+    """A stage section peer, its managed settings from the peers section's ``entry`` of its name (or None).
+
+    cback3 stages with the stage section's entry and runs managed actions on the peers section's
+    managed peers only: the inventory's managed settings (managed, managed_actions, rsh_command,
+    cback_command and, for a managed peer, the remote user) are the peers section's.
+    """
+    label = "%s (%s)" % (peer["where"], peer["name"])
+    if entry is not None:
+        differences = []
+        tags = ("type", "collect_dir", "ignore_failures")
+        if peer["type"] == entry["type"] == "remote":
+            tags += ("backup_user", "rcp_command")
+        for tag in tags:
+            mine, theirs = _effective(peer, options, tag), _effective(entry, options, tag)
+            if mine != theirs:
+                differences.append("%s %s and %s" % (tag, "unset" if mine is None else repr(mine),
+                                                     "unset" if theirs is None else repr(theirs)))
+        if differences:
+            what = "cback3 stages with the first, and runs managed actions with the second"
+            if peer["type"] == "remote" and entry["type"] == "remote" and entry["managed"]:
+                what += "; the inventory takes the remote user of the second, as this peer is managed"
+            elif entry.get("managed") and peer["type"] != "remote":
+                what += "; the inventory does not mark a local peer managed"
+            warnings.append("%s and %s disagree: %s (%s)" % (label, entry["where"], "; ".join(differences), what))
+    if peer["type"] != "remote":
+        return peer
+    merged = dict((tag, value) for tag, value in peer.items() if tag not in MANAGED_ELEMENTS)
+    merged["managed"] = False
+    if entry is not None and entry["type"] == "remote":
+        for tag in MANAGED_ELEMENTS:
+            if tag in entry:
+                merged[tag] = entry[tag]
+        if entry["managed"]:
+            merged.pop("backup_user", None)
+            if "backup_user" in entry:
+                merged["backup_user"] = entry["backup_user"]
+    unused = [tag for tag in MANAGED_ELEMENTS if tag in peer and peer[tag] != merged.get(tag) and (tag != "managed" or peer[tag])]
+    if unused:
+        warnings.append("%s: %s not used: cback3 takes managed settings from the peers section only, %s" % (
+            label, ", ".join(unused), "here %s" % entry["where"] if entry is not None else "which does not list this peer"))
+    return merged
+
+
 def read_cback3_conf(path):
-    """What the inventory needs of a cback3.conf.
+    """What the inventory needs of a cback3.conf, checked as ``cback3 validate`` checks it.
 
     Returns a dict: ``options`` (``{element: value}`` of the options section), ``staging_dir``
-    (None without a stage section), ``section`` (``stage`` or ``peers``: where the peers come from),
-    ``peers`` (dicts of the elements cback3 reads for each peer, plus ``where``) and
-    ``left_out`` (managed peers of the peers section the stage section does not list).
+    (None without a stage section), ``section`` (``stage`` or ``peers``: where the peers come from;
+    None when neither lists one), ``peers`` (dicts of the elements cback3 reads for each peer, plus
+    ``where``) and ``warnings`` (what cback3 accepts but ignores, and where the stage and peers
+    sections disagree).
     Raises ``Cback3ConfError`` naming the element, ``OSError`` when the file cannot be read.
     """
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
+        root = minidom.parseString(data).documentElement
+    except ExpatError as exc:
         raise Cback3ConfError(None, "malformed XML: %s" % exc)
-    if root.tag != "cb_config":
-        raise Cback3ConfError(None, "the root element is %s, not cb_config" % root.tag)
-    options = _options(root)
-    stage = root.find("stage")
-    peers_section = root.find("peers")
+    if root.tagName != "cb_config":
+        raise Cback3ConfError(None, "the root element is %s, not cb_config" % root.tagName)
+    warnings = []
+    section = _first(root, "options")
+    if section is None:
+        raise Cback3ConfError("cb_config", "the options section is required")
+    options = _options(section, warnings)
+    peers_section = _first(root, "peers")
+    stage = _first(root, "stage")
+    listed = None
+    if peers_section is not None:
+        _unknown(peers_section, PEERS_KNOWN, "peers", warnings)
+        listed = _peer_list(peers_section, "peers", warnings)
     staging_dir = None
     stage_peers = []
     if stage is not None:
+        _unknown(stage, STAGE_KNOWN, "stage", warnings)
         staging_dir = _text(stage, "staging_dir")
+        if staging_dir is not None:
+            _absolute(staging_dir, "stage", "staging_dir")
+        stage_peers = _peer_list(stage, "stage", warnings)
+    if not any(_first(root, tag) is not None for tag in ACTION_SECTIONS):
+        raise Cback3ConfError("cb_config", "at least one of the %s sections is required" % ", ".join(ACTION_SECTIONS))
+    if listed is not None:
+        _check_peer_list(listed, options, "peers", "at least one peer of type local or remote is required")
+    if stage is not None:
         if staging_dir is None:
             raise Cback3ConfError("stage", "staging_dir is required")
-        _absolute(staging_dir, "stage", "staging_dir")
-        stage_peers = _peer_list(stage, "stage")
-    listed_peers = None
-    if peers_section is not None:
-        listed_peers = _peer_list(peers_section, "peers")
-        if not listed_peers:
-            raise Cback3ConfError("peers", "at least one peer is required")
+        if listed is None or stage_peers:
+            _check_peer_list(stage_peers, options, "stage",
+                             "at least one peer of type local or remote is required, here or in a peers section")
     if stage_peers:
-        section, peers = "stage", stage_peers
-    elif listed_peers:
-        section, peers = "peers", listed_peers
-    elif stage is not None:
-        raise Cback3ConfError("stage", "at least one peer is required, here or in a peers section")
+        by_name = dict((peer["name"], peer) for peer in listed or [])
+        peers = [_merge(peer, by_name.get(peer["name"]), options, warnings) for peer in stage_peers]
+        staged = set(peer["name"] for peer in stage_peers if peer["type"] == "remote")
+        left_out = [peer["name"] for peer in listed or [] if peer.get("managed") and peer["name"] not in staged]
+        if left_out:
+            warnings.append("the managed peers %s of the peers section are not remote peers of the stage section: cback3 runs "
+                            "managed actions on them, but the inventory does not (every peer of the inventory is staged, "
+                            "as the stage section says)" % ", ".join(left_out))
+        section_name = "stage"
+    elif listed:
+        peers, section_name = listed, "peers"
     else:
-        raise Cback3ConfError("cb_config", "no stage or peers section: no peer to stage")
-    left_out = []
-    if section == "stage" and listed_peers:
-        by_name = dict((peer["name"], peer) for peer in listed_peers if peer["type"] == "remote")
-        names = set(peer["name"] for peer in stage_peers)
-        for peer in peers:
-            entry = by_name.get(peer["name"])
-            if peer["type"] != "remote" or entry is None:
-                continue
-            for tag in MANAGED_ELEMENTS:  # managed is always there
-                if tag in entry:
-                    peer[tag] = entry[tag]
-        left_out = [peer["name"] for peer in listed_peers if peer.get("managed") and peer["name"] not in names]
-    return dict(options=options, staging_dir=staging_dir, section=section, peers=peers, left_out=left_out)
+        peers, section_name = [], None
+        warnings.append("cb_config: neither a stage nor a peers section lists a peer: the inventory has no peer")
+    return dict(options=options, staging_dir=staging_dir, section=section_name, peers=peers, warnings=warnings)
 
 
 def master_variables(conf):
@@ -387,25 +534,27 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         self.inventory.add_group(MASTER_GROUP)
         self.inventory.add_group(PEERS_GROUP)
         self.inventory.add_host(master, group=MASTER_GROUP)
+        # Every value of the master is a variable of its group, so that group_vars/cback_master,
+        # host_vars/<master> and -e win over it in Ansible's precedence.
         variables = dict(ansible_connection="local")
         variables.update(wrap_var(master_variables(conf)))
         variables.update(master_vars)
-        self._set_host_vars(master, variables, strict)
+        for key, value in variables.items():
+            self.inventory.set_variable(MASTER_GROUP, key, value)
+        self._construct(master, variables, strict)
         for host, peer in peer_hosts(conf["peers"], master):
             self.inventory.add_host(host, group=PEERS_GROUP)
             variables = wrap_var(peer_variables(peer))
             if host != peer["name"]:
                 variables["cback_peer_name"] = wrap_var(peer["name"])
-            self._set_host_vars(host, variables, strict)
-        if conf["left_out"]:
-            display.warning(
-                "%s: the managed peers %s of the peers section are not in the stage section: cback3 runs managed "
-                "actions on them, but they are not in the inventory (every peer of the inventory is staged)."
-                % (conf_path, ", ".join(conf["left_out"])))
+            for key, value in variables.items():
+                self.inventory.set_variable(host, key, value)
+            self._construct(host, variables, strict)
+        for warning in conf["warnings"]:
+            display.warning("%s: %s" % (conf_path, warning))
 
-    def _set_host_vars(self, host, variables, strict):
-        for key, value in variables.items():
-            self.inventory.set_variable(host, key, value)
+    def _construct(self, host, variables, strict):
+        """compose, groups and keyed_groups of Ansible's constructed inventories, over ``variables``."""
         self._set_composite_vars(self.get_option("compose"), variables, host, strict=strict)
         self._add_host_to_composed_groups(self.get_option("groups"), variables, host, strict=strict)
         self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, host, strict=strict)

@@ -298,3 +298,68 @@ def test_plugin_documentation(installed_collections, tmp_path):
     assert entry["doc"]["author"] == ["Cedar Backup peer collection maintainers (@cedarbackup)"]
     assert entry["doc"]["version_added"] == "0.1.0"
     assert "plugin: cedarbackup.peer.cback3_conf" in entry["examples"]
+
+
+def _docs_example(directory):
+    """The docs' example (docs/inventory.md): its cback3.conf, source file, group_vars and host_vars files, in ``directory``."""
+    import re
+
+    import yaml
+
+    with open(os.path.join(ROOT, "docs", "inventory.md")) as handle:
+        text = handle.read()
+    example = text.split("## Example: from `cback3.conf` to the inventory", 1)[1]
+    section = text.split("## From an existing cback3.conf", 1)[1]
+    with open(os.path.join(directory, "cback3.conf"), "w") as handle:
+        handle.write(re.search(r"```xml\n(.*?)```", example, re.S).group(1))
+    options = yaml.safe_load(re.search(r"```yaml\n(# backup\.cback3_conf\.yml.*?)```", section, re.S).group(1))
+    options["path"] = "cback3.conf"
+    with open(os.path.join(directory, "backup.cback3_conf.yml"), "w") as handle:
+        json.dump(options, handle)
+    files = {}
+    for name, body in re.findall(r"```yaml\n# ((?:group|host)_vars/[\w.-]+\.yml)[^\n]*\n(.*?)```", section, re.S):
+        os.makedirs(os.path.join(directory, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(directory, name), "w") as handle:
+            handle.write(body)
+        files[name] = yaml.safe_load(body)
+    return options, files
+
+
+def test_group_and_host_vars_beside_the_source_override_the_file(installed_collections, tmp_path):
+    """The docs' example: group_vars/cback_master.yml and host_vars/<peer>.yml beside the source win; -e wins over both."""
+    base = str(tmp_path)
+    options, files = _docs_example(base)
+    assert sorted(files) == ["group_vars/cback_master.yml", "host_vars/web1.yml"]
+    master, staging_dir = options["master"], files["group_vars/cback_master.yml"]["cback_staging_dir"]
+    collect_dir = files["host_vars/web1.yml"]["cback_collect_dir"]
+    env = ansible_env(os.path.join(base, "ansible"), installed_collections)
+    inventory = [os.path.join(VENV_BIN, "ansible-inventory"), "-i", "backup.cback3_conf.yml"]
+
+    listed = run(inventory + ["--list"], env, base)
+    assert listed.rc == 0, listed.text
+    hostvars = plain(json.loads(listed.stdout))["_meta"]["hostvars"]
+    assert hostvars[master]["cback_staging_dir"] == staging_dir != "/opt/backup/stage"
+    assert hostvars[master]["cback_working_dir"] == "/opt/backup/tmp"  # the file's, where nothing overrides it
+    assert hostvars["web1"]["cback_collect_dir"] == collect_dir != "/opt/backup/collect"
+    assert hostvars["web1"]["cback_ignore_failure_mode"] == "daily"
+    assert hostvars["db1"]["cback_collect_dir"] == "/srv/backup/collect"
+
+    host = run(inventory + ["--host", master], env, base)
+    assert host.rc == 0, host.text
+    assert plain(json.loads(host.stdout))["cback_staging_dir"] == staging_dir
+    host = run(inventory + ["--host", "web1"], env, base)
+    assert plain(json.loads(host.stdout))["cback_collect_dir"] == collect_dir
+
+    extra = ["-e", "cback_staging_dir=/mnt/stage", "-e", "cback_collect_dir=/mnt/collect"]
+    host = run(inventory + ["--host", master] + extra, env, base)
+    assert host.rc == 0, host.text
+    assert plain(json.loads(host.stdout))["cback_staging_dir"] == "/mnt/stage"
+    host = run(inventory + ["--host", "web1"] + extra, env, base)
+    assert plain(json.loads(host.stdout))["cback_collect_dir"] == "/mnt/collect"
+
+    # host_vars/<master>.yml overrides what the plugin sets for the master too, the connection included.
+    with open(os.path.join(base, "host_vars", master + ".yml"), "w") as handle:
+        handle.write("ansible_connection: ssh\ncback_staging_dir: /srv/other\n")
+    host = run(inventory + ["--host", master], env, base)
+    values = plain(json.loads(host.stdout))
+    assert (values["ansible_connection"], values["cback_staging_dir"]) == ("ssh", "/srv/other"), host.text

@@ -54,18 +54,25 @@ def config(directory, text, name="cback3.conf"):
 
 
 class Inventory(object):
-    """``groups`` ({group: sorted hosts}) and ``hostvars`` ({host: vars set by the source}) of a source."""
+    """What a source yields: ``groups`` ({group: sorted hosts}), ``hostvars`` ({host: its variables from the
+    source, its groups' and its own, as Ansible combines them}), ``own`` ({host: its host variables}) and
+    ``groupvars`` ({group: its variables})."""
 
     def __init__(self, path):
+        from ansible.inventory.helpers import get_group_vars
         from ansible.inventory.manager import InventoryManager
         from ansible.parsing.dataloader import DataLoader
+        from ansible.utils.vars import combine_vars
 
         self.loader = DataLoader()
         self.manager = InventoryManager(loader=self.loader, sources=[path])
         self.groups = dict((name, sorted(host.name for host in group.get_hosts()))
                            for name, group in self.manager.groups.items())
-        self.hostvars = dict((host.name, plain(dict((key, value) for key, value in host.vars.items()
-                                                    if not key.startswith("inventory_"))))
+        self.own = dict((host.name, plain(dict((key, value) for key, value in host.vars.items()
+                                               if not key.startswith("inventory_"))))
+                        for host in self.manager.get_hosts())
+        self.groupvars = dict((name, plain(group.get_vars())) for name, group in self.manager.groups.items())
+        self.hostvars = dict((host.name, combine_vars(plain(get_group_vars(host.get_groups())), self.own[host.name]))
                              for host in self.manager.get_hosts())
         assert "cback_master" in self.groups, "the plugin yielded nothing from %s" % path
 
@@ -122,9 +129,9 @@ def cback3_inventory(cb3config, path, validate=True):
     """What cback3 reads from ``path``, as ``(master vars, {peer name: peer vars})``.
 
     The peers are those ``cback3 stage`` stages (CedarBackup3.actions.stage: the stage section's
-    when it has any, else the peers section's); a staged remote peer's managed settings are
-    those of the peers section's remote peer of its name where it sets them (cback3's managed
-    actions read the peers section).
+    when it has any, else the peers section's); a staged remote peer's managed settings (managed,
+    managed actions, rsh and cback commands, and a managed peer's remote user) are those of the
+    peers section's remote peer of its name, as cback3's managed actions read only the peers section.
     """
     conf = cb3config.Config(xmlPath=path, validate=validate)
     master = {}
@@ -145,19 +152,16 @@ def cback3_inventory(cb3config, path, validate=True):
         peers[peer.name] = dict(cback_peer_type="local", cback_collect_dir=peer.collectDir)
         if peer.ignoreFailureMode is not None:
             peers[peer.name]["cback_ignore_failure_mode"] = peer.ignoreFailureMode
-    managed = {}
-    if section is not conf.peers and conf.peers is not None:
-        managed = dict((peer.name, peer) for peer in conf.peers.remotePeers or [])
+    listed = dict((peer.name, peer) for peer in (conf.peers.remotePeers or [] if conf.peers is not None else []))
     for peer in section.remotePeers or []:
-        values = dict(cback_peer_type="remote", cback_collect_dir=peer.collectDir)
-        for attr, var in (("ignoreFailureMode", "cback_ignore_failure_mode"), ("remoteUser", "cback_remote_user"),
-                          ("rcpCommand", "cback_rcp_command"), ("rshCommand", "cback_rsh_command"),
-                          ("cbackCommand", "cback_cback_command"), ("managed", "cback_managed"),
-                          ("managedActions", "cback_managed_actions")):
-            value = getattr(peer, attr)
-            if peer.name in managed and attr in ("rshCommand", "cbackCommand", "managed", "managedActions"):
-                other = getattr(managed[peer.name], attr)
-                value = value if other is None else other
+        entry = peer if section is conf.peers else listed.get(peer.name)
+        values = dict(cback_peer_type="remote", cback_collect_dir=peer.collectDir, cback_managed=bool(entry and entry.managed))
+        for owner, attr, var in ((peer, "ignoreFailureMode", "cback_ignore_failure_mode"),
+                                 (entry if entry is not None and entry.managed else peer, "remoteUser", "cback_remote_user"),
+                                 (peer, "rcpCommand", "cback_rcp_command"), (entry, "rshCommand", "cback_rsh_command"),
+                                 (entry, "cbackCommand", "cback_cback_command"),
+                                 (entry, "managedActions", "cback_managed_actions")):
+            value = getattr(owner, attr, None)
             if value is not None:
                 values[var] = list(value) if attr == "managedActions" else value
         peers[peer.name] = values
@@ -170,6 +174,7 @@ def assert_matches_cback3(cb3config, conf_path, inventory, master="localhost", r
     renamed = renamed or {}
     got_master = dict((key, value) for key, value in inventory.hostvars[master].items() if key.startswith("cback_"))
     assert got_master == expected_master
+    assert dict((key, value) for key, value in inventory.groupvars["cback_master"].items() if key.startswith("cback_")) == got_master
     got_peers = {}
     for host in inventory.groups["cback_peers"]:
         values = dict(inventory.hostvars[host])
@@ -198,7 +203,8 @@ OPTIONS = """
   </options>
 """
 
-# Local and remote peers in the stage section; every element a peer can have.
+# Local and remote peers in the stage section, every element a peer can have; the managed ones
+# also in the peers section, where cback3's managed actions find them.
 POOL = """<?xml version="1.0"?>
 <cb_config>
   <reference><author>tests</author><revision>1</revision><description>pool</description></reference>
@@ -250,6 +256,22 @@ POOL = """<?xml version="1.0"?>
       <ignore_failures>none</ignore_failures>
     </peer>
   </stage>
+  <peers>
+    <peer>
+      <name>db1.example.com</name>
+      <type>remote</type>
+      <collect_dir>/srv/backup/collect</collect_dir>
+      <backup_user>cback</backup_user>
+      <rcp_command>/usr/bin/scp -P 2222 -B -q</rcp_command>
+      <rsh_command>/usr/bin/ssh -p 2222</rsh_command>
+      <cback_command>/usr/local/bin/cback3 --config /etc/cback3-db.conf</cback_command>
+      <managed>Y</managed>
+      <managed_actions>collect,store, </managed_actions>
+      <ignore_failures>weekly</ignore_failures>
+    </peer>
+    <peer><name>mail1</name><type>remote</type><collect_dir>/var/backups/cback/collect</collect_dir>
+      <managed>y</managed><ignore_failures>none</ignore_failures></peer>
+  </peers>
   <purge><dir><abs_path>/var/backups/cback/stage</abs_path><retain_days>7</retain_days></dir></purge>
 </cb_config>
 """ % OPTIONS
@@ -426,18 +448,31 @@ def test_stage_section_wins_over_peers_section(tmp_path, cb3config, monkeypatch)
     inventory = Inventory(source(tmp_path, conf))
     # Staged: the stage section's peers, with their own collect dirs, as cback3 stage does.
     assert inventory.groups["cback_peers"] == ["app1", "app2", "app4"]
-    # Managed settings: the peers section's entry of the same name decides cback_managed, and its
-    # other elements win where it has them.
+    # Managed settings come from the peers section's entry of the same name only: the stage
+    # section's managed, managed_actions, rsh_command and cback_command are not used by cback3.
     assert inventory.hostvars["app1"] == dict(
-        cback_peer_type="remote", cback_collect_dir="/stage/app1", cback_rsh_command="/usr/bin/ssh -4",
+        cback_peer_type="remote", cback_collect_dir="/stage/app1",
         cback_cback_command="/opt/cback/bin/cback3", cback_managed=True, cback_managed_actions=["collect", "purge"])
-    assert inventory.hostvars["app2"] == dict(
-        cback_peer_type="remote", cback_collect_dir="/stage/app2", cback_managed=False, cback_managed_actions=["collect"])
-    # Not in the peers section: its own settings.
-    assert inventory.hostvars["app4"] == dict(cback_peer_type="remote", cback_collect_dir="/stage/app4", cback_managed=True)
+    assert inventory.hostvars["app2"] == dict(cback_peer_type="remote", cback_collect_dir="/stage/app2", cback_managed=False)
+    # Not in the peers section: not managed, whatever its stage entry says.
+    assert inventory.hostvars["app4"] == dict(cback_peer_type="remote", cback_collect_dir="/stage/app4", cback_managed=False)
     assert_matches_cback3(cb3config, conf, inventory)
-    assert len(warnings) == 1, warnings
-    assert "app3" in warnings[0] and conf in warnings[0] and "app1" not in warnings[0]
+    assert all(warning.startswith(conf + ": ") for warning in warnings), warnings
+    found = [warning[len(conf) + 2:] for warning in warnings]
+    assert found == [
+        "stage/peer[1] (app1) and peers/peer[1] disagree: collect_dir '/stage/app1' and '/peers/app1' (cback3 stages with the "
+        "first, and runs managed actions with the second; the inventory takes the remote user of the second, as this peer is "
+        "managed)",
+        "stage/peer[1] (app1): rsh_command not used: cback3 takes managed settings from the peers section only, here peers/peer[1]",
+        "stage/peer[2] (app2) and peers/peer[2] disagree: collect_dir '/stage/app2' and '/peers/app2' (cback3 stages with the "
+        "first, and runs managed actions with the second)",
+        "stage/peer[2] (app2): managed, managed_actions not used: cback3 takes managed settings from the peers section only, "
+        "here peers/peer[2]",
+        "stage/peer[3] (app4): managed not used: cback3 takes managed settings from the peers section only, which does not "
+        "list this peer",
+        "the managed peers app3 of the peers section are not remote peers of the stage section: cback3 runs managed actions on "
+        "them, but the inventory does not (every peer of the inventory is staged, as the stage section says)",
+    ]
 
 
 def test_elements_cback3_does_not_read_are_ignored(tmp_path, cb3config):
@@ -475,25 +510,33 @@ def test_ignore_failure_modes(tmp_path, mode, peer_type, cb3config):
     assert_matches_cback3(cb3config, conf, inventory)
 
 
-def test_minimal_config_without_options(tmp_path):
-    conf = config(tmp_path, "<cb_config><stage><staging_dir>/stage</staging_dir>"
-                            "<peer><name>a</name><type>local</type><collect_dir>/c</collect_dir></peer></stage></cb_config>")
+MINIMAL_OPTIONS = ("<options><starting_day>monday</starting_day><working_dir>/tmp</working_dir><backup_user>backup</backup_user>"
+                   "<backup_group>backup</backup_group><rcp_command>/usr/bin/scp -B</rcp_command></options>")
+
+
+def test_minimal_config(tmp_path, cb3config):
+    """The options cback3 requires, a stage section with one peer."""
+    conf = config(tmp_path, "<cb_config>%s<stage><staging_dir>/stage</staging_dir><peer><name>a</name><type>local</type>"
+                            "<collect_dir>/c</collect_dir></peer></stage></cb_config>" % MINIMAL_OPTIONS)
     inventory = Inventory(source(tmp_path, conf))
     assert inventory.hostvars == {
-        "localhost": dict(ansible_connection="local", cback_staging_dir="/stage"),
+        "localhost": dict(ansible_connection="local", cback_staging_dir="/stage", cback_starting_day="monday",
+                          cback_working_dir="/tmp", cback_backup_user="backup", cback_backup_group="backup",
+                          cback_rcp_command="/usr/bin/scp -B"),
         "a": dict(cback_peer_type="local", cback_collect_dir="/c"),
     }
+    assert_matches_cback3(cb3config, conf, inventory)
 
 
-def test_peers_section_without_stage_section(tmp_path):
+def test_peers_section_without_stage_section(tmp_path, cb3config):
     """A configuration for managed actions only: no staging directory, the peers of the peers section."""
-    conf = config(tmp_path, "<cb_config><peers><peer><name>a</name><type>remote</type><collect_dir>/c</collect_dir>"
-                            "<managed>Y</managed></peer></peers></cb_config>")
+    conf = config(tmp_path, "<cb_config>%s<peers><peer><name>a</name><type>remote</type><collect_dir>/c</collect_dir>"
+                            "<managed>Y</managed></peer></peers><collect><collect_dir>/c</collect_dir></collect></cb_config>"
+                  % GOOD_OPTIONS)
     inventory = Inventory(source(tmp_path, conf))
-    assert inventory.hostvars == {
-        "localhost": dict(ansible_connection="local"),
-        "a": dict(cback_peer_type="remote", cback_collect_dir="/c", cback_managed=True),
-    }
+    assert "cback_staging_dir" not in inventory.hostvars["localhost"]
+    assert inventory.hostvars["a"] == dict(cback_peer_type="remote", cback_collect_dir="/c", cback_managed=True)
+    assert_matches_cback3(cb3config, conf, inventory)
 
 
 # ---------------------------------------------------------------------------
@@ -587,11 +630,12 @@ def test_values_are_not_templated(tmp_path):
 
     trusted = getattr(ansible.template, "trust_as_template", lambda text: text)  # ansible-core >= 2.19
 
-    conf = config(tmp_path, "<cb_config><options><rcp_command>/usr/bin/scp {{ 6 * 7 }}</rcp_command></options>"
+    options = MINIMAL_OPTIONS.replace("/usr/bin/scp -B", "/usr/bin/scp {{ 6 * 7 }}")
+    conf = config(tmp_path, "<cb_config>" + options +
                             "<stage><staging_dir>/stage/{{ 6 * 7 }}</staging_dir><peer><name>a</name><type>local</type>"
                             "<collect_dir>/c/{{ lookup('env', 'HOME') }}</collect_dir></peer></stage></cb_config>")
     inventory = Inventory(source(tmp_path, conf))
-    master = inventory.manager.get_host("localhost").vars
+    master = inventory.manager.groups["cback_master"].get_vars()
     peer = inventory.manager.get_host("a").vars
     templar = Templar(loader=inventory.loader, variables=dict(master, **peer))
     assert templar.template(trusted("{{ 6 * 7 }}")) in (42, "42")  # the templar does template
@@ -627,7 +671,7 @@ FAILURES = [
     ("empty-file", "", re.compile(r"malformed XML: no element found: line 1, column \d+$"), True),
     ("truncated", stage_conf(LOCAL)[:-5], re.compile(r"malformed XML: unclosed token: line 1, column \d+$"), True),
     ("root", "<config><stage><staging_dir>/s</staging_dir>%s</stage></config>" % LOCAL,
-     "the root element is config, not cb_config", False),
+     "the root element is config, not cb_config", True),
     ("no-staging-dir", stage_conf(LOCAL, staging=""), "stage: staging_dir is required", True),
     ("empty-staging-dir", stage_conf(LOCAL, staging="<staging_dir></staging_dir>"), "stage: staging_dir is required", True),
     ("relative-staging-dir", stage_conf(LOCAL, staging="<staging_dir>stage</staging_dir>"),
@@ -642,11 +686,9 @@ FAILURES = [
      "stage/peer[3]: collect_dir is required", True),
     ("relative-collect-dir", stage_conf("<peer><name>r2</name><type>remote</type><collect_dir>c</collect_dir></peer>"),
      "stage/peer[1]: collect_dir must be an absolute path, not 'c'", True),
-    # cback3 silently drops a peer without a valid type (it is then never staged); the plugin refuses it.
-    ("no-type", stage_conf(LOCAL, "<peer><name>x</name><collect_dir>/c</collect_dir></peer>"),
-     "stage/peer[2]: type is required (local or remote)", False),
-    ("bad-type", stage_conf("<peer><name>x</name><type>Remote</type><collect_dir>/c</collect_dir></peer>"),
-     "stage/peer[1]: type must be local or remote, not 'Remote'", False),
+    # cback3 skips a peer without a valid type: without another peer, there is none.
+    ("only-peer-bad-type", stage_conf("<peer><name>x</name><type>Remote</type><collect_dir>/c</collect_dir></peer>"),
+     "stage: at least one peer of type local or remote is required, here or in a peers section", True),
     ("bad-ignore-failures", stage_conf(LOCAL, "<peer><name>x</name><type>local</type><collect_dir>/c</collect_dir>"
                                               "<ignore_failures>sometimes</ignore_failures></peer>"),
      "stage/peer[2]: ignore_failures must be one of none, all, daily, weekly, not 'sometimes'", True),
@@ -658,12 +700,49 @@ FAILURES = [
      "stage/peer[1]: managed_actions: 'rm -rf' is not an action name (lowercase letters and digits)", True),
     ("duplicate-name", stage_conf(LOCAL, REMOTE, "<peer><name>l1</name><type>remote</type><collect_dir>/c</collect_dir></peer>"),
      "stage/peer[3]: name 'l1' is also the name of stage/peer[1]", True),
-    ("stage-without-peers", stage_conf(), "stage: at least one peer is required, here or in a peers section", True),
-    ("empty-peers-section", stage_conf(LOCAL, extra="<peers></peers>"), "peers: at least one peer is required", True),
+    ("stage-without-peers", stage_conf(), "stage: at least one peer of type local or remote is required, here or in a peers "
+     "section", True),
+    ("empty-peers-section", stage_conf(LOCAL, extra="<peers></peers>"), "peers: at least one peer of type local or remote is "
+     "required", True),
     # cback3 checks the peers section even when the stage section lists the peers it stages.
     ("peers-section-checked", stage_conf(LOCAL, extra="<peers>%s<peer><name>p</name><type>remote</type></peer></peers>" % REMOTE),
      "peers/peer[2]: collect_dir is required", True),
-    ("no-sections", "<cb_config>%s</cb_config>" % GOOD_OPTIONS, "cb_config: no stage or peers section: no peer to stage", False),
+    ("no-sections", "<cb_config>%s</cb_config>" % GOOD_OPTIONS,
+     "cb_config: at least one of the collect, stage, store, purge sections is required", True),
+    ("peers-without-action-section", "<cb_config>%s<peers>%s</peers></cb_config>" % (GOOD_OPTIONS, LOCAL),
+     "cb_config: at least one of the collect, stage, store, purge sections is required", True),
+    ("no-options", stage_conf(LOCAL, options=""), "cb_config: the options section is required", True),
+    ("options-without-starting-day", stage_conf(LOCAL, options=GOOD_OPTIONS.replace("<starting_day>monday</starting_day>", "")),
+     "options: starting_day is required", True),
+    ("options-without-working-dir", stage_conf(LOCAL, options=GOOD_OPTIONS.replace("<working_dir>/tmp</working_dir>", "")),
+     "options: working_dir is required", True),
+    ("options-without-backup-user", stage_conf(REMOTE, options=GOOD_OPTIONS.replace("<backup_user>backup</backup_user>", "")),
+     "options: backup_user is required", True),
+    ("options-without-backup-group", stage_conf(LOCAL, options=GOOD_OPTIONS.replace("<backup_group>backup</backup_group>", "")),
+     "options: backup_group is required", True),
+    ("options-without-rcp-command", stage_conf(LOCAL, options=GOOD_OPTIONS.replace("<rcp_command>/usr/bin/scp -B</rcp_command>", "")),
+     "options: rcp_command is required", True),
+    ("relative-override", stage_conf(LOCAL, options=GOOD_OPTIONS.replace(
+        "</options>", "<override><command>cdrecord</command><abs_path>bin/cdrecord</abs_path></override></options>")),
+     "options/override[1]: abs_path must be an absolute path, not 'bin/cdrecord'", True),
+    ("bad-hook-action", stage_conf(LOCAL, options=GOOD_OPTIONS.replace(
+        "</options>", "<post_action_hook><action>Stage</action><command>true</command></post_action_hook></options>")),
+     "options/post_action_hook[1]: action: 'Stage' is not an action name (lowercase letters and digits)", True),
+    ("managed-without-rsh", stage_conf(LOCAL, extra="<peers><peer><name>m</name><type>remote</type><collect_dir>/c</collect_dir>"
+                                                    "<managed>Y</managed></peer></peers>",
+                                       options=GOOD_OPTIONS.replace("<rsh_command>/usr/bin/ssh</rsh_command>", "")),
+     "peers/peer[1]: rsh_command is required: neither this peer nor the options section sets it", True),
+    ("managed-without-cback-command", stage_conf("<peer><name>m</name><type>remote</type><collect_dir>/c</collect_dir>"
+                                                 "<managed>Y</managed></peer>",
+                                                 options=GOOD_OPTIONS.replace("<cback_command>/usr/bin/cback3</cback_command>", "")),
+     "stage/peer[1]: cback_command is required: neither this peer nor the options section sets it", True),
+    ("managed-without-actions", stage_conf("<peer><name>m</name><type>remote</type><collect_dir>/c</collect_dir>"
+                                           "<managed>Y</managed><managed_actions> , </managed_actions></peer>",
+                                           options=GOOD_OPTIONS.replace("<managed_actions>collect</managed_actions>", "")),
+     "stage/peer[1]: managed_actions is required for a managed peer: neither this peer nor the options section lists an action",
+     True),
+    ("padded-collect-dir", stage_conf("<peer><name>p</name><type>local</type><collect_dir> /c</collect_dir></peer>"),
+     "stage/peer[1]: collect_dir must be an absolute path, not ' /c'", True),
     ("bad-starting-day", stage_conf(LOCAL, options="<options><starting_day>Monday</starting_day></options>"),
      "options: starting_day must be an English weekday in lowercase (monday, tuesday, wednesday, thursday, friday, "
      "saturday, sunday), not 'Monday'", True),
@@ -740,3 +819,154 @@ def test_docs_example(tmp_path, cb3config):
             assert inventory.hostvars[host] == values, host
     assert_matches_cback3(cb3config, options["path"], inventory, master="backup-master",
                           renamed={"backup-master": "backup-master-self"})
+
+
+# ---------------------------------------------------------------------------
+# Warnings: what cback3 accepts but does not read
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+    found = []
+    monkeypatch.setattr(plugin_module().display, "warning", lambda message, *args, **kwargs: found.append(message))
+    return found
+
+
+def warned(warnings, conf):
+    assert all(warning.startswith(conf + ": ") for warning in warnings), warnings
+    return [warning[len(conf) + 2:] for warning in warnings]
+
+
+def test_no_warning_for_a_clean_file(pool_source, warnings):
+    Inventory(pool_source)
+    assert warnings == []
+
+
+def test_unknown_elements_are_warned_about_with_a_suggestion(tmp_path, warnings, cb3config):
+    options = GOOD_OPTIONS.replace("</options>", "<workdir>/tmp</workdir><colour>blue</colour></options>")
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><remote_user>x</remote_user>"
+        "<ignore_failure>all</ignore_failure><managed_action>collect</managed_action></peer>",
+        options=options, staging="<stage_dir>/s</stage_dir><staging_dir>/s</staging_dir>",
+        extra="<peers><peer><name>r</name><type>remote</type><colect_dir>/c</colect_dir><collect_dir>/c</collect_dir></peer>"
+              "<host>x</host></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert warned(warnings, conf) == [
+        "options: unknown element workdir, which cback3 does not read (did you mean working_dir?)",
+        "options: unknown element colour, which cback3 does not read",
+        "peers: unknown element host, which cback3 does not read",
+        "peers/peer[1]: unknown element colect_dir, which cback3 does not read (did you mean collect_dir?)",
+        "stage: unknown element stage_dir, which cback3 does not read (did you mean staging_dir?)",
+        "stage/peer[1]: unknown element remote_user, which cback3 does not read (did you mean backup_user?)",
+        "stage/peer[1]: unknown element ignore_failure, which cback3 does not read (did you mean ignore_failures?)",
+        "stage/peer[1]: unknown element managed_action, which cback3 does not read (did you mean managed_actions?)",
+    ]
+    assert inventory.hostvars["r"] == dict(cback_peer_type="remote", cback_collect_dir="/c", cback_managed=False)
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_remote_elements_of_a_local_peer_are_warned_about(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf("<peer><name>l</name><type>local</type><collect_dir>/c</collect_dir>"
+                                       "<backup_user>root</backup_user><managed>Y</managed></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert warned(warnings, conf) == [
+        "stage/peer[1]: backup_user is not read: cback3 reads only name, type, collect_dir, ignore_failures of a local peer",
+        "stage/peer[1]: managed is not read: cback3 reads only name, type, collect_dir, ignore_failures of a local peer",
+    ]
+    assert inventory.hostvars["l"] == dict(cback_peer_type="local", cback_collect_dir="/c")
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_peer_without_a_valid_type_is_skipped_as_cback3_skips_it(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(LOCAL, "<peer><name>x</name><collect_dir>/c</collect_dir></peer>",
+                                       "<peer><name>y</name><type> remote</type><collect_dir>/c</collect_dir></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_peers"] == ["l1"]
+    assert warned(warnings, conf) == [
+        "stage/peer[2]: not a peer for cback3, which skips a peer whose type is not local or remote (it has no type)",
+        "stage/peer[3]: not a peer for cback3, which skips a peer whose type is not local or remote (not ' remote')",
+    ]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_file_without_peers_yields_the_master_only(tmp_path, warnings, cb3config):
+    """A client's cback3.conf: cback3 accepts it; the inventory has no peer, and says so."""
+    conf = config(tmp_path, "<cb_config>%s<collect><collect_dir>/c</collect_dir></collect></cb_config>" % GOOD_OPTIONS)
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_master"] == ["localhost"] and inventory.groups["cback_peers"] == []
+    assert warned(warnings, conf) == ["cb_config: neither a stage nor a peers section lists a peer: the inventory has no peer"]
+    cb3config.Config(xmlPath=conf, validate=True)
+
+
+def test_managed_peer_takes_its_remote_user_from_the_peers_section(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><backup_user>stager</backup_user>"
+        "<rcp_command>/usr/bin/scp -4</rcp_command></peer>",
+        extra="<peers><peer><name>r</name><type>remote</type><collect_dir>/c</collect_dir><backup_user>manager</backup_user>"
+              "<managed>Y</managed><rsh_command>/usr/bin/ssh -4</rsh_command></peer></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars["r"] == dict(cback_peer_type="remote", cback_collect_dir="/c", cback_remote_user="manager",
+                                           cback_rcp_command="/usr/bin/scp -4", cback_rsh_command="/usr/bin/ssh -4",
+                                           cback_managed=True)
+    assert warned(warnings, conf) == [
+        "stage/peer[1] (r) and peers/peer[1] disagree: backup_user 'stager' and 'manager'; rcp_command '/usr/bin/scp -4' and "
+        "'/usr/bin/scp -B' (cback3 stages with the first, and runs managed actions with the second; the inventory takes the "
+        "remote user of the second, as this peer is managed)",
+    ]
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+def test_a_local_stage_peer_is_not_managed_by_a_remote_entry(tmp_path, warnings, cb3config):
+    conf = config(tmp_path, stage_conf(
+        "<peer><name>p</name><type>local</type><collect_dir>/c</collect_dir></peer>",
+        extra="<peers><peer><name>p</name><type>remote</type><collect_dir>/c</collect_dir><managed>Y</managed></peer></peers>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.hostvars["p"] == dict(cback_peer_type="local", cback_collect_dir="/c")
+    assert warned(warnings, conf) == [
+        "stage/peer[1] (p) and peers/peer[1] disagree: type 'local' and 'remote' (cback3 stages with the first, and runs "
+        "managed actions with the second; the inventory does not mark a local peer managed)",
+        "the managed peers p of the peers section are not remote peers of the stage section: cback3 runs managed actions on "
+        "them, but the inventory does not (every peer of the inventory is staged, as the stage section says)",
+    ]
+
+
+def test_cback3_reads_the_first_text_of_an_element(tmp_path, cb3config):
+    """As cback3's readString: the first element with text, its first text node, verbatim."""
+    conf = config(tmp_path, stage_conf("<peer><name></name><name>p<!-- x -->q</name><type>local</type>"
+                                       "<collect_dir><![CDATA[/cdata]]></collect_dir><collect_dir>/c</collect_dir></peer>"))
+    inventory = Inventory(source(tmp_path, conf))
+    assert inventory.groups["cback_peers"] == ["p"]
+    assert inventory.hostvars["p"]["cback_collect_dir"] == "/c"
+    assert_matches_cback3(cb3config, conf, inventory)
+
+
+# ---------------------------------------------------------------------------
+# Precedence: what the plugin sets is the master's group's or a peer's host variable
+# ---------------------------------------------------------------------------
+
+
+def test_run_wide_values_are_variables_of_the_master_group(tmp_path, pool_source):
+    conf = os.path.join(str(tmp_path), "cback3.conf")
+    inventory = Inventory(source(tmp_path, conf, name="vars.cback3_conf.yml", master_vars=dict(cback_verify=True)))
+    assert inventory.own["localhost"] == {}
+    assert inventory.groupvars["cback_master"] == dict(POOL_MASTER, cback_verify=True)
+    assert inventory.own["web1"] == POOL_PEERS["web1"]
+    assert inventory.groupvars["cback_peers"] == {}
+
+
+def test_group_and_host_vars_files_beside_the_source_win(tmp_path, pool_source):
+    """group_vars/cback_master.yml and host_vars/<host>.yml beside the source override the plugin's values."""
+    from ansible.vars.manager import VariableManager
+
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "host_vars").mkdir()
+    write(tmp_path / "group_vars" / "cback_master.yml", "cback_staging_dir: /srv/stage\nansible_connection: ssh\n")
+    write(tmp_path / "host_vars" / "web1.yml", "cback_collect_dir: /srv/web1/collect\n")
+    inventory = Inventory(pool_source)
+    manager = VariableManager(loader=inventory.loader, inventory=inventory.manager)
+    master = manager.get_vars(host=inventory.manager.get_host("localhost"))
+    peer = manager.get_vars(host=inventory.manager.get_host("web1"))
+    assert master["cback_staging_dir"] == "/srv/stage" and master["ansible_connection"] == "ssh"
+    assert master["cback_working_dir"] == POOL_MASTER["cback_working_dir"]
+    assert peer["cback_collect_dir"] == "/srv/web1/collect" and peer["cback_peer_type"] == "remote"
