@@ -133,3 +133,17 @@ def test_the_inventory_reference_says_which_role_reads_what():
         assert run_wide == set(settings.variables_of(role)), (role, sorted(run_wide ^ set(settings.variables_of(role))))
         peer_table = {setting.variable for setting in settings.settings_of(role, (settings.PEER, settings.BOTH))}
         assert per_peer == peer_table, (role, sorted(per_peer ^ peer_table))
+
+
+def test_the_inventory_plugin_maps_each_element_to_the_tables_variable():
+    from ansible_collections.cedarbackup.peer.plugins.inventory import cback3_conf
+
+    options = {(setting.element.split("/")[1], setting.variable) for setting in settings.TABLE
+               if setting.element and setting.element.startswith("options/")}
+    assert set(cback3_conf.OPTIONS) == options
+    peer = {(setting.element.split("/")[1], setting.variable) for setting in settings.TABLE
+            if setting.element and setting.element.startswith("peer/") and setting.key != "peer_name"}
+    both = {(setting.element.split("/")[1], setting.variable) for setting in settings.TABLE if setting.scope == settings.BOTH}
+    assert set(cback3_conf.REMOTE_PEER_ELEMENTS) == peer | both
+    assert set(cback3_conf.LOCAL_PEER_ELEMENTS) <= peer
+    assert settings.BY_KEY["staging_dir"].element == "stage/staging_dir"
