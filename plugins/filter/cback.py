@@ -33,6 +33,15 @@ _PRODUCED = ("cback_stage_summary", "cback_managed_summary")
 _WHERE = ("set it in the master's variables (host_vars/%s, the group_vars of its group, or group_vars/all), "
           "or with -e")
 
+# What a required run-wide setting is, for the message that says it is not set.
+_MISSING = dict(
+    staging_dir="the staging directory, <stage><staging_dir> of cback3.conf",
+    backup_user="the backup user, <options><backup_user> of cback3.conf",
+    backup_group="the backup group, <options><backup_group> of cback3.conf",
+    setup_ssh_dir="the master's directory for the backup user's ssh key and configuration",
+    setup_shell="the backup user's login shell",
+)
+
 _NO_INVENTORY = (
     "A broken inventory source is the likely cause: Ansible only warns when it cannot parse one. Make it stop instead with "
     "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true in the environment (or any_unparsed_is_failed = true in the [inventory] "
@@ -48,11 +57,14 @@ def _get(values, name):
         return None
 
 
-def _peer(host, values, run):
+def _peer(host, values, run, role=None):
     """One peer's resolved settings from its host's variables; ``error`` is set when they cannot be used.
 
     ``run`` holds the typed run-wide values (``backup_user``, the commands, ``managed_actions``)
-    that a peer's own values win over.
+    that a peer's own values win over.  For the ``setup`` role the peer also gets the set-up's own
+    settings (default where unset) and the address and port its sshd is reached at
+    (``cback_setup_ssh_host``, else ``ansible_host``, else the peer's name; ``cback_setup_ssh_port``,
+    else ``ansible_port``, else 22).
     """
     def value(key):
         setting = settings.BY_KEY[key]
@@ -88,6 +100,24 @@ def _peer(host, values, run):
             own = value(key)
             peer[key] = run.get(key) if own is None else own
         peer["ignore_failure_mode"] = value("ignore_failure_mode")
+        if role == settings.SETUP:
+            for setting in settings.settings_of(role, (settings.PEER,)):
+                if setting.key.startswith("setup_"):
+                    own = value(setting.key)
+                    peer[setting.key] = settings.default_of(setting) if own is None else own
+            peer["ssh_host"], peer["ssh_port"] = peer["name"], 22
+            if peer["type"] == "remote":
+                address = peer["setup_ssh_host"] or _get(values, "ansible_host") or peer["name"]
+                try:
+                    peer["ssh_host"] = settings.check(settings.BY_KEY["setup_ssh_host"], address)
+                except settings.SettingError as exc:
+                    raise spec.OptionError("cback_setup_ssh_host", "%s (the address of the peer's sshd: cback_setup_ssh_host, "
+                                           "else ansible_host, else the peer's name)." % exc)
+                port = peer["setup_ssh_port"] or _get(values, "ansible_port") or 22
+                try:
+                    peer["ssh_port"] = settings.check(settings.BY_KEY["setup_ssh_port"], port)
+                except settings.SettingError as exc:
+                    raise spec.OptionError("ansible_port", "%s." % exc)
     except spec.OptionError as exc:
         peer["error"] = "invalid settings: %s" % exc
     return peer
@@ -235,8 +265,8 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     options), ``peers`` (each peer resolved as ``cback_peers`` does) and ``run_peers`` (the run
     module's ``peers`` option: for a managed run only those that take part in the action).
     """
-    if role not in (settings.STAGE, settings.MANAGED):
-        raise AnsibleFilterError("cback_resolve: role must be stage or managed, not %r." % (role,))
+    if role not in settings.ROLES:
+        raise AnsibleFilterError("cback_resolve: role must be one of %s, not %r." % (", ".join(settings.ROLES), role))
     hosts = list(hosts or [])
     masters = list(masters or [])
     result = dict(error=None, master=None, run={}, module={}, peers=[], run_peers=[], warnings=[])
@@ -253,19 +283,15 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     try:
         run = _typed_run(values, _WHERE % master)
         for setting in settings.settings_of(role, (settings.RUN, settings.PLAY)):
-            if run[setting.key] is None and setting.required:
+            if run[setting.key] is None and role in setting.required:
                 if setting.key == "action":
                     raise AnsibleFilterError("cback_action is not set: the action to run on the managed peers, such as collect "
                                              "or purge; pass it with -e cback_action=collect.")
-                raise AnsibleFilterError("%s is not set (the staging directory, <stage><staging_dir> of cback3.conf); %s."
-                                         % (setting.variable, _WHERE % master))
+                raise AnsibleFilterError("%s is not set (%s); %s." % (setting.variable, _MISSING[setting.key], _WHERE % master))
     except AnsibleFilterError as exc:
         result["error"] = to_text(exc)
         return result
-    for setting in settings.settings_of(role, (settings.RUN, settings.BOTH, settings.PLAY)):
-        if run[setting.key] is None and setting.default is not None:
-            run[setting.key] = settings.default_of(setting)
-    peers = _mark_duplicates([_peer(peer, hostvars[peer] if peer in hostvars else {}, run) for peer in hosts])
+    peers = _mark_duplicates([_peer(peer, hostvars[peer] if peer in hostvars else {}, run, role) for peer in hosts])
     result.update(run=run, module=_module_options(role, run), peers=peers)
     result["run_peers"] = [_run_peer_entry(peer, role) for peer in peers
                            if role == settings.STAGE or runs_action(peer, run.get("action"))]

@@ -21,6 +21,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 from . import _argspec as spec
 from ._failure import VALID_FAILURE_MODES, WEEKDAYS
 from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR
@@ -42,7 +44,7 @@ class Setting(object):
 
     __slots__ = ("key", "kind", "default", "scope", "roles", "element", "options", "doc", "required")
 
-    def __init__(self, key, kind, default, scope, roles, element=None, options=(), doc="", required=False):
+    def __init__(self, key, kind, default, scope, roles, element=None, options=(), doc="", required=()):
         self.key = key
         self.kind = kind
         self.default = default
@@ -51,7 +53,7 @@ class Setting(object):
         self.element = element
         self.options = options
         self.doc = doc
-        self.required = required
+        self.required = required  # the roles that cannot go without it
 
     @property
     def variable(self):
@@ -71,15 +73,16 @@ _ALL = ROLES
 TABLE = (
     # -- run-wide: the options and stage sections of cback3.conf --------------------------------
     Setting("staging_dir", "abs_path", None, RUN, _S, "stage/staging_dir", ("cback_stage_run.staging_dir",),
-            "Absolute path of the staging directory.", required=True),
+            "Absolute path of the staging directory.", required=(STAGE,)),
     Setting("working_dir", "abs_path", "", RUN, _S, "options/working_dir",
             ("cback_stage_run.working_dir", "cback_stage.working_dir", "cback_collect_indicator.working_dir"),
             "Local directory for the temporary files of remote peers; empty for a private one per peer."),
     Setting("backup_user", "user", "backup", RUN, _ALL, "options/backup_user",
             ("cback_stage_run.backup_user", "cback_managed_run.backup_user"),
-            "Owner of the staged tree when the master runs as root; the default remote user; the user copies run as."),
+            "Owner of the staged tree when the master runs as root; the default remote user; the user copies run as.",
+            required=(SETUP,)),
     Setting("backup_group", "user", "backup", RUN, (STAGE, SETUP), "options/backup_group", ("cback_stage_run.backup_group",),
-            "Group of the staged tree when the master runs as root."),
+            "Group of the staged tree when the master runs as root.", required=(SETUP,)),
     Setting("rcp_command", "command", "", BOTH, _S, "options/rcp_command",
             ("cback_stage_run.peers.rcp_command", "cback_stage.rcp_command", "cback_collect_indicator.rcp_command"),
             "rcp-compatible copy command; empty for /usr/bin/scp -B -q -C."),
@@ -132,7 +135,7 @@ TABLE = (
     Setting("fail_on_peer_error", "bool", True, RUN, _SM, None, (),
             "Fail the play at the end when a peer failed."),
     Setting("action", "action", None, PLAY, _M, None, ("cback_managed_run.action", "cback_managed_action.action"),
-            "The action to run on the managed peers, such as collect or purge.", required=True),
+            "The action to run on the managed peers, such as collect or purge.", required=(MANAGED,)),
     # -- per peer: a peer section of cback3.conf -------------------------------------------------
     Setting("peer_type", "peer_type", "remote", PEER, _ALL, "peer/type",
             ("cback_stage_run.peers.type", "cback_managed_run.peers.type", "cback_stage.type", "cback_collect_indicator.type",
@@ -144,7 +147,7 @@ TABLE = (
             "The peer's name in the staging tree and on the network; default the inventory hostname."),
     Setting("collect_dir", "collect_dir", None, PEER, _ALL, "peer/collect_dir",
             ("cback_stage_run.peers.collect_dir", "cback_stage.collect_dir", "cback_collect_indicator.collect_dir"),
-            "Absolute path of the peer's collect directory.", required=True),
+            "Absolute path of the peer's collect directory.", required=ROLES),
     Setting("remote_user", "user", None, PEER, _ALL, "peer/backup_user",
             ("cback_stage_run.peers.remote_user", "cback_managed_run.peers.remote_user", "cback_stage.remote_user",
              "cback_collect_indicator.remote_user", "cback_managed_action.remote_user"),
@@ -155,20 +158,21 @@ TABLE = (
     Setting("managed", "bool", False, PEER, _SM, "peer/managed", (),
             "Whether managed runs run actions on the peer."),
     # -- the setup role's own settings -------------------------------------------------------------
-    Setting("setup_ssh_dir", "abs_path", "/etc/cback", RUN, _U, None, (),
-            "Directory on the master for the backup user's ssh key, known_hosts and ssh configuration.", required=True),
-    Setting("setup_shell", "abs_path", "/bin/sh", RUN, _U, None, (), "Login shell of the backup user the role creates."),
+    Setting("setup_ssh_dir", "plain_path", "/etc/cback", RUN, _U, None, (),
+            "Directory on the master for the backup user's ssh key, known_hosts and ssh configuration.", required=(SETUP,)),
+    Setting("setup_shell", "plain_path", "/bin/sh", RUN, _U, None, (), "Login shell of the backup user the role creates.",
+            required=(SETUP,)),
     Setting("setup_manage_users", "bool", True, RUN, _U, None, (), "Create the backup users and groups where missing."),
     Setting("setup_collect_owner", "user", "", PEER, _U, None, (), "Owner of the peer's collect directory."),
     Setting("setup_collect_group", "user", "", PEER, _U, None, (), "Group of the peer's collect directory."),
     Setting("setup_collect_mode", "mode", "0750", PEER, _U, None, (), "Mode of the peer's collect directory."),
-    Setting("setup_ssh_host", "text", "", PEER, _U, None, (), "Address the master's ssh client connects to."),
+    Setting("setup_ssh_host", "host", "", PEER, _U, None, (), "Address the master's ssh client connects to."),
     Setting("setup_ssh_port", "port", 0, PEER, _U, None, (), "Port the master's ssh client connects to; 0 for ssh's default."),
-    Setting("setup_host_key_file", "abs_path", "/etc/ssh/ssh_host_ed25519_key.pub", PEER, _U, None, (),
+    Setting("setup_host_key_file", "plain_path", "/etc/ssh/ssh_host_ed25519_key.pub", PEER, _U, None, (),
             "The peer's public host key, trusted on the master."),
     Setting("setup_restrict_key", "bool", True, PEER, _U, None, (), "Restrict the master's key on the peer."),
-    Setting("setup_key_from", "text", "", PEER, _U, None, (), "from= option of the master's authorized key."),
-    Setting("setup_key_command", "text", "", PEER, _U, None, (), "command= option of the master's authorized key."),
+    Setting("setup_key_from", "patterns", "", PEER, _U, None, (), "from= option of the master's authorized key."),
+    Setting("setup_key_command", "line", "", PEER, _U, None, (), "command= option of the master's authorized key."),
 )
 
 BY_KEY = dict((setting.key, setting) for setting in TABLE)
@@ -193,6 +197,13 @@ def variables_of(role, scopes=(RUN, BOTH, PLAY)):
 def shown(value):
     """A value as a message shows it: ``'text'`` for a string, ``repr`` otherwise."""
     return "'%s'" % value if isinstance(value, str) else "%r" % (value,)
+
+
+# Kinds whose empty value means unset (the default, or none); for the others it is a bad value.
+_EMPTY_IS_UNSET = frozenset(("abs_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type",
+                             "action", "group_name", "text", "host", "patterns", "line"))
+_HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
 
 
 def _unset(value):
@@ -261,13 +272,13 @@ def check(setting, value, remote=True):
     ``remote`` matters for paths and names that travel to a remote peer.
     """
     kind = setting.kind
+    if value is None or (kind in _EMPTY_IS_UNSET and _unset(value)):
+        return None
     if kind == "bool":
-        return None if value is None or value == "" else to_bool(value)
+        return to_bool(value)
     if kind == "actions":
-        return None if value is None else to_actions(value)
+        return to_actions(value)
     if kind in ("count", "seconds", "port"):
-        if value is None or value == "":
-            return None
         if kind == "port":
             number = _whole(value, 0, "a port number from 1 to 65535, 0 for ssh's default")
             if number > 65535:
@@ -276,9 +287,7 @@ def check(setting, value, remote=True):
         if kind == "count":
             return _whole(value, 1, "a whole number of at least 1")
         return _whole(value, 0, "a whole number of seconds, 0 for none")
-    if _unset(value):
-        return None
-    value = _text(value)
+    value = str(value) if kind == "mode" and isinstance(value, int) and not isinstance(value, bool) else _text(value)
     if kind == "abs_path":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path%s, not %s" % ("" if setting.required else " or empty", shown(value)))
@@ -309,8 +318,21 @@ def check(setting, value, remote=True):
         if not spec.ACTION_PATTERN.fullmatch(value):
             raise SettingError("must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
                                "starting with a letter or digit), not %s" % shown(value))
+    elif kind == "plain_path":
+        if not value.startswith("/") or any(char.isspace() or char in "\"'" for char in value):
+            raise SettingError("must be an absolute path without spaces or quotes, not %s" % shown(value))
     elif kind == "mode":
-        _spec_check(spec.parse_mode, value)
+        if not _OCTAL_MODE.fullmatch(value):
+            raise SettingError("must be an octal mode such as 0750, not %s" % shown(value))
+    elif kind == "host":
+        if not _HOST.fullmatch(value):
+            raise SettingError("must be a host name or address, not %s" % shown(value))
+    elif kind == "patterns":
+        if any(char.isspace() or char == '"' for char in value):
+            raise SettingError("must be a comma-separated list of patterns without spaces or quotes, not %s" % shown(value))
+    elif kind == "line":
+        if "\n" in value or '"' in value:
+            raise SettingError("must be one line without double quotes, not %s" % shown(value))
     elif kind in ("group_name", "text"):
         pass
     else:  # a kind the table uses that no check knows: a bug of the table

@@ -68,4 +68,4 @@ def test_setup_main_imports_each_task_file_once_checks_first():
     assert sorted(imported) == sorted(path.name for path in tasks.glob("*.yml") if path.name != "main.yml")
     for task in _load(tasks / "checks.yml"):
         modules = [key for key in task if key.startswith("ansible.builtin.")]
-        assert modules in (["ansible.builtin.assert"], ["ansible.builtin.set_fact"]), task.get("name")
+        assert modules in (["ansible.builtin.fail"], ["ansible.builtin.set_fact"]), task.get("name")
