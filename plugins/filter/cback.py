@@ -298,6 +298,22 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     return result
 
 
+def cback_run_failure(result, role):
+    """The message of a run module's result that failed as a whole, in the words of the role's user.
+
+    A failure that concerns one of the module's options (the result's ``option``, such as
+    ``backup_user`` for a backup user the master does not know) names the inventory variable
+    that set it (``cback_backup_user``) instead.
+    """
+    message = to_text((result or {}).get("msg") or "the %s run gave no result" % role)
+    option = (result or {}).get("option")
+    module = "cback_%s_run." % role
+    for setting in settings.TABLE:
+        if option and module + option in setting.options and message.startswith(option + ":"):
+            return setting.variable + message[len(option):]
+    return message
+
+
 def cback_inventory_problem(groups, master_group="cback_master", peers_group="cback_peers"):
     """What keeps the inventory from a run (no master, no peer), with its likely cause; ``""`` when nothing does."""
     masters = list((groups or {}).get(master_group) or [])
@@ -389,6 +405,7 @@ class FilterModule(object):
             "cback_resolve": cback_resolve,
             "cback_role_variables": cback_role_variables,
             "cback_inventory_problem": cback_inventory_problem,
+            "cback_run_failure": cback_run_failure,
             "cback_peer_failure": cback_peer_failure,
             "cback_summary_table": cback_summary_table,
         }

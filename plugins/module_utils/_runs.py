@@ -411,7 +411,7 @@ def stage_run(params, check_mode=False):
         peers = _settings(params, (_check_identity, _check_stage_peer))
         copy_user = _copy_user(params, as_root) if any(p["type"] == "remote" and not p["error"] for p in peers) else None
     except spec.OptionError as exc:
-        raise TaskFailure(str(exc))
+        raise TaskFailure(str(exc), option=exc.option)
     now = time.localtime()
     date = time.strftime("%Y/%m/%d", now)
     start_of_week = now.tm_wday == weekday_index(params["starting_day"])
@@ -516,7 +516,7 @@ def managed_run(params, check_mode=False):
         peers = _settings(params, (_check_identity, _check_managed_peer))
         copy_user = _copy_user(params, as_root) if any(p["type"] == "remote" and not p["error"] for p in peers) else None
     except spec.OptionError as exc:
-        raise TaskFailure(str(exc))
+        raise TaskFailure(str(exc), option=exc.option)
     peer_timeout = params.get("peer_timeout") or None
     todo = [index for index, peer in enumerate(peers) if not peer["error"]]
     jobs = []

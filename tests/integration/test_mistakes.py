@@ -186,3 +186,15 @@ def test_the_master_group_must_hold_one_host(runner, data):
     failures = peer_failures(run, "Check the run-wide settings")
     assert sorted(failures) == ["p1", "p2"], run
     assert failures["p1"].startswith("The inventory needs exactly one host in the group cback_master"), failures
+
+
+def test_a_backup_user_the_master_lacks_names_the_inventory_variable(runner, data):
+    """What only the master can check (does the backup user exist there?) fails every peer's host,
+    naming the inventory variable, not the module option it was passed as."""
+    inventory = write_inventory(runner.base / "nouser.ini", {"cback_staging_dir": str(data / "stage"),
+                                                              "cback_backup_user": "cbnosuchuser"}, peers(data))
+    run = runner.run("stage", inventory)
+    assert run.rc != 0, run
+    failures = peer_failures(run, "Check that the run started")
+    assert sorted(failures) == ["p1", "p2"], run
+    assert failures["p1"].startswith("cback_backup_user: no such user 'cbnosuchuser' on the master"), failures
