@@ -5,8 +5,8 @@
 
 ``_command`` (splitting, quoting, running), ``_paths``, ``_ids`` and ``_failure``.
 Expected values come from Cedar Backup 3.7 (``CedarBackup3.util`` and
-``CedarBackup3.actions.stage``) and from the project's record of cback3's behaviour
-(CBACK3-BEHAVIOUR.md).
+``CedarBackup3.actions.stage``) and from the project's docs: the ignore-failure table is
+docs/stage-run.md's ("Ignore-failure modes").
 """
 
 from __future__ import absolute_import, division, print_function
@@ -437,7 +437,7 @@ def test_current_user_name_unknown_uid(monkeypatch):
 
 
 # ---------------------------------------------------------------------------
-# _failure: the ignore-failure table of CBACK3-BEHAVIOUR.md
+# _failure: the ignore-failure table of docs/stage-run.md ("Ignore-failure modes")
 # ---------------------------------------------------------------------------
 
 
