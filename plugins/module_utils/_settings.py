@@ -259,11 +259,13 @@ def _text(value):
 
 
 def _spec_check(function, *args, **kwargs):
-    """A check of ``_argspec`` whose ``OptionError`` becomes a ``SettingError`` (its text without the option)."""
+    """A check of ``_argspec`` whose ``OptionError`` becomes a ``SettingError`` (its text without the option
+    and its closing period: each edge ends the sentence itself)."""
     try:
         function(*args, **kwargs)
     except spec.OptionError as exc:
-        raise SettingError(str(exc).split(": ", 1)[1])
+        message = str(exc).split(": ", 1)[1]
+        raise SettingError(message[:-1] if message.endswith(".") else message)
 
 
 def check(setting, value, remote=True):

@@ -3,27 +3,33 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the ``cedarbackup.peer.cback`` filter plugin.
 
-Plain dicts stand in for Ansible's ``hostvars``.  The ignore-failure expectations are the
-table of docs/cback3-behaviour.md, the project's record of cback3's behaviour ("Not ready, and the ignore-failure modes").
+Plain dicts stand in for Ansible's ``hostvars``; ``current`` is what the roles pass to
+``cback_resolve``: each of ``cback_role_variables`` with its value where the role runs, ``''``
+when unset.  The rows and summaries the tables are built from are ``_report``'s, tested in
+``tests/unit/plugins/module_utils/test__report.py``.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import re
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.cedarbackup.peer.plugins.filter import cback
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import (
+    failed_outcome, managed_summary, not_ready_outcome, peer_entry, stage_summary, staged_outcome,
+)
 
 SETTINGS = dict(backup_user="backup", rcp_command="", rsh_command="", cback_command="", managed_actions=[])
 
+WHERE = "set it in the master's variables (host_vars/bk, the group_vars of its group, or group_vars/all), or with -e."
+
 
 def resolve(hostvars, settings=None, hosts=None):
-    """``cback_peers`` as a dict by host (and the list, to check the order)."""
+    """``cback_peers`` as a dict by host."""
     peers = cback.cback_peers(list(hostvars) if hosts is None else hosts, hostvars, SETTINGS if settings is None else settings)
     return dict((peer["host"], peer) for peer in peers)
 
@@ -32,20 +38,52 @@ def one(variables, settings=None):
     return resolve({"web1": variables}, settings)["web1"]
 
 
+def run(role, hostvars, hosts=None, current=None, masters=("bk",), host=None):
+    """``cback_resolve`` as a role calls it: the peers are every host but the master unless ``hosts`` says."""
+    names = cback.cback_role_variables(role)
+    values = dict((name, "") for name in names)
+    values.update(current or {})
+    hosts = [name for name in hostvars if name not in masters] if hosts is None else hosts
+    return cback.cback_resolve(hosts, hostvars, role, values, list(masters), host)
+
+
+def stage(peers=None, master=None, **kwargs):
+    """A stage run's resolution: ``bk`` the master (staging dir ``/srv/stage``), ``peers`` the peers' variables."""
+    hostvars = dict(bk=dict(dict(cback_staging_dir="/srv/stage"), **(master or {})))
+    hostvars.update(peers or {})
+    return run("stage", hostvars, **kwargs)
+
+
+def managed(peers=None, master=None, action="collect", **kwargs):
+    """A managed run of ``action`` (given with -e: every host has it)."""
+    hostvars = dict(bk=dict(master or {}))
+    hostvars.update(peers or {})
+    if action is not None:
+        for values in hostvars.values():
+            values.setdefault("cback_action", action)
+    return run("managed", hostvars, **kwargs)
+
+
+@pytest.fixture
+def warnings_shown(monkeypatch):
+    """The Ansible warnings shown during a test."""
+    shown = []
+    monkeypatch.setattr("ansible.utils.display.Display.warning", lambda self, message, *args, **kwargs: shown.append(message))
+    return shown
+
+
 # ---------------------------------------------------------------------------
 # FilterModule
 # ---------------------------------------------------------------------------
 
 
-def test_filter_names():
+def test_the_filters_the_plugin_provides():
     assert cback.FilterModule().filters() == {
         "cback_peers": cback.cback_peers,
-        "cback_run_settings": cback.cback_run_settings,
-        "cback_variable_warnings": cback.cback_variable_warnings,
-        "cback_run_peers": cback.cback_run_peers,
+        "cback_resolve": cback.cback_resolve,
+        "cback_role_variables": cback.cback_role_variables,
+        "cback_inventory_problem": cback.cback_inventory_problem,
         "cback_peer_failure": cback.cback_peer_failure,
-        "cback_stage_summary": cback.cback_stage_summary,
-        "cback_managed_summary": cback.cback_managed_summary,
         "cback_summary_table": cback.cback_summary_table,
     }
 
@@ -55,14 +93,14 @@ def test_filter_names():
 # ---------------------------------------------------------------------------
 
 
-def test_minimal_remote_peer():
+def test_a_peer_with_only_a_collect_dir_is_a_remote_peer_named_after_its_host():
     assert one({"cback_collect_dir": "/opt/backup/collect"}) == dict(
         host="web1", name="web1", error=None, type="remote", collect_dir="/opt/backup/collect", remote_user="backup",
         rcp_command=None, rsh_command=None, cback_command=None, ignore_failure_mode=None, managed=False, managed_actions=[],
     )
 
 
-def test_every_peer_var():
+def test_every_peer_variable_is_read():
     peer = one({
         "cback_peer_type": "remote",
         "cback_peer_name": "web1.example.org",
@@ -83,66 +121,79 @@ def test_every_peer_var():
     )
 
 
-def test_local_peer_name_is_only_a_label():
+def test_a_local_peer_name_is_only_a_label():
     peer = one({"cback_peer_type": "local", "cback_peer_name": "master self", "cback_collect_dir": "/opt/backup/collect"})
     assert peer["error"] is None
     assert (peer["type"], peer["name"]) == ("local", "master self")
 
 
-def test_inventory_order_is_kept():
+def test_a_local_collect_dir_may_hold_any_character():
+    peer = one({"cback_peer_type": "local", "cback_collect_dir": "/srv/collect;odd $name"})
+    assert (peer["error"], peer["collect_dir"]) == (None, "/srv/collect;odd $name")
+
+
+def test_the_inventory_order_is_kept():
     hostvars = dict((host, {"cback_collect_dir": "/c"}) for host in ("zeta", "alpha", "mid"))
     peers = cback.cback_peers(["zeta", "alpha", "mid"], hostvars, SETTINGS)
     assert [peer["host"] for peer in peers] == ["zeta", "alpha", "mid"]
 
 
 @pytest.mark.parametrize("hosts", [None, []])
-def test_no_hosts(hosts):
+def test_no_hosts_no_peers(hosts):
     assert cback.cback_peers(hosts, {}, SETTINGS) == []
 
 
-def test_settings_may_be_omitted():
+def test_the_run_wide_values_may_be_left_out():
     peers = cback.cback_peers(["web1"], {"web1": {"cback_collect_dir": "/c"}})
     assert peers[0]["error"] is None
     assert peers[0]["remote_user"] is None
     assert peers[0]["managed_actions"] == []
 
 
-def test_settings_are_not_changed():
+def test_the_run_wide_values_given_are_not_changed():
     settings = dict(SETTINGS, managed_actions="collect, purge")
     cback.cback_peers(["web1"], {"web1": {"cback_collect_dir": "/c"}}, settings)
     assert settings["managed_actions"] == "collect, purge"
 
 
+def test_values_that_are_no_run_wide_setting_are_left_alone():
+    peer = cback.cback_peers(["web1"], {"web1": {"cback_collect_dir": "/c"}}, dict(SETTINGS, something_else="x"))[0]
+    assert peer["error"] is None
+
+
 @pytest.mark.parametrize("key", ["rcp_command", "rsh_command", "cback_command"])
-def test_command_peer_var_wins_over_run_wide(key):
+def test_a_peer_command_wins_over_the_run_wide_one(key):
     settings = dict(SETTINGS, **{key: "/usr/bin/run-wide -x"})
     assert one({"cback_collect_dir": "/c"}, settings)[key] == "/usr/bin/run-wide -x"
     assert one({"cback_collect_dir": "/c", "cback_" + key: "/usr/bin/peer -y"}, settings)[key] == "/usr/bin/peer -y"
 
 
 @pytest.mark.parametrize("key", ["rcp_command", "rsh_command", "cback_command"])
-def test_empty_run_wide_command_is_the_default(key):
+@pytest.mark.parametrize("blank", ["", None, "   "])
+def test_a_blank_command_is_the_default_command(key, blank):
     # the role's defaults are "": the module's default command
-    assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: ""}))[key] is None
-    assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: None}))[key] is None
+    assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: blank}))[key] is None
+    assert one({"cback_collect_dir": "/c", "cback_" + key: blank})[key] is None
 
 
-def test_remote_user_defaults_to_backup_user():
+def test_the_remote_user_defaults_to_the_backup_user():
     assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, backup_user="cbackup"))["remote_user"] == "cbackup"
     assert one({"cback_collect_dir": "/c", "cback_remote_user": "other"}, dict(SETTINGS, backup_user="cbackup"))["remote_user"] == "other"
     assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, backup_user=""))["remote_user"] is None
     assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, backup_user=None))["remote_user"] is None
 
 
-def test_peer_name_defaults_to_the_inventory_host():
+def test_the_peer_name_defaults_to_the_inventory_hostname():
     assert one({"cback_collect_dir": "/c"})["name"] == "web1"
     assert one({"cback_collect_dir": "/c", "cback_peer_name": ""})["name"] == "web1"
+    assert one({"cback_collect_dir": "/c", "cback_peer_name": "  "})["name"] == "web1"
     assert one({"cback_collect_dir": "/c", "cback_peer_name": "10.0.0.5"})["name"] == "10.0.0.5"
 
 
-def test_peer_type_defaults_to_remote():
+def test_the_peer_type_defaults_to_remote():
     assert one({"cback_collect_dir": "/c"})["type"] == "remote"
     assert one({"cback_collect_dir": "/c", "cback_peer_type": None})["type"] == "remote"
+    assert one({"cback_collect_dir": "/c", "cback_peer_type": ""})["type"] == "remote"
     assert one({"cback_collect_dir": "/c", "cback_peer_type": "local"})["type"] == "local"
 
 
@@ -151,16 +202,16 @@ def test_peer_type_defaults_to_remote():
     [
         (True, True), ("true", True), ("yes", True), ("True", True), ("on", True), (1, True), ("1", True),
         (False, False), ("false", False), ("no", False), ("False", False), ("off", False), (0, False), ("0", False),
-        (None, False),
+        (None, False), ("", False),
     ],
 )
-def test_managed_boolean_forms(value, expected):
+def test_managed_takes_the_boolean_forms(value, expected):
     peer = one({"cback_collect_dir": "/c", "cback_managed": value})
     assert peer["error"] is None
     assert peer["managed"] is expected
 
 
-def test_managed_defaults_to_false():
+def test_a_peer_is_not_managed_by_default():
     assert one({"cback_collect_dir": "/c"})["managed"] is False
 
 
@@ -173,12 +224,13 @@ def test_managed_defaults_to_false():
         ("collect", ["collect"]),
         ("collect,purge", ["collect", "purge"]),
         ("collect, purge ,  store", ["collect", "purge", "store"]),
+        ("collect,,purge,", ["collect", "purge"]),
         ("my-action,other_one,x2", ["my-action", "other_one", "x2"]),
         ("", []),
         ([], []),
     ],
 )
-def test_managed_actions_list_or_comma_string(value, expected):
+def test_managed_actions_are_a_list_or_a_comma_separated_string(value, expected):
     peer = one({"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": value})
     assert peer["error"] is None
     assert peer["managed_actions"] == expected
@@ -194,13 +246,13 @@ def test_managed_actions_list_or_comma_string(value, expected):
         ([], []),
     ],
 )
-def test_managed_actions_fall_back_to_run_wide(run_wide, expected):
+def test_managed_actions_fall_back_to_the_run_wide_ones(run_wide, expected):
     peer = one({"cback_collect_dir": "/c", "cback_managed": "yes"}, dict(SETTINGS, managed_actions=run_wide))
     assert peer["error"] is None
     assert peer["managed_actions"] == expected
 
 
-def test_managed_actions_peer_var_wins_over_run_wide():
+def test_a_peers_managed_actions_win_over_the_run_wide_ones():
     settings = dict(SETTINGS, managed_actions="collect, purge")
     assert one({"cback_collect_dir": "/c", "cback_managed_actions": ["store"]}, settings)["managed_actions"] == ["store"]
     assert one({"cback_collect_dir": "/c", "cback_managed_actions": "stage"}, settings)["managed_actions"] == ["stage"]
@@ -210,19 +262,19 @@ def test_managed_actions_peer_var_wins_over_run_wide():
 
 
 @pytest.mark.parametrize("mode", ["none", "all", "daily", "weekly"])
-def test_ignore_failure_modes(mode):
+def test_every_ignore_failure_mode_is_taken(mode):
     peer = one({"cback_collect_dir": "/c", "cback_ignore_failure_mode": mode})
     assert peer["error"] is None
     assert peer["ignore_failure_mode"] == mode
 
 
-def test_empty_ignore_failure_mode_is_none():
+def test_an_empty_ignore_failure_mode_is_unset():
     assert one({"cback_collect_dir": "/c", "cback_ignore_failure_mode": ""})["ignore_failure_mode"] is None
 
 
-def test_ip_addresses_as_remote_names():
-    for name in ("192.0.2.10", "::1", "2001:db8::1"):
-        assert one({"cback_collect_dir": "/c", "cback_peer_name": name})["error"] is None, name
+@pytest.mark.parametrize("name", ["192.0.2.10", "::1", "2001:db8::1", "web1.example.org", "web1.example.org."])
+def test_ip_addresses_and_hostnames_are_remote_peer_names(name):
+    assert one({"cback_collect_dir": "/c", "cback_peer_name": name})["error"] is None
 
 
 # ---------------------------------------------------------------------------
@@ -235,63 +287,84 @@ INVALID = [
     ({"cback_peer_name": "a/b", "cback_collect_dir": "/c"}, "cback_peer_name", "one directory name"),
     ({"cback_peer_name": "..", "cback_collect_dir": "/c"}, "cback_peer_name", "one directory name"),
     ({"cback_peer_name": "-oProxyCommand=x", "cback_collect_dir": "/c"}, "cback_peer_name", "leading '-'"),
-    ({"cback_peer_name": "not a host", "cback_collect_dir": "/c"}, "cback_peer_name", "not a hostname or IP address"),
+    ({"cback_peer_name": "not a host", "cback_collect_dir": "/c"}, "cback_peer_name", "'not a host' is not a hostname or IP address"),
+    ({"cback_peer_name": 5, "cback_collect_dir": "/c"}, "cback_peer_name", "must be a string, not 5"),
     ({"cback_peer_type": "local", "cback_peer_name": "../x", "cback_collect_dir": "/c"}, "cback_peer_name", "'../x'"),
-    ({"cback_collect_dir": "relative/collect"}, "cback_collect_dir", "must be an absolute path"),
-    ({"cback_peer_type": "local", "cback_collect_dir": "relative"}, "cback_collect_dir", "must be an absolute path"),
+    ({"cback_collect_dir": "relative/collect"}, "cback_collect_dir", "must be an absolute path, not 'relative/collect'"),
+    ({"cback_peer_type": "local", "cback_collect_dir": "relative"}, "cback_collect_dir", "must be an absolute path, not 'relative'"),
     ({}, "cback_collect_dir", "is required for every peer"),
     ({"cback_collect_dir": ""}, "cback_collect_dir", "is required for every peer"),
     ({"cback_collect_dir": None}, "cback_collect_dir", "is required for every peer"),
     ({"cback_collect_dir": "/c;rm -rf /"}, "cback_collect_dir", "cannot pass safely"),
+    ({"cback_collect_dir": ["/c"]}, "cback_collect_dir", "must be a string, not ['/c']"),
     ({"cback_peer_type": "other", "cback_collect_dir": "/c"}, "cback_peer_type", "must be local or remote, not 'other'"),
     ({"cback_peer_type": "Remote", "cback_collect_dir": "/c"}, "cback_peer_type", "not 'Remote'"),
-    ({"cback_ignore_failure_mode": "sometimes", "cback_collect_dir": "/c"}, "cback_ignore_failure_mode", "not 'sometimes'"),
-    ({"cback_ignore_failure_mode": "Daily", "cback_collect_dir": "/c"}, "cback_ignore_failure_mode", "none, all, daily, weekly"),
-    ({"cback_managed_actions": "Collect", "cback_collect_dir": "/c"}, "cback_managed_actions", "'Collect' is not a bare action name"),
-    ({"cback_managed_actions": ["collect", "rm -rf"], "cback_collect_dir": "/c"}, "cback_managed_actions", "'rm -rf'"),
-    ({"cback_managed_actions": "collect;purge", "cback_collect_dir": "/c"}, "cback_managed_actions", "'collect;purge'"),
-    ({"cback_managed_actions": "-x", "cback_collect_dir": "/c"}, "cback_managed_actions", "'-x'"),
-    ({"cback_managed_actions": 5, "cback_collect_dir": "/c"}, "cback_managed_actions", "must be a list or a comma-separated string"),
+    ({"cback_ignore_failure_mode": "sometimes", "cback_collect_dir": "/c"}, "cback_ignore_failure_mode",
+     "must be one of none, all, daily, weekly, not 'sometimes'"),
+    ({"cback_ignore_failure_mode": "Daily", "cback_collect_dir": "/c"}, "cback_ignore_failure_mode", "not 'Daily'"),
+    ({"cback_managed_actions": "Collect", "cback_collect_dir": "/c"}, "cback_managed_actions",
+     "holds 'Collect', which is not a bare action name"),
+    ({"cback_managed_actions": ["collect", "rm -rf"], "cback_collect_dir": "/c"}, "cback_managed_actions", "holds 'rm -rf'"),
+    ({"cback_managed_actions": "collect;purge", "cback_collect_dir": "/c"}, "cback_managed_actions", "holds 'collect;purge'"),
+    ({"cback_managed_actions": "-x", "cback_collect_dir": "/c"}, "cback_managed_actions", "holds '-x'"),
+    ({"cback_managed_actions": 5, "cback_collect_dir": "/c"}, "cback_managed_actions", "must be a list or a comma-separated string, not 5"),
     ({"cback_managed_actions": {"collect": True}, "cback_collect_dir": "/c"}, "cback_managed_actions", "must be a list"),
-    ({"cback_managed": "maybe", "cback_collect_dir": "/c"}, "cback_managed", "'maybe' is not a boolean"),
-    ({"cback_managed": 2, "cback_collect_dir": "/c"}, "cback_managed", "is not a boolean"),
+    ({"cback_managed": "maybe", "cback_collect_dir": "/c"}, "cback_managed", "must be true or false, not 'maybe'"),
+    ({"cback_managed": 2, "cback_collect_dir": "/c"}, "cback_managed", "must be true or false, not 2"),
     ({"cback_remote_user": "bad user", "cback_collect_dir": "/c"}, "cback_remote_user", "'bad user' is not a valid user name"),
     ({"cback_rcp_command": '""', "cback_collect_dir": "/c"}, "cback_rcp_command", "is not a command"),
-    ({"cback_rsh_command": "   ", "cback_collect_dir": "/c"}, "cback_rsh_command", "is not a command"),
+    ({"cback_rsh_command": "-x ssh", "cback_collect_dir": "/c"}, "cback_rsh_command", "starts with the option '-x'"),
     ({"cback_cback_command": '""', "cback_collect_dir": "/c"}, "cback_cback_command", "is not a command"),
 ]
 
 
 @pytest.mark.parametrize("variables, option, reason", INVALID)
-def test_invalid_settings_name_the_variable(variables, option, reason):
+def test_an_invalid_setting_is_the_peers_error_naming_the_variable(variables, option, reason):
     peer = one(variables)
     assert peer["error"].startswith("invalid settings: %s: " % option), peer["error"]
     assert reason in peer["error"], peer["error"]
+    # one sentence, one period
+    assert peer["error"].endswith(".") and not peer["error"].endswith(".."), peer["error"]
     # what identifies the peer in a summary is always there
     assert peer["host"] == "web1"
     assert peer["name"] == variables.get("cback_peer_name") or peer["name"] == "web1"
 
 
-def test_invalid_run_wide_command_marks_every_peer():
-    peers = resolve({"a": {"cback_collect_dir": "/c"}, "b": {"cback_collect_dir": "/c"}}, dict(SETTINGS, rcp_command='""'))
-    for peer in peers.values():
-        assert peer["error"].startswith("invalid settings: cback_rcp_command: "), peer
+@pytest.mark.parametrize("host, message", [
+    ("not a host", "remote peer name 'not a host' is not a hostname or IP address"),
+    ("-oProxyCommand=x", "peer name '-oProxyCommand=x' must be usable as one directory name (no '/', not '.' or '..', no leading '-')"),
+])
+def test_a_bad_inventory_hostname_is_reported_as_the_inventory_hostname(host, message):
+    for variables in ({"cback_collect_dir": "/c"}, {"cback_collect_dir": "/c", "cback_peer_name": ""}):
+        peer = resolve({host: variables})[host]
+        assert peer["error"] == "invalid settings: inventory hostname: %s; set cback_peer_name to the peer's name." % message
+        assert peer["name"] == host
 
 
-def test_invalid_peer_leaves_the_others_alone():
+def test_a_bad_inventory_hostname_is_fine_with_a_peer_name_or_as_a_local_peer():
+    assert resolve({"not a host": {"cback_collect_dir": "/c", "cback_peer_name": "web1"}})["not a host"]["error"] is None
+    assert resolve({"not a host": {"cback_collect_dir": "/c", "cback_peer_type": "local"}})["not a host"]["error"] is None
+
+
+def test_an_invalid_peer_leaves_the_others_alone():
     peers = resolve({"good": {"cback_collect_dir": "/c"}, "bad": {"cback_collect_dir": "rel"}, "also": {"cback_collect_dir": "/d"}})
     assert peers["good"]["error"] is None and peers["also"]["error"] is None
     assert peers["bad"]["error"] is not None
 
 
-def test_managed_peer_with_invalid_settings_is_still_known_as_managed():
+def test_a_managed_peer_with_invalid_settings_is_still_known_as_managed():
     peer = one({"cback_managed": "true", "cback_managed_actions": "collect", "cback_collect_dir": "rel"})
     assert peer["error"].startswith("invalid settings: cback_collect_dir: ")
     assert peer["managed"] is True
     assert peer["managed_actions"] == ["collect"]
 
 
-def test_duplicate_peer_names_mark_both():
+def test_a_peer_with_an_unreadable_managed_may_be_managed():
+    peer = one({"cback_managed": "maybe", "cback_collect_dir": "/c"})
+    assert peer["managed"] is None
+
+
+def test_duplicate_peer_names_mark_both_peers():
     peers = resolve({
         "web1": {"cback_collect_dir": "/c"},
         "web1-alias": {"cback_collect_dir": "/c", "cback_peer_name": "web1"},
@@ -302,14 +375,14 @@ def test_duplicate_peer_names_mark_both():
     assert peers["db1"]["error"] is None
 
 
-def test_duplicate_peer_names_three_ways():
+def test_a_peer_name_used_three_times_names_the_two_others():
     peers = resolve(dict((host, {"cback_collect_dir": "/c", "cback_peer_name": "shared"}) for host in ("a", "b", "c")))
     assert peers["a"]["error"] == "invalid settings: peer name 'shared' is also used by b, c."
     assert peers["b"]["error"] == "invalid settings: peer name 'shared' is also used by a, c."
     assert peers["c"]["error"] == "invalid settings: peer name 'shared' is also used by a, b."
 
 
-def test_duplicate_peer_name_keeps_an_earlier_error():
+def test_a_duplicate_peer_name_keeps_an_earlier_error():
     peers = resolve({
         "a": {"cback_collect_dir": "relative", "cback_peer_name": "shared"},
         "b": {"cback_collect_dir": "/c", "cback_peer_name": "shared"},
@@ -318,7 +391,7 @@ def test_duplicate_peer_name_keeps_an_earlier_error():
     assert peers["b"]["error"] == "invalid settings: peer name 'shared' is also used by a."
 
 
-def test_duplicate_names_local_and_remote():
+def test_a_local_and_a_remote_peer_may_not_share_a_name():
     peers = resolve({
         "master": {"cback_peer_type": "local", "cback_collect_dir": "/c", "cback_peer_name": "web1"},
         "web1": {"cback_collect_dir": "/c"},
@@ -327,331 +400,382 @@ def test_duplicate_names_local_and_remote():
     assert "also used by master" in peers["web1"]["error"]
 
 
-@pytest.mark.parametrize("value", ["Collect", "collect;purge", 5, ["ok", "no way"], {"a": 1}])
-def test_invalid_run_wide_managed_actions_raises(value):
+@pytest.mark.parametrize("value, message", [
+    ("Collect", "cback_managed_actions holds 'Collect', which is not a bare action name (lowercase letters, digits, _ and -)."),
+    ("collect;purge", "cback_managed_actions holds 'collect;purge', which is not a bare action name"),
+    (["ok", "no way"], "cback_managed_actions holds 'no way', which is not a bare action name"),
+    (5, "cback_managed_actions must be a list or a comma-separated string, not 5."),
+    ({"a": 1}, "cback_managed_actions must be a list or a comma-separated string, not {'a': 1}."),
+])
+def test_an_invalid_run_wide_value_fails_the_filter_naming_the_variable(value, message):
     with pytest.raises(AnsibleFilterError) as info:
         cback.cback_peers(["web1"], {"web1": {"cback_collect_dir": "/c"}}, dict(SETTINGS, managed_actions=value))
-    assert str(info.value).startswith("Run-wide cback_managed_actions: "), str(info.value)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_an_invalid_run_wide_command_fails_the_filter():
+    with pytest.raises(AnsibleFilterError) as info:
+        cback.cback_peers(["a", "b"], {"a": {"cback_collect_dir": "/c"}, "b": {"cback_collect_dir": "/c"}}, dict(SETTINGS, rcp_command='""'))
+    assert str(info.value) == "cback_rcp_command '\"\"' is not a command; give the program and its arguments."
 
 
 # ---------------------------------------------------------------------------
-# cback_run_settings
+# cback_resolve: run-wide settings from the master, else the play, never a peer
 # ---------------------------------------------------------------------------
 
-
-def test_run_settings_master_value_wins():
-    current = dict(staging_dir="/default", backup_user="backup", full=True, rcp_command="")
-    master = dict(cback_staging_dir="/opt/backup/stage", cback_full=False, cback_rcp_command=None, other="x")
-    assert cback.cback_run_settings(current, master) == dict(
-        staging_dir="/opt/backup/stage", backup_user="backup", full=False, rcp_command=None,
-    )
-
-
-def test_run_settings_fall_back_to_current():
-    current = dict(staging_dir="/stage", starting_day="monday")
-    assert cback.cback_run_settings(current, {}) == current
-    # only the keys of current: the master's other cback_ vars are not taken
-    assert cback.cback_run_settings(current, {"cback_staging_dir": "/m", "cback_unrelated": 1}) == dict(staging_dir="/m", starting_day="monday")
-
-
-def test_run_settings_without_current():
-    assert cback.cback_run_settings(None, {"cback_staging_dir": "/m"}) == {}
-    assert cback.cback_run_settings({}, {"cback_staging_dir": "/m"}) == {}
-
-
-# ---------------------------------------------------------------------------
-# cback_stage_summary
-# ---------------------------------------------------------------------------
-
-
-def peer_entry(host, name=None, type="local", error=None, mode=None, managed=False, actions=()):
-    return dict(
-        host=host, name=name or host, type=type, error=error, ignore_failure_mode=mode, managed=managed, managed_actions=list(actions),
-    )
-
-
-def staged_outcome(files=("a", "b"), size=3000, seconds=1.25, unchanged=()):
-    return dict(
-        changed=bool(files), ready=True, count=len(files), files=list(files), bytes=size, unchanged=list(unchanged),
-        seconds=seconds, stage_indicator_written=True, target_dir="/stage/x",
-    )
-
-
-def not_ready_outcome(seconds=0.25):
-    return dict(changed=False, ready=False, count=0, files=[], bytes=0, unchanged=[], seconds=seconds, stage_indicator_written=False)
-
-
-def failed_outcome(msg="Peer x: Error (1) copying files from remote host. scp: nope", files=("a",), size=10, seconds=0.5, rc=1):
-    return dict(
-        failed=True, changed=bool(files), msg=msg, ready=True, count=len(files), files=list(files), bytes=size, unchanged=[],
-        seconds=seconds, rc=rc, stage_indicator_written=False,
-    )
-
-
-def run_vars(*entries):
-    """hostvars from ``(peer entry, outcome or MISSING)`` pairs."""
-    hostvars = {}
-    for peer, outcome in entries:
-        values = {"__cback_peer": peer}
-        if outcome is not MISSING:
-            values["__cback_outcome"] = outcome
-        hostvars[peer["host"]] = values
-    return hostvars
-
-
-MISSING = object()
-
-
-def stage_summary(*entries, **kwargs):
-    hostvars = run_vars(*entries)
-    return cback.cback_stage_summary(list(hostvars), hostvars, **kwargs)
-
-
-def row_of(summary, name):
-    rows = [row for row in summary["peers"] if row["name"] == name]
-    assert len(rows) == 1, summary
-    return rows[0]
-
-
-def test_stage_summary_staged():
-    summary = stage_summary((peer_entry("p1"), staged_outcome(files=("a", "b", "c"), size=4096, seconds=1.5)))
-    assert summary["peers"] == [
-        dict(name="p1", host="p1", type="local", status="staged", files=3, bytes=4096, seconds=1.5, message=""),
-    ]
-    assert summary["failed"] == []
-    assert summary["failure_message"] == ""
-
-
-def test_stage_summary_staged_with_unchanged_files():
-    row = stage_summary((peer_entry("p1"), staged_outcome(files=(), size=0, unchanged=("a", "b"))))["peers"][0]
-    assert (row["status"], row["files"], row["bytes"], row["message"]) == ("staged", 0, 0, "2 already staged")
-
-
-def test_stage_summary_keys():
-    summary = stage_summary(
-        (peer_entry("p1"), staged_outcome()), full=True, start_of_week=False, date="2026/11/26", daily_dir="/s/2026/11/26",
-        check_mode=True,
-    )
-    assert set(summary) == {"date", "daily_dir", "full", "start_of_week", "check_mode", "peers", "failed", "failure_message"}
-    assert (summary["date"], summary["daily_dir"]) == ("2026/11/26", "/s/2026/11/26")
-    assert (summary["full"], summary["start_of_week"], summary["check_mode"]) == (True, False, True)
-
-
-def test_stage_summary_boolean_forms():
-    summary = stage_summary((peer_entry("p1"), staged_outcome()), full="yes", start_of_week="False", check_mode="true")
-    assert (summary["full"], summary["start_of_week"], summary["check_mode"]) == (True, False, True)
-    summary = stage_summary((peer_entry("p1"), staged_outcome()))
-    assert (summary["full"], summary["start_of_week"], summary["check_mode"]) == (False, False, False)
-    assert (summary["date"], summary["daily_dir"]) == (None, None)
-
-
-def test_stage_summary_invalid_peer():
-    error = "invalid settings: cback_collect_dir: 'rel' must be an absolute path."
-    for outcome in (MISSING, None, dict(skipped=True, changed=False)):
-        summary = stage_summary((peer_entry("bad", error=error), outcome))
-        assert summary["peers"] == [
-            dict(name="bad", host="bad", type="local", status="failed", files=0, bytes=0, seconds=0.0, message=error),
-        ]
-        assert summary["failed"] == ["bad"]
-
-
-def test_stage_summary_invalid_peer_wins_over_an_outcome():
-    row = stage_summary((peer_entry("bad", error="invalid settings: x"), staged_outcome()))["peers"][0]
-    assert (row["status"], row["message"]) == ("failed", "invalid settings: x")
-
-
-@pytest.mark.parametrize(
-    "outcome",
-    [MISSING, None, dict(skipped=True, changed=False, skip_reason="Conditional result was False"), dict(skipped=True)],
+STAGE_MODULE = dict(
+    staging_dir="/srv/stage", backup_user="backup", backup_group="backup", starting_day="monday", full=False,
+    stage_indicator="cback.stage", collect_indicator="cback.collect", parallel=8, timeout=0, connect_timeout=30,
+    ssh_multiplex=True, quick_check=True, verify=False, peer_timeout=21600, copy_as_backup_user=True,
 )
-def test_stage_summary_not_attempted(outcome):
-    summary = stage_summary((peer_entry("p1"), outcome))
-    assert summary["peers"] == [
-        dict(name="p1", host="p1", type="local", status="failed", files=0, bytes=0, seconds=0.0, message="was not attempted."),
-    ]
-    assert summary["failed"] == ["p1"]
+
+MANAGED_MODULE = dict(
+    action="collect", backup_user="backup", full=False, parallel=8, timeout=0, connect_timeout=30, peer_timeout=21600,
+    copy_as_backup_user=True,
+)
 
 
-def test_stage_summary_failed_outcome():
-    outcome = failed_outcome(msg="  Peer r1: Error (1) copying files from remote host. scp: x: not a regular file\n", files=("a", "b"), size=20, seconds=0.75)
-    row = stage_summary((peer_entry("r1", type="remote"), outcome))["peers"][0]
-    assert row == dict(
-        name="r1", host="r1", type="remote", status="failed", files=2, bytes=20, seconds=0.75,
-        message="Error (1) copying files from remote host. scp: x: not a regular file",
+def test_a_stage_run_without_settings_takes_the_defaults():
+    result = stage({"web1": {"cback_collect_dir": "/c"}})
+    assert result["error"] is None
+    assert result["master"] == "bk"
+    assert result["module"] == STAGE_MODULE
+    assert result["run"] == dict(
+        staging_dir="/srv/stage", working_dir=None, backup_user="backup", backup_group="backup", rcp_command=None, rsh_command=None,
+        cback_command=None, managed_actions=[], starting_day="monday", full=False, stage_indicator="cback.stage",
+        collect_indicator="cback.collect", master_group="cback_master", stage_parallel=8, command_timeout=0, connect_timeout=30,
+        ssh_multiplex=True, quick_check=True, verify=False, peer_timeout=21600, copy_as_backup_user=True, fail_on_peer_error=True,
     )
 
 
-def test_stage_summary_failed_outcome_without_message():
-    row = stage_summary((peer_entry("r1"), dict(failed=True, rc=2)))["peers"][0]
-    assert (row["status"], row["message"]) == ("failed", "failed without a message (rc 2).")
-    assert (row["files"], row["bytes"], row["seconds"]) == (0, 0, 0.0)
-    row = stage_summary((peer_entry("r1"), dict(failed=True, msg="")))["peers"][0]
-    assert row["message"] == "failed without a message (rc None)."
+def test_a_managed_run_without_settings_takes_the_defaults():
+    result = managed({"db1": {"cback_managed": True, "cback_managed_actions": "collect"}})
+    assert result["error"] is None
+    assert result["module"] == MANAGED_MODULE
+    assert result["run"]["fail_on_peer_error"] is True
+    assert "staging_dir" not in result["run"]
 
 
-def test_stage_summary_failed_outcome_even_when_not_ready():
-    row = stage_summary((peer_entry("r1", mode="all"), dict(failed=True, ready=False, msg="boom")))["peers"][0]
-    assert (row["status"], row["message"]) == ("failed", "boom")
+@pytest.mark.parametrize("role, variable, value, option, expected", [
+    ("stage", "cback_stage_parallel", "3", "parallel", 3),
+    ("stage", "cback_command_timeout", 600, "timeout", 600),
+    ("stage", "cback_connect_timeout", "0", "connect_timeout", 0),
+    ("stage", "cback_working_dir", "/var/tmp/cback", "working_dir", "/var/tmp/cback"),
+    ("stage", "cback_full", "yes", "full", True),
+    ("stage", "cback_verify", "true", "verify", True),
+    ("stage", "cback_starting_day", "sunday", "starting_day", "sunday"),
+    ("stage", "cback_collect_indicator", "ready.flag", "collect_indicator", "ready.flag"),
+    ("managed", "cback_managed_parallel", 2, "parallel", 2),
+    ("managed", "cback_command_timeout", "60", "timeout", 60),
+    ("managed", "cback_peer_timeout", 3600, "peer_timeout", 3600),
+    ("managed", "cback_copy_as_backup_user", "no", "copy_as_backup_user", False),
+])
+def test_a_run_wide_setting_reaches_its_module_option_typed(role, variable, value, option, expected):
+    result = (stage if role == "stage" else managed)(master={variable: value})
+    assert result["error"] is None, result["error"]
+    assert result["module"][option] == expected
 
 
-# The ignore-failure table of docs/cback3-behaviour.md: is a not-ready peer ignored on a
-# normal day, on a full run, at the start of the week?
-IGNORE_TABLE = [
-    (None, False, False, False),
-    ("none", False, False, False),
-    ("all", True, True, True),
-    ("daily", True, False, False),
-    ("weekly", False, True, True),
+def test_settings_the_run_module_does_not_take_are_no_module_options():
+    result = stage(master={"cback_rcp_command": "/usr/bin/scp -B", "cback_fail_on_peer_error": False, "cback_stage_parallel": 2})
+    assert result["run"]["rcp_command"] == "/usr/bin/scp -B" and result["run"]["fail_on_peer_error"] is False
+    assert set(result["module"]) == set(STAGE_MODULE)
+    assert "working_dir" not in result["module"]  # unset: left to the module
+
+
+def test_a_run_wide_value_comes_from_the_master():
+    result = stage({"web1": {"cback_collect_dir": "/c"}}, master={"cback_stage_parallel": 2},
+                   current={"cback_staging_dir": "/from/play", "cback_stage_parallel": 5})
+    assert result["run"]["staging_dir"] == "/srv/stage"
+    assert result["run"]["stage_parallel"] == 2
+
+
+def test_without_the_masters_value_the_plays_value_is_taken():
+    result = run("stage", {"bk": {}, "web1": {"cback_collect_dir": "/c"}}, current={"cback_staging_dir": "/from/play", "cback_verify": True})
+    assert result["error"] is None
+    assert (result["run"]["staging_dir"], result["run"]["verify"]) == ("/from/play", True)
+
+
+def test_a_run_wide_value_is_never_taken_from_a_peers_own_variables():
+    # web1 is the host the role's run_once tasks run for: its own variables are what the play sees
+    hostvars = {"bk": {"cback_staging_dir": "/srv/stage"}, "web1": {"cback_collect_dir": "/c", "cback_verify": True, "cback_stage_parallel": 2}}
+    result = run("stage", hostvars, current={"cback_verify": True, "cback_stage_parallel": 2}, host="web1")
+    assert (result["run"]["verify"], result["run"]["stage_parallel"]) == (False, 8)
+    # a play value that differs from the peer's is the play's
+    result = run("stage", hostvars, current={"cback_verify": True, "cback_stage_parallel": 4}, host="web1")
+    assert (result["run"]["verify"], result["run"]["stage_parallel"]) == (False, 4)
+
+
+def test_a_staging_dir_only_a_peer_sets_is_not_set():
+    hostvars = {"bk": {}, "web1": {"cback_collect_dir": "/c", "cback_staging_dir": "/from/peer"}}
+    result = run("stage", hostvars, current={"cback_staging_dir": "/from/peer"}, host="web1")
+    assert result["error"].startswith("cback_staging_dir is not set")
+
+
+def test_a_peer_value_wins_over_the_run_wide_one():
+    result = stage({"web1": {"cback_collect_dir": "/c"}, "web2": {"cback_collect_dir": "/c", "cback_rsh_command": "/usr/bin/ssh -p 2222",
+                                                                  "cback_remote_user": "cback"}},
+                   master={"cback_rsh_command": "/usr/bin/ssh -F /etc/cback/ssh_config", "cback_backup_user": "bkp"})
+    peers = dict((peer["host"], peer) for peer in result["peers"])
+    assert (peers["web1"]["rsh_command"], peers["web1"]["remote_user"]) == ("/usr/bin/ssh -F /etc/cback/ssh_config", "bkp")
+    assert (peers["web2"]["rsh_command"], peers["web2"]["remote_user"]) == ("/usr/bin/ssh -p 2222", "cback")
+
+
+def test_the_peers_are_resolved_as_cback_peers_resolves_them():
+    peers = {"web1": {"cback_collect_dir": "/c", "cback_rcp_command": "/usr/bin/scp -B"}, "self": {"cback_peer_type": "local", "cback_collect_dir": "/c"},
+             "bad": {"cback_collect_dir": "rel"}}
+    result = stage(peers, master={"cback_backup_user": "cbackup", "cback_rsh_command": "/usr/bin/ssh -x"})
+    assert result["peers"] == cback.cback_peers(["web1", "self", "bad"], dict(peers), result["run"])
+    assert [peer["host"] for peer in result["peers"]] == ["web1", "self", "bad"]
+
+
+RUN_WIDE_MESSAGES = [
+    ("stage", {"cback_staging_dir": ""},
+     "cback_staging_dir is not set (the staging directory, <stage><staging_dir> of cback3.conf); " + WHERE),
+    ("stage", {"cback_staging_dir": "stage"}, "cback_staging_dir must be an absolute path, not 'stage'; " + WHERE),
+    ("stage", {"cback_working_dir": "tmp"}, "cback_working_dir must be an absolute path or empty, not 'tmp'; " + WHERE),
+    ("stage", {"cback_starting_day": "Monday"}, "cback_starting_day must be a lowercase English weekday (monday, tuesday, wednesday, "
+                                                "thursday, friday, saturday, sunday), not 'Monday'; " + WHERE),
+    ("stage", {"cback_stage_parallel": 0}, "cback_stage_parallel must be a whole number of at least 1, not 0; " + WHERE),
+    ("stage", {"cback_stage_parallel": True}, "cback_stage_parallel must be a whole number of at least 1, not True; " + WHERE),
+    ("managed", {"cback_managed_parallel": "many"}, "cback_managed_parallel must be a whole number of at least 1, not 'many'; " + WHERE),
+    ("stage", {"cback_peer_timeout": -5}, "cback_peer_timeout must be a whole number of at least 1, not -5; " + WHERE),
+    ("stage", {"cback_connect_timeout": "-1"}, "cback_connect_timeout must be a whole number of seconds, 0 for none, not '-1'; " + WHERE),
+    ("managed", {"cback_command_timeout": 1.5}, "cback_command_timeout must be a whole number of seconds, 0 for none, not 1.5; " + WHERE),
+    ("stage", {"cback_verify": "perhaps"}, "cback_verify must be true or false, not 'perhaps'; " + WHERE),
+    ("managed", {"cback_full": "maybe"}, "cback_full must be true or false, not 'maybe'; " + WHERE),
+    ("stage", {"cback_backup_user": "bad user"}, "cback_backup_user 'bad user' is not a valid user name; " + WHERE),
+    ("stage", {"cback_backup_group": "bad group"}, "cback_backup_group 'bad group' is not a valid user name; " + WHERE),
+    ("stage", {"cback_stage_indicator": "a/b"},
+     "cback_stage_indicator 'a/b' must be a plain file name (no '/', not '.' or '..', no leading '-'); " + WHERE),
+    ("stage", {"cback_rcp_command": '""'}, "cback_rcp_command '\"\"' is not a command; give the program and its arguments; " + WHERE),
+    ("managed", {"cback_managed_actions": "Purge"},
+     "cback_managed_actions holds 'Purge', which is not a bare action name (lowercase letters, digits, _ and -); " + WHERE),
 ]
 
-# (full, start_of_week, column of IGNORE_TABLE that applies)
-DAYS = [(False, False, 1), (True, False, 2), (False, True, 3), (True, True, 2)]
+
+@pytest.mark.parametrize("role, master, message", RUN_WIDE_MESSAGES)
+def test_each_run_wide_setting_has_its_one_line_message_naming_the_variable_and_where_to_set_it(role, master, message):
+    result = (stage if role == "stage" else managed)({"web1": {"cback_collect_dir": "/c"}}, master=master)
+    assert result["error"] == message
+    assert "\n" not in result["error"]
+    assert (result["run"], result["module"], result["peers"], result["run_peers"]) == ({}, {}, [], [])
 
 
-@pytest.mark.parametrize("mode, normal, full_run, start", IGNORE_TABLE)
-@pytest.mark.parametrize("full, start_of_week, column", DAYS)
-def test_stage_summary_not_ready_or_ignored(mode, normal, full_run, start, full, start_of_week, column):
-    ignored = (None, normal, full_run, start)[column]
-    if full and start_of_week:
-        assert full_run == start
-    summary = stage_summary((peer_entry("p1", mode=mode), not_ready_outcome(seconds=0.5)), full=full, start_of_week=start_of_week)
-    row = summary["peers"][0]
-    assert (row["files"], row["bytes"], row["seconds"]) == (0, 0, 0.5)
-    if ignored:
-        assert row["status"] == "ignored"
-        assert row["message"] == "no collect indicator (peer not ready or unreachable), ignored by ignore-failure mode %s." % mode
-        assert summary["failed"] == []
-        assert summary["failure_message"] == ""
-    else:
-        assert row["status"] == "not ready"
-        assert row["message"] == "no collect indicator (peer not ready or unreachable)."
-        assert summary["failed"] == ["p1"]
-        assert summary["failure_message"] == (
-            "Stage run failed for 1 of 1 peers: p1: not ready, no collect indicator (peer not ready or unreachable)."
-        )
+def test_a_bad_play_value_is_reported_too():
+    result = run("stage", {"bk": {}}, current={"cback_staging_dir": "/s", "cback_stage_parallel": "lots"})
+    assert result["error"] == "cback_stage_parallel must be a whole number of at least 1, not 'lots'; " + WHERE
 
 
-def test_stage_summary_ready_without_key_is_staged():
-    outcome = staged_outcome()
-    del outcome["ready"]
-    assert stage_summary((peer_entry("p1"), outcome))["peers"][0]["status"] == "staged"
+@pytest.mark.parametrize("masters, has", [([], "none"), (["bk", "bk2"], "bk, bk2")])
+def test_a_run_needs_exactly_one_master(masters, has):
+    result = run("stage", {"bk": {"cback_staging_dir": "/s"}, "web1": {"cback_collect_dir": "/c"}}, masters=masters, hosts=["web1"])
+    assert result["error"].startswith(
+        "The inventory needs exactly one host in the group cback_master (the master, where the run's work happens); it has %s." % has)
+    # no master at all: most likely an inventory Ansible could not parse
+    assert ("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true" in result["error"]) is (not masters)
+    assert (result["master"], result["peers"], result["run_peers"]) == (None, [], [])
 
 
-def test_stage_summary_failed_list_and_message():
-    summary = stage_summary(
-        (peer_entry("ok"), staged_outcome()),
-        (peer_entry("bad", name="bad-name", error="invalid settings: cback_collect_dir: is required for every peer."), MISSING),
-        (peer_entry("nr"), not_ready_outcome()),
-        (peer_entry("ign", mode="all"), not_ready_outcome()),
-        (peer_entry("boom", type="remote"), failed_outcome(msg="Peer boom: Error (255) copying files from remote host.")),
-        (peer_entry("skip"), dict(skipped=True)),
-    )
-    assert [row["name"] for row in summary["peers"]] == ["ok", "bad-name", "nr", "ign", "boom", "skip"]
-    assert [row["status"] for row in summary["peers"]] == ["staged", "failed", "not ready", "ignored", "failed", "failed"]
-    assert summary["failed"] == ["bad-name", "nr", "boom", "skip"]
-    assert summary["failure_message"] == (
-        "Stage run failed for 4 of 6 peers: "
-        "bad-name: failed, invalid settings: cback_collect_dir: is required for every peer; "
-        "nr: not ready, no collect indicator (peer not ready or unreachable); "
-        "boom: failed, Error (255) copying files from remote host; "
-        "skip: failed, was not attempted."
-    )
+def test_the_missing_master_message_names_the_master_group():
+    result = run("managed", {"web1": {}}, masters=[], current={"cback_master_group": "backup_servers", "cback_action": "collect"})
+    assert result["error"].startswith("The inventory needs exactly one host in the group backup_servers ")
 
 
-def test_stage_summary_hosts_without_peer_settings_are_left_out():
-    hostvars = run_vars((peer_entry("p1"), staged_outcome()))
-    hostvars["backup-master"] = {"ansible_facts": {}}
-    summary = cback.cback_stage_summary(["backup-master", "p1"], hostvars)
-    assert [row["host"] for row in summary["peers"]] == ["p1"]
+@pytest.mark.parametrize("action", ["", None, "  "])
+def test_a_managed_run_needs_an_action(action):
+    result = managed({"db1": {"cback_managed": True}}, action=action)
+    assert result["error"] == ("cback_action is not set: the action to run on the managed peers, such as collect or purge; "
+                               "pass it with -e cback_action=collect.")
 
 
-def test_stage_summary_custom_keys():
-    hostvars = {"p1": {"mine": peer_entry("p1"), "result": not_ready_outcome()}}
-    summary = cback.cback_stage_summary(["p1"], hostvars, peer_key="mine", outcome_key="result")
-    assert summary["peers"][0]["status"] == "not ready"
+@pytest.mark.parametrize("action, shown", [("Collect", "'Collect'"), ("-oProxyCommand=x", "'-oProxyCommand=x'"), ("collect purge", "'collect purge'")])
+def test_a_managed_runs_action_must_be_a_bare_action_name(action, shown):
+    result = managed({"db1": {"cback_managed": True}}, action=action)
+    assert result["error"] == ("cback_action must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
+                               "starting with a letter or digit), not %s; %s" % (shown, WHERE))
 
 
-def test_stage_summary_no_hosts():
-    summary = cback.cback_stage_summary(None, {})
-    assert (summary["peers"], summary["failed"], summary["failure_message"]) == ([], [], "")
+def test_a_managed_runs_action_must_be_a_string():
+    assert managed(action=5)["error"] == "cback_action must be a string, not 5; " + WHERE
+
+
+def test_the_action_is_only_read_for_a_managed_run():
+    result = stage(master={"cback_action": "Not An Action"})
+    assert result["error"] is None
+    assert "action" not in result["run"]
+
+
+def test_the_action_comes_from_the_play_or_the_master():
+    result = managed({"db1": {"cback_managed": True, "cback_managed_actions": "purge"}}, action=None, current={"cback_action": "purge"})
+    assert (result["error"], result["run"]["action"], result["module"]["action"]) == (None, "purge", "purge")
+    result = managed(master={"cback_action": "purge"}, action=None)
+    assert result["run"]["action"] == "purge"
+
+
+def test_only_a_stage_or_managed_run_is_resolved():
+    with pytest.raises(AnsibleFilterError, match="role must be stage or managed, not 'setup'"):
+        cback.cback_resolve([], {}, "setup", {}, ["bk"])
 
 
 # ---------------------------------------------------------------------------
-# cback_managed_summary
+# cback_resolve: what the run modules take (run_peers)
 # ---------------------------------------------------------------------------
 
 
-def managed_summary(*entries, **kwargs):
-    hostvars = run_vars(*entries)
-    kwargs.setdefault("action", "collect")
-    return cback.cback_managed_summary(list(hostvars), hostvars, **kwargs)
-
-
-def test_managed_summary_only_managed_peers_with_the_action():
-    summary = managed_summary(
-        (peer_entry("m1", type="remote", managed=True, actions=["collect", "purge"]), dict(changed=True, rc=0, seconds=2.5, stdout="", stderr="")),
-        (peer_entry("m2", managed=True, actions=["purge"]), dict(skipped=True)),
-        (peer_entry("m3", managed=False, actions=["collect"]), dict(skipped=True)),
-        (peer_entry("m4", managed=True, actions=[]), dict(skipped=True)),
-    )
-    assert summary == dict(
-        action="collect", check_mode=False,
-        peers=[dict(name="m1", host="m1", type="remote", status="ok", rc=0, seconds=2.5, message="")],
-        failed=[], failure_message="",
-    )
-
-
-def test_managed_summary_failed_with_rc():
-    summary = managed_summary(
-        (
-            peer_entry("db1", type="remote", managed=True, actions=["collect"]),
-            dict(failed=True, changed=True, rc=3, seconds=1.0, msg="Peer db1: action [collect] failed with rc 3: cback3: boom"),
-        ),
-    )
-    assert summary["peers"] == [
-        dict(name="db1", host="db1", type="remote", status="failed", rc=3, seconds=1.0,
-             message="action [collect] failed with rc 3: cback3: boom"),
+def test_a_stage_run_takes_every_peer_with_its_stage_settings_only():
+    result = stage({
+        "web1": {"cback_collect_dir": "/srv/collect", "cback_rcp_command": "/usr/bin/scp -B", "cback_managed": True,
+                 "cback_cback_command": "/usr/bin/cback3"},
+        "self": {"cback_peer_type": "local", "cback_collect_dir": "/opt/collect", "cback_ignore_failure_mode": "all"},
+    })
+    assert result["run_peers"] == [
+        dict(name="web1", host="web1", type="remote", collect_dir="/srv/collect", remote_user="backup", rcp_command="/usr/bin/scp -B"),
+        dict(name="self", host="self", type="local", collect_dir="/opt/collect", remote_user="backup", ignore_failure_mode="all"),
     ]
-    assert summary["failed"] == ["db1"]
-    assert summary["failure_message"] == (
-        "Managed action collect failed for 1 of 1 peers: db1: failed, action [collect] failed with rc 3: cback3: boom."
-    )
 
 
-def test_managed_summary_not_attempted():
-    for outcome in (MISSING, None, dict(skipped=True)):
-        summary = managed_summary((peer_entry("m1", managed=True, actions=["collect"]), outcome))
-        assert summary["peers"] == [dict(name="m1", host="m1", type="local", status="failed", rc=None, seconds=0.0, message="was not attempted.")]
-        assert summary["failed"] == ["m1"]
+def test_the_run_wide_commands_reach_every_peer_entry():
+    result = stage({"web1": {"cback_collect_dir": "/c"}}, master={"cback_rcp_command": "/usr/bin/scp -q", "cback_rsh_command": "/usr/bin/ssh -q"})
+    assert result["run_peers"] == [dict(name="web1", host="web1", type="remote", collect_dir="/c", remote_user="backup",
+                                        rcp_command="/usr/bin/scp -q", rsh_command="/usr/bin/ssh -q")]
 
 
-def test_managed_summary_invalid_peers():
-    summary = managed_summary(
-        (peer_entry("bad-managed", managed=True, actions=["purge"], error="invalid settings: cback_collect_dir: x"), MISSING),
-        (peer_entry("bad-other", managed=False, error="invalid settings: cback_collect_dir: y"), MISSING),
-    )
-    # a managed peer with bad settings is reported (whatever its actions); another one is not part of a managed run
-    assert summary["peers"] == [
-        dict(name="bad-managed", host="bad-managed", type="local", status="failed", rc=None, seconds=0.0,
-             message="invalid settings: cback_collect_dir: x"),
+def test_a_peer_with_an_error_is_passed_with_its_name_host_and_error_only():
+    result = stage({"bad": {"cback_peer_type": "floppy", "cback_collect_dir": "/c", "cback_peer_name": "bad-name"},
+                    "web 2": {"cback_collect_dir": "/c"}})
+    assert result["error"] is None
+    assert result["run_peers"] == [
+        dict(name="bad-name", host="bad", error="invalid settings: cback_peer_type: must be local or remote, not 'floppy'."),
+        dict(name="web 2", host="web 2", error="invalid settings: inventory hostname: remote peer name 'web 2' is not a hostname "
+                                               "or IP address; set cback_peer_name to the peer's name."),
     ]
-    assert summary["failed"] == ["bad-managed"]
 
 
-def test_managed_summary_check_mode():
-    summary = managed_summary((peer_entry("m1", managed=True, actions=["collect"]), dict(changed=True, cmd=["x"])), check_mode="yes")
-    assert summary["check_mode"] is True
-    assert summary["peers"][0]["status"] == "ok"
-    assert summary["peers"][0]["rc"] is None
+def test_duplicate_peer_names_are_errors_of_a_run_too():
+    result = stage({"web1": {"cback_collect_dir": "/c"}, "alias": {"cback_collect_dir": "/c", "cback_peer_name": "web1"}})
+    assert [entry["error"] for entry in result["run_peers"]] == [
+        "invalid settings: peer name 'web1' is also used by alias.", "invalid settings: peer name 'web1' is also used by web1."]
 
 
-def test_managed_summary_action():
-    summary = managed_summary(
-        (peer_entry("m1", managed=True, actions=["collect", "purge"]), dict(rc=0, seconds=1)),
-        action="purge",
-    )
-    assert summary["action"] == "purge"
-    assert summary["peers"][0]["seconds"] == 1.0
+def test_a_managed_run_takes_only_the_peers_that_run_the_action():
+    result = managed({
+        "db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect,purge",
+                "cback_cback_command": "/usr/bin/cback3 --config /etc/db1.conf"},
+        "web1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "purge"},
+        "plain": {"cback_collect_dir": "/c"},
+        "not-managed": {"cback_managed": False, "cback_managed_actions": "collect"},
+        "broken": {"cback_managed": True, "cback_peer_type": "floppy"},
+        "unreadable": {"cback_managed": "maybe"},
+        "unmanaged-broken": {"cback_peer_type": "floppy", "cback_managed": False},
+    })
+    assert [entry["host"] for entry in result["run_peers"]] == ["db1", "broken", "unreadable"]
+    assert result["run_peers"][0] == dict(name="db1", host="db1", type="remote", remote_user="backup",
+                                          cback_command="/usr/bin/cback3 --config /etc/db1.conf")
+    assert set(result["run_peers"][1]) == set(result["run_peers"][2]) == {"name", "host", "error"}
+    # every peer is resolved all the same
+    assert len(result["peers"]) == 7
+
+
+def test_the_run_wide_managed_actions_decide_who_runs_the_action():
+    peers = {"db1": {"cback_collect_dir": "/c", "cback_managed": True},
+             "web1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "purge"}}
+    result = managed(peers, master={"cback_managed_actions": "collect, purge", "cback_rsh_command": "/usr/bin/ssh -q"})
+    assert result["run_peers"] == [dict(name="db1", host="db1", type="remote", remote_user="backup", rsh_command="/usr/bin/ssh -q")]
+
+
+# ---------------------------------------------------------------------------
+# cback_resolve: warnings about the inventory's variables
+# ---------------------------------------------------------------------------
+
+
+def test_unknown_variables_and_run_wide_ones_set_on_a_peer_are_warned_about(warnings_shown):
+    hostvars = {
+        "bk": {"cback_staging_dir": "/srv/stage", "cback_stage_paralel": 4, "cback_full": False},
+        "web1": {"cback_collect_dir": "/c", "cback_ignore_failures": "all", "cback_full": False, "cback_rcp_command": "scp",
+                 "cback_stage_summary": {}, "cback_qwqwqwqwqw": 1},
+        "web2": {"cback_collect_dir": "/c", "cback_staging_dir": "/elsewhere", "cback_peer_type": "local", "cback_verify": True},
+        "web3": {"cback_collect_dir": "/c", "cback_verify": "yes"},
+    }
+    result = run("stage", hostvars)
+    assert result["warnings"] == [
+        "Unknown variable cback_ignore_failures (set for web1) is ignored; did you mean cback_ignore_failure_mode?",
+        "Unknown variable cback_qwqwqwqwqw (set for web1) is ignored",
+        "Unknown variable cback_stage_paralel (set for bk) is ignored; did you mean cback_stage_parallel?",
+        "cback_staging_dir is set for the peer web2, but run-wide settings are read from the master (bk) only: ignored there; "
+        "set it in the master's variables",
+        "cback_verify is set for the peers web2, web3, but run-wide settings are read from the master (bk) only: ignored there; "
+        "set it in the master's variables",
+    ]
+    assert warnings_shown == result["warnings"]
+    assert result["run"]["verify"] is False
+
+
+def test_an_unknown_variable_set_on_several_hosts_is_one_warning(warnings_shown):
+    result = run("stage", {"bk": {"cback_staging_dir": "/s", "cback_colect_dir": "/c"}, "web1": {"cback_colect_dir": "/c"},
+                           "web2": {"cback_colect_dir": "/c"}})
+    assert result["warnings"] == ["Unknown variable cback_colect_dir (set for bk, web1, web2) is ignored; did you mean cback_collect_dir?"]
+
+
+def test_a_run_wide_variable_a_peer_shares_with_the_master_is_no_warning(warnings_shown):
+    # group_vars/all: the master and every peer have it
+    result = managed({"db1": {"cback_managed": True, "cback_full": True}}, master={"cback_full": True})
+    assert result["warnings"] == []
+    assert warnings_shown == []
+
+
+def test_only_the_run_wide_variables_of_the_role_are_warned_about(warnings_shown):
+    # cback_staging_dir is no setting of a managed run; a peer's commands are its own
+    result = managed({"db1": {"cback_managed": True, "cback_staging_dir": "/s", "cback_rsh_command": "/usr/bin/ssh"}})
+    assert result["warnings"] == []
+
+
+def test_a_run_without_master_warns_about_nothing(warnings_shown):
+    result = run("stage", {"web1": {"cback_colect_dir": "/c"}}, masters=[])
+    assert result["warnings"] == [] and warnings_shown == []
+
+
+# ---------------------------------------------------------------------------
+# cback_role_variables, cback_inventory_problem
+# ---------------------------------------------------------------------------
+
+
+def test_the_variables_of_a_roles_run_wide_settings():
+    stage_variables = cback.cback_role_variables("stage")
+    managed_variables = cback.cback_role_variables("managed")
+    assert {"cback_staging_dir", "cback_stage_parallel", "cback_rcp_command", "cback_master_group"} <= set(stage_variables)
+    assert "cback_action" not in stage_variables and "cback_collect_dir" not in stage_variables
+    assert {"cback_action", "cback_managed_parallel", "cback_cback_command", "cback_master_group"} <= set(managed_variables)
+    assert "cback_staging_dir" not in managed_variables and "cback_managed" not in managed_variables
+    assert {"cback_setup_ssh_dir", "cback_backup_user"} <= set(cback.cback_role_variables("setup"))
+
+
+def test_role_variables_of_an_unknown_role_fail():
+    with pytest.raises(AnsibleFilterError, match="role must be one of stage, managed, setup, not 'backup'"):
+        cback.cback_role_variables("backup")
+
+
+@pytest.mark.parametrize("groups, missing", [
+    ({}, "no host in the group cback_master (the master) and no host in the group cback_peers (the peers)"),
+    (None, "no host in the group cback_master (the master) and no host in the group cback_peers (the peers)"),
+    ({"cback_master": ["bk"]}, "no host in the group cback_peers (the peers)"),
+    ({"cback_master": [], "cback_peers": ["web1"]}, "no host in the group cback_master (the master)"),
+])
+def test_an_inventory_without_master_or_peers_is_a_problem_with_its_likely_cause(groups, missing):
+    assert cback.cback_inventory_problem(groups) == (
+        "The inventory has %s. A broken inventory source is the likely cause: Ansible only warns when it cannot parse one. Make it "
+        "stop instead with ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true in the environment (or any_unparsed_is_failed = true in the "
+        "[inventory] section of ansible.cfg)." % missing)
+
+
+def test_an_inventory_with_master_and_peers_is_no_problem():
+    assert cback.cback_inventory_problem({"cback_master": ["bk"], "cback_peers": ["web1"]}) == ""
+
+
+def test_the_inventory_problem_names_the_groups_given():
+    groups = {"cback_master": ["bk"], "cback_peers": ["web1"], "backup": ["bk"]}
+    assert cback.cback_inventory_problem(groups, "backup", "clients").startswith(
+        "The inventory has no host in the group clients (the peers). ")
 
 
 # ---------------------------------------------------------------------------
@@ -659,7 +783,7 @@ def test_managed_summary_action():
 # ---------------------------------------------------------------------------
 
 
-def test_peer_failure_messages():
+def test_a_peer_failure_of_a_stage_run_is_found_by_host():
     summary = stage_summary(
         (peer_entry("ok"), staged_outcome()),
         (peer_entry("nr", name="nr-name"), not_ready_outcome()),
@@ -674,7 +798,7 @@ def test_peer_failure_messages():
     assert cback.cback_peer_failure({}, "ok") == ""
 
 
-def test_peer_failure_managed():
+def test_a_peer_failure_of_a_managed_run_is_found_by_host():
     summary = managed_summary(
         (peer_entry("m1", managed=True, actions=["collect"]), dict(rc=0)),
         (peer_entry("m2", managed=True, actions=["collect"]), dict(failed=True, rc=1, msg="failed with rc 1")),
@@ -688,7 +812,7 @@ def test_peer_failure_managed():
 # ---------------------------------------------------------------------------
 
 
-def test_stage_table():
+def test_a_stage_table_has_a_row_per_peer_then_totals_then_reasons():
     summary = stage_summary(
         (peer_entry("local1"), staged_outcome(files=("a", "b", "c"), size=5000, seconds=1.234)),
         (peer_entry("remote-peer-2", type="remote"), failed_outcome(msg="Peer remote-peer-2: copy failed.", files=("a",), size=10, seconds=0.5)),
@@ -710,7 +834,7 @@ def test_stage_table():
     ]
 
 
-def test_stage_table_counts_verified_files():
+def test_a_stage_table_counts_the_verified_files():
     verified = dict(staged_outcome(files=("a", "b"), size=2, seconds=0), verified=2)
     summary = stage_summary((peer_entry("p1"), verified), (peer_entry("p2"), staged_outcome(files=("a",), size=1, seconds=0)))
     assert summary["peers"][0]["verified"] == 2 and "verified" not in summary["peers"][1]
@@ -718,7 +842,7 @@ def test_stage_table_counts_verified_files():
     assert cback.cback_summary_table(summary)[-1] == "2 peers, 0 failed; 3 files, 3 B staged; 2 files verified (sha256)"
 
 
-def test_stage_table_check_mode_line_first():
+def test_a_stage_table_in_check_mode_says_so_first():
     summary = stage_summary((peer_entry("p1"), staged_outcome(files=("a",), size=1, seconds=0)), check_mode=True)
     assert cback.cback_summary_table(summary) == [
         "check mode: what a run would do; nothing was written or run",
@@ -728,10 +852,10 @@ def test_stage_table_check_mode_line_first():
     ]
 
 
-def test_stage_table_invalid_and_not_attempted_peers():
+def test_a_stage_table_shows_invalid_and_not_attempted_peers():
     summary = stage_summary(
-        (peer_entry("bad", error="invalid settings: cback_peer_name: nope."), MISSING),
-        (peer_entry("skipped"), dict(skipped=True)),
+        (peer_entry("bad", error="invalid settings: cback_peer_name: nope."), None),
+        (peer_entry("skipped"), None),
     )
     assert cback.cback_summary_table(summary) == [
         "peer     type   status  files  bytes  seconds",
@@ -743,8 +867,8 @@ def test_stage_table_invalid_and_not_attempted_peers():
     ]
 
 
-def test_empty_stage_table():
-    assert cback.cback_summary_table(cback.cback_stage_summary([], {})) == [
+def test_a_stage_table_without_peers():
+    assert cback.cback_summary_table(stage_summary()) == [
         "peer  type  status  files  bytes  seconds",
         "0 peers, 0 failed; 0 files, 0 B staged",
     ]
@@ -766,14 +890,14 @@ def test_empty_stage_table():
         (3 * 1024 ** 4, "3072.0 GiB"),
     ],
 )
-def test_stage_table_sizes(size, shown):
+def test_a_stage_table_shows_sizes_in_binary_units(size, shown):
     summary = stage_summary((peer_entry("p"), staged_outcome(files=("a",), size=size)))
     lines = cback.cback_summary_table(summary)
     assert re.split(r"\s{2,}", lines[1]) == ["p", "local", "staged", "1", shown, "1.25"], lines
     assert lines[2] == "1 peer, 0 failed; 1 file, %s staged" % shown
 
 
-def test_stage_table_totals_add_up():
+def test_a_stage_tables_totals_add_up():
     summary = stage_summary(
         (peer_entry("a"), staged_outcome(files=("1", "2"), size=1024 * 1024)),
         (peer_entry("b"), staged_outcome(files=("1",), size=1024 * 1024)),
@@ -782,12 +906,12 @@ def test_stage_table_totals_add_up():
     assert cback.cback_summary_table(summary)[4] == "3 peers, 1 failed; 4 files, 3.0 MiB staged"
 
 
-def test_managed_table():
+def test_a_managed_table_has_a_row_per_peer_then_totals_then_reasons():
     summary = managed_summary(
         (peer_entry("db1", type="remote", managed=True, actions=["collect"]), dict(rc=0, seconds=12.5)),
         (peer_entry("web-server-2", type="remote", managed=True, actions=["collect"]),
          dict(failed=True, rc=3, seconds=0.25, msg="Peer web-server-2: action [collect] failed with rc 3: no config")),
-        (peer_entry("bad", managed=True, error="invalid settings: cback_peer_name: x."), MISSING),
+        (peer_entry("bad", managed=True, error="invalid settings: cback_peer_name: x."), None),
     )
     assert cback.cback_summary_table(summary) == [
         "peer          type    status  rc  seconds",
@@ -800,7 +924,7 @@ def test_managed_table():
     ]
 
 
-def test_managed_table_check_mode():
+def test_a_managed_table_in_check_mode_says_so_first():
     summary = managed_summary((peer_entry("m1", managed=True, actions=["collect"]), dict(changed=True)), check_mode=True)
     assert cback.cback_summary_table(summary) == [
         "check mode: what a run would do; nothing was written or run",
@@ -811,122 +935,3 @@ def test_managed_table_check_mode():
 
 
 # ---------------------------------------------------------------------------
-# cback_run_peers: what the run modules take
-# ---------------------------------------------------------------------------
-
-
-def resolved(hostvars, hosts):
-    return cback.cback_peers(hosts, hostvars, SETTINGS)
-
-
-def test_run_peers_for_a_stage_run_keep_only_the_stage_settings():
-    peers = resolved({
-        "web1": {"cback_collect_dir": "/srv/collect", "cback_rcp_command": "/usr/bin/scp -B", "cback_managed": True},
-        "self": {"cback_peer_type": "local", "cback_collect_dir": "/opt/collect", "cback_ignore_failure_mode": "all"},
-    }, hosts=["web1", "self"])
-    assert cback.cback_run_peers(peers, "stage") == [
-        dict(name="web1", host="web1", type="remote", collect_dir="/srv/collect", remote_user="backup", rcp_command="/usr/bin/scp -B"),
-        dict(name="self", host="self", type="local", collect_dir="/opt/collect", remote_user="backup", ignore_failure_mode="all"),
-    ]
-
-
-def test_run_peers_pass_an_invalid_peer_with_its_error_only():
-    peers = resolved({"bad": {"cback_peer_type": "floppy", "cback_collect_dir": "/c"}}, hosts=["bad"])
-    entries = cback.cback_run_peers(peers, "stage")
-    assert entries == [dict(name="bad", host="bad", error=peers[0]["error"])]
-    assert entries[0]["error"].startswith("invalid settings: cback_peer_type")
-
-
-def test_run_peers_for_a_managed_run_are_the_peers_that_run_the_action():
-    peers = resolved({
-        "db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect,purge",
-                "cback_cback_command": "/usr/bin/cback3 --config /etc/db1.conf"},
-        "web1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "purge"},
-        "plain": {"cback_collect_dir": "/c"},
-        "broken": {"cback_collect_dir": "relative", "cback_managed": True},
-        "unmanaged-broken": {"cback_collect_dir": "relative", "cback_managed": False},
-    }, hosts=["db1", "web1", "plain", "broken", "unmanaged-broken"])
-    entries = cback.cback_run_peers(peers, "managed", "collect")
-    assert [entry["host"] for entry in entries] == ["db1", "broken"]
-    assert entries[0] == dict(name="db1", host="db1", type="remote", remote_user="backup",
-                              cback_command="/usr/bin/cback3 --config /etc/db1.conf")
-    assert set(entries[1]) == {"name", "host", "error"}
-
-
-def test_run_peers_needs_a_known_run():
-    with pytest.raises(AnsibleFilterError, match="stage or managed"):
-        cback.cback_run_peers([], "backup")
-
-
-# ---------------------------------------------------------------------------
-# Run-wide settings from the master only, each checked; warnings about variables
-# ---------------------------------------------------------------------------
-
-ROLE_DEFAULTS = {"cback_working_dir": "", "cback_starting_day": "monday", "cback_stage_parallel": 8, "cback_full": False}
-
-
-def test_run_settings_take_the_masters_value_else_the_play_value_never_a_peers():
-    current = {"staging_dir": "/from/peer", "working_dir": "/from/play", "starting_day": "monday"}
-    peer_vars = {"cback_staging_dir": "/from/peer"}
-    settings = cback.cback_run_settings(current, {}, dict(ROLE_DEFAULTS, cback_staging_dir="/x"), "master", peer_vars)
-    assert settings == {"staging_dir": "/x", "working_dir": "/from/play", "starting_day": "monday"}
-    settings = cback.cback_run_settings(current, {"cback_staging_dir": "/srv/stage"}, ROLE_DEFAULTS, "master", peer_vars)
-    assert settings["staging_dir"] == "/srv/stage"
-
-
-@pytest.mark.parametrize("settings, message", [
-    ({"staging_dir": ""}, "cback_staging_dir is not set (the staging directory, <stage><staging_dir> of cback3.conf); set it in "
-                          "the master's variables (host_vars/bk, the group_vars of its group, or group_vars/all), or with -e."),
-    ({"staging_dir": "stage"}, "cback_staging_dir must be an absolute path, not 'stage'; set it in the master's variables"),
-    ({"working_dir": "tmp"}, "cback_working_dir must be an absolute path or empty, not 'tmp';"),
-    ({"starting_day": "Monday"}, "cback_starting_day must be a lowercase English weekday (monday, tuesday, wednesday, thursday, "
-                                 "friday, saturday, sunday), not 'Monday';"),
-    ({"stage_parallel": 0}, "cback_stage_parallel must be a whole number of at least 1, not 0;"),
-    ({"managed_parallel": "many"}, "cback_managed_parallel must be a whole number of at least 1, not 'many';"),
-    ({"peer_timeout": -5}, "cback_peer_timeout must be a whole number of at least 1, not -5;"),
-    ({"connect_timeout": "-1"}, "cback_connect_timeout must be a whole number of seconds, 0 for none, not '-1';"),
-    ({"verify": "perhaps"}, "cback_verify must be true or false, not 'perhaps';"),
-    ({"backup_user": "bad user"}, "cback_backup_user is not a valid user or group name: 'bad user';"),
-])
-def test_each_run_setting_has_its_own_message(settings, message):
-    with pytest.raises(AnsibleFilterError) as info:
-        cback.cback_run_settings(settings, settings and {}, {}, "bk")
-    assert str(info.value).startswith(message), str(info.value)
-
-
-def test_run_settings_without_defaults_are_not_checked():
-    assert cback.cback_run_settings({"staging_dir": ""}, {}) == {"staging_dir": ""}
-
-
-def test_variable_warnings(tmp_path, monkeypatch):
-    shown = []
-    monkeypatch.setattr("ansible.utils.display.Display.warning", lambda self, message, *args, **kwargs: shown.append(message))
-    role_path = os.path.join(os.path.dirname(os.path.dirname(cback.__file__)), "..", "roles", "stage")
-    hostvars = {
-        "bk": {"cback_staging_dir": "/srv/stage", "cback_stage_paralel": 4, "cback_full": False},
-        "web1": {"cback_collect_dir": "/c", "cback_ignore_failures": "all", "cback_full": False, "cback_rcp_command": "scp"},
-        "web2": {"cback_collect_dir": "/c", "cback_staging_dir": "/elsewhere", "cback_peer_type": "local"},
-    }
-    warnings = cback.cback_variable_warnings(["web1", "web2"], hostvars, "bk", role_path,
-                                             ["staging_dir", "full", "rcp_command"], ["rcp_command"])
-    assert warnings == [
-        "Unknown variable cback_ignore_failures (set for web1) is ignored; did you mean cback_ignore_failure_mode?",
-        "Unknown variable cback_stage_paralel (set for bk) is ignored; did you mean cback_stage_parallel?",
-        "cback_staging_dir is set for the peer web2, but run-wide settings are read from the master (bk) only: ignored there; "
-        "set it in the master's variables",
-    ]
-    assert shown == warnings
-
-
-@pytest.mark.parametrize("action, message", [
-    ("", "cback_action is not set: the action to run on the managed peers, such as collect or purge; pass it with "
-         "-e cback_action=collect."),
-    ("Collect", "cback_action must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
-                "starting with a letter or digit); it is 'Collect'."),
-    ("-oProxyCommand=x", "cback_action must be a bare action name"),
-])
-def test_the_managed_action_is_checked_with_the_run_settings(action, message):
-    with pytest.raises(AnsibleFilterError) as info:
-        cback.cback_run_settings({"action": action}, {}, {}, "bk")
-    assert str(info.value).startswith(message)
-    assert cback.cback_run_settings({"action": "purge"}, {}, {}, "bk") == {"action": "purge"}
