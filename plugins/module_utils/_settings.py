@@ -207,7 +207,7 @@ _OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
 
 
 def _unset(value):
-    return value is None or (isinstance(value, str) and value.strip() == "")
+    return value is None or value == ""
 
 
 def to_bool(value):
@@ -289,7 +289,9 @@ def check(setting, value, remote=True):
         if kind == "count":
             return _whole(value, 1, "a whole number of at least 1")
         return _whole(value, 0, "a whole number of seconds, 0 for none")
-    value = str(value) if kind == "mode" and isinstance(value, int) and not isinstance(value, bool) else _text(value)
+    if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
+        value = "%04o" % value if 0 <= value <= 0o7777 else str(value)  # YAML reads an unquoted 0750 as 488
+    value = _text(value)
     if kind == "abs_path":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path%s, not %s" % ("" if setting.required else " or empty", shown(value)))
