@@ -345,5 +345,8 @@ def check(setting, value, remote=True):
 
 
 def default_of(setting):
-    """The typed default of a setting (``None`` for one without)."""
-    return None if setting.default is None else check(setting, setting.default)
+    """The typed default of a setting (``None`` for one without; an empty one as it is)."""
+    if setting.default is None:
+        return None
+    typed = check(setting, setting.default)
+    return setting.default if typed is None else typed  # an empty default ("", []) stays itself
