@@ -386,6 +386,12 @@ def test_a_mode_yaml_read_as_a_number_is_that_mode(value, expected):
     assert check("setup_collect_mode", value) == expected
 
 
+@pytest.mark.parametrize("value", [4750, 0o10000, 7777, 10000, -1])
+def test_a_number_that_is_no_mode(value):
+    # an unquoted 4750 is the number 4750 (0o11216), not the mode 4750: as Ansible's file module, not taken as its digits
+    assert problem("setup_collect_mode", value) == "must be an octal mode such as 0750, not %d" % value
+
+
 def test_a_group_name_is_taken_as_written():
     assert check("master_group", "backup_servers") == "backup_servers"
 
