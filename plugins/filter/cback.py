@@ -240,14 +240,16 @@ def _run_values(role, current, master_vars, host_vars):
     play and role vars, -e, and the inventory variables of the host the role's run_once tasks
     run for, ``host_vars``): a value that came from that peer's own inventory variables takes the
     default instead, so that run-wide settings come from the master (or the play), never from
-    whichever peer comes first.
+    whichever peer comes first.  A value the master's variables hold too is no peer's own: every
+    host's variables hold ``-e`` (how ``cback_action`` is given) and ``group_vars/all``.
     """
     values = {}
     for setting in settings.settings_of(role, (settings.RUN, settings.BOTH, settings.PLAY)):
         name = setting.variable
         if name in master_vars and setting.scope != settings.PLAY:
             values[setting.key] = master_vars[name]
-        elif name in host_vars and name in current and host_vars[name] == current[name]:
+        elif (name in host_vars and name in current and host_vars[name] == current[name]
+              and not (name in master_vars and master_vars[name] == current[name])):
             values[setting.key] = setting.default
         else:
             values[setting.key] = current.get(name, setting.default)

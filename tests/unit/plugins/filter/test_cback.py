@@ -673,6 +673,17 @@ def test_the_action_comes_from_the_play_never_the_master():
     assert result["run"] == {}
 
 
+def test_an_action_given_with_e_is_taken_for_whichever_host_the_role_runs_for():
+    # -e is in every host's variables, the run_once host's and the master's too: not that peer's own value
+    peers = {"db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect"}, "web1": {"cback_collect_dir": "/c"}}
+    for host in ("db1", "web1"):
+        result = managed(peers, host=host)
+        assert (result["error"], result["run"]["action"]) == (None, "collect"), host
+    # the play's value that only that peer's own variables hold is still not taken
+    result = managed({"db1": {"cback_collect_dir": "/c", "cback_action": "purge"}}, action=None, current={"cback_action": "purge"}, host="db1")
+    assert result["error"].startswith("cback_action is not set: ")
+
+
 def test_the_master_group_comes_from_the_play_never_the_master():
     result = stage(master={"cback_master_group": "elsewhere"})
     assert (result["error"], result["run"]["master_group"]) == (None, "cback_master")
