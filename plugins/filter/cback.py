@@ -32,6 +32,8 @@ _PRODUCED = ("cback_stage_summary", "cback_managed_summary")
 
 _WHERE = ("set it in the master's variables (host_vars/%s, the group_vars of its group, or group_vars/all), "
           "or with -e")
+# Where a setting of scope play is set: never the master's variables, which are not read for it.
+_PLAY_WHERE = "set it in the play's variables or with -e"
 
 # What a required run-wide setting is, for the message that says it is not set.
 _MISSING = dict(
@@ -138,7 +140,8 @@ def _mark_duplicates(peers):
 def _typed_run(values, where=None):
     """The run-wide values of ``values`` (short keys), each checked and typed, unset ones ``None``.
 
-    A bad value raises ``AnsibleFilterError`` naming its variable (and, with ``where``, where to set it).
+    A bad value raises ``AnsibleFilterError`` naming its variable (and, with ``where``, where to set it:
+    the play, for a setting of scope play).
     """
     typed = {}
     for key, raw in values.items():
@@ -146,7 +149,8 @@ def _typed_run(values, where=None):
         try:
             typed[key] = settings.check(setting, raw)
         except settings.SettingError as exc:
-            raise AnsibleFilterError("%s %s%s" % (setting.variable, exc, "; %s." % where if where else "."))
+            hint = (_PLAY_WHERE if setting.scope == settings.PLAY else where) if where else None
+            raise AnsibleFilterError("%s %s%s" % (setting.variable, exc, "; %s." % hint if hint else "."))
     return typed
 
 

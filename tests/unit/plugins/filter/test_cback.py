@@ -650,12 +650,15 @@ def test_a_managed_run_needs_an_action(action):
                                            ("  ", "'  '")])
 def test_a_managed_runs_action_must_be_a_bare_action_name(action, shown):
     result = managed({"db1": {"cback_managed": True}}, action=action)
+    # a play setting: the master's variables, never read for it, are not where to set it
     assert result["error"] == ("cback_action must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
-                               "starting with a letter or digit), not %s; %s" % (shown, WHERE))
+                               "starting with a letter or digit), not %s; set it in the play's variables or with -e." % shown)
 
 
 def test_a_managed_runs_action_must_be_a_string():
-    assert managed(action=5)["error"] == "cback_action must be a string, not 5; " + WHERE
+    assert managed(action=5)["error"] == "cback_action must be a string, not 5; set it in the play's variables or with -e."
+    assert stage(current={"cback_master_group": ["bk"]})["error"] == (
+        "cback_master_group must be a string, not ['bk']; set it in the play's variables or with -e.")
 
 
 def test_the_action_is_only_read_for_a_managed_run():
