@@ -32,6 +32,8 @@ _PRODUCED = ("cback_stage_summary", "cback_managed_summary")
 
 _WHERE = ("set it in the master's variables (host_vars/%s, the group_vars of its group, or group_vars/all), "
           "or with -e")
+# Where a setting of scope play is set: never the master's variables, which are not read for it.
+_PLAY_WHERE = "set it in the play's variables or with -e"
 
 # What a required run-wide setting is, for the message that says it is not set.
 _MISSING = dict(
@@ -138,7 +140,8 @@ def _mark_duplicates(peers):
 def _typed_run(values, where=None):
     """The run-wide values of ``values`` (short keys), each checked and typed, unset ones ``None``.
 
-    A bad value raises ``AnsibleFilterError`` naming its variable (and, with ``where``, where to set it).
+    A bad value raises ``AnsibleFilterError`` naming its variable (and, with ``where``, where to set it:
+    the play, for a setting of scope play).
     """
     typed = {}
     for key, raw in values.items():
@@ -146,7 +149,8 @@ def _typed_run(values, where=None):
         try:
             typed[key] = settings.check(setting, raw)
         except settings.SettingError as exc:
-            raise AnsibleFilterError("%s %s%s" % (setting.variable, exc, "; %s." % where if where else "."))
+            hint = (_PLAY_WHERE if setting.scope == settings.PLAY else where) if where else None
+            raise AnsibleFilterError("%s %s%s" % (setting.variable, exc, "; %s." % hint if hint else "."))
     return typed
 
 
@@ -240,14 +244,16 @@ def _run_values(role, current, master_vars, host_vars):
     play and role vars, -e, and the inventory variables of the host the role's run_once tasks
     run for, ``host_vars``): a value that came from that peer's own inventory variables takes the
     default instead, so that run-wide settings come from the master (or the play), never from
-    whichever peer comes first.
+    whichever peer comes first.  A value the master's variables hold too is no peer's own: every
+    host's variables hold ``-e`` (how ``cback_action`` is given) and ``group_vars/all``.
     """
     values = {}
     for setting in settings.settings_of(role, (settings.RUN, settings.BOTH, settings.PLAY)):
         name = setting.variable
         if name in master_vars and setting.scope != settings.PLAY:
             values[setting.key] = master_vars[name]
-        elif name in host_vars and name in current and host_vars[name] == current[name]:
+        elif (name in host_vars and name in current and host_vars[name] == current[name]
+              and not (name in master_vars and master_vars[name] == current[name])):
             values[setting.key] = setting.default
         else:
             values[setting.key] = current.get(name, setting.default)

@@ -290,7 +290,9 @@ def check(setting, value, remote=True):
             return _whole(value, 1, "a whole number of at least 1")
         return _whole(value, 0, "a whole number of seconds, 0 for none")
     if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
-        value = "%04o" % value if 0 <= value <= 0o7777 else str(value)  # YAML reads an unquoted 0750 as 488
+        if not 0 <= value <= 0o7777:  # no mode at all (its decimal digits, as 4750, are not the mode it reads as)
+            raise SettingError("must be an octal mode such as 0750, not %s" % shown(value))
+        value = "%04o" % value  # YAML reads an unquoted 0750 as 488
     value = _text(value)
     if kind == "abs_path":
         if not value.startswith("/"):

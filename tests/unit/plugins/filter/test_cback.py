@@ -4,8 +4,8 @@
 """Unit tests for the ``cedarbackup.peer.cback`` filter plugin.
 
 Plain dicts stand in for Ansible's ``hostvars``; ``current`` is what the roles pass to
-``cback_resolve``: each of ``cback_role_variables`` with its value where the role runs, ``''``
-when unset.  The rows and summaries the tables are built from are ``_report``'s, tested in
+``cback_resolve``: each of ``cback_role_variables`` with its value where the role runs (the
+role's default, the table's), ``''`` when unset.  The rows and summaries the tables are built from are ``_report``'s, tested in
 ``tests/unit/plugins/module_utils/test__report.py``.
 """
 
@@ -19,6 +19,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.cedarbackup.peer.plugins.filter import cback
+from ansible_collections.cedarbackup.peer.plugins.module_utils._settings import BY_VARIABLE
 from ansible_collections.cedarbackup.peer.tests.support.run_summaries import (
     failed_outcome, managed_summary, not_ready_outcome, peer_entry, stage_summary, staged_outcome,
 )
@@ -38,10 +39,16 @@ def one(variables, settings=None):
     return resolve({"web1": variables}, settings)["web1"]
 
 
+def role_default(name):
+    """What a role sees of a variable nobody sets: its default (the table's, as ``test_role_specs`` holds), else ``''``."""
+    default = BY_VARIABLE[name].default
+    return "" if default is None else list(default) if isinstance(default, list) else default
+
+
 def run(role, hostvars, hosts=None, current=None, masters=("bk",), host=None):
     """``cback_resolve`` as a role calls it: the peers are every host but the master unless ``hosts`` says."""
     names = cback.cback_role_variables(role)
-    values = dict((name, "") for name in names)
+    values = dict((name, role_default(name)) for name in names)
     values.update(current or {})
     hosts = [name for name in hostvars if name not in masters] if hosts is None else hosts
     return cback.cback_resolve(hosts, hostvars, role, values, list(masters), host)
@@ -55,12 +62,13 @@ def stage(peers=None, master=None, **kwargs):
 
 
 def managed(peers=None, master=None, action="collect", **kwargs):
-    """A managed run of ``action`` (given with -e: every host has it)."""
+    """A managed run of ``action`` (given with -e: every host has it, and the play sees it)."""
     hostvars = dict(bk=dict(master or {}))
     hostvars.update(peers or {})
     if action is not None:
         for values in hostvars.values():
             values.setdefault("cback_action", action)
+        kwargs["current"] = dict(dict(cback_action=action), **(kwargs.get("current") or {}))
     return run("managed", hostvars, **kwargs)
 
 
@@ -83,6 +91,7 @@ def test_the_filters_the_plugin_provides():
         "cback_resolve": cback.cback_resolve,
         "cback_role_variables": cback.cback_role_variables,
         "cback_inventory_problem": cback.cback_inventory_problem,
+        "cback_run_failure": cback.cback_run_failure,
         "cback_peer_failure": cback.cback_peer_failure,
         "cback_summary_table": cback.cback_summary_table,
     }
@@ -169,11 +178,21 @@ def test_a_peer_command_wins_over_the_run_wide_one(key):
 
 
 @pytest.mark.parametrize("key", ["rcp_command", "rsh_command", "cback_command"])
-@pytest.mark.parametrize("blank", ["", None, "   "])
-def test_a_blank_command_is_the_default_command(key, blank):
+@pytest.mark.parametrize("unset", ["", None])
+def test_an_empty_command_is_the_default_command(key, unset):
     # the role's defaults are "": the module's default command
-    assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: blank}))[key] is None
-    assert one({"cback_collect_dir": "/c", "cback_" + key: blank})[key] is None
+    assert one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: unset}))[key] is None
+    assert one({"cback_collect_dir": "/c", "cback_" + key: unset})[key] is None
+
+
+@pytest.mark.parametrize("key", ["rcp_command", "rsh_command", "cback_command"])
+def test_a_blank_command_is_not_a_command(key):
+    # only the empty string is unset: "   " is a command without a program, as before the settings model
+    assert one({"cback_collect_dir": "/c", "cback_" + key: "   "})["error"] == (
+        "invalid settings: cback_%s: '   ' is not a command; give the program and its arguments." % key)
+    with pytest.raises(AnsibleFilterError) as info:
+        one({"cback_collect_dir": "/c"}, dict(SETTINGS, **{key: "   "}))
+    assert str(info.value) == "cback_%s '   ' is not a command; give the program and its arguments." % key
 
 
 def test_the_remote_user_defaults_to_the_backup_user():
@@ -186,6 +205,7 @@ def test_the_remote_user_defaults_to_the_backup_user():
 def test_the_peer_name_defaults_to_the_inventory_hostname():
     assert one({"cback_collect_dir": "/c"})["name"] == "web1"
     assert one({"cback_collect_dir": "/c", "cback_peer_name": ""})["name"] == "web1"
+    # a blank peer name is no name either: the inventory hostname (checked as the peer's name)
     assert one({"cback_collect_dir": "/c", "cback_peer_name": "  "})["name"] == "web1"
     assert one({"cback_collect_dir": "/c", "cback_peer_name": "10.0.0.5"})["name"] == "10.0.0.5"
 
@@ -202,7 +222,7 @@ def test_the_peer_type_defaults_to_remote():
     [
         (True, True), ("true", True), ("yes", True), ("True", True), ("on", True), (1, True), ("1", True),
         (False, False), ("false", False), ("no", False), ("False", False), ("off", False), (0, False), ("0", False),
-        (None, False), ("", False),
+        (None, False),
     ],
 )
 def test_managed_takes_the_boolean_forms(value, expected):
@@ -311,6 +331,10 @@ INVALID = [
     ({"cback_managed_actions": {"collect": True}, "cback_collect_dir": "/c"}, "cback_managed_actions", "must be a list"),
     ({"cback_managed": "maybe", "cback_collect_dir": "/c"}, "cback_managed", "must be true or false, not 'maybe'"),
     ({"cback_managed": 2, "cback_collect_dir": "/c"}, "cback_managed", "must be true or false, not 2"),
+    # an empty string is no boolean: only None leaves cback_managed unset
+    ({"cback_managed": "", "cback_collect_dir": "/c"}, "cback_managed", "must be true or false, not ''"),
+    ({"cback_peer_type": "  ", "cback_collect_dir": "/c"}, "cback_peer_type", "must be local or remote, not '  '"),
+    ({"cback_collect_dir": "   "}, "cback_collect_dir", "must be an absolute path, not '   '"),
     ({"cback_remote_user": "bad user", "cback_collect_dir": "/c"}, "cback_remote_user", "'bad user' is not a valid user name"),
     ({"cback_rcp_command": '""', "cback_collect_dir": "/c"}, "cback_rcp_command", "is not a command"),
     ({"cback_rsh_command": "-x ssh", "cback_collect_dir": "/c"}, "cback_rsh_command", "starts with the option '-x'"),
@@ -549,6 +573,15 @@ RUN_WIDE_MESSAGES = [
     ("stage", {"cback_stage_indicator": "a/b"},
      "cback_stage_indicator 'a/b' must be a plain file name (no '/', not '.' or '..', no leading '-'); " + WHERE),
     ("stage", {"cback_rcp_command": '""'}, "cback_rcp_command '\"\"' is not a command; give the program and its arguments; " + WHERE),
+    ("stage", {"cback_rsh_command": "  "}, "cback_rsh_command '  ' is not a command; give the program and its arguments; " + WHERE),
+    # an empty string is unset only where empty means the default: for a number, a boolean, a day or a file name it is a bad value
+    ("stage", {"cback_stage_parallel": ""}, "cback_stage_parallel must be a whole number of at least 1, not ''; " + WHERE),
+    ("managed", {"cback_connect_timeout": ""}, "cback_connect_timeout must be a whole number of seconds, 0 for none, not ''; " + WHERE),
+    ("stage", {"cback_verify": ""}, "cback_verify must be true or false, not ''; " + WHERE),
+    ("stage", {"cback_starting_day": ""}, "cback_starting_day must be a lowercase English weekday (monday, tuesday, wednesday, "
+                                          "thursday, friday, saturday, sunday), not ''; " + WHERE),
+    ("stage", {"cback_collect_indicator": ""},
+     "cback_collect_indicator '' must be a plain file name (no '/', not '.' or '..', no leading '-'); " + WHERE),
     ("managed", {"cback_managed_actions": "Purge"},
      "cback_managed_actions holds 'Purge', which is not a bare action name (lowercase letters, digits, _ and -); " + WHERE),
 ]
@@ -560,6 +593,30 @@ def test_each_run_wide_setting_has_its_one_line_message_naming_the_variable_and_
     assert result["error"] == message
     assert "\n" not in result["error"]
     assert (result["run"], result["module"], result["peers"], result["run_peers"]) == ({}, {}, [], [])
+
+
+def test_an_empty_run_wide_value_stays_unset():
+    # no default-filling after the check: an empty backup user is no backup user (the module option is left out)
+    result = stage({"web1": {"cback_collect_dir": "/c"}}, master={"cback_backup_user": "", "cback_backup_group": "", "cback_working_dir": ""})
+    assert result["error"] is None
+    assert (result["run"]["backup_user"], result["run"]["backup_group"], result["run"]["working_dir"]) == (None, None, None)
+    assert not {"backup_user", "backup_group", "working_dir"} & set(result["module"])
+    assert result["peers"][0]["remote_user"] is None
+    assert "remote_user" not in result["run_peers"][0]
+
+
+def test_an_empty_run_wide_value_of_the_play_stays_unset_too():
+    result = stage({"web1": {"cback_collect_dir": "/c"}}, current={"cback_backup_user": "", "cback_rsh_command": ""})
+    assert (result["run"]["backup_user"], result["run"]["rsh_command"]) == (None, None)
+    assert "backup_user" not in result["module"]
+
+
+def test_a_variable_the_play_does_not_pass_takes_the_tables_default():
+    hostvars = {"bk": {"cback_staging_dir": "/srv/stage"}, "web1": {"cback_collect_dir": "/c"}}
+    result = cback.cback_resolve(["web1"], hostvars, "stage", {}, ["bk"])
+    assert result["error"] is None
+    assert result["module"] == STAGE_MODULE
+    assert result["run"]["master_group"] == "cback_master"
 
 
 def test_a_bad_play_value_is_reported_too():
@@ -582,22 +639,26 @@ def test_the_missing_master_message_names_the_master_group():
     assert result["error"].startswith("The inventory needs exactly one host in the group backup_servers ")
 
 
-@pytest.mark.parametrize("action", ["", None, "  "])
+@pytest.mark.parametrize("action", ["", None])
 def test_a_managed_run_needs_an_action(action):
     result = managed({"db1": {"cback_managed": True}}, action=action)
     assert result["error"] == ("cback_action is not set: the action to run on the managed peers, such as collect or purge; "
                                "pass it with -e cback_action=collect.")
 
 
-@pytest.mark.parametrize("action, shown", [("Collect", "'Collect'"), ("-oProxyCommand=x", "'-oProxyCommand=x'"), ("collect purge", "'collect purge'")])
+@pytest.mark.parametrize("action, shown", [("Collect", "'Collect'"), ("-oProxyCommand=x", "'-oProxyCommand=x'"), ("collect purge", "'collect purge'"),
+                                           ("  ", "'  '")])
 def test_a_managed_runs_action_must_be_a_bare_action_name(action, shown):
     result = managed({"db1": {"cback_managed": True}}, action=action)
+    # a play setting: the master's variables, never read for it, are not where to set it
     assert result["error"] == ("cback_action must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
-                               "starting with a letter or digit), not %s; %s" % (shown, WHERE))
+                               "starting with a letter or digit), not %s; set it in the play's variables or with -e." % shown)
 
 
 def test_a_managed_runs_action_must_be_a_string():
-    assert managed(action=5)["error"] == "cback_action must be a string, not 5; " + WHERE
+    assert managed(action=5)["error"] == "cback_action must be a string, not 5; set it in the play's variables or with -e."
+    assert stage(current={"cback_master_group": ["bk"]})["error"] == (
+        "cback_master_group must be a string, not ['bk']; set it in the play's variables or with -e.")
 
 
 def test_the_action_is_only_read_for_a_managed_run():
@@ -606,16 +667,37 @@ def test_the_action_is_only_read_for_a_managed_run():
     assert "action" not in result["run"]
 
 
-def test_the_action_comes_from_the_play_or_the_master():
+def test_the_action_comes_from_the_play_never_the_master():
     result = managed({"db1": {"cback_managed": True, "cback_managed_actions": "purge"}}, action=None, current={"cback_action": "purge"})
     assert (result["error"], result["run"]["action"], result["module"]["action"]) == (None, "purge", "purge")
+    # a play setting: the master's host_vars are not read for it
     result = managed(master={"cback_action": "purge"}, action=None)
-    assert result["run"]["action"] == "purge"
+    assert result["error"].startswith("cback_action is not set: ")
+    assert result["run"] == {}
 
 
-def test_only_a_stage_or_managed_run_is_resolved():
-    with pytest.raises(AnsibleFilterError, match="role must be stage or managed, not 'setup'"):
-        cback.cback_resolve([], {}, "setup", {}, ["bk"])
+def test_an_action_given_with_e_is_taken_for_whichever_host_the_role_runs_for():
+    # -e is in every host's variables, the run_once host's and the master's too: not that peer's own value
+    peers = {"db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect"}, "web1": {"cback_collect_dir": "/c"}}
+    for host in ("db1", "web1"):
+        result = managed(peers, host=host)
+        assert (result["error"], result["run"]["action"]) == (None, "collect"), host
+    # the play's value that only that peer's own variables hold is still not taken
+    result = managed({"db1": {"cback_collect_dir": "/c", "cback_action": "purge"}}, action=None, current={"cback_action": "purge"}, host="db1")
+    assert result["error"].startswith("cback_action is not set: ")
+
+
+def test_the_master_group_comes_from_the_play_never_the_master():
+    result = stage(master={"cback_master_group": "elsewhere"})
+    assert (result["error"], result["run"]["master_group"]) == (None, "cback_master")
+    result = stage(current={"cback_master_group": "backup_servers"})
+    assert result["run"]["master_group"] == "backup_servers"
+
+
+@pytest.mark.parametrize("role", ["backup", "Stage", None])
+def test_only_a_stage_managed_or_setup_run_is_resolved(role):
+    with pytest.raises(AnsibleFilterError, match="cback_resolve: role must be one of stage, managed, setup, not %r" % (role,)):
+        cback.cback_resolve([], {}, role, {}, ["bk"])
 
 
 # ---------------------------------------------------------------------------
@@ -733,6 +815,186 @@ def test_only_the_run_wide_variables_of_the_role_are_warned_about(warnings_shown
 def test_a_run_without_master_warns_about_nothing(warnings_shown):
     result = run("stage", {"web1": {"cback_colect_dir": "/c"}}, masters=[])
     assert result["warnings"] == [] and warnings_shown == []
+
+
+# ---------------------------------------------------------------------------
+# cback_resolve: what each role cannot go without (Setting.required)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role, variable, unset, what", [
+    ("stage", "cback_staging_dir", "", "the staging directory, <stage><staging_dir> of cback3.conf"),
+    ("stage", "cback_staging_dir", None, "the staging directory, <stage><staging_dir> of cback3.conf"),
+    ("setup", "cback_backup_user", "", "the backup user, <options><backup_user> of cback3.conf"),
+    ("setup", "cback_backup_group", "", "the backup group, <options><backup_group> of cback3.conf"),
+    # an empty path is a bad path (below); only null leaves these unset
+    ("setup", "cback_setup_ssh_dir", None, "the master's directory for the backup user's ssh key and configuration"),
+    ("setup", "cback_setup_shell", None, "the backup user's login shell"),
+])
+def test_a_required_run_wide_setting_that_is_unset(role, variable, unset, what):
+    values = {variable: unset}
+    for where in ("master", "current"):
+        if where == "master":
+            result = run(role, {"bk": dict(values), "web1": {"cback_collect_dir": "/c"}})
+        else:
+            result = run(role, {"bk": {}, "web1": {"cback_collect_dir": "/c"}}, current=values)
+        assert result["error"] == "%s is not set (%s); %s" % (variable, what, WHERE), where
+        assert (result["run"], result["peers"]) == ({}, [])
+
+
+@pytest.mark.parametrize("variable", ["cback_backup_user", "cback_backup_group"])
+def test_what_the_set_up_needs_a_stage_run_may_go_without(variable):
+    result = stage({"web1": {"cback_collect_dir": "/c"}}, master={variable: ""})
+    assert result["error"] is None
+
+
+def test_a_managed_run_may_go_without_a_backup_user():
+    result = managed({"db1": {"cback_collect_dir": "/c", "cback_managed": True, "cback_managed_actions": "collect"}}, master={"cback_backup_user": ""})
+    assert result["error"] is None
+    assert "backup_user" not in result["module"]
+    assert "remote_user" not in result["run_peers"][0]
+
+
+@pytest.mark.parametrize("role", ["stage", "managed", "setup"])
+def test_every_role_needs_each_peers_collect_dir(role):
+    result = run(role, {"bk": {"cback_staging_dir": "/s"}, "web1": {"cback_managed": True}}, current={"cback_action": "collect"})
+    assert result["error"] is None
+    assert result["peers"][0]["error"] == "invalid settings: cback_collect_dir: is required for every peer."
+
+
+# ---------------------------------------------------------------------------
+# cback_resolve for the setup role: each peer's set-up settings and sshd address
+# ---------------------------------------------------------------------------
+
+SETUP_DEFAULTS = dict(
+    setup_collect_owner=None, setup_collect_group=None, setup_collect_mode="0750", setup_ssh_host=None, setup_ssh_port=0,
+    setup_host_key_file="/etc/ssh/ssh_host_ed25519_key.pub", setup_restrict_key=True, setup_key_from=None, setup_key_command=None,
+)
+
+
+def setup(peers=None, master=None, **kwargs):
+    hostvars = dict(bk=dict(master or {}))
+    hostvars.update(peers or {})
+    return run("setup", hostvars, **kwargs)
+
+
+def test_a_setup_run_without_settings_takes_the_defaults():
+    result = setup({"web1": {"cback_collect_dir": "/c"}})
+    assert result["error"] is None
+    assert result["run"] == dict(backup_user="backup", backup_group="backup", copy_as_backup_user=True, master_group="cback_master",
+                                 setup_ssh_dir="/etc/cback", setup_shell="/bin/sh", setup_manage_users=True)
+    assert result["module"] == {} and result["run_peers"] == []
+    peer = result["peers"][0]
+    assert dict((key, peer[key]) for key in SETUP_DEFAULTS) == SETUP_DEFAULTS
+    assert (peer["error"], peer["ssh_host"], peer["ssh_port"]) == (None, "web1", 22)
+
+
+def test_a_stage_run_has_no_set_up_settings():
+    peer = stage({"web1": {"cback_collect_dir": "/c"}})["peers"][0]
+    assert not [key for key in peer if key.startswith("setup_") or key.startswith("ssh_")]
+
+
+def test_a_peers_own_set_up_settings_are_checked_and_typed():
+    peer = setup({"web1": {"cback_collect_dir": "/c", "cback_setup_collect_owner": "cback", "cback_setup_collect_group": "backup",
+                           "cback_setup_collect_mode": 0o2750, "cback_setup_restrict_key": "no", "cback_setup_key_from": "192.0.2.0/24",
+                           "cback_setup_key_command": "/usr/bin/rrsync -ro /c", "cback_setup_host_key_file": "/etc/ssh/key.pub"}})["peers"][0]
+    assert peer["error"] is None
+    assert (peer["setup_collect_owner"], peer["setup_collect_group"], peer["setup_collect_mode"], peer["setup_restrict_key"]) == (
+        "cback", "backup", "2750", False)
+    assert (peer["setup_key_from"], peer["setup_key_command"], peer["setup_host_key_file"]) == (
+        "192.0.2.0/24", "/usr/bin/rrsync -ro /c", "/etc/ssh/key.pub")
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"cback_setup_collect_mode": "rwx"}, "cback_setup_collect_mode: must be an octal mode such as 0750, not 'rwx'."),
+    ({"cback_setup_collect_mode": ""}, "cback_setup_collect_mode: must be an octal mode such as 0750, not ''."),
+    ({"cback_setup_ssh_port": ""}, "cback_setup_ssh_port: must be a port number from 1 to 65535, 0 for ssh's default, not ''."),
+    ({"cback_setup_restrict_key": "maybe"}, "cback_setup_restrict_key: must be true or false, not 'maybe'."),
+    ({"cback_setup_key_from": "a, b"}, "cback_setup_key_from: must be a comma-separated list of patterns without spaces or quotes, not 'a, b'."),
+    ({"cback_setup_key_command": 'echo "x"'}, "cback_setup_key_command: must be one line without double quotes, not 'echo \"x\"'."),
+    ({"cback_setup_host_key_file": "key.pub"}, "cback_setup_host_key_file: must be an absolute path without spaces or quotes, not 'key.pub'."),
+    ({"cback_setup_collect_owner": "bad user"}, "cback_setup_collect_owner: 'bad user' is not a valid user name."),
+    ({"cback_setup_ssh_host": "web 1"}, "cback_setup_ssh_host: must be a host name or address, not 'web 1'."),
+])
+def test_a_bad_set_up_setting_is_the_peers_error(variables, message):
+    peer = setup({"web1": dict({"cback_collect_dir": "/c"}, **variables)})["peers"][0]
+    assert peer["error"] == "invalid settings: " + message
+
+
+@pytest.mark.parametrize("variables, address", [
+    ({}, ("web1", 22)),
+    ({"cback_peer_name": "web1.example.org"}, ("web1.example.org", 22)),
+    ({"ansible_host": "192.0.2.10", "ansible_port": 2222}, ("192.0.2.10", 2222)),
+    ({"ansible_host": "192.0.2.10", "ansible_port": "2222", "cback_setup_ssh_host": "10.0.0.1", "cback_setup_ssh_port": 22022},
+     ("10.0.0.1", 22022)),
+    ({"cback_setup_ssh_host": "", "cback_setup_ssh_port": 0, "ansible_host": "web1.lan"}, ("web1.lan", 22)),
+    # a local peer's sshd is never reached
+    ({"cback_peer_type": "local", "ansible_host": "not an address", "ansible_port": "x"}, ("web1", 22)),
+])
+def test_a_remote_peers_sshd_is_its_set_up_address_else_ansible_host_else_its_name(variables, address):
+    peer = setup({"web1": dict({"cback_collect_dir": "/c"}, **variables)})["peers"][0]
+    assert peer["error"] is None
+    assert (peer["ssh_host"], peer["ssh_port"]) == address
+
+
+def test_a_bad_sshd_address_or_port_is_the_peers_error():
+    peer = setup({"web1": {"cback_collect_dir": "/c", "ansible_host": "web 1"}})["peers"][0]
+    assert peer["error"] == ("invalid settings: cback_setup_ssh_host: must be a host name or address, not 'web 1' (the address of the "
+                             "peer's sshd: cback_setup_ssh_host, else ansible_host, else the peer's name).")
+    peer = setup({"web1": {"cback_collect_dir": "/c", "ansible_port": 70000}})["peers"][0]
+    assert peer["error"] == "invalid settings: ansible_port: must be a port number from 1 to 65535, 0 for ssh's default, not 70000."
+
+
+def test_a_setup_runs_run_wide_settings_come_from_the_master():
+    result = setup({"web1": {"cback_collect_dir": "/c"}}, master={"cback_setup_ssh_dir": "/srv/cback", "cback_backup_user": "cbackup"})
+    assert (result["run"]["setup_ssh_dir"], result["run"]["backup_user"]) == ("/srv/cback", "cbackup")
+    assert result["peers"][0]["remote_user"] == "cbackup"
+    result = setup({"web1": {"cback_collect_dir": "/c"}}, master={"cback_setup_shell": "/bin/bash -l"})
+    assert result["error"] == "cback_setup_shell must be an absolute path without spaces or quotes, not '/bin/bash -l'; " + WHERE
+    result = setup({"web1": {"cback_collect_dir": "/c"}}, master={"cback_setup_ssh_dir": ""})
+    assert result["error"] == "cback_setup_ssh_dir must be an absolute path without spaces or quotes, not ''; " + WHERE
+
+
+# ---------------------------------------------------------------------------
+# cback_run_failure
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role, option, variable", [
+    ("stage", "backup_user", "cback_backup_user"),
+    ("stage", "staging_dir", "cback_staging_dir"),
+    ("stage", "parallel", "cback_stage_parallel"),
+    ("stage", "timeout", "cback_command_timeout"),
+    ("managed", "backup_user", "cback_backup_user"),
+    ("managed", "parallel", "cback_managed_parallel"),
+    ("managed", "action", "cback_action"),
+])
+def test_a_run_failure_over_a_module_option_names_the_inventory_variable(role, option, variable):
+    result = dict(failed=True, option=option, msg="%s: no such user 'bkp' on the master." % option)
+    assert cback.cback_run_failure(result, role) == "%s: no such user 'bkp' on the master." % variable
+
+
+@pytest.mark.parametrize("result", [
+    dict(failed=True, msg="staging_dir: not writable."),  # no option: the message as it is
+    dict(failed=True, option="staging_dir", msg="staging_dir: not writable."),  # not an option of the managed run
+    dict(failed=True, option="peers", msg="peers: two peers named web1."),  # no setting's option
+    dict(failed=True, option="backup_user", msg="The backup user backup_user is unknown."),  # the option does not lead
+])
+def test_a_run_failure_over_anything_else_is_the_modules_message(result):
+    assert cback.cback_run_failure(result, "managed") == result["msg"]
+
+
+def test_only_a_leading_option_is_replaced():
+    result = dict(failed=True, option="backup_user", msg="backup_user: backup_user 'x' unknown; backup_user: again")
+    assert cback.cback_run_failure(result, "stage") == "cback_backup_user: backup_user 'x' unknown; backup_user: again"
+    # a longer option of the same start is another option
+    assert cback.cback_run_failure(dict(option="backup_user", msg="backup_users: x"), "stage") == "backup_users: x"
+
+
+@pytest.mark.parametrize("result", [None, {}, dict(failed=True), dict(failed=True, msg="")])
+def test_a_run_without_a_message(result):
+    assert cback.cback_run_failure(result, "stage") == "the stage run gave no result"
+    assert cback.cback_run_failure(result, "managed") == "the managed run gave no result"
 
 
 # ---------------------------------------------------------------------------

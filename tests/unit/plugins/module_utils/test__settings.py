@@ -4,7 +4,9 @@
 """``_settings``: the one check of a setting's value, per kind, and the table's views.
 
 ``check`` returns the typed value, ``None`` for unset, or raises ``SettingError`` with a
-message that follows the setting's name (``cback_stage_parallel must be ...``).
+message that follows the setting's name (``cback_stage_parallel must be ...``).  ``None`` is
+unset for every kind; ``""`` only for the kinds whose empty value means the default (or none);
+a blank string is never unset.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,8 +34,28 @@ KINDS = dict(
     bool="verify", actions="managed_actions", count="stage_parallel", seconds="command_timeout", port="setup_ssh_port",
     abs_path="working_dir", collect_dir="collect_dir", user="backup_user", command="rsh_command", weekday="starting_day",
     failure_mode="ignore_failure_mode", peer_type="peer_type", peer_name="peer_name", file_name="stage_indicator",
-    action="action", mode="setup_collect_mode", group_name="master_group", text="setup_key_from",
+    action="action", mode="setup_collect_mode", group_name="master_group", plain_path="setup_ssh_dir", host="setup_ssh_host",
+    patterns="setup_key_from", line="setup_key_command",
 )
+
+# The kinds whose empty string is unset, as a role's default of "" means: the default, or none.
+EMPTY_IS_UNSET = {"abs_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type", "action",
+                  "group_name", "host", "patterns", "line"}
+
+# What each other kind says of an empty string: a bad value, not the default.
+EMPTY_IS_BAD = dict(
+    bool="must be true or false, not ''",
+    count="must be a whole number of at least 1, not ''",
+    seconds="must be a whole number of seconds, 0 for none, not ''",
+    port="must be a port number from 1 to 65535, 0 for ssh's default, not ''",
+    weekday="must be a lowercase English weekday (monday, tuesday, wednesday, thursday, friday, saturday, sunday), not ''",
+    file_name="'' must be a plain file name (no '/', not '.' or '..', no leading '-')",
+    mode="must be an octal mode such as 0750, not ''",
+    plain_path="must be an absolute path without spaces or quotes, not ''",
+)
+
+# A text setting the table does not use (yet): taken as written.
+TEXT = settings.Setting("note", "text", "", settings.RUN, settings.ROLES)
 
 
 def test_every_kind_of_the_table_is_tested_here():
@@ -47,20 +69,64 @@ def test_an_unset_value_is_none(kind):
     assert check(KINDS[kind], None) is None
 
 
-@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions"}))
+def test_the_kinds_an_empty_string_leaves_unset():
+    assert settings._EMPTY_IS_UNSET == EMPTY_IS_UNSET | {"text"}
+    assert set(KINDS) == EMPTY_IS_UNSET | set(EMPTY_IS_BAD)
+
+
+@pytest.mark.parametrize("kind", sorted(EMPTY_IS_UNSET))
 def test_an_empty_string_is_unset(kind):
     assert check(KINDS[kind], "") is None
 
 
-@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions", "bool", "count", "seconds", "port"}))
-def test_a_blank_string_is_unset(kind):
-    assert check(KINDS[kind], "   ") is None
+@pytest.mark.parametrize("kind", sorted(EMPTY_IS_BAD))
+def test_an_empty_string_is_a_bad_value_where_empty_means_nothing(kind):
+    assert problem(KINDS[kind], "") == EMPTY_IS_BAD[kind]
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions"}))
+def test_a_blank_string_is_never_unset(kind):
+    # "   " is a value: checked as one (a blank command is not a command, as before the settings model)
+    try:
+        assert check(KINDS[kind], "   ") is not None
+    except SettingError as exc:
+        assert "'   '" in str(exc), str(exc)
+
+
+@pytest.mark.parametrize("key, message", [
+    ("rsh_command", "'   ' is not a command; give the program and its arguments"),
+    ("backup_user", "'   ' is not a valid user name"),
+    ("staging_dir", "must be an absolute path, not '   '"),
+    ("verify", "must be true or false, not '   '"),
+    ("stage_parallel", "must be a whole number of at least 1, not '   '"),
+    ("setup_ssh_host", "must be a host name or address, not '   '"),
+    ("action", "must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, starting with a letter or digit), "
+               "not '   '"),
+])
+def test_a_blank_string_is_a_bad_value(key, message):
+    assert problem(key, "   ") == message
+
+
+def test_a_blank_string_of_a_kind_taken_as_written_stays_as_written():
+    assert check("master_group", "   ") == "   "
+    assert check("setup_key_command", "   ") == "   "
+    assert settings.check(TEXT, "   ") == "   "
+
+
+def test_a_text_kind_unset_and_as_written():
+    assert settings.check(TEXT, None) is None
+    assert settings.check(TEXT, "") is None
+    assert settings.check(TEXT, "any text; at all") == "any text; at all"
+    with pytest.raises(SettingError, match=r"^must be a string, not 5$"):
+        settings.check(TEXT, 5)
 
 
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions", "bool", "count", "seconds", "port"}))
 def test_a_text_setting_takes_only_a_string(kind):
-    assert problem(KINDS[kind], 5) == "must be a string, not 5"
+    if kind != "mode":  # a mode may be the number YAML makes of an unquoted 0750
+        assert problem(KINDS[kind], 5) == "must be a string, not 5"
     assert problem(KINDS[kind], ["x"]) == "must be a string, not ['x']"
+    assert problem(KINDS[kind], True) == "must be a string, not True"
 
 
 # ---------------------------------------------------------------------------
@@ -117,10 +183,11 @@ def test_actions_are_a_list_or_a_comma_separated_string(value, expected):
     assert settings.to_actions(value) == expected
 
 
-def test_unset_actions_are_none_but_empty_ones_are_no_actions():
+def test_unset_actions_are_none_but_an_empty_list_is_no_actions():
     assert check("managed_actions", None) is None
-    assert check("managed_actions", "") == []
+    assert check("managed_actions", "") is None  # the role's default "" : the run-wide actions
     assert check("managed_actions", []) == []
+    assert check("managed_actions", "  ") == []  # a value: no action in it
     assert check("managed_actions", "collect, purge") == ["collect", "purge"]
 
 
@@ -305,15 +372,73 @@ def test_a_local_peer_name_is_one_directory_name():
 def test_a_mode():
     assert check("setup_collect_mode", "0750") == "0750"
     assert check("setup_collect_mode", "640") == "640"
-    assert problem("setup_collect_mode", "999") == "'999' is not an octal mode such as '0640'"
+    assert check("setup_collect_mode", "2775") == "2775"
 
 
-def test_group_names_and_texts_are_taken_as_written():
+@pytest.mark.parametrize("value", ["999", "0o750", "rwxr-x---", "75", "07500", " 0750"])
+def test_a_mode_that_is_not(value):
+    assert problem("setup_collect_mode", value) == "must be an octal mode such as 0750, not '%s'" % value
+
+
+@pytest.mark.parametrize("value, expected", [(0o750, "0750"), (488, "0750"), (0o640, "0640"), (0o2775, "2775"), (0, "0000")])
+def test_a_mode_yaml_read_as_a_number_is_that_mode(value, expected):
+    # YAML reads an unquoted 0750 as 488
+    assert check("setup_collect_mode", value) == expected
+
+
+@pytest.mark.parametrize("value", [4750, 0o10000, 7777, 10000, -1])
+def test_a_number_that_is_no_mode(value):
+    # an unquoted 4750 is the number 4750 (0o11216), not the mode 4750: as Ansible's file module, not taken as its digits
+    assert problem("setup_collect_mode", value) == "must be an octal mode such as 0750, not %d" % value
+
+
+def test_a_group_name_is_taken_as_written():
     assert check("master_group", "backup_servers") == "backup_servers"
+
+
+@pytest.mark.parametrize("value", ["/etc/cback", "/bin/sh", "/usr/local/etc/cback-ssh_1.d"])
+def test_a_plain_path(value):
+    assert check("setup_ssh_dir", value) == value
+    assert check("setup_host_key_file", value) == value
+
+
+@pytest.mark.parametrize("value", ["etc/cback", "/etc/c back", "/etc/\tx", "/etc/'x'", '/etc/"x"', "/etc/x\n"])
+def test_a_plain_path_that_is_not(value):
+    assert problem("setup_shell", value) == "must be an absolute path without spaces or quotes, not %s" % settings.shown(value)
+
+
+@pytest.mark.parametrize("value", ["web1", "web1.example.org", "192.0.2.10", "2001:db8::1", "host_1-a"])
+def test_a_host(value):
+    assert check("setup_ssh_host", value) == value
+
+
+@pytest.mark.parametrize("value", ["web 1", "web1;x", "a/b", "[::1]", "user@web1"])
+def test_a_host_that_is_not(value):
+    assert problem("setup_ssh_host", value) == "must be a host name or address, not '%s'" % value
+
+
+@pytest.mark.parametrize("value", ["192.0.2.0/24", "*.example.org,!bad.example.org", "10.0.0.1"])
+def test_patterns(value):
+    assert check("setup_key_from", value) == value
+
+
+@pytest.mark.parametrize("value", ["192.0.2.1, 192.0.2.2", '"x"', "a\tb"])
+def test_patterns_that_are_not(value):
+    assert problem("setup_key_from", value) == (
+        "must be a comma-separated list of patterns without spaces or quotes, not %s" % settings.shown(value))
+
+
+def test_a_line():
     assert check("setup_key_command", "/usr/bin/rrsync -ro /srv") == "/usr/bin/rrsync -ro /srv"
+    assert check("setup_key_command", "cmd 'quoted'") == "cmd 'quoted'"
 
 
-@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions", "bool", "count", "seconds", "port", "group_name", "text"}))
+@pytest.mark.parametrize("value", ["a\nb", 'echo "x"'])
+def test_a_line_that_is_not(value):
+    assert problem("setup_key_command", value) == "must be one line without double quotes, not %s" % settings.shown(value)
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - {"actions", "bool", "count", "seconds", "port", "group_name"}))
 def test_no_message_ends_a_sentence_itself(kind):
     # each edge puts the setting's name in front and ends the sentence
     for value in ("x/../y", "-x y", "Bad Value;", "/a\0b"):
@@ -356,6 +481,32 @@ def test_the_run_wide_variables_of_each_role():
     assert "cback_rcp_command" in settings.variables_of("stage") and "cback_collect_dir" not in settings.variables_of("stage")
     assert settings.variables_of("stage", (settings.PEER,)) == [
         "cback_peer_type", "cback_peer_name", "cback_collect_dir", "cback_remote_user", "cback_ignore_failure_mode", "cback_managed"]
+
+
+def test_the_roles_that_cannot_go_without_a_setting():
+    assert dict((setting.key, setting.required) for setting in settings.TABLE if setting.required) == dict(
+        staging_dir=("stage",), action=("managed",), collect_dir=("stage", "managed", "setup"), backup_user=("setup",),
+        backup_group=("setup",), setup_ssh_dir=("setup",), setup_shell=("setup",))
+    for setting in settings.TABLE:
+        assert isinstance(setting.required, tuple), setting
+        # a role can only need what it reads
+        assert set(setting.required) <= set(setting.roles), setting
+
+
+def test_a_required_setting_has_no_empty_default():
+    for setting in settings.TABLE:
+        if setting.required and setting.default is not None:
+            assert settings.default_of(setting) is not None, setting
+
+
+def test_a_path_says_it_may_be_empty_only_where_no_role_needs_it():
+    # the backup user is needed by the set-up only; a working directory by no role
+    assert problem("working_dir", "x") == "must be an absolute path or empty, not 'x'"
+    assert problem("staging_dir", "x") == "must be an absolute path, not 'x'"
+
+
+def test_a_setting_needs_no_role_by_default():
+    assert settings.Setting("x", "text", None, settings.RUN, settings.ROLES).required == ()
 
 
 def test_a_kind_without_a_check_is_a_bug_of_the_table():
