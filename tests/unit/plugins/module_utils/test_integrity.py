@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _ids, _report, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _fs, _ids, _report, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, RemotePeer, StageResult
 
 
@@ -122,7 +122,7 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
     collect.mkdir()
     target.mkdir()
     (collect / "grows").write_bytes(b"x" * 4096)
-    real = peer.kernel_copy
+    real = _fs.kernel_copy
 
     def copy_then_grow(src, dst):
         copied = real(src, dst)
@@ -130,7 +130,7 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
             handle.write(b"more")
         return copied
 
-    monkeypatch.setattr(peer, "kernel_copy", copy_then_grow)
+    monkeypatch.setattr(_fs, "kernel_copy", copy_then_grow)
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert str(info.value) == "Changed size during the copy (4096 bytes when it started, 4096 copied, 4100 now); not staged."

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, StageResult
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -877,7 +877,7 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
         os.write(dst, b"brand")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peer, "kernel_copy", broken_copy)
+    monkeypatch.setattr(_fs, "kernel_copy", broken_copy)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert info.value.errno == 28
@@ -934,7 +934,7 @@ def test_stage_files_default_stages_stage_indicator_like_cback3(dirs):
 # ---------------------------------------------------------------------------
 
 
-def _count_concurrency(monkeypatch, name, owner=peer):
+def _count_concurrency(monkeypatch, name, owner=_fs):
     """Wrap ``owner.<name>`` to record how many calls run at once (each lasts 50 ms)."""
     original = getattr(owner, name)
     lock = threading.Lock()
@@ -960,12 +960,12 @@ def test_files_are_copied_several_at_once(dirs, monkeypatch, method):
     collect, target = dirs
     for index in range(6):
         write(collect / ("f%d" % index), os.urandom(1000 + index))
-    monkeypatch.setattr(peer, "COPY_WORKERS", 3)
+    monkeypatch.setattr(_fs, "COPY_WORKERS", 3)
     if method == "stagePeer":
         state = _count_concurrency(monkeypatch, "_copyLocalFile", owner=LocalPeer)
         assert LocalPeer("p", str(collect)).stagePeer(str(target)) == 6
     else:
-        state = _count_concurrency(monkeypatch, "_atomic_copy")
+        state = _count_concurrency(monkeypatch, "atomic_copy")
         assert len(LocalPeer("p", str(collect)).stageFiles(str(target)).copied) == 6
     assert state["peak"] == 3  # the first file alone, the other five three at a time
     for index in range(6):
@@ -977,14 +977,14 @@ def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monke
     for name in ("a", "b", "c"):
         write(collect / name, name.encode() * 100)
     listdir_order(collect, ["a", "b", "c"])
-    original = peer.kernel_copy
+    original = _fs.kernel_copy
 
     def failing(src, dst):
         if os.fstat(src).st_size == 100 and os.pread(src, 1, 0) == b"b":
             raise OSError(5, "Input/output error")
         return original(src, dst)
 
-    monkeypatch.setattr(peer, "kernel_copy", failing)
+    monkeypatch.setattr(_fs, "kernel_copy", failing)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert info.value.failedEntry == "b"
@@ -1001,19 +1001,6 @@ def test_an_error_on_the_first_file_stops_the_copy_there(dirs, monkeypatch, list
     with pytest.raises(TypeError):
         LocalPeer("p", str(collect)).stagePeer(str(target), (None, 0))
     assert names(target) == ["a"]
-
-
-def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    (tmp_path / "src").write_bytes(data)
-    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
-    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        assert peer.kernel_copy(src, dst) == len(data)
-    finally:
-        os.close(src)
-        os.close(dst)
-    assert (tmp_path / "dst").read_bytes() == data
 
 
 def test_stage_peer_never_writes_or_chowns_through_a_symlink_in_the_target(dirs, tmp_path):
@@ -1039,7 +1026,7 @@ def test_stage_files_never_writes_through_a_symlink_planted_at_a_temporary_name(
     victim.write_bytes(b"root's")
     os.chmod(str(victim), 0o600)
     names = iter([".a.guessed.cback-part", ".a.free.cback-part"])
-    monkeypatch.setattr(peer, "_private_name", lambda prefix, suffix="": next(names))
+    monkeypatch.setattr(_fs, "_private_name", lambda prefix, suffix="": next(names))
     os.symlink(str(victim), str(target / ".a.guessed.cback-part"))
     result = LocalPeer("p", str(collect)).stageFiles(str(target), permissions=0o644)
     assert result.copied == ["a"]
