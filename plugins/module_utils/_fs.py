@@ -51,6 +51,76 @@ TARGET_MISSING = -1
 COPY_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
+class PeerFailure(object):
+    """What a failed peer operation tells its caller, as typed fields (``None`` where they do
+    not apply); ``PeerError`` and ``PeerValueError`` carry them.
+
+    ``partial``: the ``StageResult`` of a stage that failed part-way (what it staged before);
+    ``entry``: the name of the entry that failed; ``command``: the ``CommandResult`` of the
+    command whose output explains the failure; ``verified``: how many files were verified
+    before a verification failed; ``option``: the setting a ``ValueError`` is about, by its
+    option name (``target_dir``, ``collect_dir``).
+    """
+
+    partial = None
+    entry = None
+    command = None
+    verified = None
+    option = None
+
+    # The attribute names docs/peer-api.md gives them, for code written against those.
+    @property
+    def stageResult(self):
+        return self.partial
+
+    @property
+    def failedEntry(self):
+        return self.entry
+
+    @property
+    def commandResult(self):
+        return self.command
+
+
+class PeerError(PeerFailure, IOError):
+    """An ``IOError`` of a peer operation, with its ``PeerFailure`` fields (keywords); the
+    positional arguments are ``IOError``'s (a message, or errno and strerror)."""
+
+    def __init__(self, *args, partial=None, entry=None, command=None, verified=None):
+        IOError.__init__(self, *args)
+        self.partial = partial
+        self.entry = entry
+        self.command = command
+        self.verified = verified
+
+
+class PeerValueError(PeerFailure, ValueError):
+    """A ``ValueError`` of a peer operation (a bad directory, an entry that is not a regular
+    file), with its ``PeerFailure`` fields (keywords)."""
+
+    def __init__(self, message, partial=None, entry=None, option=None):
+        ValueError.__init__(self, message)
+        self.partial = partial
+        self.entry = entry
+        self.option = option
+
+
+def failed_part_way(exc, partial, entry=None):
+    """``exc``, an ``IOError``/``OSError``/``ValueError``, as the ``PeerError``/``PeerValueError``
+    of a stage that failed part-way, with the same message (and errno, strerror, file names)."""
+    if isinstance(exc, PeerFailure):
+        exc.partial, exc.entry = partial, entry
+        return exc
+    if isinstance(exc, ValueError):
+        failure = PeerValueError(str(exc), partial=partial, entry=entry)
+    elif exc.errno is not None:
+        failure = PeerError(exc.errno, exc.strerror, exc.filename, None, exc.filename2, partial=partial, entry=entry)
+    else:
+        failure = PeerError(*exc.args, partial=partial, entry=entry)
+    failure.__cause__ = exc
+    return failure
+
+
 class UnsafePath(OSError):
     """An entry of the tree is a symlink or not of the expected kind: refused."""
 
@@ -74,7 +144,7 @@ def _open_target(targetDir, mayBeMissing=False):
             return None
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
         raise
 
 

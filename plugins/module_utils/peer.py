@@ -39,10 +39,16 @@ Extensions used by the collection's modules (Cedar Backup has no equivalent): th
 ``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
 ``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
 ``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
-``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``attach_partial``, ``target_fd``,
+``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``target_fd``,
 ``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
+
+The ``IOError`` and ``ValueError`` this module raises where it knows more than a message are
+``PeerError`` and ``PeerValueError`` (subclasses, so Cedar-style ``except IOError`` and
+``except ValueError`` catch them), with typed fields (``PeerFailure``): the partial
+``StageResult`` of a stage that failed part-way, the entry that failed, the ``CommandResult``
+whose output explains the failure, the setting a bad directory is about.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -59,7 +65,7 @@ from collections import namedtuple
 
 from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
 from . import _fs
-from ._fs import TARGET_MISSING, target_fd
+from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, target_fd
 from ._failure import VALID_FAILURE_MODES
 from . import _ids
 from ._paths import encode_path, is_single_name, path_join
@@ -103,7 +109,9 @@ __all__ = [
     "StageResult",
     "RemoteEntry",
     "build_cback_argv",
-    "attach_partial",
+    "PeerError",
+    "PeerFailure",
+    "PeerValueError",
     "target_fd",
     "TARGET_MISSING",
 ]
@@ -191,13 +199,6 @@ def _lenient(ownership):
     return tuple(-1 if value is None else value for value in ownership)
 
 
-def attach_partial(exc, result, entry=None):
-    """Attach the partial ``StageResult`` (and the entry that failed) to an exception."""
-    exc.stageResult = result
-    exc.failedEntry = entry
-    return exc
-
-
 class _Peer(object):
     """What both kinds of peer validate the same way: the name and the ignore-failure mode."""
 
@@ -243,7 +244,7 @@ class LocalPeer(_Peer):
 
     def _setCollectDir(self, value):
         if value is None or not os.path.isabs(value):
-            raise ValueError("Collect directory must be an absolute path.")
+            raise PeerValueError("Collect directory must be an absolute path.", option="collect_dir")
         self._collectDir = encode_path(value)
 
     def _getCollectDir(self):
@@ -256,15 +257,15 @@ class LocalPeer(_Peer):
         targetDir = encode_path(targetDir)
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
         if targetMayBeMissing is None or (targetMayBeMissing and not os.path.lexists(targetDir)):
             return targetDir
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
         return targetDir
 
     def stagePeer(self, targetDir, ownership=None, permissions=None):
@@ -329,8 +330,8 @@ class LocalPeer(_Peer):
         is.  With ``checkOnly`` nothing is written and the result tells what would be
         copied (a target directory that does not exist yet counts as empty).  Files are
         compared and copied up to ``COPY_WORKERS`` at once.  Errors are those of
-        ``stagePeer``; an exception raised part-way carries the partial result as
-        ``stageResult`` and the failing entry as ``failedEntry``.
+        ``stagePeer``; raised part-way, they are ``PeerError``/``PeerValueError`` with the
+        partial result as ``partial`` and the failing entry as ``entry``.
 
         The target directory is opened once (or ``targetFd``, a descriptor open on it, is
         used; ``targetDir`` then only names it in messages): every file is compared,
@@ -351,7 +352,7 @@ class LocalPeer(_Peer):
         ownership = _lenient(ownership)
         with target_fd(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
             if dirFd is None and not checkOnly:
-                raise ValueError("Target directory is not a directory or does not exist on disk.")
+                raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
             if not checkOnly:
                 _fs.sweep(dirFd)
             return self._stageInto(dirFd, ownership, permissions, exclude, checkOnly)
@@ -393,11 +394,11 @@ class LocalPeer(_Peer):
             # caller writes the peer's stage indicator.
             os.fsync(dirFd)
         if failure is not None:
-            raise attach_partial(failure[1], partial, failure[0])
+            raise _fs.failed_part_way(failure[1], partial, failure[0])
         if bad is not None:
-            raise attach_partial(ValueError("Source is not a regular file."), partial, bad)
+            raise PeerValueError("Source is not a regular file.", partial=partial, entry=bad)
         if not copied and not unchanged:
-            raise attach_partial(IOError("Did not copy any files from local peer."), partial)
+            raise PeerError("Did not copy any files from local peer.", partial=partial)
         return partial
 
     def verifyFiles(self, targetDir, names, targetFd=None):
@@ -445,7 +446,7 @@ class LocalPeer(_Peer):
         stageIndicator = encode_path(stageIndicator)
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
         fileName = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
         LocalPeer._copyLocalFile(None, fileName, ownership, permissions)
 
@@ -529,7 +530,7 @@ class RemotePeer(_Peer):
 
     def _setCollectDir(self, value):
         if value is not None and not os.path.isabs(value):
-            raise ValueError("Collect directory must be an absolute path.")
+            raise PeerValueError("Collect directory must be an absolute path.", option="collect_dir")
         self._collectDir = encode_path(value)
 
     def _getCollectDir(self):
@@ -682,7 +683,7 @@ class RemotePeer(_Peer):
         before = _regular_files_below(targetDir)
         result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), targetDir]))
         if result.rc != 0:
-            raise _with_output(IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix())), result)
+            raise PeerError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()), command=result)
         after = _regular_files_below(targetDir)
         if len(after) == 0:
             raise IOError("Did not copy any files from remote peer.")
@@ -716,8 +717,8 @@ class RemotePeer(_Peer):
         and every fetched file's size is checked against it.  When the copy
         command fails, a fetched file is staged only when it is complete (listed, with its
         size); the others are discarded, and when the listing fails nothing is staged.
-        ``IOError`` is then raised with the partial result as ``stageResult`` and the
-        command's output as ``commandResult``.  When the copy succeeded, a file listed with
+        ``PeerError`` is then raised with the partial result as ``partial`` and the
+        command's result as ``command``.  When the copy succeeded, a file listed with
         another size (it changed on the peer during the copy) is discarded and ``IOError``
         raised after the others were staged; a listing that fails leaves the copy trusted.
 
@@ -731,7 +732,7 @@ class RemotePeer(_Peer):
         if targetFd is None:
             self._checkTargetDir(targetDir)
         elif not os.path.isabs(targetDir):
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         ownership = _lenient(ownership)
         with target_fd(targetDir, targetFd) as dirFd:
             _fs.sweep(dirFd)
@@ -796,7 +797,7 @@ class RemotePeer(_Peer):
                     os.fsync(fetched)  # on stable storage before it gets its name
                     os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
                 except (IOError, OSError) as exc:
-                    raise attach_partial(exc, StageResult(copied, unchanged, excluded, size), fileName)
+                    raise _fs.failed_part_way(exc, StageResult(copied, unchanged, excluded, size), fileName)
             finally:
                 os.close(fetched)
             copied.append(fileName)
@@ -805,13 +806,12 @@ class RemotePeer(_Peer):
         if copied or unchanged:
             os.fsync(targetFd)  # the new names too, before the caller writes the stage indicator
         if result.rc != 0:
-            error = IOError("Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded)))
-            raise attach_partial(_with_output(error, result), partial)
+            message = "Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded))
+            raise PeerError(message, partial=partial, command=result)
         if discarded:
-            error = IOError("Changed size on the peer during the copy%s." % _not_staged(discarded))
-            raise attach_partial(error, partial)
+            raise PeerError("Changed size on the peer during the copy%s." % _not_staged(discarded), partial=partial)
         if not copied and not unchanged:
-            raise attach_partial(IOError("Did not copy any files from remote peer."), partial)
+            raise PeerError("Did not copy any files from remote peer.", partial=partial)
         return partial
 
     def _listedSizes(self):
@@ -960,7 +960,7 @@ class RemotePeer(_Peer):
                 # Named as Cedar Backup names it: in the working directory.
                 shown = path_join(work.base if self.workingDir is not None else work.path, DEF_STAGE_INDICATOR)
                 message = "Error (%d) copying [%s] to remote host%s." % (result.rc, shown, self._userSuffix())
-                raise _with_output(IOError(message), result)
+                raise PeerError(message, command=result)
 
     def executeRemoteCommand(self, command):
         """Execute ``command`` (a remote shell command line) on the peer via the rsh command.
@@ -972,8 +972,8 @@ class RemotePeer(_Peer):
             rsh = self._rshCommand if self._rshCommand is not None else " ".join(self._rshCommandList)
             shown = "%s %s@%s '%s'" % (rsh, self.remoteUser, self.name, command)
             if self.localUser is not None:
-                raise _with_output(IOError('Command failed [su -c %s "%s"]' % (self.localUser, shown)), result)
-            raise _with_output(IOError("Command failed [%s]" % shown), result)
+                raise PeerError('Command failed [su -c %s "%s"]' % (self.localUser, shown), command=result)
+            raise PeerError("Command failed [%s]" % shown, command=result)
 
     def executeManagedAction(self, action, fullBackup):
         """Execute a managed action (``<cbackCommand> [--full] <action>``) on this peer.
@@ -986,9 +986,9 @@ class RemotePeer(_Peer):
             self.executeRemoteCommand(command)
         except IOError as exc:
             logger.info(exc)
-            raise _with_output(
-                IOError("Failed to execute action [%s] on managed client [%s]." % (action, self.name)),
-                getattr(exc, "commandResult", None),
+            raise PeerError(
+                "Failed to execute action [%s] on managed client [%s]." % (action, self.name),
+                command=exc.command if isinstance(exc, PeerFailure) else None,
             )
 
     # ----- collection extensions -----
@@ -1018,7 +1018,7 @@ class RemotePeer(_Peer):
             command = "cd %s && %s" % (join_command([self.collectDir]), join_command(["sha256sum", "--"] + part))
             result = self.runRemoteCommand(command, keep=LISTING_BYTES)
             if result.rc not in (0, 1) or result.truncated:
-                raise _with_output(IOError("Error (%d) computing checksums in [%s] on remote host." % (result.rc, self.collectDir)), result)
+                raise PeerError("Error (%d) computing checksums in [%s] on remote host." % (result.rc, self.collectDir), command=result)
             wanted = set(part)
             for line in result.stdout.split("\n"):
                 escaped = line.startswith("\\")
@@ -1060,7 +1060,7 @@ class RemotePeer(_Peer):
         )
         result = self.runRemoteCommand(command, keep=LISTING_BYTES)
         if result.rc != 0:
-            raise _with_output(IOError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir)), result)
+            raise PeerError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir), command=result)
         if result.truncated:
             raise IOError("The listing of [%s] on remote host is larger than %d bytes." % (self.collectDir, 2 * LISTING_BYTES))
         kinds = {"f": "file", "d": "directory", "l": "broken-link"}
@@ -1099,10 +1099,10 @@ class RemotePeer(_Peer):
     def _checkTargetDir(targetDir):
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
 
 
 def _unescape_sum_name(name):
@@ -1126,8 +1126,3 @@ def _not_staged(names, shown=5):
     more = " and %d more" % (len(names) - shown) if len(names) > shown else ""
     return "; not staged (incomplete): %s%s" % (", ".join(names[:shown]), more)
 
-
-def _with_output(exc, result):
-    """Attach the failed command's ``CommandResult`` to an exception as ``commandResult``."""
-    exc.commandResult = result
-    return exc

@@ -407,3 +407,39 @@ def test_each_stops_after_a_first_item_that_fails():
     results = _fs.each(work, ["a", "b", "c"])
     assert seen == ["a"] and len(results) == 1 and isinstance(results[0], ValueError)
     assert _fs.each(work, []) == []
+
+
+# ---------------------------------------------------------------------------
+# typed failures
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("original", [
+    OSError(28, "No space left on device"),
+    PermissionError(13, "Permission denied", "/staging/a"),
+    OSError(18, "Invalid cross-device link", "/a", None, "/b"),
+    IOError("Changed size during the copy; not staged."),
+])
+def test_failed_part_way_keeps_an_os_errors_message_and_errno(original):
+    failure = _fs.failed_part_way(original, "partial", "a")
+    assert isinstance(failure, _fs.PeerError) and isinstance(failure, IOError)
+    assert (str(failure), failure.errno, failure.strerror) == (str(original), original.errno, original.strerror)
+    assert (failure.partial, failure.entry, failure.command) == ("partial", "a", None)
+    assert failure.__cause__ is original
+
+
+def test_failed_part_way_keeps_a_value_error_a_value_error():
+    failure = _fs.failed_part_way(ValueError("Source is not a regular file."), "partial", "bad")
+    assert isinstance(failure, _fs.PeerValueError) and not isinstance(failure, IOError)
+    assert (str(failure), failure.partial, failure.entry) == ("Source is not a regular file.", "partial", "bad")
+
+
+def test_failed_part_way_fills_a_typed_failure_in_place():
+    typed = _fs.PeerError("Did not copy any files.", command="result")
+    assert _fs.failed_part_way(typed, "partial", "a") is typed
+    assert (typed.partial, typed.entry, typed.command) == ("partial", "a", "result")
+
+
+def test_failure_fields_default_to_none():
+    for failure in (_fs.PeerError("x"), _fs.PeerValueError("x"), _fs.PeerFailure()):
+        assert (failure.partial, failure.entry, failure.command, failure.verified, failure.option) == (None,) * 5

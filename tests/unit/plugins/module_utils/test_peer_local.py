@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, StageResult
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -249,6 +249,23 @@ def test_stage_target_dir_is_a_file(dirs, tmp_path, method):
     with pytest.raises(ValueError) as info:
         getattr(LocalPeer("p", str(collect)), method)(str(target))
     assert str(info.value) == MSG_TARGET_MISSING
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+@pytest.mark.parametrize("which, option", [("target", "target_dir"), ("collect", "collect_dir"), ("relative", "target_dir")])
+def test_stage_bad_directory_is_a_value_error_naming_its_option(dirs, tmp_path, method, which, option):
+    collect, target = dirs
+    write(collect / "a", "a")
+    if which == "collect":
+        collect = tmp_path / "missing"
+    elif which == "target":
+        target = tmp_path / "missing"
+    else:
+        target = "relative/target"
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)(str(target))
+    assert isinstance(info.value, peer.PeerValueError)
+    assert info.value.option == option
 
 
 def test_stage_peer_empty_collect_dir(dirs):
@@ -599,7 +616,7 @@ def test_stage_files_excluded_symlink_is_refused(dirs, tmp_path):
     with pytest.raises(ValueError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
     assert str(info.value) == "Source is not a regular file."
-    assert info.value.failedEntry == "cback.stage"
+    assert info.value.entry == "cback.stage"
     assert not (tmp_path / "nologin").exists()
 
 
@@ -812,8 +829,8 @@ def test_stage_files_empty_collect_dir(dirs):
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert str(info.value) == MSG_EMPTY
-    assert info.value.stageResult == StageResult([], [], [], 0)
-    assert info.value.failedEntry is None
+    assert info.value.partial == StageResult([], [], [], 0)
+    assert info.value.entry is None
 
 
 def test_stage_files_everything_excluded(dirs):
@@ -822,7 +839,7 @@ def test_stage_files_everything_excluded(dirs):
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
     assert str(info.value) == MSG_EMPTY
-    assert info.value.stageResult == StageResult([], [], ["cback.stage"], 0)
+    assert info.value.partial == StageResult([], [], ["cback.stage"], 0)
 
 
 def test_stage_files_check_only_empty_collect_dir(dirs):
@@ -848,8 +865,8 @@ def test_stage_files_non_regular_entry_partial_result(dirs, listdir_order, kind)
     with pytest.raises(ValueError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["skip"])
     assert str(info.value) == MSG_NOT_REGULAR
-    assert info.value.stageResult == StageResult(["a", "b"], [], ["skip"], 6)
-    assert info.value.failedEntry == "bad"
+    assert info.value.partial == StageResult(["a", "b"], [], ["skip"], 6)
+    assert info.value.entry == "bad"
     assert names(target) == ["a", "b"]
     assert part_files(target) == []
 
@@ -865,7 +882,7 @@ def test_stage_files_partial_result_counts_unchanged(dirs, listdir_order):
     listdir_order(collect, ["a", "b", "link"])
     with pytest.raises(ValueError) as info:
         local.stageFiles(str(target))
-    assert info.value.stageResult == StageResult(["b"], ["a"], [], 7)
+    assert info.value.partial == StageResult(["b"], ["a"], [], 7)
 
 
 def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkeypatch):
@@ -880,9 +897,10 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
     monkeypatch.setattr(_fs, "kernel_copy", broken_copy)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
-    assert info.value.errno == 28
-    assert info.value.stageResult == StageResult([], [], [], 0)
-    assert info.value.failedEntry == "a"
+    assert isinstance(info.value, peer.PeerError)
+    assert (info.value.errno, info.value.strerror, str(info.value)) == (28, "No space left on device", "[Errno 28] No space left on device")
+    assert info.value.partial == StageResult([], [], [], 0)
+    assert info.value.entry == "a"
     assert names(target) == ["a"]
     assert (target / "a").read_bytes() == b"old"
 
@@ -987,8 +1005,8 @@ def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monke
     monkeypatch.setattr(_fs, "kernel_copy", failing)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
-    assert info.value.failedEntry == "b"
-    assert sorted(info.value.stageResult.copied) == ["a", "c"]
+    assert info.value.entry == "b"
+    assert sorted(info.value.partial.copied) == ["a", "c"]
     assert names(target) == ["a", "c"]
 
 
