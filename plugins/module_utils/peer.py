@@ -64,9 +64,9 @@ import tempfile
 from collections import namedtuple
 
 from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
+from ._failure import VALID_FAILURE_MODES
 from . import _fs
 from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, target_fd
-from ._failure import VALID_FAILURE_MODES
 from . import _ids
 from ._paths import encode_path, is_single_name, path_join
 
