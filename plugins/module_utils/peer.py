@@ -1125,4 +1125,3 @@ def _not_staged(names, shown=5):
         return ""
     more = " and %d more" % (len(names) - shown) if len(names) > shown else ""
     return "; not staged (incomplete): %s%s" % (", ".join(names[:shown]), more)
-
