@@ -105,6 +105,16 @@ class PeerValueError(PeerFailure, ValueError):
         self.option = option
 
 
+def failure_of(exc):
+    """The typed failure behind the exception ``exc``: ``exc`` itself, or the ``PeerFailure`` it
+    was raised from; an empty ``PeerFailure`` (every field ``None``) for any other exception."""
+    if isinstance(exc, PeerFailure):
+        return exc
+    if isinstance(exc.__cause__, PeerFailure):
+        return exc.__cause__
+    return PeerFailure()
+
+
 def failed_part_way(exc, partial, entry=None):
     """``exc``, an ``IOError``/``OSError``/``ValueError``, as the ``PeerError``/``PeerValueError``
     of a stage that failed part-way, with the same message (and errno, strerror, file names)."""

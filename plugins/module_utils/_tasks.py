@@ -28,12 +28,12 @@ from .peer import (
     DEF_STAGE_INDICATOR,
     LocalPeer,
     PeerError,
-    PeerFailure,
     RemotePeer,
     TARGET_MISSING,
     StageResult,
     target_fd as open_target,
     build_cback_argv,
+    failure_of,
 )
 
 
@@ -76,7 +76,7 @@ def _output_of(exc, peer=None):
     """stderr of the command behind a peer exception (cleaned, on one line) and, where the cause
     is known (from that stderr, else from the exception's own text), its hint, for the failure
     message; with the command's result fields."""
-    command = exc.command if isinstance(exc, PeerFailure) else None
+    command = failure_of(exc).command
     if command is None:
         cause = diagnose.from_output(str(exc), peer)
         detail, extra = "", {}
@@ -231,7 +231,7 @@ def _ownership(params):
 
 
 def _stage_failure(params, exc, target_dir, seconds, peer=None):
-    known = exc if isinstance(exc, PeerFailure) else PeerFailure()
+    known = failure_of(exc)
     message = str(exc)
     if known.option is not None:
         message = "%s: %s" % (known.option, message)

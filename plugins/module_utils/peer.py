@@ -44,11 +44,12 @@ Extensions used by the collection's modules (Cedar Backup has no equivalent): th
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
 
-The ``IOError`` and ``ValueError`` this module raises where it knows more than a message are
-``PeerError`` and ``PeerValueError`` (subclasses, so Cedar-style ``except IOError`` and
-``except ValueError`` catch them), with typed fields (``PeerFailure``): the partial
-``StageResult`` of a stage that failed part-way, the entry that failed, the ``CommandResult``
-whose output explains the failure, the setting a bad directory is about.
+Where this module knows more about a failure than its message, the extensions raise
+``PeerError`` and ``PeerValueError`` (subclasses of ``IOError`` and ``ValueError``) with typed
+fields (``PeerFailure``): the partial ``StageResult`` of a stage that failed part-way, the
+entry that failed, the ``CommandResult`` whose output explains the failure, the setting a bad
+directory is about.  Cedar Backup's own methods raise the built-in types themselves, raised
+from that typed failure: ``failure_of(exc)`` gives it for either.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -57,6 +58,7 @@ __metaclass__ = type
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import stat
@@ -66,7 +68,7 @@ from collections import namedtuple
 from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
 from ._failure import VALID_FAILURE_MODES
 from . import _fs
-from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, target_fd
+from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
 from . import _ids
 from ._paths import encode_path, is_single_name, path_join
 
@@ -112,6 +114,7 @@ __all__ = [
     "PeerError",
     "PeerFailure",
     "PeerValueError",
+    "failure_of",
     "target_fd",
     "TARGET_MISSING",
 ]
@@ -192,6 +195,21 @@ def _is_regular(path):
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
+def _cedar_types(method):
+    """Cedar Backup's API raises the built-in ``ValueError`` and ``IOError`` themselves: a typed
+    failure leaves the decorated method as its built-in type, with the same arguments, raised
+    from the typed failure (``failure_of`` finds it there)."""
+    @functools.wraps(method)
+    def cedar(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except PeerValueError as exc:
+            raise ValueError(*exc.args) from exc
+        except PeerError as exc:
+            raise IOError(*exc.args) from exc
+    return cedar
+
+
 def _lenient(ownership):
     """``stageFiles`` takes ``None`` in an ownership tuple for "leave as is" (-1)."""
     if ownership is None:
@@ -244,7 +262,7 @@ class LocalPeer(_Peer):
 
     def _setCollectDir(self, value):
         if value is None or not os.path.isabs(value):
-            raise PeerValueError("Collect directory must be an absolute path.", option="collect_dir")
+            raise ValueError("Collect directory must be an absolute path.")
         self._collectDir = encode_path(value)
 
     def _getCollectDir(self):
@@ -268,6 +286,7 @@ class LocalPeer(_Peer):
             raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
         return targetDir
 
+    @_cedar_types
     def stagePeer(self, targetDir, ownership=None, permissions=None):
         """Stage data from the peer into the local target directory (flat copy).
 
@@ -436,6 +455,7 @@ class LocalPeer(_Peer):
             return os.path.exists(path_join(self.collectDir, DEF_COLLECT_INDICATOR))
         return os.path.exists(path_join(self.collectDir, collectIndicator))
 
+    @_cedar_types
     def writeStageIndicator(self, stageIndicator=None, ownership=None, permissions=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
@@ -530,7 +550,7 @@ class RemotePeer(_Peer):
 
     def _setCollectDir(self, value):
         if value is not None and not os.path.isabs(value):
-            raise PeerValueError("Collect directory must be an absolute path.", option="collect_dir")
+            raise ValueError("Collect directory must be an absolute path.")
         self._collectDir = encode_path(value)
 
     def _getCollectDir(self):
@@ -666,6 +686,7 @@ class RemotePeer(_Peer):
 
     # ----- the backup peer interface -----
 
+    @_cedar_types
     def stagePeer(self, targetDir, ownership=None, permissions=None):
         """Stage data from the peer into the local target directory, as Cedar Backup does.
 
@@ -938,6 +959,7 @@ class RemotePeer(_Peer):
                 return False
             return True
 
+    @_cedar_types
     def writeStageIndicator(self, stageIndicator=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
@@ -962,6 +984,7 @@ class RemotePeer(_Peer):
                 message = "Error (%d) copying [%s] to remote host%s." % (result.rc, shown, self._userSuffix())
                 raise PeerError(message, command=result)
 
+    @_cedar_types
     def executeRemoteCommand(self, command):
         """Execute ``command`` (a remote shell command line) on the peer via the rsh command.
 
@@ -975,6 +998,7 @@ class RemotePeer(_Peer):
                 raise PeerError('Command failed [su -c %s "%s"]' % (self.localUser, shown), command=result)
             raise PeerError("Command failed [%s]" % shown, command=result)
 
+    @_cedar_types
     def executeManagedAction(self, action, fullBackup):
         """Execute a managed action (``<cbackCommand> [--full] <action>``) on this peer.
 
@@ -988,7 +1012,7 @@ class RemotePeer(_Peer):
             logger.info(exc)
             raise PeerError(
                 "Failed to execute action [%s] on managed client [%s]." % (action, self.name),
-                command=exc.command if isinstance(exc, PeerFailure) else None,
+                command=failure_of(exc).command,
             )
 
     # ----- collection extensions -----

@@ -443,3 +443,16 @@ def test_failed_part_way_fills_a_typed_failure_in_place():
 def test_failure_fields_default_to_none():
     for failure in (_fs.PeerError("x"), _fs.PeerValueError("x"), _fs.PeerFailure()):
         assert (failure.partial, failure.entry, failure.command, failure.verified, failure.option) == (None,) * 5
+
+
+def test_failure_of_finds_the_typed_failure_an_exception_was_raised_from():
+    typed = _fs.PeerError("Command failed [x]", command="result")
+    try:
+        try:
+            raise typed
+        except _fs.PeerError as exc:
+            raise IOError(*exc.args) from exc
+    except IOError as exc:
+        assert _fs.failure_of(exc) is typed
+    assert _fs.failure_of(typed) is typed
+    assert _fs.failure_of(ValueError("x")).command is None

@@ -405,8 +405,9 @@ def test_stage_peer_copy_failure(runner, target):
     with pytest.raises(IOError) as info:
         make_peer().stagePeer(str(target))
     assert str(info.value) == "Error (1) copying files from remote host."
-    assert info.value.command.rc == 1
-    assert info.value.command.stderr == "scp: /coll/sub: not a regular file\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "scp: /coll/sub: not a regular file\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_stage_peer_copy_failure_as_local_user(runner, target):
@@ -630,9 +631,10 @@ def test_write_stage_indicator_failure(runner, tmp_path):
     with pytest.raises(IOError) as info:
         make_peer(tmp_path).writeStageIndicator()
     assert str(info.value) == "Error (1) copying [%s] to remote host." % local
-    assert info.value.command.rc == 1
-    assert info.value.command.stderr == "scp: /coll/cback.stage: Permission denied\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "scp: /coll/cback.stage: Permission denied\n"
     assert names(tmp_path / "work") == []
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_write_stage_indicator_failure_as_local_user(runner, tmp_path):
@@ -701,8 +703,9 @@ def test_execute_remote_command_failure(runner):
     with pytest.raises(IOError) as info:
         make_peer().executeRemoteCommand("ls -l /tmp")
     assert str(info.value) == "Command failed [/usr/bin/ssh root@host 'ls -l /tmp']"
-    assert info.value.command.stdout == "partial\n"
-    assert info.value.command.stderr == "bad\n"
+    assert peer.failure_of(info.value).command.stdout == "partial\n"
+    assert peer.failure_of(info.value).command.stderr == "bad\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_remote_command_failure_custom_rsh(runner):
@@ -801,8 +804,9 @@ def test_execute_managed_action_failure(runner):
     with pytest.raises(IOError) as info:
         make_peer().executeManagedAction("collect", True)
     assert str(info.value) == "Failed to execute action [collect] on managed client [host]."
-    assert info.value.command.rc == 1
-    assert info.value.command.stderr == "cback3: failed\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "cback3: failed\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_managed_action_failure_as_local_user(runner):
