@@ -29,12 +29,12 @@ import time
 from . import _argspec as spec
 from . import _report as report
 from ._command import cancelled, deadline, time_left
-from ._dirs import UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
 from ._failure import VALID_FAILURE_MODES, weekday_index
+from ._fs import TARGET_MISSING, UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
 from ._ids import current_user_name, is_running_as_root, primary_ids
 from ._paths import path_join
 from ._tasks import TaskFailure, managed_action, ownership_of, stage
-from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR, TARGET_MISSING
+from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR
 
 # How long a job may overrun its per-peer timeout (time spent outside commands, which the
 # timeout cannot interrupt) before the run stops waiting for it.

@@ -27,12 +27,13 @@ from .peer import (
     DEF_COLLECT_INDICATOR,
     DEF_STAGE_INDICATOR,
     LocalPeer,
+    PeerError,
     RemotePeer,
     TARGET_MISSING,
     StageResult,
-    attach_partial,
     target_fd as open_target,
     build_cback_argv,
+    failure_of,
 )
 
 
@@ -75,7 +76,7 @@ def _output_of(exc, peer=None):
     """stderr of the command behind a peer exception (cleaned, on one line) and, where the cause
     is known (from that stderr, else from the exception's own text), its hint, for the failure
     message; with the command's result fields."""
-    command = getattr(exc, "commandResult", None)
+    command = failure_of(exc).command
     if command is None:
         cause = diagnose.from_output(str(exc), peer)
         detail, extra = "", {}
@@ -231,27 +232,25 @@ def _ownership(params):
 
 
 def _stage_failure(params, exc, target_dir, seconds, peer=None):
-    partial = getattr(exc, "stageResult", None)
+    known = failure_of(exc)
     message = str(exc)
-    if isinstance(exc, ValueError) and message.startswith("Target directory"):
-        message = "target_dir: " + message
-    elif isinstance(exc, ValueError) and message.startswith("Collect directory"):
-        message = "collect_dir: " + message
-    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror and getattr(exc, "commandResult", None) is None:
+    if known.option is not None:
+        message = "%s: %s" % (known.option, message)
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror and known.command is None:
         # "[Errno 28] No space left on device" reads as what it is, with where it happened.
         message = "%s (staging into %s)" % (exc.strerror, target_dir)
-    entry = getattr(exc, "failedEntry", None)
-    if entry is not None:
-        message = "%s [%s]" % (message.rstrip("."), entry)
+    if known.entry is not None:
+        message = "%s [%s]" % (message.rstrip("."), known.entry)
     detail, extra = _output_of(exc, peer)
     result = dict(
         target_dir=target_dir, ready=True, count=0, files=[], bytes=0, unchanged=[], stage_indicator_written=False,
         seconds=round(seconds, 3),
     )
-    if partial is not None:
+    if known.partial is not None:
+        partial = known.partial
         result.update(count=len(partial.copied), files=list(partial.copied), bytes=partial.bytes, unchanged=list(partial.unchanged))
-    if getattr(exc, "verified", None) is not None:
-        result["verified"] = exc.verified
+    if known.verified is not None:
+        result["verified"] = known.verified
     result["changed"] = bool(result["files"])
     result.update(extra)
     _fail(params, message + detail, **result)
@@ -348,10 +347,8 @@ def _verify(peer, target_dir, target_fd, staged):
         shown = ", ".join(mismatched[:5]) + (" and %d more" % (len(mismatched) - 5) if len(mismatched) > 5 else "")
         partial = StageResult([name for name in staged.copied if name not in mismatched],
                               [name for name in staged.unchanged if name not in mismatched], staged.excluded, staged.bytes)
-        error = IOError("Verification failed: the sha256 of %s differs from the peer's (or the peer gave none); "
-                        "removed from the staging directory." % shown)
-        error.verified = len(verified)
-        raise attach_partial(error, partial)
+        raise PeerError("Verification failed: the sha256 of %s differs from the peer's (or the peer gave none); "
+                        "removed from the staging directory." % shown, partial=partial, verified=len(verified))
     return len(verified)
 
 
@@ -429,7 +426,7 @@ def _predict_remote(peer, target_fd, indicator, warnings):
             present = True
             continue
         if entry.kind != "file":
-            raise attach_partial(IOError("Remote entry is a %s; the copy would fail." % entry.kind), StageResult(copied, unchanged, [], size), entry.name)
+            raise PeerError("Remote entry is a %s; the copy would fail." % entry.kind, partial=StageResult(copied, unchanged, [], size), entry=entry.name)
         try:
             info = None if target_fd is None else os.stat(entry.name, dir_fd=target_fd, follow_symlinks=False)
         except OSError:

@@ -39,20 +39,26 @@ Extensions used by the collection's modules (Cedar Backup has no equivalent): th
 ``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
 ``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
 ``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
-``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``attach_partial``, ``target_fd``,
+``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``target_fd``,
 ``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
+
+Where this module knows more about a failure than its message, the extensions raise
+``PeerError`` and ``PeerValueError`` (subclasses of ``IOError`` and ``ValueError``) with typed
+fields (``PeerFailure``): the partial ``StageResult`` of a stage that failed part-way, the
+entry that failed, the ``CommandResult`` whose output explains the failure, the setting a bad
+directory is about.  Cedar Backup's own methods raise the built-in types themselves, raised
+from that typed failure: ``failure_of(exc)`` gives it for either.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import concurrent.futures
 import contextlib
 import errno
-import hashlib
+import functools
 import logging
 import os
 import stat
@@ -60,8 +66,9 @@ import tempfile
 from collections import namedtuple
 
 from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
-from ._dirs import new_file
 from ._failure import VALID_FAILURE_MODES
+from . import _fs
+from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
 from . import _ids
 from ._paths import encode_path, is_single_name, path_join
 
@@ -104,7 +111,10 @@ __all__ = [
     "StageResult",
     "RemoteEntry",
     "build_cback_argv",
-    "attach_partial",
+    "PeerError",
+    "PeerFailure",
+    "PeerValueError",
+    "failure_of",
     "target_fd",
     "TARGET_MISSING",
 ]
@@ -181,230 +191,23 @@ def _is_regular(path):
     return os.path.isfile(path) and not os.path.islink(path)
 
 
-def _matches(candidate, dirFd, name, mode, ownership, durable=False):
-    """True when the entry ``name`` of the open directory ``dirFd`` already holds the bytes of
-    the open file ``candidate`` with ``mode``/``ownership``.
-
-    ``dirFd`` ``None`` is a directory that does not exist yet (nothing matches).  The entry
-    is never followed if it is a symlink.  With ``durable`` a matching entry is flushed to
-    stable storage (``fsync``) before ``True`` is returned.
-    """
-    if dirFd is None:
-        return False
-    try:
-        info = os.stat(name, dir_fd=dirFd, follow_symlinks=False)
-    except OSError:
-        return False
-    if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != mode:
-        return False
-    if ownership is not None:
-        uid, gid = ownership
-        if (uid != -1 and info.st_uid != uid) or (gid != -1 and info.st_gid != gid):
-            return False
-    if info.st_size != os.fstat(candidate).st_size:
-        return False
-    try:
-        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dirFd)
-    except OSError:
-        return False
-    try:
-        same = stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size)
-        if same and durable:
-            os.fsync(fd)  # staged by an earlier run that may not have made it durable
-        return same
-    finally:
-        os.close(fd)
-
-
-def _same_bytes(first, second, size, step=1 << 20):
-    """Whether the open files ``first`` and ``second`` hold the same ``size`` bytes (read in steps)."""
-    offset = 0
-    while offset < size:
-        a = os.pread(first, step, offset)
-        if not a or a != os.pread(second, step, offset):
-            return False
-        offset += len(a)
-    return True
-
-
-def _sha256_fd(fd, step=1 << 20):
-    """The sha256 (hex) of the open file ``fd``, read from its start in bounded steps."""
-    digest = hashlib.sha256()
-    offset = 0
-    while True:
-        if cancelled():
-            raise IOError("The run was cancelled (%s)." % cancelled())
-        chunk = os.pread(fd, step, offset)
-        if not chunk:
-            return digest.hexdigest()
-        digest.update(chunk)
-        offset += len(chunk)
-
-
-def _staged_sha256(dirFd, name):
-    """The sha256 of the staged file ``name`` in the open directory ``dirFd`` (never through a
-    symlink); ``None`` when it is not a regular file there."""
-    try:
-        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dirFd)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return _sha256_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _discard_mismatches(dirFd, names, expected):
-    """Compare each staged file ``name`` with ``expected[name]`` (a sha256, ``None`` when the
-    peer could not give one); remove the ones that differ.  ``(verified, mismatched)``."""
-    verified, mismatched = [], []
-    for name in names:
-        if expected.get(name) is not None and _staged_sha256(dirFd, name) == expected[name]:
-            verified.append(name)
-            continue
-        mismatched.append(name)
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=dirFd)
-    if mismatched:
-        os.fsync(dirFd)
-    return verified, mismatched
-
-
-def _open_regular(path):
-    """Open ``path`` for reading once, never through a symlink; the fd of a regular file.
-
-    What is checked (a regular file) is what is read: the caller works on the descriptor
-    only, so a swap of the entry after the check changes nothing.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, or a socket
-            logger.debug("Source [%s] is not a regular file.", path)
-            raise ValueError("Source is not a regular file.")
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        logger.debug("Source [%s] is not a regular file.", path)
-        raise ValueError("Source is not a regular file.")
-    return fd
-
-
-def _apply(path, ownership, permissions):
-    """chown then chmod, as Cedar Backup does (``ownership`` is a numeric ``(uid, gid)``), on
-    the file opened without following a symlink (a staged file's directory may belong to
-    another user, who could have swapped the name)."""
-    if ownership is None and permissions is None:
-        return
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
-    try:
-        _apply_fd(fd, ownership, permissions)
-    finally:
-        os.close(fd)
-
-
-def _apply_fd(fd, ownership, permissions):
-    """chown then chmod of the open file ``fd``; ``None`` leaves that part alone."""
-    if ownership is not None:
-        os.fchown(fd, ownership[0], ownership[1])
-    if permissions is not None:
-        os.fchmod(fd, permissions)
-
-
+# A staged file is data: never set-uid, set-gid or sticky.
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-# Names of the temporary entries a stage creates in a target directory: a fetch directory
-# (remote peers) and a file being copied (local peers).  A run that was killed may leave
-# them behind; the next ``stageFiles`` into that directory removes them.
-FETCH_PREFIX = ".cback-fetch-"
-PART_SUFFIX = ".cback-part"
 
 
-def _open_target(targetDir, mayBeMissing=False):
-    """Open the target directory once (a path the caller chose: a symlink in it is
-    followed); ``None`` when it is missing and ``mayBeMissing``.  Everything after works on
-    this descriptor, so a later swap of the path changes nothing."""
-    try:
-        return os.open(targetDir, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT and mayBeMissing:
-            return None
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
-        raise
-
-
-# ``targetFd`` of ``stageFiles`` in check mode: the caller found no target directory (yet).
-TARGET_MISSING = -1
-
-
-@contextlib.contextmanager
-def target_fd(targetDir, targetFd, mayBeMissing=False):
-    """The target directory's descriptor: ``targetFd`` when the caller holds one (left open),
-    else the directory opened once here (closed afterwards); ``None`` for a missing one."""
-    if targetFd is not None:
-        yield None if targetFd == TARGET_MISSING else targetFd
-        return
-    fd = _open_target(targetDir, mayBeMissing)
-    try:
-        yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _sweep(dirFd):
-    """Remove what an earlier, killed stage left in the open target directory: fetch
-    directories and partial copies, by their names, through descriptors only."""
-    try:
-        names = os.listdir(dirFd)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(FETCH_PREFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dirFd)  # anything but a directory (a symlink: itself)
-                continue
-            try:
-                fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dirFd)
-            except OSError:
-                fd = None
-            if fd is not None:
-                try:
-                    _empty_dir(fd)
-                finally:
-                    os.close(fd)
-            with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=dirFd)
-        elif name.startswith(".") and name.endswith(PART_SUFFIX):
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dirFd)
-
-
-def _private_name(prefix, suffix=""):
-    return "%s%s%s" % (prefix, os.urandom(6).hex(), suffix)
-
-
-def _new_private_dir(parentFd, prefix, path):
-    """Create a new directory (mode 0700, this process's) below the open ``parentFd``; its
-    ``(name, fd)``.  ``path`` is the parent's path, for messages."""
-    for _attempt in range(100):
-        name = _private_name(prefix)
+def _cedar_types(method):
+    """Cedar Backup's API raises the built-in ``ValueError`` and ``IOError`` themselves: a typed
+    failure leaves the decorated method as its built-in type, with the same arguments, raised
+    from the typed failure (``failure_of`` finds it there)."""
+    @functools.wraps(method)
+    def cedar(*args, **kwargs):
         try:
-            os.mkdir(name, 0o700, dir_fd=parentFd)
-        except OSError as exc:
-            if exc.errno == errno.EEXIST:
-                continue
-            raise
-        return name, _open_own_dir(name, parentFd, path_join(path, name))
-    raise IOError(errno.EEXIST, "No free name for a private directory in [%s]." % path)
+            return method(*args, **kwargs)
+        except PeerValueError as exc:
+            raise ValueError(*exc.args) from exc
+        except PeerError as exc:
+            raise IOError(*exc.args) from exc
+    return cedar
 
 
 def _lenient(ownership):
@@ -412,13 +215,6 @@ def _lenient(ownership):
     if ownership is None:
         return None
     return tuple(-1 if value is None else value for value in ownership)
-
-
-def attach_partial(exc, result, entry=None):
-    """Attach the partial ``StageResult`` (and the entry that failed) to an exception."""
-    exc.stageResult = result
-    exc.failedEntry = entry
-    return exc
 
 
 class _Peer(object):
@@ -479,17 +275,18 @@ class LocalPeer(_Peer):
         targetDir = encode_path(targetDir)
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
         if targetMayBeMissing is None or (targetMayBeMissing and not os.path.lexists(targetDir)):
             return targetDir
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
         return targetDir
 
+    @_cedar_types
     def stagePeer(self, targetDir, ownership=None, permissions=None):
         """Stage data from the peer into the local target directory (flat copy).
 
@@ -510,7 +307,7 @@ class LocalPeer(_Peer):
         """
         targetDir = self._checkDirs(targetDir)
         names, bad = self._regularPrefix()
-        for outcome in _each(
+        for outcome in _fs.each(
             lambda fileName: LocalPeer._copyLocalFile(path_join(self.collectDir, fileName), path_join(targetDir, fileName), ownership, permissions),
             names,
         ):
@@ -552,8 +349,8 @@ class LocalPeer(_Peer):
         is.  With ``checkOnly`` nothing is written and the result tells what would be
         copied (a target directory that does not exist yet counts as empty).  Files are
         compared and copied up to ``COPY_WORKERS`` at once.  Errors are those of
-        ``stagePeer``; an exception raised part-way carries the partial result as
-        ``stageResult`` and the failing entry as ``failedEntry``.
+        ``stagePeer``; raised part-way, they are ``PeerError``/``PeerValueError`` with the
+        partial result as ``partial`` and the failing entry as ``entry``.
 
         The target directory is opened once (or ``targetFd``, a descriptor open on it, is
         used; ``targetDir`` then only names it in messages): every file is compared,
@@ -574,9 +371,9 @@ class LocalPeer(_Peer):
         ownership = _lenient(ownership)
         with target_fd(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
             if dirFd is None and not checkOnly:
-                raise ValueError("Target directory is not a directory or does not exist on disk.")
+                raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
             if not checkOnly:
-                _sweep(dirFd)
+                _fs.sweep(dirFd)
             return self._stageInto(dirFd, ownership, permissions, exclude, checkOnly)
 
     def _stageInto(self, dirFd, ownership, permissions, exclude, checkOnly):
@@ -588,21 +385,21 @@ class LocalPeer(_Peer):
                 raise IOError("The run was cancelled (%s)." % cancelled())
             # The source is opened once, then only its descriptor is used: whoever can write the
             # collect directory cannot swap in a symlink to a file only root may read.
-            source = _open_regular(path_join(self.collectDir, fileName))
+            source = _fs.open_regular(path_join(self.collectDir, fileName))
             try:
                 info = os.fstat(source)
                 mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                 mode &= ~_SPECIAL_BITS  # a staged file is data: never set-uid, set-gid or sticky
-                if _matches(source, dirFd, fileName, mode, ownership, durable=not checkOnly):
+                if _fs.matches(source, dirFd, fileName, mode, ownership, durable=not checkOnly):
                     return None
                 if not checkOnly:
-                    _atomic_copy(source, dirFd, fileName, ownership, mode)
+                    _fs.atomic_copy(source, dirFd, fileName, ownership, mode)
                 return info.st_size
             finally:
                 os.close(source)
 
         failure = None
-        for fileName, outcome in zip(names, _each(stageOne, names)):
+        for fileName, outcome in zip(names, _fs.each(stageOne, names)):
             if isinstance(outcome, Exception):
                 failure = failure or (fileName, outcome)
             elif outcome is None:
@@ -616,11 +413,11 @@ class LocalPeer(_Peer):
             # caller writes the peer's stage indicator.
             os.fsync(dirFd)
         if failure is not None:
-            raise attach_partial(failure[1], partial, failure[0])
+            raise _fs.failed_part_way(failure[1], partial, failure[0])
         if bad is not None:
-            raise attach_partial(ValueError("Source is not a regular file."), partial, bad)
+            raise PeerValueError("Source is not a regular file.", partial=partial, entry=bad)
         if not copied and not unchanged:
-            raise attach_partial(IOError("Did not copy any files from local peer."), partial)
+            raise PeerError("Did not copy any files from local peer.", partial=partial)
         return partial
 
     def verifyFiles(self, targetDir, names, targetFd=None):
@@ -635,16 +432,16 @@ class LocalPeer(_Peer):
         expected = {}
         for name in names:
             try:
-                source = _open_regular(path_join(self.collectDir, name))
+                source = _fs.open_regular(path_join(self.collectDir, name))
             except (IOError, OSError, ValueError):
                 expected[name] = None
                 continue
             try:
-                expected[name] = _sha256_fd(source)
+                expected[name] = _fs.sha256_fd(source)
             finally:
                 os.close(source)
         with target_fd(encode_path(targetDir), targetFd) as dirFd:
-            return _discard_mismatches(dirFd, names, expected)
+            return _fs.discard_mismatches(dirFd, names, expected)
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists in the collect directory.
@@ -658,6 +455,7 @@ class LocalPeer(_Peer):
             return os.path.exists(path_join(self.collectDir, DEF_COLLECT_INDICATOR))
         return os.path.exists(path_join(self.collectDir, collectIndicator))
 
+    @_cedar_types
     def writeStageIndicator(self, stageIndicator=None, ownership=None, permissions=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
@@ -668,7 +466,7 @@ class LocalPeer(_Peer):
         stageIndicator = encode_path(stageIndicator)
         if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
             logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise ValueError("Collect directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
         fileName = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
         LocalPeer._copyLocalFile(None, fileName, ownership, permissions)
 
@@ -680,212 +478,21 @@ class LocalPeer(_Peer):
         if targetFile is None:
             return
         if sourceFile is None:
-            _create_empty(targetFile, ownership, permissions)
+            _fs.create_empty(None, targetFile, targetFile, ownership, permissions, truncate=True)
             return
         # shutil.copy, as Cedar Backup copies, but on descriptors: neither the source nor the
         # target is followed if it is a symlink.
-        source = _open_regular(sourceFile)
+        source = _fs.open_regular(sourceFile)
         try:
-            target = os.open(targetFile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+            target = os.open(targetFile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _fs.NOFOLLOW, 0o666)
             try:
-                kernel_copy(source, target)
+                _fs.kernel_copy(source, target)
                 os.fchmod(target, stat.S_IMODE(os.fstat(source).st_mode))
-                _apply_fd(target, ownership, permissions)
+                _fs.settle(target, ownership, permissions)
             finally:
                 os.close(target)
         finally:
             os.close(source)
-
-
-def _create_empty(path, ownership=None, permissions=None):
-    """Create (or truncate) the empty file ``path``, never through a symlink (Cedar Backup's
-    ``open(path, "w")`` follows one); ownership and permissions are set on the open file."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            logger.debug("Target [%s] is a symlink.", path)
-            raise ValueError("Target [%s] is a symlink, not a regular file." % path)
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("Target [%s] is not a regular file." % path)
-        _apply_fd(fd, ownership, permissions)
-    finally:
-        os.close(fd)
-
-
-def _open_own_dir(name, parentFd, path):
-    """Open the directory ``name`` this process just created below ``parentFd``, checking that
-    it is still that directory (a directory of its own, mode 0700), not a replacement."""
-    try:
-        fd = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=parentFd)
-    except OSError as exc:
-        raise IOError("Private directory [%s] was replaced (%s); refusing to use it." % (path, exc.strerror or exc))
-    info = os.fstat(fd)
-    if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:
-        os.close(fd)
-        raise IOError("Private directory [%s] was replaced; refusing to use it." % path)
-    return fd
-
-
-def _empty_dir(fd, depth=0):
-    """Remove everything in the open directory ``fd``, through descriptors only: a name that
-    someone replaced by a symlink is removed itself, never followed."""
-    try:
-        names = os.listdir(fd)
-    except OSError:
-        return
-    for name in names:
-        try:
-            os.unlink(name, dir_fd=fd)
-            continue
-        except OSError:
-            pass
-        if depth >= 32:
-            continue
-        try:
-            child = os.open(name, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
-        except OSError:
-            continue
-        try:
-            _empty_dir(child, depth + 1)
-        finally:
-            os.close(child)
-        with contextlib.suppress(OSError):
-            os.rmdir(name, dir_fd=fd)
-
-
-def _new_empty_file(dirFd, name, user):
-    """A new empty file ``name`` in the open directory ``dirFd`` (mode 0666 less the umask),
-    belonging to ``user`` when set; created exclusively, never through a symlink, and handed
-    over on its open descriptor."""
-    with contextlib.suppress(OSError):
-        os.unlink(name, dir_fd=dirFd)
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o666, dir_fd=dirFd)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise IOError("File [%s] appeared while it was being created; refusing to use it." % name)
-        raise
-    try:
-        _ids.give_fd_to_user(fd, user)  # readable by the user that pushes it
-    finally:
-        os.close(fd)
-
-
-class _Workspace(object):
-    """A private directory held open: ``base`` (the directory it is in, which names its
-    entries in messages as Cedar Backup's working directory would), ``path``, ``fd``, and how
-    a copy command names an entry of it (``where``) with the descriptors it must inherit
-    (``passed``)."""
-
-    def __init__(self, base, baseFd, name, fd, inherit):
-        self.base = base
-        self.baseFd = baseFd
-        self.path = path_join(base, name)
-        self.fd = fd
-        self.passed = (fd,) if inherit else ()
-
-    def where(self, name):
-        if self.passed:
-            return "/proc/self/fd/%d/%s" % (self.fd, name)
-        return path_join(self.path, name)
-
-
-def _atomic_copy(source, dirFd, name, ownership, mode):
-    """Copy the open file ``source`` to a new temporary file in the open directory ``dirFd``,
-    flush it to stable storage and rename it to ``name`` there.
-
-    A source whose size changes during the copy (or differs from what was copied) raises
-    ``IOError`` and nothing gets the name: a staged file is never a truncated or torn copy.
-
-    The bytes are copied by the kernel (``copy_file_range``, else ``sendfile``), never
-    through this process's memory; ownership and mode are set on the open temporary file,
-    which is created exclusively (``O_EXCL|O_NOFOLLOW``) and renamed through the directory's
-    descriptor: nothing is resolved by a path another user could redirect.
-    """
-    prefix = ".%s." % name[:64]
-    temp, handle = new_file(dirFd, (_private_name(prefix, PART_SUFFIX) for _attempt in range(100)), name)
-    try:
-        try:
-            os.lseek(source, 0, os.SEEK_SET)
-            expected = os.fstat(source).st_size
-            copied = kernel_copy(source, handle)
-            now = os.fstat(source).st_size
-            if copied != expected or now != expected:
-                raise IOError("Changed size during the copy (%d bytes when it started, %d copied, %d now); not staged."
-                              % (expected, copied, now))
-            _apply_fd(handle, ownership, mode)
-            os.fsync(handle)  # on stable storage before it gets its name
-        finally:
-            os.close(handle)
-        os.replace(temp, name, src_dir_fd=dirFd, dst_dir_fd=dirFd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=dirFd)
-        raise
-
-
-# How many files a local peer copies at once: the kernel copies each file on the CPU of the
-# thread that asks, so two or more threads copy a peer's files faster than one on a
-# multi-core master.
-COPY_WORKERS = max(1, min(4, os.cpu_count() or 1))
-
-
-def _each(function, items):
-    """``function(item)`` for the items, the first alone, then up to ``COPY_WORKERS`` at once.
-
-    Results come in order.  An ``IOError``/``OSError``/``ValueError`` an item raises is its
-    result; any other exception propagates.  The first item runs alone, so that an error every
-    item would hit (an ownership that cannot be given, say) stops the copy after one item, as a
-    sequential copy would: when it fails, the other items are not attempted (the result has
-    one element).  After it, every item is attempted.
-    """
-    def guarded(item):
-        try:
-            return function(item)
-        except (IOError, OSError, ValueError) as exc:
-            return exc
-
-    if not items:
-        return []
-    first = guarded(items[0])
-    if isinstance(first, Exception):
-        return [first]
-    rest = items[1:]
-    if COPY_WORKERS < 2 or len(rest) < 2:
-        return [first] + [guarded(item) for item in rest]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(COPY_WORKERS, len(rest))) as pool:
-        return [first] + list(pool.map(guarded, rest))
-
-
-def kernel_copy(src, dst):
-    """Copy the regular file open as fd ``src`` into fd ``dst`` inside the kernel.
-
-    Uses ``os.copy_file_range`` where the kernel and filesystems allow it, else
-    ``os.sendfile``; both copy from the current offsets to the end of ``src``, in bounded
-    steps, so no file is ever read into memory.  Returns the number of bytes copied.
-    """
-    step = 1 << 28
-    total = 0
-    ranged = hasattr(os, "copy_file_range")
-    while True:
-        if cancelled():
-            raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
-        if ranged:
-            try:
-                sent = os.copy_file_range(src, dst, step)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM) or total:
-                    raise
-                ranged = False
-                continue
-        else:
-            sent = os.sendfile(dst, src, None, step)
-        if sent == 0:
-            return total
-        total += sent
 
 
 class RemotePeer(_Peer):
@@ -1059,18 +666,18 @@ class RemotePeer(_Peer):
         the system's temporary directory; removed afterwards.
 
         It is created, handed to ``localUser`` and emptied through its descriptor, and the
-        copy command reaches it through ``_Workspace.where``: the user who can write the
+        copy command reaches it through ``Workspace.where``: the user who can write the
         working directory cannot redirect root by swapping it for a symlink.
         """
         base = self.workingDir if self.workingDir is not None else tempfile.gettempdir()
-        baseFd = os.open(base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        baseFd = _fs.open_trusted_dir(base)
         try:
-            name, fd = _new_private_dir(baseFd, "cback-peer-", base)
+            name, fd = _fs.new_private_dir(baseFd, "cback-peer-", base)
             try:
                 _ids.give_fd_to_user(fd, self.localUser)
-                yield _Workspace(base, baseFd, name, fd, self.localUser is None)
+                yield _fs.Workspace(base, baseFd, name, fd, self.localUser is None)
             finally:
-                _empty_dir(fd)
+                _fs.empty_dir(fd)
                 os.close(fd)
                 with contextlib.suppress(OSError):
                     os.rmdir(name, dir_fd=baseFd)
@@ -1079,6 +686,7 @@ class RemotePeer(_Peer):
 
     # ----- the backup peer interface -----
 
+    @_cedar_types
     def stagePeer(self, targetDir, ownership=None, permissions=None):
         """Stage data from the peer into the local target directory, as Cedar Backup does.
 
@@ -1096,7 +704,7 @@ class RemotePeer(_Peer):
         before = _regular_files_below(targetDir)
         result = self._run(self._rcpArgv([self._remote("%s/*" % self.collectDir), targetDir]))
         if result.rc != 0:
-            raise _with_output(IOError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix())), result)
+            raise PeerError("Error (%d) copying files from remote host%s." % (result.rc, self._userSuffix()), command=result)
         after = _regular_files_below(targetDir)
         if len(after) == 0:
             raise IOError("Did not copy any files from remote peer.")
@@ -1104,7 +712,7 @@ class RemotePeer(_Peer):
         if len(added) == 0:
             raise IOError("Apparently did not copy any new files from remote peer.")
         for targetFile in added:
-            _apply(targetFile, ownership, permissions)
+            _fs.settle_path(targetFile, ownership, permissions)
         return len(added)
 
     def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), targetFd=None):
@@ -1130,8 +738,8 @@ class RemotePeer(_Peer):
         and every fetched file's size is checked against it.  When the copy
         command fails, a fetched file is staged only when it is complete (listed, with its
         size); the others are discarded, and when the listing fails nothing is staged.
-        ``IOError`` is then raised with the partial result as ``stageResult`` and the
-        command's output as ``commandResult``.  When the copy succeeded, a file listed with
+        ``PeerError`` is then raised with the partial result as ``partial`` and the
+        command's result as ``command``.  When the copy succeeded, a file listed with
         another size (it changed on the peer during the copy) is discarded and ``IOError``
         raised after the others were staged; a listing that fails leaves the copy trusted.
 
@@ -1145,16 +753,16 @@ class RemotePeer(_Peer):
         if targetFd is None:
             self._checkTargetDir(targetDir)
         elif not os.path.isabs(targetDir):
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         ownership = _lenient(ownership)
         with target_fd(targetDir, targetFd) as dirFd:
-            _sweep(dirFd)
-            fetchName, fetchFd = _new_private_dir(dirFd, FETCH_PREFIX, targetDir)
+            _fs.sweep(dirFd)
+            fetchName, fetchFd = _fs.new_private_dir(dirFd, _fs.FETCH_PREFIX, targetDir)
             try:
                 try:
                     return self._stageFetched(dirFd, path_join(targetDir, fetchName), fetchFd, ownership, permissions, exclude)
                 finally:
-                    _empty_dir(fetchFd)
+                    _fs.empty_dir(fetchFd)
                     os.close(fetchFd)
             finally:
                 with contextlib.suppress(OSError):
@@ -1184,7 +792,7 @@ class RemotePeer(_Peer):
             if fileName.startswith("."):
                 continue  # remote dot files are never staged, whatever the rcp command fetched
             try:
-                fetched = os.open(fileName, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=fetchFd)
+                fetched = os.open(fileName, os.O_RDONLY | _fs.NOFOLLOW | _fs.NONBLOCK | _fs.CLOEXEC, dir_fd=fetchFd)
             except OSError:
                 continue  # a symlink, a socket: nothing the copy made
             try:
@@ -1201,7 +809,7 @@ class RemotePeer(_Peer):
                     # The copy user owns the fetch directory and could plant any mode: a staged
                     # file is data, never set-uid, set-gid or sticky.
                     mode &= ~_SPECIAL_BITS
-                    if _matches(fetched, targetFd, fileName, mode, ownership, durable=True):
+                    if _fs.matches(fetched, targetFd, fileName, mode, ownership, durable=True):
                         unchanged.append(fileName)
                         continue
                     if ownership is not None:
@@ -1210,7 +818,7 @@ class RemotePeer(_Peer):
                     os.fsync(fetched)  # on stable storage before it gets its name
                     os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
                 except (IOError, OSError) as exc:
-                    raise attach_partial(exc, StageResult(copied, unchanged, excluded, size), fileName)
+                    raise _fs.failed_part_way(exc, StageResult(copied, unchanged, excluded, size), fileName)
             finally:
                 os.close(fetched)
             copied.append(fileName)
@@ -1219,13 +827,12 @@ class RemotePeer(_Peer):
         if copied or unchanged:
             os.fsync(targetFd)  # the new names too, before the caller writes the stage indicator
         if result.rc != 0:
-            error = IOError("Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded)))
-            raise attach_partial(_with_output(error, result), partial)
+            message = "Error (%d) copying files from remote host%s%s." % (result.rc, self._userSuffix(), _not_staged(discarded))
+            raise PeerError(message, partial=partial, command=result)
         if discarded:
-            error = IOError("Changed size on the peer during the copy%s." % _not_staged(discarded))
-            raise attach_partial(error, partial)
+            raise PeerError("Changed size on the peer during the copy%s." % _not_staged(discarded), partial=partial)
         if not copied and not unchanged:
-            raise attach_partial(IOError("Did not copy any files from remote peer."), partial)
+            raise PeerError("Did not copy any files from remote peer.", partial=partial)
         return partial
 
     def _listedSizes(self):
@@ -1285,7 +892,7 @@ class RemotePeer(_Peer):
         quoted = "".join("\\" + char if char in '"\\*?[]' else char for char in self.collectDir)
         try:
             with self._workspace() as work:
-                fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=work.fd)
+                fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW | _fs.CLOEXEC, 0o600, dir_fd=work.fd)
                 try:
                     os.write(fd, ('ls -ln "%s"\n' % quoted).encode("utf-8", "surrogateescape"))
                     _ids.give_fd_to_user(fd, self.localUser)
@@ -1352,6 +959,7 @@ class RemotePeer(_Peer):
                 return False
             return True
 
+    @_cedar_types
     def writeStageIndicator(self, stageIndicator=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
@@ -1363,7 +971,7 @@ class RemotePeer(_Peer):
         stageIndicator = encode_path(stageIndicator)
         targetFile = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
         with self._workspace() as work:
-            _new_empty_file(work.fd, DEF_STAGE_INDICATOR, self.localUser)
+            _fs.new_empty_file(work.fd, DEF_STAGE_INDICATOR, self.localUser)
             sourceFile = work.where(DEF_STAGE_INDICATOR)
             # Cedar Backup escapes spaces for the remote shell of legacy scp; OpenSSH's scp in
             # its default SFTP mode takes an upload's destination literally.
@@ -1374,8 +982,9 @@ class RemotePeer(_Peer):
                 # Named as Cedar Backup names it: in the working directory.
                 shown = path_join(work.base if self.workingDir is not None else work.path, DEF_STAGE_INDICATOR)
                 message = "Error (%d) copying [%s] to remote host%s." % (result.rc, shown, self._userSuffix())
-                raise _with_output(IOError(message), result)
+                raise PeerError(message, command=result)
 
+    @_cedar_types
     def executeRemoteCommand(self, command):
         """Execute ``command`` (a remote shell command line) on the peer via the rsh command.
 
@@ -1386,9 +995,10 @@ class RemotePeer(_Peer):
             rsh = self._rshCommand if self._rshCommand is not None else " ".join(self._rshCommandList)
             shown = "%s %s@%s '%s'" % (rsh, self.remoteUser, self.name, command)
             if self.localUser is not None:
-                raise _with_output(IOError('Command failed [su -c %s "%s"]' % (self.localUser, shown)), result)
-            raise _with_output(IOError("Command failed [%s]" % shown), result)
+                raise PeerError('Command failed [su -c %s "%s"]' % (self.localUser, shown), command=result)
+            raise PeerError("Command failed [%s]" % shown, command=result)
 
+    @_cedar_types
     def executeManagedAction(self, action, fullBackup):
         """Execute a managed action (``<cbackCommand> [--full] <action>``) on this peer.
 
@@ -1400,9 +1010,9 @@ class RemotePeer(_Peer):
             self.executeRemoteCommand(command)
         except IOError as exc:
             logger.info(exc)
-            raise _with_output(
-                IOError("Failed to execute action [%s] on managed client [%s]." % (action, self.name)),
-                getattr(exc, "commandResult", None),
+            raise PeerError(
+                "Failed to execute action [%s] on managed client [%s]." % (action, self.name),
+                command=failure_of(exc).command,
             )
 
     # ----- collection extensions -----
@@ -1432,7 +1042,7 @@ class RemotePeer(_Peer):
             command = "cd %s && %s" % (join_command([self.collectDir]), join_command(["sha256sum", "--"] + part))
             result = self.runRemoteCommand(command, keep=LISTING_BYTES)
             if result.rc not in (0, 1) or result.truncated:
-                raise _with_output(IOError("Error (%d) computing checksums in [%s] on remote host." % (result.rc, self.collectDir)), result)
+                raise PeerError("Error (%d) computing checksums in [%s] on remote host." % (result.rc, self.collectDir), command=result)
             wanted = set(part)
             for line in result.stdout.split("\n"):
                 escaped = line.startswith("\\")
@@ -1458,7 +1068,7 @@ class RemotePeer(_Peer):
         """
         expected = self.remoteChecksums(names)
         with target_fd(encode_path(targetDir), targetFd) as dirFd:
-            return _discard_mismatches(dirFd, names, expected)
+            return _fs.discard_mismatches(dirFd, names, expected)
 
     def listCollectDir(self):
         """Entries ``<collectDir>/*`` would match on the peer, over the rsh command.
@@ -1474,7 +1084,7 @@ class RemotePeer(_Peer):
         )
         result = self.runRemoteCommand(command, keep=LISTING_BYTES)
         if result.rc != 0:
-            raise _with_output(IOError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir)), result)
+            raise PeerError("Error (%d) listing [%s] on remote host." % (result.rc, self.collectDir), command=result)
         if result.truncated:
             raise IOError("The listing of [%s] on remote host is larger than %d bytes." % (self.collectDir, 2 * LISTING_BYTES))
         kinds = {"f": "file", "d": "directory", "l": "broken-link"}
@@ -1513,10 +1123,10 @@ class RemotePeer(_Peer):
     def _checkTargetDir(targetDir):
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
-            raise ValueError("Target directory must be an absolute path.")
+            raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise ValueError("Target directory is not a directory or does not exist on disk.")
+            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
 
 
 def _unescape_sum_name(name):
@@ -1539,9 +1149,3 @@ def _not_staged(names, shown=5):
         return ""
     more = " and %d more" % (len(names) - shown) if len(names) > shown else ""
     return "; not staged (incomplete): %s%s" % (", ".join(names[:shown]), more)
-
-
-def _with_output(exc, result):
-    """Attach the failed command's ``CommandResult`` to an exception as ``commandResult``."""
-    exc.commandResult = result
-    return exc

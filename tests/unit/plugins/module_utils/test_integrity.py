@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _ids, _report, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _fs, _ids, _report, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, RemotePeer, StageResult
 
 
@@ -122,7 +122,7 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
     collect.mkdir()
     target.mkdir()
     (collect / "grows").write_bytes(b"x" * 4096)
-    real = peer.kernel_copy
+    real = _fs.kernel_copy
 
     def copy_then_grow(src, dst):
         copied = real(src, dst)
@@ -130,11 +130,11 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
             handle.write(b"more")
         return copied
 
-    monkeypatch.setattr(peer, "kernel_copy", copy_then_grow)
+    monkeypatch.setattr(_fs, "kernel_copy", copy_then_grow)
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert str(info.value) == "Changed size during the copy (4096 bytes when it started, 4096 copied, 4100 now); not staged."
-    assert info.value.failedEntry == "grows"
+    assert info.value.entry == "grows"
     assert os.listdir(str(target)) == []  # nothing under its name, no temporary file left
 
 
@@ -155,7 +155,7 @@ def test_remote_file_listed_with_another_size_is_discarded_and_the_peer_fails(tm
     with pytest.raises(IOError) as info:
         remote().stageFiles(str(target))
     assert str(info.value) == "Changed size on the peer during the copy; not staged (incomplete): b."
-    assert info.value.stageResult == StageResult(["a"], [], [], 4)
+    assert info.value.partial == StageResult(["a"], [], [], 4)
     assert sorted(os.listdir(str(target))) == ["a"]
     fetched = [path for path in syncs if "/.cback-fetch-" in path]
     assert [os.path.basename(path) for path in fetched] == ["a"], syncs
@@ -253,7 +253,7 @@ def test_remote_checksums_fail_when_the_peer_cannot_run_them(answers):
     with pytest.raises(IOError) as info:
         remote().remoteChecksums(["a"])
     assert str(info.value) == "Error (255) computing checksums in [/coll] on remote host."
-    assert info.value.commandResult.rc == 255
+    assert info.value.command.rc == 255
 
 
 def test_remote_verify_removes_what_differs_or_has_no_checksum(tmp_path, answers):

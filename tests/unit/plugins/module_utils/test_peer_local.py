@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, StageResult
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -249,6 +249,26 @@ def test_stage_target_dir_is_a_file(dirs, tmp_path, method):
     with pytest.raises(ValueError) as info:
         getattr(LocalPeer("p", str(collect)), method)(str(target))
     assert str(info.value) == MSG_TARGET_MISSING
+
+
+@pytest.mark.parametrize("method", ["stagePeer", "stageFiles"])
+@pytest.mark.parametrize("which, option", [("target", "target_dir"), ("collect", "collect_dir"), ("relative", "target_dir")])
+def test_stage_bad_directory_is_a_value_error_that_names_its_option(dirs, tmp_path, method, which, option):
+    collect, target = dirs
+    write(collect / "a", "a")
+    if which == "collect":
+        collect = tmp_path / "missing"
+    elif which == "target":
+        target = tmp_path / "missing"
+    else:
+        target = "relative/target"
+    with pytest.raises(ValueError) as info:
+        getattr(LocalPeer("p", str(collect)), method)(str(target))
+    if method == "stagePeer":
+        assert type(info.value) is ValueError  # Cedar Backup's own type, raised from the typed failure
+    else:
+        assert isinstance(info.value, peer.PeerValueError)
+    assert peer.failure_of(info.value).option == option
 
 
 def test_stage_peer_empty_collect_dir(dirs):
@@ -599,7 +619,7 @@ def test_stage_files_excluded_symlink_is_refused(dirs, tmp_path):
     with pytest.raises(ValueError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
     assert str(info.value) == "Source is not a regular file."
-    assert info.value.failedEntry == "cback.stage"
+    assert info.value.entry == "cback.stage"
     assert not (tmp_path / "nologin").exists()
 
 
@@ -812,8 +832,8 @@ def test_stage_files_empty_collect_dir(dirs):
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
     assert str(info.value) == MSG_EMPTY
-    assert info.value.stageResult == StageResult([], [], [], 0)
-    assert info.value.failedEntry is None
+    assert info.value.partial == StageResult([], [], [], 0)
+    assert info.value.entry is None
 
 
 def test_stage_files_everything_excluded(dirs):
@@ -822,7 +842,7 @@ def test_stage_files_everything_excluded(dirs):
     with pytest.raises(IOError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["cback.stage"])
     assert str(info.value) == MSG_EMPTY
-    assert info.value.stageResult == StageResult([], [], ["cback.stage"], 0)
+    assert info.value.partial == StageResult([], [], ["cback.stage"], 0)
 
 
 def test_stage_files_check_only_empty_collect_dir(dirs):
@@ -848,8 +868,8 @@ def test_stage_files_non_regular_entry_partial_result(dirs, listdir_order, kind)
     with pytest.raises(ValueError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target), exclude=["skip"])
     assert str(info.value) == MSG_NOT_REGULAR
-    assert info.value.stageResult == StageResult(["a", "b"], [], ["skip"], 6)
-    assert info.value.failedEntry == "bad"
+    assert info.value.partial == StageResult(["a", "b"], [], ["skip"], 6)
+    assert info.value.entry == "bad"
     assert names(target) == ["a", "b"]
     assert part_files(target) == []
 
@@ -865,7 +885,7 @@ def test_stage_files_partial_result_counts_unchanged(dirs, listdir_order):
     listdir_order(collect, ["a", "b", "link"])
     with pytest.raises(ValueError) as info:
         local.stageFiles(str(target))
-    assert info.value.stageResult == StageResult(["b"], ["a"], [], 7)
+    assert info.value.partial == StageResult(["b"], ["a"], [], 7)
 
 
 def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkeypatch):
@@ -877,12 +897,13 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
         os.write(dst, b"brand")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peer, "kernel_copy", broken_copy)
+    monkeypatch.setattr(_fs, "kernel_copy", broken_copy)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
-    assert info.value.errno == 28
-    assert info.value.stageResult == StageResult([], [], [], 0)
-    assert info.value.failedEntry == "a"
+    assert isinstance(info.value, peer.PeerError)
+    assert (info.value.errno, info.value.strerror, str(info.value)) == (28, "No space left on device", "[Errno 28] No space left on device")
+    assert info.value.partial == StageResult([], [], [], 0)
+    assert info.value.entry == "a"
     assert names(target) == ["a"]
     assert (target / "a").read_bytes() == b"old"
 
@@ -934,7 +955,7 @@ def test_stage_files_default_stages_stage_indicator_like_cback3(dirs):
 # ---------------------------------------------------------------------------
 
 
-def _count_concurrency(monkeypatch, name, owner=peer):
+def _count_concurrency(monkeypatch, name, owner=_fs):
     """Wrap ``owner.<name>`` to record how many calls run at once (each lasts 50 ms)."""
     original = getattr(owner, name)
     lock = threading.Lock()
@@ -960,12 +981,12 @@ def test_files_are_copied_several_at_once(dirs, monkeypatch, method):
     collect, target = dirs
     for index in range(6):
         write(collect / ("f%d" % index), os.urandom(1000 + index))
-    monkeypatch.setattr(peer, "COPY_WORKERS", 3)
+    monkeypatch.setattr(_fs, "COPY_WORKERS", 3)
     if method == "stagePeer":
         state = _count_concurrency(monkeypatch, "_copyLocalFile", owner=LocalPeer)
         assert LocalPeer("p", str(collect)).stagePeer(str(target)) == 6
     else:
-        state = _count_concurrency(monkeypatch, "_atomic_copy")
+        state = _count_concurrency(monkeypatch, "atomic_copy")
         assert len(LocalPeer("p", str(collect)).stageFiles(str(target)).copied) == 6
     assert state["peak"] == 3  # the first file alone, the other five three at a time
     for index in range(6):
@@ -977,18 +998,18 @@ def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monke
     for name in ("a", "b", "c"):
         write(collect / name, name.encode() * 100)
     listdir_order(collect, ["a", "b", "c"])
-    original = peer.kernel_copy
+    original = _fs.kernel_copy
 
     def failing(src, dst):
         if os.fstat(src).st_size == 100 and os.pread(src, 1, 0) == b"b":
             raise OSError(5, "Input/output error")
         return original(src, dst)
 
-    monkeypatch.setattr(peer, "kernel_copy", failing)
+    monkeypatch.setattr(_fs, "kernel_copy", failing)
     with pytest.raises(OSError) as info:
         LocalPeer("p", str(collect)).stageFiles(str(target))
-    assert info.value.failedEntry == "b"
-    assert sorted(info.value.stageResult.copied) == ["a", "c"]
+    assert info.value.entry == "b"
+    assert sorted(info.value.partial.copied) == ["a", "c"]
     assert names(target) == ["a", "c"]
 
 
@@ -1001,19 +1022,6 @@ def test_an_error_on_the_first_file_stops_the_copy_there(dirs, monkeypatch, list
     with pytest.raises(TypeError):
         LocalPeer("p", str(collect)).stagePeer(str(target), (None, 0))
     assert names(target) == ["a"]
-
-
-def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    (tmp_path / "src").write_bytes(data)
-    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
-    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        assert peer.kernel_copy(src, dst) == len(data)
-    finally:
-        os.close(src)
-        os.close(dst)
-    assert (tmp_path / "dst").read_bytes() == data
 
 
 def test_stage_peer_never_writes_or_chowns_through_a_symlink_in_the_target(dirs, tmp_path):
@@ -1039,7 +1047,7 @@ def test_stage_files_never_writes_through_a_symlink_planted_at_a_temporary_name(
     victim.write_bytes(b"root's")
     os.chmod(str(victim), 0o600)
     names = iter([".a.guessed.cback-part", ".a.free.cback-part"])
-    monkeypatch.setattr(peer, "_private_name", lambda prefix, suffix="": next(names))
+    monkeypatch.setattr(_fs, "_private_name", lambda prefix, suffix="": next(names))
     os.symlink(str(victim), str(target / ".a.guessed.cback-part"))
     result = LocalPeer("p", str(collect)).stageFiles(str(target), permissions=0o644)
     assert result.copied == ["a"]

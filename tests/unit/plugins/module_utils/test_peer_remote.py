@@ -405,8 +405,9 @@ def test_stage_peer_copy_failure(runner, target):
     with pytest.raises(IOError) as info:
         make_peer().stagePeer(str(target))
     assert str(info.value) == "Error (1) copying files from remote host."
-    assert info.value.commandResult.rc == 1
-    assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "scp: /coll/sub: not a regular file\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_stage_peer_copy_failure_as_local_user(runner, target):
@@ -630,9 +631,10 @@ def test_write_stage_indicator_failure(runner, tmp_path):
     with pytest.raises(IOError) as info:
         make_peer(tmp_path).writeStageIndicator()
     assert str(info.value) == "Error (1) copying [%s] to remote host." % local
-    assert info.value.commandResult.rc == 1
-    assert info.value.commandResult.stderr == "scp: /coll/cback.stage: Permission denied\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "scp: /coll/cback.stage: Permission denied\n"
     assert names(tmp_path / "work") == []
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_write_stage_indicator_failure_as_local_user(runner, tmp_path):
@@ -701,8 +703,9 @@ def test_execute_remote_command_failure(runner):
     with pytest.raises(IOError) as info:
         make_peer().executeRemoteCommand("ls -l /tmp")
     assert str(info.value) == "Command failed [/usr/bin/ssh root@host 'ls -l /tmp']"
-    assert info.value.commandResult.stdout == "partial\n"
-    assert info.value.commandResult.stderr == "bad\n"
+    assert peer.failure_of(info.value).command.stdout == "partial\n"
+    assert peer.failure_of(info.value).command.stderr == "bad\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_remote_command_failure_custom_rsh(runner):
@@ -801,8 +804,9 @@ def test_execute_managed_action_failure(runner):
     with pytest.raises(IOError) as info:
         make_peer().executeManagedAction("collect", True)
     assert str(info.value) == "Failed to execute action [collect] on managed client [host]."
-    assert info.value.commandResult.rc == 1
-    assert info.value.commandResult.stderr == "cback3: failed\n"
+    assert peer.failure_of(info.value).command.rc == 1
+    assert peer.failure_of(info.value).command.stderr == "cback3: failed\n"
+    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_managed_action_failure_as_local_user(runner):
@@ -1045,7 +1049,7 @@ def test_list_collect_dir_failure(runner):
     with pytest.raises(IOError) as info:
         make_peer().listCollectDir()
     assert str(info.value) == "Error (1) listing [/coll] on remote host."
-    assert info.value.commandResult.stderr == "find: '/coll': No such file or directory\n"
+    assert info.value.command.stderr == "find: '/coll': No such file or directory\n"
 
 
 def test_list_collect_dir_timeout(runner):
@@ -1175,11 +1179,26 @@ def test_stage_files_copy_failure_stages_only_files_the_listing_proves_complete(
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target), exclude=("cback.stage",))
     assert str(info.value) == "Error (1) copying files from remote host; not staged (incomplete): b, c."
-    assert info.value.stageResult == StageResult(["a"], [], ["cback.stage"], 4)
-    assert info.value.commandResult.rc == 1
-    assert info.value.commandResult.stderr == "scp: /coll/sub: not a regular file\n"
+    assert info.value.partial == StageResult(["a"], [], ["cback.stage"], 4)
+    assert info.value.command.rc == 1
+    assert info.value.command.stderr == "scp: /coll/sub: not a regular file\n"
     assert names(target) == ["a"]
     assert runner.argvs[1][0] == "/usr/bin/sftp"
+
+
+def test_stage_files_copy_failure_is_a_peer_error_that_except_ioerror_catches(runner, target):
+    """The failure carries what the caller needs as typed fields, and stays an ``IOError`` for
+    code written against Cedar Backup, with the attribute names docs/peer-api.md gives them."""
+    runner.respond(rc=1, stderr="lost connection\n", effect=fetch_files({"a": b"aaaa"}))
+    runner.respond(stdout=sftp_listing("/coll", ("f", 4, "a")))
+    try:
+        make_peer().stageFiles(str(target))
+    except IOError as exc:
+        caught = exc
+    assert isinstance(caught, peer.PeerError) and isinstance(caught, peer.PeerFailure)
+    assert (caught.partial, caught.entry, caught.command.rc, caught.verified, caught.option) == (
+        StageResult(["a"], [], [], 4), None, 1, None, None)
+    assert (caught.stageResult, caught.failedEntry, caught.commandResult) == (caught.partial, caught.entry, caught.command)
 
 
 def test_stage_files_listing_falls_back_to_the_rsh_command(runner, target):
@@ -1200,7 +1219,7 @@ def test_stage_files_copy_failure_without_a_listing_stages_nothing(runner, targe
     runner.respond(rc=255, stderr="Connection refused\n")
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target))
-    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert info.value.partial == StageResult([], [], [], 0)
     assert names(target) == []
 
 
@@ -1209,7 +1228,7 @@ def test_stage_files_copy_failure_as_local_user(runner, target):
     with pytest.raises(IOError) as info:
         make_peer(localUser="nobody").stageFiles(str(target))
     assert str(info.value) == "Error (1) copying files from remote host as local user [nobody]."
-    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert info.value.partial == StageResult([], [], [], 0)
     assert fetch_dirs(target) == []
 
 
@@ -1218,7 +1237,7 @@ def test_stage_files_nothing_fetched(runner, target):
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target))
     assert str(info.value) == "Did not copy any files from remote peer."
-    assert info.value.stageResult == StageResult([], [], [], 0)
+    assert info.value.partial == StageResult([], [], [], 0)
     assert names(target) == []
 
 
@@ -1227,7 +1246,7 @@ def test_stage_files_only_excluded_fetched(runner, target):
     with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target), exclude=["cback.stage"])
     assert str(info.value) == "Did not copy any files from remote peer."
-    assert info.value.stageResult == StageResult([], [], ["cback.stage"], 0)
+    assert info.value.partial == StageResult([], [], ["cback.stage"], 0)
     assert names(target) == []
 
 

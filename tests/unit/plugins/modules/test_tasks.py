@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _tasks
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _fs, _tasks
 from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, fill, mode_of, module_params, snapshot
 
 DAEMON_UID = pwd.getpwnam("daemon").pw_uid
@@ -309,6 +309,32 @@ def test_symlink_or_subdir_fails_naming_the_entry(tmp_path, kind, check_mode):
         assert os.listdir(str(target)) == []
     else:
         assert sorted(failure.result["files"]) == sorted(os.listdir(str(target)))
+
+
+def test_verification_failure_reports_the_count_verified_and_what_stays_staged(peer, monkeypatch):
+    collect, target = peer
+    names = sorted(DATA)
+    monkeypatch.setattr(_tasks.LocalPeer, "verifyFiles", lambda self, target_dir, staged, targetFd=None: (staged[1:], staged[:1]))
+    with pytest.raises(_tasks.TaskFailure) as info:
+        _tasks.stage(stage_params(collect, target, verify=True), False)
+    failure = info.value
+    assert failure.msg.startswith("Peer self: Verification failed: the sha256 of "), failure.msg
+    assert failure.result["verified"] == len(names) - 1
+    assert failure.result["count"] == len(names) - 1 and len(failure.result["files"]) == len(names) - 1
+    assert failure.result["stage_indicator_written"] is False
+
+
+def test_an_os_error_while_staging_says_what_and_where(peer, monkeypatch):
+    collect, target = peer
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_fs, "kernel_copy", full)
+    with pytest.raises(_tasks.TaskFailure) as info:
+        _tasks.stage(stage_params(collect, target), False)
+    assert info.value.msg.startswith("Peer self: No space left on device (staging into %s) [" % target), info.value.msg
+    assert info.value.result["changed"] is False
 
 
 def test_owner_and_group_by_name(peer):
