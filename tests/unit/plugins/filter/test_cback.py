@@ -867,8 +867,8 @@ def test_every_role_needs_each_peers_collect_dir(role):
 # ---------------------------------------------------------------------------
 
 SETUP_DEFAULTS = dict(
-    setup_collect_owner=None, setup_collect_group=None, setup_collect_mode="0750", setup_ssh_host=None, setup_ssh_port=0,
-    setup_host_key_file="/etc/ssh/ssh_host_ed25519_key.pub", setup_restrict_key=True, setup_key_from=None, setup_key_command=None,
+    setup_collect_owner="", setup_collect_group="", setup_collect_mode="0750", setup_ssh_host="", setup_ssh_port=0,
+    setup_host_key_file="/etc/ssh/ssh_host_ed25519_key.pub", setup_restrict_key=True, setup_key_from="", setup_key_command="",
 )
 
 
