@@ -2,7 +2,7 @@
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Private to cedarbackup.peer: not a public API, may change without notice.
-# The options documented here are declared once in plugins/module_utils/_runs.py (RUN_OPTIONS).
+# The options documented here are declared once in plugins/module_utils/_argspec.py (RUN_OPTIONS).
 
 from __future__ import absolute_import, division, print_function
 

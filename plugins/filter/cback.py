@@ -125,18 +125,6 @@ def _peer(host, values, run, role=None):
     return peer
 
 
-def _mark_duplicates(peers):
-    """Two peers with one name would share a staging directory: both get an error."""
-    by_name = {}
-    for peer in peers:
-        by_name.setdefault(peer["name"], []).append(peer["host"])
-    for peer in peers:
-        others = [host for host in by_name[peer["name"]] if host != peer["host"]]
-        if others and peer["error"] is None:
-            peer["error"] = "invalid settings: peer name %r is also used by %s." % (peer["name"], ", ".join(others))
-    return peers
-
-
 def _typed_run(values, where=None):
     """The run-wide values of ``values`` (short keys), each checked and typed, unset ones ``None``.
 
@@ -164,7 +152,7 @@ def cback_peers(hosts, hostvars, settings_=None):
     one name would share a staging directory: both get an error.
     """
     run = _typed_run(dict((key, value) for key, value in (settings_ or {}).items() if key in settings.BY_KEY))
-    return _mark_duplicates([_peer(host, hostvars[host] if host in hostvars else {}, run) for host in (hosts or [])])
+    return spec.mark_duplicate_names([_peer(host, hostvars[host] if host in hostvars else {}, run) for host in (hosts or [])])
 
 
 def runs_action(peer, action):
@@ -297,7 +285,7 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
     except AnsibleFilterError as exc:
         result["error"] = to_text(exc)
         return result
-    peers = _mark_duplicates([_peer(peer, hostvars[peer] if peer in hostvars else {}, run, role) for peer in hosts])
+    peers = spec.mark_duplicate_names([_peer(peer, hostvars[peer] if peer in hostvars else {}, run, role) for peer in hosts])
     result.update(run=run, module=_module_options(role, run), peers=peers)
     result["run_peers"] = [_run_peer_entry(peer, role) for peer in peers
                            if role == settings.STAGE or runs_action(peer, run.get("action"))]

@@ -22,12 +22,18 @@ def _text(value):
     return "" if value is None else "%s" % (value,)
 
 
-def outcome_message(outcome, name):
-    """A failed outcome's message without the ``Peer <name>: `` prefix the modules give it."""
+def peer_message(name, message):
+    """A message about one peer, for a reader who sees several: ``Peer <name>: <message>``.
+
+    The one place the prefix is made: a per-peer module's failure, a run's warning about a
+    peer, and a peer's failure in a run summary.
+    """
+    return "Peer %s: %s" % (name, message)
+
+
+def outcome_message(outcome):
+    """A failed outcome's message (a run's work functions give the reason alone)."""
     message = _text(outcome.get("msg")).strip()
-    prefix = "Peer %s: " % name
-    if message.startswith(prefix):
-        message = message[len(prefix):]
     return message or "failed without a message (rc %s)." % outcome.get("rc")
 
 
@@ -40,7 +46,7 @@ def stage_row(peer, outcome, full, start_of_week):
     elif outcome is None:
         row["message"] = "was not attempted."
     elif outcome.get("failed"):
-        row.update(message=outcome_message(outcome, peer["name"]), files=int(outcome.get("count") or 0),
+        row.update(message=outcome_message(outcome), files=int(outcome.get("count") or 0),
                    bytes=int(outcome.get("bytes") or 0), seconds=float(outcome.get("seconds") or 0))
     elif not outcome.get("ready", True):
         ignored = ignored_on(peer.get("ignore_failure_mode"), full, start_of_week)
@@ -83,7 +89,7 @@ def managed_row(peer, outcome):
     else:
         row.update(rc=outcome.get("rc"), seconds=float(outcome.get("seconds") or 0))
         if outcome.get("failed"):
-            row["message"] = outcome_message(outcome, peer["name"])
+            row["message"] = outcome_message(outcome)
         else:
             row["status"] = "ok"
     return row
@@ -107,7 +113,7 @@ def peer_failure(row):
     """One peer's failure message (``Peer <name>: <status>, <reason>``), or ``""`` when it did not fail."""
     if row["status"] not in ("failed", "not ready"):
         return ""
-    return "Peer %s: %s, %s" % (row["name"], row["status"], row["message"])
+    return peer_message(row["name"], "%s, %s" % (row["status"], row["message"]))
 
 
 def host_reports(rows, changed):

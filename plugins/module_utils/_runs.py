@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import functools
 import json
 import os
 import threading
@@ -29,69 +30,15 @@ import time
 from . import _argspec as spec
 from . import _report as report
 from ._command import cancelled, deadline, time_left
-from ._failure import VALID_FAILURE_MODES, weekday_index
+from ._failure import weekday_index
 from ._fs import TARGET_MISSING, UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
-from ._ids import current_user_name, is_running_as_root, primary_ids
+from ._ids import is_running_as_root, primary_ids
 from ._paths import path_join
-from ._tasks import TaskFailure, managed_action, ownership_of, stage
-from .peer import DEF_COLLECT_INDICATOR, DEF_STAGE_INDICATOR
+from ._tasks import TaskFailure, run_action, stage_peer
 
 # How long a job may overrun its per-peer timeout (time spent outside commands, which the
 # timeout cannot interrupt) before the run stops waiting for it.
 OVERRUN_GRACE = 30
-
-# The options of one entry of ``peers`` (documented in the run modules): what both runs
-# take, then what each adds.
-_PEER_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    host=dict(type="str"),
-    type=dict(type="str", default="remote", choices=["local", "remote"]),
-    remote_user=dict(type="str"),
-    rsh_command=dict(type="str"),
-    error=dict(type="str"),
-)
-
-STAGE_PEER_OPTIONS = dict(
-    _PEER_OPTIONS,
-    collect_dir=dict(type="path"),
-    rcp_command=dict(type="str"),
-    ignore_failure_mode=dict(type="str"),
-)
-
-MANAGED_PEER_OPTIONS = dict(_PEER_OPTIONS, cback_command=dict(type="str"))
-
-# Options both run modules take.
-RUN_OPTIONS = dict(
-    backup_user=dict(type="str"),
-    copy_as_backup_user=dict(type="bool", default=True),
-    full=dict(type="bool", default=False),
-    parallel=dict(type="int", default=8),
-    timeout=dict(type="int", default=0),
-    connect_timeout=dict(type="int", default=30),
-    peer_timeout=dict(type="int", default=21600),
-)
-
-STAGE_RUN_OPTIONS = dict(
-    RUN_OPTIONS,
-    peers=dict(type="list", elements="dict", required=True, options=STAGE_PEER_OPTIONS),
-    staging_dir=dict(type="path", required=True),
-    backup_group=dict(type="str"),
-    working_dir=dict(type="path"),
-    starting_day=dict(type="str", default="monday"),
-    ssh_multiplex=dict(type="bool", default=True),
-    quick_check=dict(type="bool", default=True),
-    verify=dict(type="bool", default=False),
-    collect_indicator=dict(type="str", default=DEF_COLLECT_INDICATOR),
-    stage_indicator=dict(type="str", default=DEF_STAGE_INDICATOR),
-    write_summary=dict(type="bool", default=True),
-)
-
-MANAGED_RUN_OPTIONS = dict(
-    RUN_OPTIONS,
-    peers=dict(type="list", elements="dict", required=True, options=MANAGED_PEER_OPTIONS),
-    action=dict(type="str", required=True),
-)
-
 
 # ---------------------------------------------------------------------------
 # The pool of workers
@@ -161,27 +108,16 @@ def run_jobs(jobs, parallel, timeout=None, grace=OVERRUN_GRACE, poll=0.2):
 # ---------------------------------------------------------------------------
 
 
-def _check_run_options(params):
+def _check_run(params):
+    """The run-wide options both runs take, checked once."""
     if params["parallel"] < 1:
         raise spec.OptionError("parallel", "must be at least 1, not %r." % params["parallel"])
-    spec.check_timeout(params.get("timeout"))
-    spec.check_timeout(params.get("connect_timeout"), "connect_timeout")
     spec.check_timeout(params.get("peer_timeout"), "peer_timeout")
     spec.check_user("backup_user", params.get("backup_user"))
 
 
-def _ownership(params, as_root):
-    """``(uid, gid)`` for the staged tree when running as root with a backup user, else ``None``."""
-    if not as_root:
-        return None
-    ids = ownership_of(params, "backup_user", "backup_group", " on the master")
-    if ids is None:
-        return None
-    return tuple(-1 if value is None else value for value in ids)
-
-
 def _copy_user(params, as_root):
-    """The local user remote commands run as (``su``): the backup user, when root and asked to."""
+    """The local user remote commands run as: the backup user, when root and asked to."""
     user = params.get("backup_user")
     if not (as_root and params.get("copy_as_backup_user") and user):
         return None
@@ -192,55 +128,31 @@ def _copy_user(params, as_root):
     return user
 
 
-def _peer_error(peer, index, checks):
-    """``invalid settings: ...`` when a peer entry cannot be used, else ``None``."""
-    if peer.get("error"):
-        return peer["error"]
-    try:
-        for check in checks:
-            check(peer, "peers[%d]." % index)
-    except spec.OptionError as exc:
-        return "invalid settings: %s" % exc
-    return None
-
-
-def _check_identity(peer, where):
-    spec.check_peer_name(peer["name"], peer["type"], where + "name")
-    spec.check_user(where + "remote_user", peer.get("remote_user"))
-
-
-def _check_stage_peer(peer, where):
-    if not peer.get("collect_dir"):
-        raise spec.OptionError(where + "collect_dir", "is required for every peer.")
-    spec.check_absolute(where + "collect_dir", peer["collect_dir"], remote=peer["type"] == "remote")
-    spec.check_command(where + "rcp_command", peer.get("rcp_command"))
-    spec.check_command(where + "rsh_command", peer.get("rsh_command"))
-    mode = peer.get("ignore_failure_mode")
-    if mode not in [None] + VALID_FAILURE_MODES:
-        raise spec.OptionError(where + "ignore_failure_mode", "must be one of %s, not %r." % (", ".join(VALID_FAILURE_MODES), mode))
-
-
-def _check_managed_peer(peer, where):
-    spec.check_command(where + "rsh_command", peer.get("rsh_command"))
-    spec.check_command(where + "cback_command", peer.get("cback_command"))
-
-
-def _settings(params, checks):
-    """Each peer entry with ``host`` filled in and ``error`` set where it cannot be used."""
-    peers = []
+def _peers(params, collect):
+    """Each entry of ``peers``, checked once: ``(PeerSpec or None, row peer)`` where the row peer
+    (``name``, ``host``, ``type``, ``error``, ``ignore_failure_mode``) is what the summary shows,
+    ``error`` set (and no spec) for an entry that cannot be used or shares its name with another.
+    Remote peers' commands run as the backup user when the module runs as root.
+    """
+    checked = []
     for index, entry in enumerate(params["peers"]):
-        peer = dict(entry)
-        peer["host"] = peer.get("host") or peer["name"]
-        peer["error"] = _peer_error(peer, index, checks)
-        peers.append(peer)
-    by_name = collections.defaultdict(list)
-    for peer in peers:
-        by_name[peer["name"]].append(peer["host"])
-    for peer in peers:
-        others = [host for host in by_name[peer["name"]] if host != peer["host"]]
-        if others and not peer["error"]:
-            peer["error"] = "invalid settings: peer name %r is also used by %s." % (peer["name"], ", ".join(others))
-    return peers
+        row = dict(name=entry["name"], host=entry.get("host") or entry["name"], type=entry.get("type") or "remote",
+                   error=entry.get("error"), ignore_failure_mode=entry.get("ignore_failure_mode"))
+        peer = None
+        if not row["error"]:
+            try:
+                peer = spec.peer_spec(entry, "peers[%d]." % index, collect=collect, default_user=params.get("backup_user"))
+            except spec.OptionError as exc:
+                row["error"] = "invalid settings: %s" % exc
+        checked.append((peer, row))
+    spec.mark_duplicate_names([row for _peer, row in checked])
+    checked = [(None if row["error"] else peer, row) for peer, row in checked]
+    if any(peer is not None and peer.remote for peer, _row in checked):
+        copy_user = _copy_user(params, is_running_as_root())
+        for peer, _row in checked:
+            if peer is not None and peer.remote:
+                peer.local_user = copy_user
+    return checked
 
 
 def _outcome_of(result, peer_timeout):
@@ -282,40 +194,14 @@ def _bounded_job(function, peer_timeout):
 # ---------------------------------------------------------------------------
 
 
-def _stage_params(peer, params, target_dir, ownership, copy_user):
-    remote = peer["type"] == "remote"
-    return dict(
-        name=peer["name"],
-        type=peer["type"],
-        collect_dir=peer["collect_dir"],
-        remote_user=(peer.get("remote_user") or params.get("backup_user") or current_user_name()) if remote else None,
-        local_user=copy_user if remote else None,
-        rcp_command=peer.get("rcp_command") or None,
-        rsh_command=peer.get("rsh_command") or None,
-        working_dir=params.get("working_dir") or None,
-        timeout=params.get("timeout") or 0,
-        connect_timeout=params.get("connect_timeout") or 0,
-        ssh_multiplex=params.get("ssh_multiplex", True),
-        quick_check=params.get("quick_check", True),
-        verify=params.get("verify", False),
-        target_dir=target_dir,
-        owner=None if ownership is None or ownership[0] == -1 else ownership[0],
-        group=None if ownership is None or ownership[1] == -1 else ownership[1],
-        mode=None,
-        write_stage_indicator=True,
-        stage_indicator=params["stage_indicator"],
-        check_collect_indicator=True,
-        collect_indicator=params["collect_indicator"],
-    )
-
-
 class _Tree(object):
     """The staging tree of one run, held open as directory fds below the staging directory."""
 
     def __init__(self, staging_dir, date, ownership, open_up):
         self.staging_dir = staging_dir
         self.date = date
-        self.ownership = ownership
+        # The fs layer keeps an id given as -1 (the run's ownership has None for one not given).
+        self.ownership = None if ownership is None else tuple(-1 if value is None else value for value in ownership)
         self.open_up = open_up
         self.fds = []
         self.created = []
@@ -385,7 +271,7 @@ class _Tree(object):
         return fd, created
 
 
-def _dir_failure(peer, exc):
+def _dir_failure(exc):
     reason = exc.strerror if isinstance(exc, UnsafePath) else str(exc)
     return dict(failed=True, msg="cannot create the peer's staging directory: %s." % (reason or exc), ready=True, count=0,
                 files=[], bytes=0, unchanged=[], seconds=0.0)
@@ -395,21 +281,17 @@ def stage_run(params, check_mode=False):
     """One stage run over ``params["peers"]``; the result of the ``cback_stage_run`` module."""
     started = time.monotonic()
     try:
-        _check_run_options(params)
+        _check_run(params)
         spec.check_absolute("staging_dir", params["staging_dir"])
-        spec.check_absolute("working_dir", params.get("working_dir"), remote=True)
-        spec.check_file_name("stage_indicator", params["stage_indicator"], remote=True)
-        spec.check_file_name("collect_indicator", params["collect_indicator"], remote=True)
+        stage_indicator, collect_indicator = spec.indicators(params, remote=True)
         try:
             weekday_index(params["starting_day"])
         except ValueError as exc:
             raise spec.OptionError("starting_day", str(exc))
-        if params.get("working_dir") and not os.path.isdir(params["working_dir"]):
-            raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % params["working_dir"])
-        as_root = is_running_as_root()
-        ownership = _ownership(params, as_root)
-        peers = _settings(params, (_check_identity, _check_stage_peer))
-        copy_user = _copy_user(params, as_root) if any(p["type"] == "remote" and not p["error"] for p in peers) else None
+        conduct = spec.conduct(params)
+        ownership = spec.ownership(params.get("backup_user"), params.get("backup_group"), "backup_user", "backup_group",
+                                   " on the master") if is_running_as_root() else None
+        peers = _peers(params, collect=True)
     except spec.OptionError as exc:
         raise TaskFailure(str(exc), option=exc.option)
     now = time.localtime()
@@ -420,6 +302,7 @@ def stage_run(params, check_mode=False):
     peer_timeout = params.get("peer_timeout") or None
     outcomes = [None] * len(peers)
     dirs_created = [False] * len(peers)
+    copy_user = next((peer.local_user for peer, _row in peers if peer is not None and peer.remote), None)
     summary_file = path_join(staging_dir, date + ".stage-summary.json")
     written_daily = False
     with _Tree(staging_dir, date, ownership, open_up=copy_user is not None) as tree:
@@ -430,13 +313,13 @@ def stage_run(params, check_mode=False):
         # Every valid peer's directory first, even for peers that turn out not ready.  Each
         # peer is staged into the directory held open here, never through its path.
         target_fds = [TARGET_MISSING] * len(peers)
-        for index, peer in enumerate(peers):
-            if peer["error"]:
+        for index, (peer, _row) in enumerate(peers):
+            if peer is None:
                 continue
             try:
-                fd, dirs_created[index] = tree.peer_dir(peer["name"], create=not check_mode)
+                fd, dirs_created[index] = tree.peer_dir(peer.name, create=not check_mode)
             except (IOError, OSError) as exc:
-                outcomes[index] = _dir_failure(peer, exc)
+                outcomes[index] = _dir_failure(exc)
                 continue
             if fd is not None:
                 target_fds[index] = fd
@@ -445,30 +328,32 @@ def stage_run(params, check_mode=False):
                 tree.sync()
             except OSError as exc:
                 raise TaskFailure("cannot flush the daily staging directory %s to disk: %s" % (daily_dir, exc.strerror or exc))
-        todo = [index for index, peer in enumerate(peers) if not peer["error"] and outcomes[index] is None]
+        todo = [index for index, (peer, _row) in enumerate(peers) if peer is not None and outcomes[index] is None]
         jobs = []
         for index in todo:
-            peer = peers[index]
-            task_params = _stage_params(peer, params, path_join(daily_dir, peer["name"]), ownership, copy_user)
-            task_params["target_fd"] = target_fds[index]
-            jobs.append(_bounded_job(lambda task_params=task_params: stage(task_params, check_mode), peer_timeout))
+            peer = peers[index][0]
+            staging = spec.Staging(
+                path_join(daily_dir, peer.name), target_fds[index], ownership, None, stage_indicator=stage_indicator,
+                check_collect_indicator=True, collect_indicator=collect_indicator, quick_check=params.get("quick_check", True),
+                verify=params.get("verify", False),
+            )
+            jobs.append(_bounded_job(functools.partial(stage_peer, peer, conduct, staging, check_mode), peer_timeout))
         for index, result in zip(todo, run_jobs(jobs, params["parallel"], peer_timeout)):
             tree.in_use = tree.in_use or isinstance(result, _Overrun)
             outcomes[index] = _timed_out_note(_outcome_of(result, peer_timeout), peer_timeout)
         if not check_mode and not cancelled():
             # Every peer was attempted: the daily stage indicator.
-            written_daily = create_empty(tree.day, params["stage_indicator"], path_join(daily_dir, params["stage_indicator"]),
-                                         tree.ownership)
-        rows = [report.stage_row(peer, outcome, params["full"], start_of_week) for peer, outcome in zip(peers, outcomes)]
+            written_daily = create_empty(tree.day, stage_indicator, path_join(daily_dir, stage_indicator), tree.ownership)
+        rows = [report.stage_row(row, outcome, params["full"], start_of_week) for (_peer, row), outcome in zip(peers, outcomes)]
         summary = report.stage_summary(rows, params["full"], start_of_week, date, daily_dir, bool(check_mode))
         if not check_mode and params.get("write_summary", True):
             text = json.dumps(summary, indent=4, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
             replace_file(tree.month, date.split("/")[2] + ".stage-summary.json", text.encode("utf-8"), tree.ownership, 0o644)
     results, warnings = [], []
-    for peer, outcome, row, created in zip(peers, outcomes, rows, dirs_created):
-        results.append(_peer_result(peer, outcome, row, created))
+    for outcome, row, created in zip(outcomes, rows, dirs_created):
+        results.append(_peer_result(outcome, row, created))
         for warning in (outcome or {}).get("warnings", []):
-            warnings.append("Peer %s: %s" % (peer["name"], warning))
+            warnings.append(report.peer_message(row["name"], warning))
     changed = bool(tree.created) or written_daily or any(result["changed"] for result in results)
     return dict(
         changed=changed, date=date, daily_dir=daily_dir, start_of_week=start_of_week,
@@ -482,7 +367,7 @@ def stage_run(params, check_mode=False):
 _FAILED_COMMAND = ("rc", "stdout", "stderr", "cmd")
 
 
-def _peer_result(peer, outcome, row, dir_created):
+def _peer_result(outcome, row, dir_created):
     """One peer's entry of the module result: its summary row, what was copied, and why it failed."""
     outcome = outcome or {}
     result = dict(row)
@@ -510,31 +395,20 @@ def managed_run(params, check_mode=False):
     """One managed action on every peer of ``params["peers"]``; the result of ``cback_managed_run``."""
     started = time.monotonic()
     try:
-        _check_run_options(params)
-        spec.check_action(params.get("action"))
-        as_root = is_running_as_root()
-        peers = _settings(params, (_check_identity, _check_managed_peer))
-        copy_user = _copy_user(params, as_root) if any(p["type"] == "remote" and not p["error"] for p in peers) else None
+        _check_run(params)
+        action = spec.check_action(params.get("action"))
+        conduct = spec.conduct(dict(params, working_dir=None))
+        peers = _peers(params, collect=False)
     except spec.OptionError as exc:
         raise TaskFailure(str(exc), option=exc.option)
     peer_timeout = params.get("peer_timeout") or None
-    todo = [index for index, peer in enumerate(peers) if not peer["error"]]
-    jobs = []
-    for index in todo:
-        peer = peers[index]
-        remote = peer["type"] == "remote"
-        task_params = dict(
-            name=peer["name"], type=peer["type"], action=params["action"], full=params["full"],
-            cback_command=peer.get("cback_command") or None,
-            remote_user=(peer.get("remote_user") or params.get("backup_user") or current_user_name()) if remote else None,
-            local_user=copy_user if remote else None, rsh_command=peer.get("rsh_command") or None,
-            timeout=params.get("timeout") or 0, connect_timeout=params.get("connect_timeout") or 0,
-        )
-        jobs.append(_bounded_job(lambda task_params=task_params: managed_action(task_params, check_mode), peer_timeout))
+    todo = [index for index, (peer, _row) in enumerate(peers) if peer is not None]
+    jobs = [_bounded_job(functools.partial(run_action, peers[index][0], conduct, action, params["full"], check_mode), peer_timeout)
+            for index in todo]
     outcomes = [None] * len(peers)
     for index, result in zip(todo, run_jobs(jobs, params["parallel"], peer_timeout)):
         outcomes[index] = _timed_out_note(_outcome_of(result, peer_timeout), peer_timeout)
-    rows = [report.managed_row(peer, outcome) for peer, outcome in zip(peers, outcomes)]
+    rows = [report.managed_row(row, outcome) for (_peer, row), outcome in zip(peers, outcomes)]
     summary = report.managed_summary(rows, params["action"], bool(check_mode))
     results = []
     for row, outcome in zip(rows, outcomes):

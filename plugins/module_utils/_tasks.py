@@ -2,10 +2,14 @@
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # Private to cedarbackup.peer: not a public API, may change without notice.
-"""What the three modules do, on plain parameter dicts (no AnsibleModule here).
+"""One peer's work, on typed values: is it ready, stage it, run a managed action on it.
 
-Each function takes the module's validated ``params`` and ``check_mode`` and returns the
-result dict, or raises ``TaskFailure`` whose message names the peer and the option.
+``check_ready``, ``stage_peer`` and ``run_action`` take a checked ``PeerSpec`` and
+``Conduct`` (``_argspec``) and call the peer API; they check nothing again and raise
+``TaskFailure`` with the reason alone.  The module functions ``collect_indicator``,
+``stage`` and ``managed_action`` are the per-peer modules' edge: they check the module's
+parameters once (``_argspec``), call the work, and name the peer in a failure.  The run
+modules (``_runs``) call the work functions directly.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,12 +24,11 @@ import time
 from . import _argspec as spec
 from . import _diagnose as diagnose
 from ._command import EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command
-from ._ids import current_umask, current_user_name, is_running_as_root, primary_ids, resolve_gid, resolve_uid
+from ._ids import current_umask
 from ._paths import path_join
+from ._report import peer_message
 from ._ssh import ssh_options, ssh_session
 from .peer import (
-    DEF_COLLECT_INDICATOR,
-    DEF_STAGE_INDICATOR,
     LocalPeer,
     PeerError,
     RemotePeer,
@@ -64,12 +67,15 @@ def run(module, task):
     module.exit_json(**result)
 
 
-def _label(params):
-    return params.get("name") or "localhost"
-
-
-def _fail(params, message, **result):
-    raise TaskFailure("Peer %s: %s" % (_label(params), message), **result)
+@contextlib.contextmanager
+def _module_edge(params):
+    """A per-peer module's failures, checks included, name the peer once (``Peer <name>: ...``)."""
+    try:
+        yield
+    except (spec.OptionError, IOError, ValueError) as exc:  # a check of the edge, or a peer that cannot be made
+        raise TaskFailure(peer_message(params.get("name") or "localhost", str(exc)))
+    except TaskFailure as failure:
+        raise TaskFailure(peer_message(params.get("name") or "localhost", failure.msg), **failure.result)
 
 
 def _output_of(exc, peer=None):
@@ -96,7 +102,7 @@ def _program(peer):
     return commands[0] if commands else None
 
 
-def _not_ready_cause(peer, params, indicator):
+def _not_ready_cause(peer, indicator):
     """Why a peer that was checked is not ready: a ``diagnose.Cause``.
 
     For a remote peer, the readiness check's stderr is read; when it only says the file is
@@ -104,7 +110,7 @@ def _not_ready_cause(peer, params, indicator):
     indicator that is not there yet.
     """
     path = path_join(peer.collectDir, indicator)
-    if params["type"] == "local":
+    if isinstance(peer, LocalPeer):
         if not os.path.isdir(peer.collectDir):
             return diagnose.Cause("collect-dir-missing", "collect directory %s does not exist" % peer.collectDir, "")
         return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path, "")
@@ -141,97 +147,49 @@ def _not_ready(result, cause, command=None):
         result.update(stdout=command.stdout, stderr=command.stderr, cmd=command.argv)
 
 
-def _check_peer_options(params, with_collect=True):
-    remote = params["type"] == "remote"
-    spec.check_peer_name(params.get("name"), params["type"])
-    spec.check_user("remote_user", params.get("remote_user"))
-    spec.check_user("local_user", params.get("local_user"))
-    spec.check_timeout(params.get("timeout"))
-    spec.check_timeout(params.get("connect_timeout"), "connect_timeout")
-    if with_collect:
-        spec.check_absolute("collect_dir", params.get("collect_dir"), remote=remote)
-    # The copy commands take paths below it as their target: the same characters as a remote path.
-    spec.check_absolute("working_dir", params.get("working_dir"), remote=True)
-    spec.check_command("rcp_command", params.get("rcp_command"))
-    spec.check_command("rsh_command", params.get("rsh_command"))
-    if params.get("local_user") is not None:
-        if not is_running_as_root():
-            raise spec.OptionError("local_user", "only root can run the peer commands as another user.")
-        try:
-            primary_ids(params["local_user"])
-        except KeyError:
-            raise spec.OptionError("local_user", "no such local user %r." % params["local_user"])
-
-
-def _peer(params, working_dir=None):
-    """The LocalPeer or RemotePeer the parameters describe."""
-    if params["type"] == "local":
-        return LocalPeer(params.get("name") or "localhost", params["collect_dir"])
-    peer = RemotePeer(
-        name=params["name"],
-        collectDir=params.get("collect_dir"),
-        workingDir=working_dir,
-        remoteUser=params.get("remote_user") or current_user_name(),
-        rcpCommand=params.get("rcp_command"),
-        localUser=params.get("local_user"),
-        rshCommand=params.get("rsh_command"),
-        cbackCommand=params.get("cback_command"),
+def _peer(peer, conduct):
+    """The LocalPeer or RemotePeer of a checked ``PeerSpec``."""
+    if not peer.remote:
+        return LocalPeer(peer.name, peer.collect_dir)
+    api = RemotePeer(
+        name=peer.name,
+        collectDir=peer.collect_dir,
+        workingDir=conduct.working_dir,
+        remoteUser=peer.remote_user,
+        rcpCommand=peer.rcp_command,
+        localUser=peer.local_user,
+        rshCommand=peer.rsh_command,
+        cbackCommand=peer.cback_command,
     )
-    peer.commandTimeout = spec.check_timeout(params.get("timeout"))
-    return peer
+    api.commandTimeout = conduct.timeout
+    return api
 
 
-def _working_dir(params):
-    """``working_dir`` (checked), or ``None``: the peer makes its private directory in it."""
-    base = params.get("working_dir")
-    if base is None or params["type"] == "local":
-        return None
-    if not os.path.isdir(base):
-        raise spec.OptionError("working_dir", "%r does not exist or is not a directory." % base)
-    return base
-
-
-def collect_indicator(params, check_mode=False):
-    """Is the peer ready?  Read-only, so it runs the same in check mode."""
-    try:
-        _check_peer_options(params)
-        spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
-        indicator = params.get("collect_indicator") or DEF_COLLECT_INDICATOR
-        result = dict(changed=False, ready=True)
-        peer = _peer(params, _working_dir(params))
-        early = diagnose.before_connecting(peer) if params["type"] == "remote" else None
-        if early is not None:
-            _not_ready(result, early)
-            return result
-        with _session(dict(params, ssh_multiplex=params["type"] == "remote"), peer) as peer:
-            if not peer.checkCollectIndicator(indicator):
-                _not_ready(result, _not_ready_cause(peer, params, indicator), getattr(peer, "collectCheckResult", None))
-    except ValueError as exc:
-        _fail(params, str(exc))
+def check_ready(peer, conduct, indicator):
+    """Is the peer ready (its collect indicator there)?  Read-only: the same in check mode."""
+    result = dict(changed=False, ready=True)
+    api = _peer(peer, conduct)
+    early = diagnose.before_connecting(api) if peer.remote else None
+    if early is not None:
+        _not_ready(result, early)
+        return result
+    with _session(peer, conduct, api) as api:
+        if not api.checkCollectIndicator(indicator):
+            _not_ready(result, _not_ready_cause(api, indicator), getattr(api, "collectCheckResult", None))
     return result
 
 
-def ownership_of(params, user_option, group_option, where=""):
-    """``(uid, gid)`` of the options ``user_option``/``group_option`` (names or ids), each
-    ``None`` when unset; ``None`` when both are unset.  An unknown name fails naming its option."""
-    try:
-        uid = resolve_uid(params.get(user_option))
-    except (KeyError, ValueError):  # ValueError: a NUL byte in the name
-        raise spec.OptionError(user_option, "no such user %r%s." % (params.get(user_option), where))
-    try:
-        gid = resolve_gid(params.get(group_option))
-    except (KeyError, ValueError):
-        raise spec.OptionError(group_option, "no such group %r%s." % (params.get(group_option), where))
-    if uid is None and gid is None:
-        return None
-    return (uid, gid)
+def collect_indicator(params, check_mode=False):
+    """The ``cback_collect_indicator`` module: is the peer ready?"""
+    with _module_edge(params):
+        peer = spec.peer_spec(params, local_user=spec.check_local_user("local_user", params.get("local_user")))
+        _stage_indicator, indicator = spec.indicators(params, peer.remote)
+        return check_ready(peer, spec.conduct(dict(params, ssh_multiplex=True), peer.remote), indicator)
 
 
-def _ownership(params):
-    return ownership_of(params, "owner", "group")
-
-
-def _stage_failure(params, exc, target_dir, seconds, peer=None):
+def _stage_failure(exc, target_dir, seconds, peer=None):
+    """The ``TaskFailure`` of a peer whose staging raised ``exc``: the reason, the command's
+    output and hint where known, and what was staged before it failed."""
     known = failure_of(exc)
     message = str(exc)
     if known.option is not None:
@@ -253,73 +211,49 @@ def _stage_failure(params, exc, target_dir, seconds, peer=None):
         result["verified"] = known.verified
     result["changed"] = bool(result["files"])
     result.update(extra)
-    _fail(params, message + detail, **result)
+    return TaskFailure(message + detail, **result)
 
 
-def stage(params, check_mode=False):
-    """Stage one peer into ``target_dir``, then write its stage indicator.
+def stage_peer(peer, conduct, staging, check_mode=False):
+    """Stage one checked peer into ``staging.target_dir``, then write its stage indicator.
 
-    With ``check_collect_indicator`` the peer's readiness is checked first, over the same
-    ssh connection; a peer that is not ready gives ``ready: false`` and stages nothing.
+    With ``staging.check_collect_indicator`` the peer's readiness is checked first, over the
+    same ssh connection; a peer that is not ready gives ``ready: false`` and stages nothing.
     """
     started = time.monotonic()
-    target_dir = params["target_dir"]
-    try:
-        _check_peer_options(params)
-        spec.check_absolute("target_dir", target_dir)
-        indicator = params.get("stage_indicator") or DEF_STAGE_INDICATOR
-        spec.check_file_name("stage_indicator", indicator, params["type"] == "remote")
-        spec.check_file_name("collect_indicator", params.get("collect_indicator"), params["type"] == "remote")
-        ownership = _ownership(params)
-        mode = spec.parse_mode(params.get("mode"))
-    except ValueError as exc:
-        _fail(params, str(exc))
-    remote = params["type"] == "remote"
+    target_dir = staging.target_dir
+    indicator = staging.stage_indicator
     warnings = []
-    peer = None
+    api = None
     result = dict(
         changed=False, ready=True, count=0, files=[], bytes=0, unchanged=[], target_dir=target_dir, stage_indicator_written=False
     )
     try:
-        peer = _peer(params, _working_dir(params))
-        if remote and params.get("check_collect_indicator"):
-            early = diagnose.before_connecting(peer)
+        api = _peer(peer, conduct)
+        if peer.remote and staging.check_collect_indicator:
+            early = diagnose.before_connecting(api)
             if early is not None:  # nothing can run: not ready, and why (nothing was started)
                 _not_ready(result, early)
                 result["seconds"] = round(time.monotonic() - started, 3)
                 return result
-        if remote:
-            problem = diagnose.rsh_problem(peer)
+        if peer.remote:
+            problem = diagnose.rsh_problem(api)
             if problem:
                 warnings.append("%s (the file sizes cannot be checked against the peer's listing)." % problem)
-        with _session(params, peer) as peer, contextlib.ExitStack() as stack:
-            if params.get("check_collect_indicator"):
-                collect_indicator = params.get("collect_indicator") or DEF_COLLECT_INDICATOR
-                if not peer.checkCollectIndicator(collect_indicator):
-                    _not_ready(result, _not_ready_cause(peer, params, collect_indicator), getattr(peer, "collectCheckResult", None))
+        with _session(peer, conduct, api) as api, contextlib.ExitStack() as stack:
+            if staging.check_collect_indicator and not api.checkCollectIndicator(staging.collect_indicator):
+                _not_ready(result, _not_ready_cause(api, staging.collect_indicator), getattr(api, "collectCheckResult", None))
             if result["ready"]:
                 # The run's descriptor for the peer's directory, else target_dir opened once.
-                target_fd = stack.enter_context(open_target(target_dir, params.get("target_fd"), mayBeMissing=check_mode))
-                if remote and check_mode:
-                    staged, present = _predict_remote(peer, target_fd, indicator, warnings)
-                else:
-                    quick = _quick_check(peer, target_fd, indicator, ownership, mode) if remote and params.get("quick_check") else None
-                    if quick is not None:
-                        staged, present = quick
-                    elif remote:
-                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), targetFd=target_fd)
-                        present = indicator in staged.excluded
-                    else:
-                        staged = peer.stageFiles(target_dir, ownership, mode, exclude=(indicator,), checkOnly=check_mode,
-                                                 targetFd=TARGET_MISSING if target_fd is None else target_fd)
-                        present = os.path.isfile(path_join(peer.collectDir, indicator))
-                if params.get("verify") and not check_mode:
-                    result["verified"] = _verify(peer, target_dir, target_fd, staged)
-                written = bool(params.get("write_stage_indicator", True)) and not present
+                target_fd = stack.enter_context(open_target(target_dir, staging.target_fd, mayBeMissing=check_mode))
+                staged, present = _stage_files(peer, api, staging, target_fd, check_mode, warnings)
+                if staging.verify and not check_mode:
+                    result["verified"] = _verify(api, target_dir, target_fd, staged)
+                written = staging.write_stage_indicator and not present
                 if written and not check_mode:
                     if cancelled():
                         raise IOError("The run was cancelled (%s); no stage indicator written." % cancelled())
-                    peer.writeStageIndicator(indicator)
+                    api.writeStageIndicator(indicator)
                 result.update(
                     changed=bool(staged.copied) or written or bool(warnings),
                     count=len(staged.copied),
@@ -328,14 +262,48 @@ def stage(params, check_mode=False):
                     unchanged=list(staged.unchanged),
                     stage_indicator_written=written,
                 )
-    except spec.OptionError as exc:
-        _fail(params, str(exc))
     except (IOError, OSError, ValueError) as exc:
-        _stage_failure(params, exc, target_dir, time.monotonic() - started, peer)
+        raise _stage_failure(exc, target_dir, time.monotonic() - started, api)
     result["seconds"] = round(time.monotonic() - started, 3)
     if warnings:
         result["warnings"] = warnings
     return result
+
+
+def _stage_files(peer, api, staging, target_fd, check_mode, warnings):
+    """Copy (or, in check mode, predict) the peer's files: ``(StageResult, stage indicator present)``."""
+    indicator = staging.stage_indicator
+    if peer.remote and check_mode:
+        return _predict_remote(api, target_fd, indicator, warnings)
+    if peer.remote:
+        quick = _quick_check(api, target_fd, indicator, staging.ownership, staging.mode) if staging.quick_check else None
+        if quick is not None:
+            return quick
+        staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), targetFd=target_fd)
+        return staged, indicator in staged.excluded
+    staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), checkOnly=check_mode,
+                            targetFd=TARGET_MISSING if target_fd is None else target_fd)
+    return staged, os.path.isfile(path_join(api.collectDir, indicator))
+
+
+def stage(params, check_mode=False):
+    """The ``cback_stage`` module: its parameters checked once, then ``stage_peer``."""
+    with _module_edge(params):
+        peer = spec.peer_spec(params, local_user=spec.check_local_user("local_user", params.get("local_user")))
+        spec.check_absolute("target_dir", params["target_dir"])
+        stage_indicator, collect_indicator = spec.indicators(params, peer.remote)
+        staging = spec.Staging(
+            params["target_dir"],
+            ownership=spec.ownership(params.get("owner"), params.get("group"), "owner", "group"),
+            mode=spec.parse_mode(params.get("mode")),
+            write_stage_indicator=bool(params.get("write_stage_indicator", True)),
+            stage_indicator=stage_indicator,
+            check_collect_indicator=bool(params.get("check_collect_indicator")),
+            collect_indicator=collect_indicator,
+            quick_check=bool(params.get("quick_check")),
+            verify=bool(params.get("verify")),
+        )
+        return stage_peer(peer, spec.conduct(params, peer.remote), staging, check_mode)
 
 
 def _verify(peer, target_dir, target_fd, staged):
@@ -353,12 +321,12 @@ def _verify(peer, target_dir, target_fd, staged):
 
 
 @contextlib.contextmanager
-def _session(params, peer):
+def _session(peer, conduct, api):
     """For a remote peer: one shared OpenSSH connection and bounded connects, as configured."""
-    if params["type"] != "remote":
-        yield peer
+    if not peer.remote:
+        yield api
         return
-    with ssh_session(peer, bool(params.get("ssh_multiplex", True)), params.get("connect_timeout") or 0) as session:
+    with ssh_session(api, conduct.ssh_multiplex, conduct.connect_timeout or 0) as session:
         yield session
 
 
@@ -441,41 +409,42 @@ def _predict_remote(peer, target_fd, indicator, warnings):
     return StageResult(copied, unchanged, [indicator] if present else [], size), present
 
 
-def managed_action(params, check_mode=False):
-    """Run ``<cback_command> [--full] <action>`` on the peer (remote) or right here (local)."""
-    peer = None
-    try:
-        spec.check_action(params.get("action"))
-        spec.check_command("cback_command", params.get("cback_command"))
-        _check_peer_options(params, with_collect=False)
-        if params["type"] == "local":
-            argv = as_local_user(
-                build_cback_argv(params.get("cback_command"), params["action"], params.get("full")),
-                params.get("local_user"),
-                "shell",
-            )
-        else:
-            peer = _peer(params)
-            peer.sshOptions = ssh_options(None, params.get("connect_timeout") or 0)
-            argv = peer.remoteShellArgv(peer.managedActionCommand(params["action"], params.get("full")))
-    except (IOError, ValueError) as exc:
-        _fail(params, str(exc))
+def run_action(peer, conduct, action, full, check_mode=False):
+    """Run ``<cback_command> [--full] <action>`` on a checked peer (remote) or right here (local)."""
+    api = None
+    if peer.remote:
+        api = _peer(peer, conduct)
+        api.sshOptions = ssh_options(None, conduct.connect_timeout or 0)
+        argv = api.remoteShellArgv(api.managedActionCommand(action, full))
+    else:
+        argv = as_local_user(build_cback_argv(peer.cback_command, action, full), peer.local_user, "shell")
     if check_mode:
         # No rc: ansible-core takes a result whose rc is not 0 as a failure.
         return dict(changed=True, cmd=argv, stdout="", stderr="")
     started = time.monotonic()
-    outcome = run_command(argv, timeout=spec.check_timeout(params.get("timeout")))
+    outcome = run_command(argv, timeout=conduct.timeout)
     result = dict(
         changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr,
         seconds=round(time.monotonic() - started, 3),
     )
     if outcome.timed_out:
-        _fail(params, "action [%s] timed out after %s seconds." % (params["action"], params["timeout"]), **result)
+        raise TaskFailure("action [%s] timed out after %s seconds." % (action, conduct.timeout), **result)
     if outcome.rc != 0:
         detail = outcome.stderr.strip() or outcome.stdout.strip()
-        cause = diagnose.from_output(outcome.stderr, peer if params["type"] == "remote" else None, argv[0])
+        cause = diagnose.from_output(outcome.stderr, api, argv[0])
         if cause.hint:
             result.update(cause=cause.kind, hint=cause.hint)
             detail = "%s (%s)" % (detail, cause.hint)
-        _fail(params, "action [%s] failed with rc %s: %s" % (params["action"], outcome.rc, detail), **result)
+        raise TaskFailure("action [%s] failed with rc %s: %s" % (action, outcome.rc, detail), **result)
     return result
+
+
+def managed_action(params, check_mode=False):
+    """The ``cback_managed_action`` module: its parameters checked once, then ``run_action``."""
+    with _module_edge(params):
+        action = spec.check_action(params.get("action"))
+        local_user = spec.check_local_user("local_user", params.get("local_user"))
+        peer = spec.peer_spec(params, collect=False, local_user=local_user)
+        if not peer.remote:
+            peer.local_user = local_user  # a local managed action runs as that user too
+        return run_action(peer, spec.conduct(params, peer.remote), action, params.get("full"), check_mode)

@@ -251,12 +251,12 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _runs
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec, _runs
 from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import run
 
 
 def main():
-    module = AnsibleModule(argument_spec=_runs.STAGE_RUN_OPTIONS, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=_argspec.STAGE_RUN_OPTIONS, supports_check_mode=True)
     run(module, _runs.stage_run)
 
 

@@ -37,7 +37,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _runs, _tasks
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec, _runs, _tasks
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
     AnsibleRunner,
@@ -976,8 +976,8 @@ DIRECT_FUNCTIONS = {
     "stage": ("cback_stage", _tasks.stage),
     "indicator": ("cback_collect_indicator", _tasks.collect_indicator),
     "action": ("cback_managed_action", _tasks.managed_action),
-    "stage_run": (_runs.STAGE_RUN_OPTIONS, _runs.stage_run),
-    "managed_run": (_runs.MANAGED_RUN_OPTIONS, _runs.managed_run),
+    "stage_run": (_argspec.STAGE_RUN_OPTIONS, _runs.stage_run),
+    "managed_run": (_argspec.MANAGED_RUN_OPTIONS, _runs.managed_run),
 }
 
 

@@ -31,7 +31,7 @@ def not_ready_outcome(seconds=0.25):
     return dict(changed=False, ready=False, count=0, files=[], bytes=0, unchanged=[], seconds=seconds, stage_indicator_written=False)
 
 
-def failed_outcome(msg="Peer x: Error (1) copying files from remote host. scp: nope", files=("a",), size=10, seconds=0.5, rc=1):
+def failed_outcome(msg="Error (1) copying files from remote host. scp: nope", files=("a",), size=10, seconds=0.5, rc=1):
     return dict(
         failed=True, changed=bool(files), msg=msg, ready=True, count=len(files), files=list(files), bytes=size, unchanged=[],
         seconds=seconds, rc=rc, stage_indicator_written=False,

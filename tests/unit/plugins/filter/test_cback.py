@@ -1077,7 +1077,7 @@ def test_a_peer_failure_of_a_managed_run_is_found_by_host():
 def test_a_stage_table_has_a_row_per_peer_then_totals_then_reasons():
     summary = stage_summary(
         (peer_entry("local1"), staged_outcome(files=("a", "b", "c"), size=5000, seconds=1.234)),
-        (peer_entry("remote-peer-2", type="remote"), failed_outcome(msg="Peer remote-peer-2: copy failed.", files=("a",), size=10, seconds=0.5)),
+        (peer_entry("remote-peer-2", type="remote"), failed_outcome(msg="copy failed.", files=("a",), size=10, seconds=0.5)),
         (peer_entry("r3", type="remote", mode="all"), not_ready_outcome(seconds=0.1)),
         (peer_entry("r4", type="remote"), not_ready_outcome(seconds=0.1)),
         (peer_entry("again"), staged_outcome(files=(), size=0, seconds=0.01, unchanged=("a",))),
@@ -1172,7 +1172,7 @@ def test_a_managed_table_has_a_row_per_peer_then_totals_then_reasons():
     summary = managed_summary(
         (peer_entry("db1", type="remote", managed=True, actions=["collect"]), dict(rc=0, seconds=12.5)),
         (peer_entry("web-server-2", type="remote", managed=True, actions=["collect"]),
-         dict(failed=True, rc=3, seconds=0.25, msg="Peer web-server-2: action [collect] failed with rc 3: no config")),
+         dict(failed=True, rc=3, seconds=0.25, msg="action [collect] failed with rc 3: no config")),
         (peer_entry("bad", managed=True, error="invalid settings: cback_peer_name: x."), None),
     )
     assert cback.cback_summary_table(summary) == [

@@ -82,13 +82,19 @@ def test_a_row_without_a_host_is_named_by_the_peer():
     assert row["host"] == "p1"
 
 
-def test_a_failed_peer_keeps_what_it_copied_and_its_message_without_the_peer_prefix():
-    outcome = failed_outcome(msg="  Peer r1: Error (1) copying files from remote host. scp: x: not a regular file\n", files=("a", "b"), size=20, seconds=0.75)
+def test_a_failed_peer_keeps_what_it_copied_and_its_message_stripped():
+    outcome = failed_outcome(msg="  Error (1) copying files from remote host. scp: x: not a regular file\n", files=("a", "b"), size=20, seconds=0.75)
     row = stage_summary((peer_entry("r1", type="remote"), outcome))["peers"][0]
     assert row == dict(
         name="r1", host="r1", type="remote", status="failed", files=2, bytes=20, seconds=0.75,
         message="Error (1) copying files from remote host. scp: x: not a regular file",
     )
+
+
+def test_the_peer_prefix_is_made_in_one_place():
+    assert report.peer_message("web1", "copy failed.") == "Peer web1: copy failed."
+    row = stage_summary((peer_entry("web1", type="remote"), failed_outcome(msg="copy failed.")))["peers"][0]
+    assert report.peer_failure(row) == "Peer web1: failed, copy failed."
 
 
 def test_a_failed_peer_without_a_message_shows_its_rc():
@@ -169,7 +175,7 @@ def test_the_stage_failure_message_lists_every_failed_and_not_ready_peer():
         (peer_entry("bad", name="bad-name", error="invalid settings: cback_collect_dir: is required for every peer."), None),
         (peer_entry("nr"), not_ready_outcome()),
         (peer_entry("ign", mode="all"), not_ready_outcome()),
-        (peer_entry("boom", type="remote"), failed_outcome(msg="Peer boom: Error (255) copying files from remote host.")),
+        (peer_entry("boom", type="remote"), failed_outcome(msg="Error (255) copying files from remote host.")),
         (peer_entry("skip"), None),
     )
     assert [row["name"] for row in summary["peers"]] == ["ok", "bad-name", "nr", "ign", "boom", "skip"]
@@ -209,7 +215,7 @@ def test_a_managed_peer_that_failed_has_its_rc_and_message():
     summary = managed_summary(
         (
             peer_entry("db1", type="remote", managed=True, actions=["collect"]),
-            dict(failed=True, changed=True, rc=3, seconds=1.0, msg="Peer db1: action [collect] failed with rc 3: cback3: boom"),
+            dict(failed=True, changed=True, rc=3, seconds=1.0, msg="action [collect] failed with rc 3: cback3: boom"),
         ),
     )
     assert summary["peers"] == [

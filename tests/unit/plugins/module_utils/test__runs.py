@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _runs
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec, _runs
 from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure
 from ansible_collections.cedarbackup.peer.tests.support.module_params import fill, snapshot
 
@@ -29,15 +29,15 @@ OTHER_UID, OTHER_GID = 4242, 4343  # ids of nobody on this machine: ownership ch
 
 def run_params(staging, peers, **overrides):
     """Parameters as AnsibleModule passes them to ``stage_run``: every option, defaults filled in."""
-    params = dict((key, spec.get("default")) for key, spec in _runs.STAGE_RUN_OPTIONS.items())
-    params.update(staging_dir=str(staging), peers=[_peer(entry, _runs.STAGE_PEER_OPTIONS) for entry in peers])
+    params = dict((key, spec.get("default")) for key, spec in _argspec.STAGE_RUN_OPTIONS.items())
+    params.update(staging_dir=str(staging), peers=[_peer(entry, _argspec.STAGE_PEER_OPTIONS) for entry in peers])
     params.update(overrides)
     return params
 
 
 def managed_params(peers, **overrides):
-    params = dict((key, spec.get("default")) for key, spec in _runs.MANAGED_RUN_OPTIONS.items())
-    params.update(action="collect", peers=[_peer(entry, _runs.MANAGED_PEER_OPTIONS) for entry in peers])
+    params = dict((key, spec.get("default")) for key, spec in _argspec.MANAGED_RUN_OPTIONS.items())
+    params.update(action="collect", peers=[_peer(entry, _argspec.MANAGED_PEER_OPTIONS) for entry in peers])
     params.update(overrides)
     return params
 
