@@ -355,8 +355,7 @@ def conduct(values, remote=True):
     """A ``Conduct`` from a module's parameters, each value checked once.  The working
     directory must exist (only a remote peer uses it)."""
     working_dir = values.get("working_dir")
-    # The copy commands take paths below it as their target: the same characters as a remote path.
-    check_absolute("working_dir", working_dir, remote=True)
+    check_absolute("working_dir", working_dir)
     if working_dir is not None and remote and not os.path.isdir(working_dir):
         raise OptionError("working_dir", "%r does not exist or is not a directory." % working_dir)
     return Conduct(

@@ -297,8 +297,7 @@ def check(setting, value, remote=True):
     if kind == "abs_path":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path%s, not %s" % ("" if setting.required else " or empty", shown(value)))
-        # A working directory's paths are the copy commands' targets: the characters of a remote path.
-        _spec_check(spec.check_absolute, setting.variable, value, remote=setting.key == "working_dir")
+        _spec_check(spec.check_absolute, setting.variable, value)
     elif kind == "collect_dir":
         if not value.startswith("/"):
             raise SettingError("must be an absolute path, not %s" % shown(value))
