@@ -644,7 +644,6 @@ STAGE_PEER_LITERAL = [
     "local-peer-hostile-name-and-collect-dir",
     "peer-rcp-command-words-through-su",
     "remote-collect-dir-with-spaces",
-    "stage-indicator-variable-is-no-setting",
 ]
 
 
@@ -722,11 +721,7 @@ def stage_role_run(world, installed_collections, runs_dir):
     peers["hx-" + case] = dict(cback_collect_dir=str(ready(world.root / "remote" / "collect dir with spaces", files)),
                                cback_remote_user="root")
     expect[case] = dict(name="hx-" + case, files=files)
-    case = "stage-indicator-variable-is-no-setting"
-    indicator = "planted-" + case
-    expect[case] = dict(indicator=indicator)
-    master = run_wide(world, staging, cback_working_dir=str(work),
-                      cback_stage_indicator="../../sentinel/%s" % indicator, ansible_connection="local")
+    master = run_wide(world, staging, cback_working_dir=str(work), ansible_connection="local")
     runner = new_runner(installed_collections, runs_dir / "stage-role")
     inventory = yaml_inventory(runner.base / "stage.yml", master, peers)
     staged = [values["name"] for values in expect.values() if "name" in values]
@@ -774,14 +769,6 @@ def check_role_spaces(outcome, case):
     assert_staged_exactly(outcome.daily / values["name"], values["files"])
 
 
-def check_role_indicator_variable(outcome, case):
-    indicator = outcome.expect[case]["indicator"]
-    found = [os.path.join(path, name) for path, dirs, files in os.walk(str(outcome.world.root)) for name in dirs + files
-             if name == indicator]
-    assert found == []
-    assert (outcome.daily / "cback.stage").is_file()
-
-
 STAGE_ROLE_CHECKS = {
     "staging-and-working-dirs-with-shell-syntax": check_role_dirs,
     "remote-peer-hostile-file-names": check_role_staged,
@@ -790,7 +777,6 @@ STAGE_ROLE_CHECKS = {
     "local-peer-hostile-name-and-collect-dir": check_role_staged,
     "peer-rcp-command-words-through-su": check_role_staged,
     "remote-collect-dir-with-spaces": check_role_spaces,
-    "stage-indicator-variable-is-no-setting": check_role_indicator_variable,
 }
 
 
@@ -819,6 +805,8 @@ RUN_WIDE_REFUSED = [
     ("wide-action-semicolon", "managed", {"cback_action": "collect; {c}"}, "cback_action"),
     ("wide-action-proxycommand", "managed", {"cback_action": "-oProxyCommand={c}"}, "cback_action"),
     ("wide-action-newline", "managed", {"cback_action": "collect\n{c}"}, "cback_action"),
+    ("wide-stage-indicator-traversal", "stage", {"cback_stage_indicator": "../../sentinel/{c}"}, "cback_stage_indicator"),
+    ("wide-collect-indicator-substitution", "stage", {"cback_collect_indicator": "$({c})"}, "cback_collect_indicator"),
 ]
 
 
