@@ -191,8 +191,8 @@ def test_the_master_group_must_hold_one_host(runner, data):
 def test_a_backup_user_the_master_lacks_names_the_inventory_variable(runner, data):
     """What only the master can check (does the backup user exist there?) fails every peer's host,
     naming the inventory variable, not the module option it was passed as."""
-    inventory = write_inventory(runner.base / "nouser.ini", {"cback_staging_dir": str(data / "stage"),
-                                                              "cback_backup_user": "cbnosuchuser"}, peers(data))
+    master = {"cback_staging_dir": str(data / "stage"), "cback_backup_user": "cbnosuchuser"}
+    inventory = write_inventory(runner.base / "nouser.ini", master, peers(data))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
     failures = peer_failures(run, "Check that the run started")

@@ -265,7 +265,7 @@ def test_stage_bad_directory_is_a_value_error_that_names_its_option(dirs, tmp_pa
     with pytest.raises(ValueError) as info:
         getattr(LocalPeer("p", str(collect)), method)(str(target))
     if method == "stagePeer":
-        assert type(info.value) is ValueError  # Cedar Backup's own type, raised from the typed failure
+        assert info.type is ValueError  # Cedar Backup's own type, raised from the typed failure
     else:
         assert isinstance(info.value, peer.PeerValueError)
     assert peer.failure_of(info.value).option == option

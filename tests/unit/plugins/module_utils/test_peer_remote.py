@@ -407,7 +407,7 @@ def test_stage_peer_copy_failure(runner, target):
     assert str(info.value) == "Error (1) copying files from remote host."
     assert peer.failure_of(info.value).command.rc == 1
     assert peer.failure_of(info.value).command.stderr == "scp: /coll/sub: not a regular file\n"
-    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
+    assert info.type is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_stage_peer_copy_failure_as_local_user(runner, target):
@@ -634,7 +634,7 @@ def test_write_stage_indicator_failure(runner, tmp_path):
     assert peer.failure_of(info.value).command.rc == 1
     assert peer.failure_of(info.value).command.stderr == "scp: /coll/cback.stage: Permission denied\n"
     assert names(tmp_path / "work") == []
-    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
+    assert info.type is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_write_stage_indicator_failure_as_local_user(runner, tmp_path):
@@ -705,7 +705,7 @@ def test_execute_remote_command_failure(runner):
     assert str(info.value) == "Command failed [/usr/bin/ssh root@host 'ls -l /tmp']"
     assert peer.failure_of(info.value).command.stdout == "partial\n"
     assert peer.failure_of(info.value).command.stderr == "bad\n"
-    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
+    assert info.type is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_remote_command_failure_custom_rsh(runner):
@@ -806,7 +806,7 @@ def test_execute_managed_action_failure(runner):
     assert str(info.value) == "Failed to execute action [collect] on managed client [host]."
     assert peer.failure_of(info.value).command.rc == 1
     assert peer.failure_of(info.value).command.stderr == "cback3: failed\n"
-    assert type(info.value) is OSError  # Cedar Backup's own type, raised from the typed failure
+    assert info.type is OSError  # Cedar Backup's own type, raised from the typed failure
 
 
 def test_execute_managed_action_failure_as_local_user(runner):
@@ -1191,10 +1191,9 @@ def test_stage_files_copy_failure_is_a_peer_error_that_except_ioerror_catches(ru
     code written against Cedar Backup, with the attribute names docs/peer-api.md gives them."""
     runner.respond(rc=1, stderr="lost connection\n", effect=fetch_files({"a": b"aaaa"}))
     runner.respond(stdout=sftp_listing("/coll", ("f", 4, "a")))
-    try:
+    with pytest.raises(IOError) as info:
         make_peer().stageFiles(str(target))
-    except IOError as exc:
-        caught = exc
+    caught = info.value
     assert isinstance(caught, peer.PeerError) and isinstance(caught, peer.PeerFailure)
     assert (caught.partial, caught.entry, caught.command.rc, caught.verified, caught.option) == (
         StageResult(["a"], [], [], 4), None, 1, None, None)
