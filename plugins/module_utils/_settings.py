@@ -268,6 +268,52 @@ def _spec_check(function, *args, **kwargs):
         raise SettingError(message[:-1] if message.endswith(".") else message)
 
 
+# Kinds whose value is a whole number: (least, most, what it must be).
+_NUMBERS = dict(
+    count=(1, None, "a whole number of at least 1"),
+    seconds=(0, None, "a whole number of seconds, 0 for none"),
+    port=(0, 65535, "a port number from 1 to 65535, 0 for ssh's default"),
+)
+
+# Kinds whose text is taken when it passes a test: (test, what it must be).
+_MATCHES = dict(
+    weekday=(lambda value: value in WEEKDAYS, "a lowercase English weekday (%s)" % ", ".join(WEEKDAYS)),
+    failure_mode=(lambda value: value in VALID_FAILURE_MODES, "one of %s" % ", ".join(VALID_FAILURE_MODES)),
+    peer_type=(lambda value: value in ("local", "remote"), "local or remote"),
+    action=(spec.ACTION_PATTERN.fullmatch, "a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
+                                           "starting with a letter or digit)"),
+    plain_path=(lambda value: value.startswith("/") and not any(char.isspace() or char in "\"'" for char in value),
+                "an absolute path without spaces or quotes"),
+    mode=(_OCTAL_MODE.fullmatch, "an octal mode such as 0750"),
+    host=(_HOST.fullmatch, "a host name or address"),
+    patterns=(lambda value: not any(char.isspace() or char == '"' for char in value),
+              "a comma-separated list of patterns without spaces or quotes"),
+    line=(lambda value: "\n" not in value and '"' not in value, "one line without double quotes"),
+    group_name=(lambda value: True, ""),
+    text=(lambda value: True, ""),
+)
+
+
+def _checked_by_spec(setting, value, remote):
+    """The kinds the modules' edge checks too: the same check (``_argspec``), the same words."""
+    kind = setting.kind
+    if kind in ("abs_path", "collect_dir"):
+        if not value.startswith("/"):
+            optional = kind == "abs_path" and not setting.required
+            raise SettingError("must be an absolute path%s, not %s" % (" or empty" if optional else "", shown(value)))
+        _spec_check(spec.check_absolute, setting.variable, value, remote=remote and kind == "collect_dir")
+    elif kind == "user":
+        _spec_check(spec.check_user, setting.variable, value)
+    elif kind == "command":
+        _spec_check(spec.check_command, setting.variable, value)
+    elif kind == "peer_name":
+        _spec_check(spec.check_peer_name, value, "remote" if remote else "local")
+    elif kind == "file_name":
+        _spec_check(spec.check_file_name, setting.variable, value, remote=True)
+    else:  # a kind the table uses that no check knows: a bug of the table
+        raise AssertionError("no check for the kind %r of %s" % (kind, setting.variable))
+
+
 def check(setting, value, remote=True):
     """``value`` of ``setting`` checked and typed; ``None`` when unset (the caller applies defaults).
 
@@ -280,68 +326,23 @@ def check(setting, value, remote=True):
         return to_bool(value)
     if kind == "actions":
         return to_actions(value)
-    if kind in ("count", "seconds", "port"):
-        if kind == "port":
-            number = _whole(value, 0, "a port number from 1 to 65535, 0 for ssh's default")
-            if number > 65535:
-                raise SettingError("must be a port number from 1 to 65535, 0 for ssh's default, not %s" % shown(value))
-            return number
-        if kind == "count":
-            return _whole(value, 1, "a whole number of at least 1")
-        return _whole(value, 0, "a whole number of seconds, 0 for none")
+    if kind in _NUMBERS:
+        least, most, what = _NUMBERS[kind]
+        number = _whole(value, least, what)
+        if most is not None and number > most:
+            raise SettingError("must be %s, not %s" % (what, shown(value)))
+        return number
     if kind == "mode" and isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value <= 0o7777:  # no mode at all (its decimal digits, as 4750, are not the mode it reads as)
             raise SettingError("must be an octal mode such as 0750, not %s" % shown(value))
         value = "%04o" % value  # YAML reads an unquoted 0750 as 488
     value = _text(value)
-    if kind == "abs_path":
-        if not value.startswith("/"):
-            raise SettingError("must be an absolute path%s, not %s" % ("" if setting.required else " or empty", shown(value)))
-        _spec_check(spec.check_absolute, setting.variable, value)
-    elif kind == "collect_dir":
-        if not value.startswith("/"):
-            raise SettingError("must be an absolute path, not %s" % shown(value))
-        _spec_check(spec.check_absolute, setting.variable, value, remote=remote)
-    elif kind == "user":
-        _spec_check(spec.check_user, setting.variable, value)
-    elif kind == "command":
-        _spec_check(spec.check_command, setting.variable, value)
-    elif kind == "weekday":
-        if value not in WEEKDAYS:
-            raise SettingError("must be a lowercase English weekday (%s), not %s" % (", ".join(WEEKDAYS), shown(value)))
-    elif kind == "failure_mode":
-        if value not in VALID_FAILURE_MODES:
-            raise SettingError("must be one of %s, not %s" % (", ".join(VALID_FAILURE_MODES), shown(value)))
-    elif kind == "peer_type":
-        if value not in ("local", "remote"):
-            raise SettingError("must be local or remote, not %s" % shown(value))
-    elif kind == "peer_name":
-        _spec_check(spec.check_peer_name, value, "remote" if remote else "local")
-    elif kind == "file_name":
-        _spec_check(spec.check_file_name, setting.variable, value, remote=True)
-    elif kind == "action":
-        if not spec.ACTION_PATTERN.fullmatch(value):
-            raise SettingError("must be a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
-                               "starting with a letter or digit), not %s" % shown(value))
-    elif kind == "plain_path":
-        if not value.startswith("/") or any(char.isspace() or char in "\"'" for char in value):
-            raise SettingError("must be an absolute path without spaces or quotes, not %s" % shown(value))
-    elif kind == "mode":
-        if not _OCTAL_MODE.fullmatch(value):
-            raise SettingError("must be an octal mode such as 0750, not %s" % shown(value))
-    elif kind == "host":
-        if not _HOST.fullmatch(value):
-            raise SettingError("must be a host name or address, not %s" % shown(value))
-    elif kind == "patterns":
-        if any(char.isspace() or char == '"' for char in value):
-            raise SettingError("must be a comma-separated list of patterns without spaces or quotes, not %s" % shown(value))
-    elif kind == "line":
-        if "\n" in value or '"' in value:
-            raise SettingError("must be one line without double quotes, not %s" % shown(value))
-    elif kind in ("group_name", "text"):
-        pass
-    else:  # a kind the table uses that no check knows: a bug of the table
-        raise AssertionError("no check for the kind %r of %s" % (kind, setting.variable))
+    if kind in _MATCHES:
+        test, what = _MATCHES[kind]
+        if not test(value):
+            raise SettingError("must be %s, not %s" % (what, shown(value)))
+    else:
+        _checked_by_spec(setting, value, remote)
     return value
 
 
