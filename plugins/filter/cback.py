@@ -103,26 +103,33 @@ def _peer(host, values, run, role=None):
             peer[key] = run.get(key) if own is None else own
         peer["ignore_failure_mode"] = value("ignore_failure_mode")
         if role == settings.SETUP:
-            for setting in settings.settings_of(role, (settings.PEER,)):
-                if setting.key.startswith("setup_"):
-                    own = value(setting.key)
-                    peer[setting.key] = settings.default_of(setting) if own is None else own
-            peer["ssh_host"], peer["ssh_port"] = peer["name"], 22
-            if peer["type"] == "remote":
-                address = peer["setup_ssh_host"] or _get(values, "ansible_host") or peer["name"]
-                try:
-                    peer["ssh_host"] = settings.check(settings.BY_KEY["setup_ssh_host"], address)
-                except settings.SettingError as exc:
-                    raise spec.OptionError("cback_setup_ssh_host", "%s (the address of the peer's sshd: cback_setup_ssh_host, "
-                                           "else ansible_host, else the peer's name)." % exc)
-                port = peer["setup_ssh_port"] or _get(values, "ansible_port") or 22
-                try:
-                    peer["ssh_port"] = settings.check(settings.BY_KEY["setup_ssh_port"], port)
-                except settings.SettingError as exc:
-                    raise spec.OptionError("ansible_port", "%s." % exc)
+            _setup_peer(peer, values, value)
     except spec.OptionError as exc:
         peer["error"] = "invalid settings: %s" % exc
     return peer
+
+
+def _setup_peer(peer, values, value):
+    """The setup role's own settings of a peer (``value(key)`` reads and checks one), and the
+    address and port of its sshd, checked."""
+    for setting in settings.settings_of(settings.SETUP, (settings.PEER,)):
+        if setting.key.startswith("setup_"):
+            own = value(setting.key)
+            peer[setting.key] = settings.default_of(setting) if own is None else own
+    peer["ssh_host"], peer["ssh_port"] = peer["name"], 22
+    if peer["type"] != "remote":
+        return
+    address = peer["setup_ssh_host"] or _get(values, "ansible_host") or peer["name"]
+    try:
+        peer["ssh_host"] = settings.check(settings.BY_KEY["setup_ssh_host"], address)
+    except settings.SettingError as exc:
+        raise spec.OptionError("cback_setup_ssh_host", "%s (the address of the peer's sshd: cback_setup_ssh_host, "
+                               "else ansible_host, else the peer's name)." % exc)
+    port = peer["setup_ssh_port"] or _get(values, "ansible_port") or 22
+    try:
+        peer["ssh_port"] = settings.check(settings.BY_KEY["setup_ssh_port"], port)
+    except settings.SettingError as exc:
+        raise spec.OptionError("ansible_port", "%s." % exc)
 
 
 def _typed_run(values, where=None):

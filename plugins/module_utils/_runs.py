@@ -277,6 +277,31 @@ def _dir_failure(exc):
                 files=[], bytes=0, unchanged=[], seconds=0.0)
 
 
+def _peer_dirs(tree, peers, check_mode, outcomes, dirs_created):
+    """Every valid peer's directory, even for peers that turn out not ready, created (or found)
+    and held open: each peer is staged into its descriptor, never through its path.  A
+    directory that cannot be made fails its peer (``outcomes``); ``dirs_created`` says which
+    were made.  The descriptors, in the order of ``peers``."""
+    target_fds = [TARGET_MISSING] * len(peers)
+    for index, (peer, _row) in enumerate(peers):
+        if peer is None:
+            continue
+        try:
+            fd, dirs_created[index] = tree.peer_dir(peer.name, create=not check_mode)
+        except (IOError, OSError) as exc:
+            outcomes[index] = _dir_failure(exc)
+            continue
+        if fd is not None:
+            target_fds[index] = fd
+    return target_fds
+
+
+def _write_summary(tree, date, summary):
+    """The run's JSON summary beside the daily directory (``YYYY/MM/DD.stage-summary.json``)."""
+    text = json.dumps(summary, indent=4, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
+    replace_file(tree.month, date.split("/")[2] + ".stage-summary.json", text.encode("utf-8"), tree.ownership, 0o644)
+
+
 def stage_run(params, check_mode=False):
     """One stage run over ``params["peers"]``; the result of the ``cback_stage_run`` module."""
     started = time.monotonic()
@@ -310,19 +335,7 @@ def stage_run(params, check_mode=False):
             tree.open(create=not check_mode)
         except (IOError, OSError) as exc:
             raise TaskFailure("cannot create the daily staging directory %s: %s" % (daily_dir, exc.strerror or exc))
-        # Every valid peer's directory first, even for peers that turn out not ready.  Each
-        # peer is staged into the directory held open here, never through its path.
-        target_fds = [TARGET_MISSING] * len(peers)
-        for index, (peer, _row) in enumerate(peers):
-            if peer is None:
-                continue
-            try:
-                fd, dirs_created[index] = tree.peer_dir(peer.name, create=not check_mode)
-            except (IOError, OSError) as exc:
-                outcomes[index] = _dir_failure(exc)
-                continue
-            if fd is not None:
-                target_fds[index] = fd
+        target_fds = _peer_dirs(tree, peers, check_mode, outcomes, dirs_created)
         if not check_mode:
             try:
                 tree.sync()
@@ -347,8 +360,7 @@ def stage_run(params, check_mode=False):
         rows = [report.stage_row(row, outcome, params["full"], start_of_week) for (_peer, row), outcome in zip(peers, outcomes)]
         summary = report.stage_summary(rows, params["full"], start_of_week, date, daily_dir, bool(check_mode))
         if not check_mode and params.get("write_summary", True):
-            text = json.dumps(summary, indent=4, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
-            replace_file(tree.month, date.split("/")[2] + ".stage-summary.json", text.encode("utf-8"), tree.ownership, 0o644)
+            _write_summary(tree, date, summary)
     results, warnings = [], []
     for outcome, row, created in zip(outcomes, rows, dirs_created):
         results.append(_peer_result(outcome, row, created))
