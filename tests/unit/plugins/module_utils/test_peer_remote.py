@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for ``peer.RemotePeer`` with a fake command runner.
 
-No command is ever run: ``peer.run_command`` is replaced by a recorder that returns
-``CommandResult`` values and may create files the way scp would.  Argv lists are
-asserted exactly, element by element.  Messages and the order of checks are those of
-Cedar Backup 3.7's ``CedarBackup3.peer.RemotePeer``; the intentional differences are
-listed in the docstring of ``peer.py``.  The tests run as root.
+No command is ever run: ``peer.run_command`` is replaced by the fake runner
+(``tests/support/fake_runner.py``), which returns ``CommandResult`` values and may create
+files the way scp would.  Argv lists are asserted exactly, element by element.  Messages and the order
+of checks are those of Cedar Backup 3.7's ``CedarBackup3.peer.RemotePeer``; the intentional
+differences are listed in the docstring of ``peer.py``.  The tests run as root.  Also here:
+how ``RemotePeer.sshOptions`` (set by ``_ssh.ssh_session``) reach each argv.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,7 +25,7 @@ import stat
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, peer
-from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry, RemotePeer, StageResult
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import OPENSSH_PROGRAMS, RemoteEntry, RemotePeer, StageResult
 from ansible_collections.cedarbackup.peer.tests.support.argv import cedar_form
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -36,63 +37,23 @@ SSH = ["/usr/bin/ssh"]
 
 
 # ---------------------------------------------------------------------------
-# the fake command runner
+# the fake command runner (tests/support/fake_runner.py)
 # ---------------------------------------------------------------------------
-
-
-def inner_argv(argv):
-    """The command a (possibly ``su -c`` wrapped) argv really runs."""
-    if argv[:1] == ["su"]:
-        assert len(argv) == 4 and argv[2] == "-c"
-        return shlex.split(argv[3])
-    return list(argv)
 
 
 # The private directory of the indicators inside make_peer's working directory.
 PRIVATE_DIR = re.compile(r"(?<=/work)/cback-peer-[0-9a-f]{12}(?=/|$|')|(?<=/work dir)/cback-peer-[0-9a-f]{12}(?=/|$|')")
 
 
-class Call(object):
-    def __init__(self, argv, timeout, kwargs):
-        self.raw = argv
-        self.argv = cedar_form(argv, PRIVATE_DIR)
-        self.timeout = timeout
-        self.kwargs = kwargs
-        self.inner = inner_argv(argv)
-
-
-class FakeRunner(object):
-    """Records every argv; answers from a queue of responses (default: rc 0, no output)."""
-
-    def __init__(self):
-        self.calls = []
-        self.responses = []
-
-    def respond(self, rc=0, stdout="", stderr="", effect=None, raises=None):
-        self.responses.append((rc, stdout, stderr, effect, raises))
-        return self
-
-    def __call__(self, argv, timeout=None, **kwargs):
-        call = Call(list(argv), timeout, kwargs)
-        self.calls.append(call)
-        rc, stdout, stderr, effect, raises = self.responses.pop(0) if self.responses else (0, "", "", None, None)
-        if effect is not None:
-            effect(call)
-        if raises is not None:
-            raise raises
-        return _command.CommandResult(list(argv), rc, stdout, stderr, False)
-
-    @property
-    def argvs(self):
-        return [call.argv for call in self.calls]
+def in_cedar_form(argv):
+    return cedar_form(argv, PRIVATE_DIR)
 
 
 @pytest.fixture
-def runner(monkeypatch):
-    fake = FakeRunner()
-    monkeypatch.setattr(peer, "run_command", fake)
+def runner(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command`` (argv in Cedar Backup's form); we are root."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
-    return fake
+    return fake_runner(peer, form=in_cedar_form)
 
 
 @pytest.fixture
@@ -1378,3 +1339,176 @@ def test_build_cback_command_needs_an_action():
     with pytest.raises(ValueError) as info:
         RemotePeer._buildCbackCommand(None, None, False)
     assert str(info.value) == "Action cannot be None."
+
+
+# ---------------------------------------------------------------------------
+# RemotePeer.sshOptions: after the program, for OpenSSH scp/ssh only
+# ---------------------------------------------------------------------------
+
+
+OPTIONS = ["ConnectTimeout=30", "ServerAliveInterval=15"]
+O_WORDS = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15"]
+CONTROL = ["ControlMaster=auto", "ControlPath=/tmp/cbm-x/mux", "ControlPersist=60"]
+
+
+@pytest.fixture
+def cedar_runner(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command``, argv in Cedar Backup's form wherever the
+    working directory is; we are root."""
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    return fake_runner(peer, form=cedar_form)
+
+
+def backup_peer(**kwargs):
+    values = dict(name="host", collectDir="/coll", remoteUser="backup")
+    values.update(kwargs)
+    return RemotePeer(**values)
+
+
+def su_inner(argv):
+    """The command an ``su <user> -c <string>`` argv really runs."""
+    assert argv[:1] == ["su"] and len(argv) == 4 and argv[2] == "-c", argv
+    return shlex.split(argv[3])
+
+
+def test_openssh_programs():
+    assert OPENSSH_PROGRAMS == ("scp", "ssh", "sftp")
+
+
+def test_ssh_options_default_empty_keeps_cedar_backup_argv(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    assert p.sshOptions == []
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [SCP + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+    assert p.remoteShellArgv("true") == SSH + ["--", "backup@host", "true"]
+
+
+def test_ssh_options_after_the_default_scp(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [
+        ["/usr/bin/scp"] + O_WORDS + ["-B", "-q", "-C", "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
+    ]
+
+
+def test_ssh_options_after_the_default_ssh():
+    p = backup_peer()
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("/usr/bin/cback3 collect") == ["/usr/bin/ssh"] + O_WORDS + ["--", "backup@host", "/usr/bin/cback3 collect"]
+
+
+def test_ssh_options_in_every_rcp_command(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshOptions = list(CONTROL)
+    control_words = ["-o", CONTROL[0], "-o", CONTROL[1], "-o", CONTROL[2]]
+    assert p.checkCollectIndicator() is False  # the recorder copies nothing
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(IOError):
+        p.stageFiles(str(target))  # nothing fetched
+    p.writeStageIndicator()
+    # fetch, copy, listing (the size check, over SFTP), push
+    assert [argv[0] for argv in cedar_runner.argvs] == ["/usr/bin/scp", "/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/scp"]
+    for argv in cedar_runner.argvs:
+        assert argv[1:7] == control_words, argv
+        if argv[0] == "/usr/bin/sftp":
+            assert argv[7:9] == ["-q", "-C"], argv
+            continue
+        assert argv[7:10] == ["-B", "-q", "-C"], argv
+
+
+def test_ssh_options_in_listing_and_managed_action(cedar_runner):
+    p = backup_peer()
+    p.sshOptions = list(OPTIONS)
+    p.listCollectDir()
+    p.runRemoteCommand("true")
+    for argv in cedar_runner.argvs:
+        assert argv[:5] == ["/usr/bin/ssh"] + O_WORDS, argv
+        assert argv[5:7] == ["--", "backup@host"]
+
+
+@pytest.mark.parametrize(
+    "rcp, expected_head",
+    [
+        ("/opt/openssh/bin/scp -F /etc/cback/ssh_config -B", ["/opt/openssh/bin/scp"] + O_WORDS + ["-F", "/etc/cback/ssh_config", "-B"]),
+        ("scp -q", ["scp"] + O_WORDS + ["-q"]),
+        ('"/opt/my ssh/scp" -q', ["/opt/my ssh/scp"] + O_WORDS + ["-q"]),
+    ],
+)
+def test_ssh_options_with_custom_scp(cedar_runner, tmp_path, rcp, expected_head):
+    p = backup_peer(workingDir=str(tmp_path), rcpCommand=rcp)
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [expected_head + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+
+
+@pytest.mark.parametrize(
+    "rsh, expected_head",
+    [
+        ("/opt/openssh/bin/ssh -F /etc/cback/ssh_config", ["/opt/openssh/bin/ssh"] + O_WORDS + ["-F", "/etc/cback/ssh_config"]),
+        ("ssh -p 2222", ["ssh"] + O_WORDS + ["-p", "2222"]),
+    ],
+)
+def test_ssh_options_with_custom_ssh(rsh, expected_head):
+    p = backup_peer(rshCommand=rsh)
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("cmd") == expected_head + ["--", "backup@host", "cmd"]
+
+
+@pytest.mark.parametrize("rcp", ["/usr/bin/rcp", "rcp -x", "/usr/bin/rsync -a", "/usr/local/bin/scp-wrapper -q", "/usr/bin/scp.sh"])
+def test_ssh_options_left_out_for_other_copy_programs(cedar_runner, tmp_path, rcp):
+    p = backup_peer(workingDir=str(tmp_path), rcpCommand=rcp)
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    expected = peer.split_command_line(rcp) + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
+    assert cedar_runner.argvs == [expected]
+
+
+@pytest.mark.parametrize("rsh", ["/usr/bin/rsh", "rsh -l x", "/usr/bin/ssh-agent-wrapper", "/usr/bin/ssh2"])
+def test_ssh_options_left_out_for_other_shell_programs(rsh):
+    p = backup_peer(rshCommand=rsh)
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("cmd") == peer.split_command_line(rsh) + ["backup@host", "cmd"]
+
+
+def test_ssh_options_only_where_the_program_is_openssh(cedar_runner, tmp_path):
+    # rcp is scp, rsh is rsh: options for the copies only
+    p = backup_peer(workingDir=str(tmp_path), rshCommand="/usr/bin/rsh")
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs[0][:5] == ["/usr/bin/scp"] + O_WORDS
+    assert p.remoteShellArgv("cmd") == ["/usr/bin/rsh", "backup@host", "cmd"]
+
+
+def test_ssh_options_inside_the_su_string(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path), localUser="nobody")
+    p.sshOptions = ["ControlPath=/tmp/cbm a b/mux", "ConnectTimeout=30"]
+    p.writeStageIndicator()
+    argv = cedar_runner.argvs[0]
+    assert argv[:3] == ["su", "nobody", "-c"]
+    assert su_inner(argv) == [
+        "/usr/bin/scp", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "-B", "-q", "-C",
+        "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage",
+    ]
+    shell = p.remoteShellArgv("/usr/bin/cback3 collect")
+    assert shell[:3] == ["su", "nobody", "-c"]
+    assert su_inner(shell) == [
+        "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "--", "backup@host", "/usr/bin/cback3 collect",
+    ]
+
+
+def test_ssh_options_not_for_rsh_inside_the_su_string(cedar_runner):
+    p = backup_peer(localUser="nobody", rshCommand="/usr/bin/rsh")
+    p.sshOptions = list(OPTIONS)
+    assert su_inner(p.remoteShellArgv("cmd")) == ["/usr/bin/rsh", "backup@host", "cmd"]
+
+
+def test_ssh_options_list_is_not_changed_by_building_argv(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    options = list(OPTIONS)
+    p.sshOptions = options
+    p.writeStageIndicator()
+    p.remoteShellArgv("cmd")
+    assert options == OPTIONS
+    assert p.rcpCommand is None and p.rshCommand is None
