@@ -35,6 +35,7 @@ import pytest
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _diagnose, _fs, _ids, _ssh, _tasks
 from ansible_collections.cedarbackup.peer.plugins.module_utils import peer as peer_module
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry
+from ansible_collections.cedarbackup.peer.tests.support.fake_runner import Call, FakeRunner
 from ansible_collections.cedarbackup.peer.tests.support.module_params import DATA, SPECS, fill, mode_of, module_params, snapshot
 
 DAEMON_UID = pwd.getpwnam("daemon").pw_uid
@@ -539,16 +540,6 @@ def test_remote_stage_copy_failure_reports_rc_and_stderr(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-class FakeRunner(object):
-    def __init__(self, rc=0, stdout="", stderr="", timed_out=False):
-        self.calls = []
-        self.rc, self.stdout, self.stderr, self.timed_out = rc, stdout, stderr, timed_out
-
-    def __call__(self, argv, timeout=None, env=None, cwd=None):
-        self.calls.append(dict(argv=list(argv), timeout=timeout))
-        return _command.CommandResult(list(argv), self.rc, self.stdout, self.stderr, self.timed_out)
-
-
 def ansible_sees_failure(result):
     """How ansible-core's TaskExecutor reads a module result that has no ``failed`` key."""
     if "failed" in result:
@@ -557,18 +548,13 @@ def ansible_sees_failure(result):
 
 
 @pytest.fixture
-def runner(monkeypatch):
-    fake = FakeRunner()
-    monkeypatch.setattr(_tasks, "run_command", fake)
-    return fake
+def runner(fake_runner):
+    return fake_runner(_tasks)
 
 
 @pytest.fixture
-def no_runner(monkeypatch):
-    def forbidden(argv, *args, **kwargs):
-        raise AssertionError("check mode ran %r" % (argv,))
-
-    monkeypatch.setattr(_tasks, "run_command", forbidden)
+def no_runner(fake_runner):
+    fake_runner(_tasks, forbid="check mode ran %r")
 
 
 @pytest.mark.parametrize(
@@ -586,7 +572,7 @@ def no_runner(monkeypatch):
 )
 def test_local_argv(runner, overrides, argv):
     result = _tasks.managed_action(action_params(type="local", **overrides), False)
-    assert runner.calls == [dict(argv=argv, timeout=None)]
+    assert runner.argvs == [argv] and runner.timeouts == [None]
     seconds = result.pop("seconds")
     assert isinstance(seconds, float) and seconds >= 0
     assert result == dict(changed=True, cmd=argv, rc=0, stdout="", stderr="")
@@ -596,7 +582,7 @@ def test_local_argv(runner, overrides, argv):
 def test_local_argv_as_local_user(runner):
     result = _tasks.managed_action(action_params(type="local", local_user="nobody", full=True), False)
     assert result["cmd"] == ["su", "nobody", "-c", "/usr/bin/cback3 --full collect"]
-    assert runner.calls[0]["argv"] == result["cmd"]
+    assert runner.calls[0].argv == result["cmd"]
 
 
 @pytest.mark.parametrize(
@@ -619,7 +605,7 @@ def test_remote_argv(runner, overrides, argv):
     params = action_params(name="host", remote_user="root")
     params.update(overrides)
     result = _tasks.managed_action(params, False)
-    assert runner.calls == [dict(argv=argv, timeout=None)]
+    assert runner.argvs == [argv] and runner.timeouts == [None]
     assert result["cmd"] == argv and result["rc"] == 0 and result["changed"] is True
 
 
@@ -639,7 +625,7 @@ def test_remote_argv_as_local_user(runner):
 def test_timeout_is_passed_to_the_runner(runner):
     _tasks.managed_action(action_params(type="local", timeout=30), False)
     _tasks.managed_action(action_params(name="host", timeout=7), False)
-    assert [call["timeout"] for call in runner.calls] == [30, 7]
+    assert runner.timeouts == [30, 7]
 
 
 @pytest.mark.parametrize("peer_type", ["local", "remote"])
@@ -656,9 +642,8 @@ def test_check_mode_runs_nothing_and_returns_cmd(no_runner, peer_type):
     assert not ansible_sees_failure(result), result
 
 
-def test_nonzero_rc_fails_with_output(monkeypatch):
-    fake = FakeRunner(rc=3, stdout="partial output\n", stderr="cback3: no such action\n")
-    monkeypatch.setattr(_tasks, "run_command", fake)
+def test_nonzero_rc_fails_with_output(fake_runner):
+    fake_runner(_tasks, rc=3, stdout="partial output\n", stderr="cback3: no such action\n")
     with pytest.raises(_tasks.TaskFailure) as info:
         _tasks.managed_action(action_params(name="host", remote_user="root"), False)
     failure = info.value
@@ -670,15 +655,15 @@ def test_nonzero_rc_fails_with_output(monkeypatch):
     assert failure.result["cmd"] == ["/usr/bin/ssh", "--", "root@host", "/usr/bin/cback3 collect"]
 
 
-def test_nonzero_rc_without_stderr_shows_stdout(monkeypatch):
-    monkeypatch.setattr(_tasks, "run_command", FakeRunner(rc=1, stdout="only stdout\n"))
+def test_nonzero_rc_without_stderr_shows_stdout(fake_runner):
+    fake_runner(_tasks, rc=1, stdout="only stdout\n")
     with pytest.raises(_tasks.TaskFailure) as info:
         _tasks.managed_action(action_params(type="local"), False)
     assert info.value.msg == "Peer localhost: action [collect] failed with rc 1: only stdout"
 
 
-def test_timed_out_result_fails(monkeypatch):
-    monkeypatch.setattr(_tasks, "run_command", FakeRunner(rc=124, stderr="Command timed out after 5 seconds and was killed.\n", timed_out=True))
+def test_timed_out_result_fails(fake_runner):
+    fake_runner(_tasks, rc=124, stderr="Command timed out after 5 seconds and was killed.\n", timed_out=True)
     with pytest.raises(_tasks.TaskFailure) as info:
         _tasks.managed_action(action_params(name="host", timeout=5), False)
     assert "timed out" in info.value.msg
@@ -1058,12 +1043,11 @@ def _local_path(remote):
     return remote.split(":", 1)[1].replace("\\ ", " ")
 
 
-class Call(object):
-    def __init__(self, argv, timeout):
-        self.argv = argv
-        self.timeout = timeout
-        self.inner = shlex.split(argv[3]) if argv[:1] == ["su"] else list(argv)
-        self.program = os.path.basename(self.inner[0])
+class OpenSSHCall(Call):
+    """A recorded call with the ``-o`` options and the arguments of its ssh/scp/sftp parsed."""
+
+    def __init__(self, *args):
+        super(OpenSSHCall, self).__init__(*args)
         self.options, self.args = _options(self.program, self.inner[1:])
 
     @property
@@ -1072,17 +1056,25 @@ class Call(object):
         return paths[0] if paths else None
 
 
-class FakeOpenSSH(object):
-    """scp and ssh on this filesystem; ``unreachable`` makes every connection fail (rc 255)."""
+class FakeOpenSSH(FakeRunner):
+    """scp and ssh on this filesystem; ``unreachable`` makes every connection fail (rc 255).
+
+    ``exit`` is the runner behind ``_ssh.run_command`` (``ssh -O exit``); ``exits`` its calls.
+    """
+
+    call_type = OpenSSHCall
 
     def __init__(self):
-        self.calls = []
-        self.exits = []
+        super(FakeOpenSSH, self).__init__()
+        self.exit = FakeRunner(stderr="Exit request sent.\n")
         self.unreachable = False
 
-    def __call__(self, argv, timeout=None, **kwargs):
-        call = Call(list(argv), timeout)
-        self.calls.append(call)
+    @property
+    def exits(self):
+        return self.exit.calls
+
+    def answer(self, call):
+        argv = call.raw
         if self.unreachable:
             return self._result(argv, 255, stderr="ssh: connect to host %s port 22: Connection timed out\n" % HOST)
         if "ControlMaster=auto" in call.options and call.control_path:
@@ -1097,10 +1089,6 @@ class FakeOpenSSH(object):
         if call.program == "sftp":
             return self._sftp(argv, call)
         return self._scp(argv, call)  # any other rcp program: same copy semantics
-
-    def exit(self, argv, timeout=None, **kwargs):
-        self.exits.append(dict(argv=list(argv), timeout=timeout))
-        return self._result(argv, 0, stderr="Exit request sent.\n")
 
     @staticmethod
     def _result(argv, rc, stdout="", stderr=""):
@@ -1162,11 +1150,9 @@ class FakeOpenSSH(object):
 
 
 @pytest.fixture
-def openssh(monkeypatch):
-    fake = FakeOpenSSH()
-    monkeypatch.setattr(peer_module, "run_command", fake)
-    monkeypatch.setattr(_ssh, "run_command", fake.exit)
-    monkeypatch.setattr(_tasks, "run_command", fake)
+def openssh(fake_runner):
+    fake = fake_runner(peer_module, _tasks, runner=FakeOpenSSH())
+    fake_runner(_ssh, runner=fake.exit)
     return fake
 
 
@@ -1212,9 +1198,8 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     for call in openssh.calls:
         assert call.argv[1:13] == fetch.argv[1:13], call.argv
     # at the end the master is closed and the private directory removed
-    assert openssh.exits == [
-        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST], timeout=10)
-    ]
+    assert openssh.exit.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST]]
+    assert openssh.exit.timeouts == [10]
     assert not os.path.exists(control_dir)
 
 
@@ -1300,7 +1285,7 @@ def test_remote_not_ready_stages_nothing(remote, openssh):
     assert not (collect / "cback.stage").exists()
     # the connection that was opened is closed
     assert len(openssh.exits) == 1
-    assert openssh.exits[0]["argv"][1:] == ["-o", "ControlPath=%s" % openssh.calls[0].control_path, "-O", "exit", "--", "backup@%s" % HOST]
+    assert openssh.exits[0].argv[1:] == ["-o", "ControlPath=%s" % openssh.calls[0].control_path, "-O", "exit", "--", "backup@%s" % HOST]
     assert not os.path.exists(os.path.dirname(openssh.calls[0].control_path))
 
 
@@ -1436,8 +1421,8 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     # the local user's ssh creates the socket: the private dir is theirs
     assert owners == [NOBODY_UID] * 4
     # the local user closes the master it opened, through su as well
-    assert openssh.exits[0]["argv"][:3] == ["su", "nobody", "-c"]
-    assert "-O exit" in openssh.exits[0]["argv"][3]
+    assert openssh.exits[0].argv[:3] == ["su", "nobody", "-c"]
+    assert "-O exit" in openssh.exits[0].argv[3]
 
 
 def test_remote_other_rcp_program_gets_no_options(remote, openssh, monkeypatch):

@@ -5,7 +5,7 @@
 ``verifyFiles``/``remoteChecksums``, the causes of ``_diagnose``, the not-ready reason of the
 summary rows and the cancellation when the process a module was started from ends.
 
-Remote commands are answered by a fake ``run_command`` (no command runs); ``os.fsync`` is
+Remote commands are answered by the fake runner (``tests/support/fake_runner.py``; no command runs); ``os.fsync`` is
 recorded where the order of calls is asserted.
 """
 
@@ -24,31 +24,11 @@ from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, 
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, RemotePeer, StageResult
 
 
-class Answers(object):
-    """A fake ``run_command``: answers from a queue ``(rc, stdout, stderr, effect)``; records argv."""
-
-    def __init__(self):
-        self.argvs = []
-        self.queue = []
-
-    def then(self, rc=0, stdout="", stderr="", effect=None):
-        self.queue.append((rc, stdout, stderr, effect))
-        return self
-
-    def __call__(self, argv, timeout=None, **kwargs):
-        self.argvs.append(list(argv))
-        rc, stdout, stderr, effect = self.queue.pop(0) if self.queue else (0, "", "", None)
-        if effect is not None:
-            effect(list(argv))
-        return _command.CommandResult(list(argv), rc, stdout, stderr, False)
-
-
 @pytest.fixture
-def answers(monkeypatch):
-    fake = Answers()
-    monkeypatch.setattr(peer, "run_command", fake)
+def answers(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command``: scripted answers (``respond``); we are root."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
-    return fake
+    return fake_runner(peer)
 
 
 @pytest.fixture
@@ -77,9 +57,9 @@ def listing(*records):
 
 def fetch(files):
     """Effect: what scp of ``dir/*`` into ``/proc/self/fd/N`` writes."""
-    def effect(argv):
+    def effect(call):
         for name, data in files.items():
-            with open(os.path.join(argv[-1], name), "wb") as handle:
+            with open(os.path.join(call.raw[-1], name), "wb") as handle:
                 handle.write(data)
     return effect
 
@@ -150,8 +130,8 @@ def remote():
 def test_remote_file_listed_with_another_size_is_discarded_and_the_peer_fails(tmp_path, answers, syncs):
     target = tmp_path / "target"
     target.mkdir()
-    answers.then(effect=fetch({"a": b"aaaa", "b": b"bb"}))
-    answers.then(stdout=listing((4, "a"), (3, "b")))  # b grew on the peer after scp read it
+    answers.respond(effect=fetch({"a": b"aaaa", "b": b"bb"}))
+    answers.respond(stdout=listing((4, "a"), (3, "b")))  # b grew on the peer after scp read it
     with pytest.raises(IOError) as info:
         remote().stageFiles(str(target))
     assert str(info.value) == "Changed size on the peer during the copy; not staged (incomplete): b."
@@ -165,9 +145,9 @@ def test_remote_file_listed_with_another_size_is_discarded_and_the_peer_fails(tm
 def test_remote_copy_is_trusted_when_the_listing_fails_after_a_good_copy(tmp_path, answers):
     target = tmp_path / "target"
     target.mkdir()
-    answers.then(effect=fetch({"a": b"aaaa"}))
-    answers.then(rc=255, stderr="subsystem request failed on channel 0\n")  # no SFTP server
-    answers.then(rc=127, stderr="sh: 1: find: not found\n")  # no GNU find
+    answers.respond(effect=fetch({"a": b"aaaa"}))
+    answers.respond(rc=255, stderr="subsystem request failed on channel 0\n")  # no SFTP server
+    answers.respond(rc=127, stderr="sh: 1: find: not found\n")  # no GNU find
     assert remote().stageFiles(str(target)) == StageResult(["a"], [], [], 4)
     assert [argv[0] for argv in answers.argvs] == ["/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/ssh"]
 
@@ -176,8 +156,8 @@ def test_remote_file_missing_from_the_listing_after_a_good_copy_is_staged(tmp_pa
     """It vanished on the peer after scp copied it whole: the copy is what the peer had."""
     target = tmp_path / "target"
     target.mkdir()
-    answers.then(effect=fetch({"a": b"aaaa", "gone": b"g"}))
-    answers.then(stdout=listing((4, "a")))
+    answers.respond(effect=fetch({"a": b"aaaa", "gone": b"g"}))
+    answers.respond(stdout=listing((4, "a")))
     assert remote().stageFiles(str(target)).copied == ["a", "gone"]
 
 
@@ -200,14 +180,14 @@ def test_sftp_stands_in_for_scp_with_the_options_both_take(rcp, sftp):
 def test_sftp_listing_batch_quotes_the_collect_dir_and_parses_names(tmp_path, answers):
     seen = []
 
-    def batch(argv):
-        with open(argv[argv.index("-b") + 1]) as handle:
+    def batch(call):
+        with open(call.raw[call.raw.index("-b") + 1]) as handle:
             seen.append(handle.read())
 
     odd = '/c d/"q"*x'
     out = ('sftp> ls\n-rw-r--r--    ? 0 0 5 Dec  1 15:18 %s/a b\n-rw-r--r--    ? 0 0 7 Dec  1 15:18 %s/-x \n'
            'lrwxrwxrwx    ? 0 0 20 Dec  1 15:18 %s/link\ndrwxr-xr-x    ? 0 0 4096 Dec  1 15:18 %s/sub\n' % (odd, odd, odd, odd))
-    answers.then(stdout=out, effect=batch)
+    answers.respond(stdout=out, effect=batch)
     checked = RemotePeer(name="2001:db8::5", collectDir=odd, remoteUser="root", workingDir=str(tmp_path))
     assert checked._sftpSizes() == {"a b": 5, "-x ": 7}
     assert seen == ['ls -ln "/c d/\\"q\\"\\*x"\n']
@@ -234,7 +214,7 @@ def test_not_staged_names_at_most_five():
 def test_remote_checksums_runs_sha256sum_in_the_collect_dir_and_parses_escaped_names(answers):
     names = ["a", "-x", "new\nline", "back\\slash"]
     out = "%s  a\n%s  -x\n\\%s  new\\nline\n\\%s  back\\\\slash\n" % (sha(b"a"), sha(b"x"), sha(b"n"), sha(b"b"))
-    answers.then(stdout=out)
+    answers.respond(stdout=out)
     sums = remote().remoteChecksums(names)
     assert sums == {"a": sha(b"a"), "-x": sha(b"x"), "new\nline": sha(b"n"), "back\\slash": sha(b"b")}
     (argv,) = answers.argvs
@@ -242,14 +222,14 @@ def test_remote_checksums_runs_sha256sum_in_the_collect_dir_and_parses_escaped_n
 
 
 def test_remote_checksums_batches_and_leaves_out_unreadable_files(answers):
-    answers.then(rc=1, stdout="%s  f0\n" % sha(b"0"), stderr="sha256sum: f1: Permission denied\n")
-    answers.then(stdout="%s  f2\n" % sha(b"2"))
+    answers.respond(rc=1, stdout="%s  f0\n" % sha(b"0"), stderr="sha256sum: f1: Permission denied\n")
+    answers.respond(stdout="%s  f2\n" % sha(b"2"))
     assert remote().remoteChecksums(["f0", "f1", "f2"], batch=2) == {"f0": sha(b"0"), "f2": sha(b"2")}
     assert len(answers.argvs) == 2
 
 
 def test_remote_checksums_fail_when_the_peer_cannot_run_them(answers):
-    answers.then(rc=255, stderr="ssh: connect to host host port 22: Connection refused\n")
+    answers.respond(rc=255, stderr="ssh: connect to host host port 22: Connection refused\n")
     with pytest.raises(IOError) as info:
         remote().remoteChecksums(["a"])
     assert str(info.value) == "Error (255) computing checksums in [/coll] on remote host."
@@ -261,7 +241,7 @@ def test_remote_verify_removes_what_differs_or_has_no_checksum(tmp_path, answers
     target.mkdir()
     for name, data in (("good", b"good"), ("bad", b"bad!"), ("lost", b"lost")):
         (target / name).write_bytes(data)
-    answers.then(stdout="%s  good\n%s  bad\n" % (sha(b"good"), sha(b"bad")))
+    answers.respond(stdout="%s  good\n%s  bad\n" % (sha(b"good"), sha(b"bad")))
     assert remote().verifyFiles(str(target), ["good", "bad", "lost"]) == (["good"], ["bad", "lost"])
     assert os.listdir(str(target)) == ["good"]
 
@@ -358,7 +338,7 @@ def test_rsh_problem():
 
 
 def test_check_keeps_the_command_result(tmp_path, answers):
-    answers.then(rc=1, stderr="scp: /coll/cback.collect: No such file or directory\n")
+    answers.respond(rc=1, stderr="scp: /coll/cback.collect: No such file or directory\n")
     checked = RemotePeer(name="host", collectDir="/coll", remoteUser="root", workingDir=str(tmp_path))
     assert checked.checkCollectIndicator() is False
     assert checked.collectCheckResult.rc == 1 and "No such file" in checked.collectCheckResult.stderr
