@@ -2,7 +2,7 @@
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """``_command``: splitting, quoting and running commands; the per-thread deadline that bounds
-every command of a peer's job.
+every command of a peer's job; cancellation when the process a module was started from ends.
 
 Expected values come from Cedar Backup 3.7 (``CedarBackup3.util``) and from the project's
 record of cback3's behaviour (docs/cback3-behaviour.md).
@@ -14,6 +14,8 @@ __metaclass__ = type
 
 import os
 import shlex
+import subprocess
+import sys
 import threading
 import time
 
@@ -461,3 +463,60 @@ def test_cancel_kills_a_running_command_and_refuses_new_ones(cancellation):
     assert refused.timed_out and refused.stderr.startswith("Not started: the run was cancelled")
     # what stops what the run started (closing the shared ssh connection) still runs
     assert _command.run_command(["true"], cleanup=True).rc == 0
+
+
+# ---------------------------------------------------------------------------
+# Cancellation when the process a module was started from ends
+# ---------------------------------------------------------------------------
+
+
+ORPHAN = r"""
+import os, sys, time
+sys.path[:0] = [%(path)r]
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command
+_command.cancel_on_exit_of_caller(poll=0.05)
+print(len(_command._ancestors()), flush=True)
+for _ in range(200):
+    if _command.cancelled():
+        print(_command.cancelled(), flush=True)
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_a_module_whose_starter_is_killed_cancels_itself(tmp_path):
+    """``starter`` runs ``module`` (in the starter's session, as Ansible's worker runs a module)
+    and is then killed: the module notices its ancestor is gone and cancels."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(_command.__file__))))
+    (tmp_path / "module.py").write_text(ORPHAN % dict(path=os.path.dirname(os.path.dirname(root))))
+    out = tmp_path / "out"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "subprocess.Popen([sys.executable, sys.argv[1]], stdout=open(sys.argv[2], 'w'))\ntime.sleep(60)\n",
+         str(tmp_path / "module.py"), str(out)], start_new_session=True)
+    try:
+        for _attempt in range(200):
+            if out.exists() and out.read_text().strip():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        starter.kill()
+        starter.wait(timeout=10)
+        for _attempt in range(200):
+            if len(out.read_text().splitlines()) >= 2:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+    lines = out.read_text().splitlines()
+    assert int(lines[0]) >= 2  # the starter, then the first process outside its session (pytest)
+    assert lines[1] == "the process that started it (pid %d) is gone" % starter.pid
+
+
+def test_ancestors_stop_after_the_first_process_outside_the_session():
+    chain = _command._ancestors()
+    assert chain and chain[0][0] == os.getppid()
+    session = os.getsid(0)
+    inside = [pid for pid, _started in chain[:-1]]
+    assert all(os.getsid(pid) == session for pid in inside)

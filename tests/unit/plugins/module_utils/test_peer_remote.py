@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -1512,3 +1513,159 @@ def test_ssh_options_list_is_not_changed_by_building_argv(cedar_runner, tmp_path
     p.remoteShellArgv("cmd")
     assert options == OPTIONS
     assert p.rcpCommand is None and p.rshCommand is None
+
+
+# ---------------------------------------------------------------------------
+# Integrity: the size check after the copy, fsync, listing failures; verifyFiles and remoteChecksums
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def answers(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command``: scripted answers (``respond``); we are root."""
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    return fake_runner(peer)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def coll_listing(*records):
+    """What ``sftp -b`` prints for ``ls -ln /coll``: ``(size, name)`` records of files."""
+    lines = ['sftp> ls -ln "/coll"'] + ["-rw-r--r--    ? root     root     %8d Dec  1 15:18 /coll/%s" % record for record in records]
+    return "\n".join(lines) + "\n"
+
+
+def scp_writes(files):
+    """Effect: what scp of ``dir/*`` into ``/proc/self/fd/N`` writes."""
+    def effect(call):
+        for name, data in files.items():
+            with open(os.path.join(call.raw[-1], name), "wb") as handle:
+                handle.write(data)
+    return effect
+
+
+def remote():
+    return RemotePeer(name="host", collectDir="/coll", remoteUser="root")
+
+
+def test_remote_file_listed_with_another_size_is_discarded_and_the_peer_fails(tmp_path, answers, syncs):
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa", "b": b"bb"}))
+    answers.respond(stdout=coll_listing((4, "a"), (3, "b")))  # b grew on the peer after scp read it
+    with pytest.raises(IOError) as info:
+        remote().stageFiles(str(target))
+    assert str(info.value) == "Changed size on the peer during the copy; not staged (incomplete): b."
+    assert info.value.partial == StageResult(["a"], [], [], 4)
+    assert sorted(os.listdir(str(target))) == ["a"]
+    fetched = [path for path in syncs if "/.cback-fetch-" in path]
+    assert [os.path.basename(path) for path in fetched] == ["a"], syncs
+    assert syncs[-1] == str(target)
+
+
+def test_remote_copy_is_trusted_when_the_listing_fails_after_a_good_copy(tmp_path, answers):
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa"}))
+    answers.respond(rc=255, stderr="subsystem request failed on channel 0\n")  # no SFTP server
+    answers.respond(rc=127, stderr="sh: 1: find: not found\n")  # no GNU find
+    assert remote().stageFiles(str(target)) == StageResult(["a"], [], [], 4)
+    assert [argv[0] for argv in answers.argvs] == ["/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/ssh"]
+
+
+def test_remote_file_missing_from_the_listing_after_a_good_copy_is_staged(tmp_path, answers):
+    """It vanished on the peer after scp copied it whole: the copy is what the peer had."""
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa", "gone": b"g"}))
+    answers.respond(stdout=coll_listing((4, "a")))
+    assert remote().stageFiles(str(target)).copied == ["a", "gone"]
+
+
+@pytest.mark.parametrize("rcp, sftp", [
+    (None, ["/usr/bin/sftp", "-q", "-C"]),
+    ("/usr/bin/scp -F /etc/cback/ssh_config -B -q -C", ["/usr/bin/sftp", "-F", "/etc/cback/ssh_config", "-q", "-C"]),
+    ("scp -P2222 -i /k -o Port=22 -BqC -O", ["sftp", "-P", "2222", "-i", "/k", "-o", "Port=22", "-q", "-C"]),
+    ("/opt/bin/scp -4 -c aes128-ctr -J jump", ["/opt/bin/sftp", "-4", "-c", "aes128-ctr", "-J", "jump"]),
+    ("/usr/bin/scp -l 100", None),  # not translated: the listing then goes over the rsh command
+    ("/usr/bin/scp -D /x", None),
+    ("/usr/bin/scp -F", None),
+    ("/usr/bin/rsync -e ssh", None),
+    ("/usr/bin/scp -q extra-operand", None),
+])
+def test_sftp_stands_in_for_scp_with_the_options_both_take(rcp, sftp):
+    peer_ = RemotePeer(name="host", collectDir="/coll", remoteUser="root", rcpCommand=rcp)
+    assert peer_._sftpArgv() == sftp
+
+
+def test_sftp_listing_batch_quotes_the_collect_dir_and_parses_names(tmp_path, answers):
+    seen = []
+
+    def batch(call):
+        with open(call.raw[call.raw.index("-b") + 1]) as handle:
+            seen.append(handle.read())
+
+    odd = '/c d/"q"*x'
+    out = ('sftp> ls\n-rw-r--r--    ? 0 0 5 Dec  1 15:18 %s/a b\n-rw-r--r--    ? 0 0 7 Dec  1 15:18 %s/-x \n'
+           'lrwxrwxrwx    ? 0 0 20 Dec  1 15:18 %s/link\ndrwxr-xr-x    ? 0 0 4096 Dec  1 15:18 %s/sub\n' % (odd, odd, odd, odd))
+    answers.respond(stdout=out, effect=batch)
+    checked = RemotePeer(name="2001:db8::5", collectDir=odd, remoteUser="root", workingDir=str(tmp_path))
+    assert checked._sftpSizes() == {"a b": 5, "-x ": 7}
+    assert seen == ['ls -ln "/c d/\\"q\\"\\*x"\n']
+    assert answers.argvs[0][-1] == "root@[2001:db8::5]"
+    assert os.listdir(str(tmp_path)) == []  # the batch file's private directory is gone
+
+
+def test_sftp_listing_is_not_tried_for_a_collect_dir_with_a_newline(answers):
+    assert RemotePeer(name="h", collectDir="/c\nd", remoteUser="r")._sftpSizes() is None
+    assert answers.argvs == []
+
+
+def test_not_staged_names_at_most_five():
+    assert peer._not_staged([]) == ""
+    assert peer._not_staged(["a", "b"]) == "; not staged (incomplete): a, b"
+    assert peer._not_staged(list("abcdefg")) == "; not staged (incomplete): a, b, c, d, e and 2 more"
+
+
+def test_remote_checksums_runs_sha256sum_in_the_collect_dir_and_parses_escaped_names(answers):
+    names = ["a", "-x", "new\nline", "back\\slash"]
+    out = "%s  a\n%s  -x\n\\%s  new\\nline\n\\%s  back\\\\slash\n" % (sha(b"a"), sha(b"x"), sha(b"n"), sha(b"b"))
+    answers.respond(stdout=out)
+    sums = remote().remoteChecksums(names)
+    assert sums == {"a": sha(b"a"), "-x": sha(b"x"), "new\nline": sha(b"n"), "back\\slash": sha(b"b")}
+    (argv,) = answers.argvs
+    assert argv[-1] == "cd /coll && sha256sum -- a -x 'new\nline' 'back\\slash'"
+
+
+def test_remote_checksums_batches_and_leaves_out_unreadable_files(answers):
+    answers.respond(rc=1, stdout="%s  f0\n" % sha(b"0"), stderr="sha256sum: f1: Permission denied\n")
+    answers.respond(stdout="%s  f2\n" % sha(b"2"))
+    assert remote().remoteChecksums(["f0", "f1", "f2"], batch=2) == {"f0": sha(b"0"), "f2": sha(b"2")}
+    assert len(answers.argvs) == 2
+
+
+def test_remote_checksums_fail_when_the_peer_cannot_run_them(answers):
+    answers.respond(rc=255, stderr="ssh: connect to host host port 22: Connection refused\n")
+    with pytest.raises(IOError) as info:
+        remote().remoteChecksums(["a"])
+    assert str(info.value) == "Error (255) computing checksums in [/coll] on remote host."
+    assert info.value.command.rc == 255
+
+
+def test_remote_verify_removes_what_differs_or_has_no_checksum(tmp_path, answers):
+    target = tmp_path / "target"
+    target.mkdir()
+    for name, data in (("good", b"good"), ("bad", b"bad!"), ("lost", b"lost")):
+        (target / name).write_bytes(data)
+    answers.respond(stdout="%s  good\n%s  bad\n" % (sha(b"good"), sha(b"bad")))
+    assert remote().verifyFiles(str(target), ["good", "bad", "lost"]) == (["good"], ["bad", "lost"])
+    assert os.listdir(str(target)) == ["good"]
+
+
+def test_check_keeps_the_command_result(tmp_path, answers):
+    answers.respond(rc=1, stderr="scp: /coll/cback.collect: No such file or directory\n")
+    checked = RemotePeer(name="host", collectDir="/coll", remoteUser="root", workingDir=str(tmp_path))
+    assert checked.checkCollectIndicator() is False
+    assert checked.collectCheckResult.rc == 1 and "No such file" in checked.collectCheckResult.stderr
