@@ -130,7 +130,7 @@ def stage_results(run):
 
 
 @pytest.mark.parametrize("where", ["month", "peer"])
-def test_finding_1_a_symlink_planted_in_the_staging_tree_is_never_followed_for_a_remote_peer(runner, data, bk, ssh_pool, where):
+def test_a_symlink_planted_in_the_staging_tree_is_never_followed_for_a_remote_peer(runner, data, bk, ssh_pool, where):
     """The backup user owns ``YYYY`` (and ``YYYY/MM``, ``YYYY/MM/DD``) from an earlier run and replaces
     ``YYYY/MM``, or the remote peer's ``DD/peer1``, by a symlink to a root-only directory.
 
@@ -139,6 +139,8 @@ def test_finding_1_a_symlink_planted_in_the_staging_tree_is_never_followed_for_a
     files into it.  Now the tree is opened with ``O_NOFOLLOW`` and owned through descriptors: the run
     fails (``month``) or peer1 alone fails (``peer``), and the victim is untouched.
     ``test_stage_run.py`` covers ``DD`` and a local peer's directory.
+
+    Guards review finding 1.
     """
     staging = data / "staging"
     victim = victims_dir(data) / "root-only"
@@ -196,7 +198,7 @@ exec /usr/bin/scp "$@"
 """
 
 
-def test_finding_2_a_stage_indicator_planted_in_the_working_dir_is_never_followed(runner, data, bk):
+def test_a_stage_indicator_planted_in_the_working_dir_is_never_followed(runner, data, bk):
     """``cback_working_dir`` is a directory the backup user can write; the run makes a private
     directory in it and hands it to that user, who plants ``cback.stage`` -> a path in a root-only
     directory before the run writes the stage indicator it pushes to the remote peer.
@@ -205,6 +207,8 @@ def test_finding_2_a_stage_indicator_planted_in_the_working_dir_is_never_followe
     ``open(path, "w")`` created the victim through the symlink as root and ``chown`` (following it)
     gave it to the backup user: root made any file and handed it over.  Now the planted name is
     removed, the indicator created with ``O_EXCL|O_NOFOLLOW`` and handed over on its descriptor.
+
+    Guards review finding 2.
     """
     staging, work, marks = data / "staging", data / "work", data / "marks"
     for path in (work, marks):
@@ -277,7 +281,7 @@ def leaked(root, secret):
     return found
 
 
-def test_finding_4_a_collect_dir_entry_swapped_for_a_symlink_never_leaks_a_root_only_file(runner, data, bk):
+def test_a_collect_dir_entry_swapped_for_a_symlink_never_leaks_a_root_only_file(runner, data, bk):
     """Whoever writes a local peer's collect directory (here the backup user, who owns it) swaps
     ``data.bin`` back and forth between a regular file and a symlink to a root-only 0600 file, in a
     process of its own, while two stage runs (same day) and then hundreds of ``LocalPeer.stageFiles``
@@ -287,6 +291,8 @@ def test_finding_4_a_collect_dir_entry_swapped_for_a_symlink_never_leaks_a_root_
     between the two made root copy the secret into the staging tree, owned by the backup user.
     Now each entry is opened once with ``O_NOFOLLOW`` and copied from that descriptor: a call either
     stages the public bytes or fails the peer ("not a regular file"), never reads the secret.
+
+    Guards review finding 4.
     """
     staging, collect, spare = data / "staging", data / "lswap", data / "lswap-spare"
     secret_bytes = b"ROOT-ONLY-SECRET-" + os.urandom(16).hex().encode() + b"\n"
@@ -353,12 +359,14 @@ def test_finding_4_a_collect_dir_entry_swapped_for_a_symlink_never_leaks_a_root_
 SET_ID = {"setuid-tool": 0o4755, "setgid-tool": 0o2755, "sticky-tool": 0o1755, "both-tool": 0o6755}
 
 
-def test_finding_5_set_id_and_sticky_bits_of_a_local_file_are_never_staged(runner, data, bk):
+def test_set_id_and_sticky_bits_of_a_local_file_are_never_staged(runner, data, bk):
     """A local peer's collect directory holds executables with mode 04755, 02755, 01755 and 06755.
 
     At 1addbcc the staged copy kept the source's mode, applied after ``chown`` to the backup user:
     root created set-uid (and set-gid) executables of the backup user.  Now the bits are stripped,
     as with ``cback3`` (whose ``chown`` clears them): every copy ends 0755.
+
+    Guards review finding 5.
     """
     staging = data / "staging"
     collect = ready(data / "lsetid", dict((name, (b"#!/bin/sh\necho %s\n" % name.encode(), mode)) for name, mode in SET_ID.items()))
@@ -383,7 +391,7 @@ def test_finding_5_set_id_and_sticky_bits_of_a_local_file_are_never_staged(runne
 # ---------------------------------------------------------------------------
 
 
-def test_finding_6_a_stage_indicator_symlink_in_a_local_collect_dir_fails_the_peer(runner, data, bk):
+def test_a_stage_indicator_symlink_in_a_local_collect_dir_fails_the_peer(runner, data, bk):
     """Whoever writes a local collect directory replaces its ``cback.stage`` by a symlink to a path
     that does not exist (``victims/nologin``, a stand-in for ``/etc/nologin``).
 
@@ -391,6 +399,8 @@ def test_finding_6_a_stage_indicator_symlink_in_a_local_collect_dir_fails_the_pe
     ``writeStageIndicator`` then did ``open(path, "w")`` as root: the victim was created through the
     symlink.  Now a symlink in place of an excluded name fails the peer ("not a regular file"), as
     ``cback3`` fails on it, and the indicator is never written through one.
+
+    Guards review finding 6.
     """
     staging = data / "staging"
     victims = victims_dir(data)
@@ -472,7 +482,7 @@ class PeakRss(object):
             return
 
 
-def test_finding_9_a_peer_flooding_its_output_cannot_exhaust_the_masters_memory(runner, data, bk, ssh_pool):
+def test_a_peer_flooding_its_output_cannot_exhaust_the_masters_memory(runner, data, bk, ssh_pool):
     """A managed peer's ``cback3`` writes 100 MiB to stdout and 100 MiB to stderr.  The managed run
     (as root, the rsh command as the backup user) reads it all; the module process's peak resident
     set size is measured from ``/proc/<pid>/status`` (``VmHWM``) while it runs.
@@ -480,6 +490,8 @@ def test_finding_9_a_peer_flooding_its_output_cannot_exhaust_the_masters_memory(
     At 1addbcc ``run_command`` used ``communicate()``: both streams were held in memory and decoded
     (well over 200 MiB in the module, and the same again in the task result).  Now only the first
     and last 256 KiB of each stream are kept and the result says how much was dropped.
+
+    Guards review finding 9.
     """
     flood = script(data / "flood.sh", FLOOD)
     peers = {"peer1": remote_peer(data / "peer1", cback_managed=True, cback_managed_actions=["collect"], cback_cback_command=flood)}
@@ -516,7 +528,7 @@ MODULE_PLAY = [dict(
 
 
 @pytest.mark.parametrize("through", ["managed role as the backup user", "cback_managed_action module as root"])
-def test_finding_10_a_cback_command_starting_with_an_ssh_option_is_refused(runner, data, bk, ssh_pool, through):
+def test_a_cback_command_starting_with_an_ssh_option_is_refused(runner, data, bk, ssh_pool, through):
     """``cback_command`` is ``-oProxyCommand=/usr/bin/touch <data>/marks/pwned`` (a directory both
     root and the backup user can write), given to the managed role (``cback_cback_command``, ssh run
     as the backup user) and straight to the per-peer module (ssh run as root).
@@ -524,6 +536,8 @@ def test_finding_10_a_cback_command_starting_with_an_ssh_option_is_refused(runne
     At 1addbcc the command was quoted into the remote command line, which ssh took as one of its own
     options (ssh reads options after the destination): the ProxyCommand ran ``touch`` on the master
     and ``pwned`` appeared.  Now a command whose first word is an option is refused, naming the option.
+
+    Guards review finding 10.
     """
     marks = data / "marks"
     marks.mkdir()
@@ -563,7 +577,7 @@ exec /usr/bin/{program} "$@"
 """
 
 
-def test_finding_11_the_backup_users_ssh_program_never_runs_as_root(runner, data, bk):
+def test_the_backup_users_ssh_program_never_runs_as_root(runner, data, bk):
     """A remote peer's ``rcp_command``/``rsh_command`` are wrappers named ``scp``/``ssh`` in a directory
     of the backup user's, owned by it, logging ``id -u`` then running OpenSSH.  Two stage runs (the
     second lists the peer over the rsh command: the quick check) each close the shared connection.
@@ -571,6 +585,8 @@ def test_finding_11_the_backup_users_ssh_program_never_runs_as_root(runner, data
     At 1addbcc the session ran ``<program> -O exit`` as root, without ``su``: root executed a
     program the backup user can rewrite (its uid 0 in the log).  Now every run of either program,
     the ``-O exit`` included, is the backup user's.
+
+    Guards review finding 11.
     """
     staging, bkbin = data / "staging", data / "bkbin"
     bkbin.mkdir()
@@ -624,7 +640,7 @@ class ForcedCommandPool(SshPeerPool):
         return SshPeerPool._sshd_config(self, peer, host_key) + "ForceCommand %s\n" % self.forced
 
 
-def test_finding_12_a_forged_listing_never_answers_from_a_master_path(runner, data, tmp_path):
+def test_a_forged_listing_never_answers_from_a_master_path(runner, data, tmp_path):
     """A hostile peer answers the quick check's listing with its real entries plus a forged record,
     ``f 10 1700000000.0 600 <data>/victims/oracle``, naming a root-only 0600 file of 10 bytes on
     the master.  The staged ``data.tar`` was changed behind the run's back (same size, newer time).
@@ -633,6 +649,8 @@ def test_finding_12_a_forged_listing_never_answers_from_a_master_path(runner, da
     keeps an absolute name), ``lstat``-ed the master's file, found it matching and answered
     "unchanged" for it (an oracle on the master's files), fetching nothing.  Now a name that is not
     a plain name makes the listing untrusted: the peer is fetched and compared byte for byte.
+
+    Guards review finding 12.
     """
     staging = data / "staging"
     oracle = victims_dir(data) / "oracle"
@@ -703,7 +721,7 @@ exit $status
 
 
 @pytest.mark.parametrize("where", ["fetch dir", "peer dir", "private dir"])
-def test_finding_3_a_directory_swapped_for_a_symlink_during_the_run_is_never_followed(runner, data, bk, where):
+def test_a_directory_swapped_for_a_symlink_during_the_run_is_never_followed(runner, data, bk, where):
     """While the run goes on, the backup user (its rcp command, run through ``su``) replaces a
     directory that root goes on working in by a symlink to a root-only directory holding root's
     files (``cback.collect``, ``cback.stage``, ``web.tar``): the fetch directory right after the
@@ -716,6 +734,8 @@ def test_finding_3_a_directory_swapped_for_a_symlink_during_the_run_is_never_fol
     and staged the peer through the path of its directory, into the victim (still at 01d3c81).  Now every one of these
     directories is used through the descriptor root opened when it made or checked it: the
     victim keeps its owner, mode and content, and the files land in the directory that was moved.
+
+    Guards review finding 3.
     """
     staging, marks = data / "staging", data / "marks"
     marks.mkdir()
@@ -765,13 +785,15 @@ def test_finding_3_a_directory_swapped_for_a_symlink_during_the_run_is_never_fol
         assert sorted(os.listdir(str(peer_dir))) == ["cback.collect", "db.tar", "web.tar"], run
 
 
-def test_finding_7_a_failed_copy_never_leaves_a_truncated_file_under_its_final_name(runner, data, bk):
+def test_a_failed_copy_never_leaves_a_truncated_file_under_its_final_name(runner, data, bk):
     """The staging directory is a 2 MiB tmpfs; the remote peer holds 0.9, 1.5 and 0.7 MiB of
     incompressible data, so ``scp`` fails with "No space left on device" part-way through.
 
     At 1addbcc every fetched file was renamed into place before scp's exit status was looked at:
     a cut-short ``a2.bin`` and an empty ``a3.bin`` stood under their final names.  Now, after a
     failed copy, only files whose size the peer's own listing confirms are staged.
+
+    Guards review finding 7.
     """
     staging = data / "staging"
     staging.mkdir()
@@ -836,7 +858,7 @@ def _processes_running(argv_prefix):
     return found
 
 
-def test_finding_8_a_task_timeout_kills_every_process_and_leaves_nothing_behind(runner, data, bk):
+def test_a_task_timeout_kills_every_process_and_leaves_nothing_behind(runner, data, bk):
     """The copy of the only peer stalls (``setsid sleep``, in its own session below ``su``); the
     task has ``timeout: 6``.
 
@@ -844,6 +866,8 @@ def test_finding_8_a_task_timeout_kills_every_process_and_leaves_nothing_behind(
     and ``.cback-fetch-*`` in the staging tree.  Now the module notices that Ansible stopped
     reading its result, kills every process it started (whatever session it moved to), removes
     its fetch and private directories, writes no stage indicator, and ends.
+
+    Guards review finding 8.
     """
     seconds = 293  # a sleep no other test runs: found by its command line
     marks, work = data / "marks", data / "work"
@@ -882,7 +906,7 @@ NAMES_13 = {"normal.tar": (b"n" * 100, 0o644), ".hidden": (b"h" * 10, 0o644), "l
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp", "scp -O"])
-def test_finding_13_dot_files_are_never_staged_and_a_newline_name_is_staged_as_the_copy_names_it(runner, data, bk, legacy):
+def test_dot_files_are_never_staged_and_a_newline_name_is_staged_as_the_copy_names_it(runner, data, bk, legacy):
     """A peer's collect directory holds a dot file and a file whose name has a newline; the copy
     is OpenSSH's default (SFTP) or its legacy protocol (``scp -O``).
 
@@ -890,6 +914,8 @@ def test_finding_13_dot_files_are_never_staged_and_a_newline_name_is_staged_as_t
     the quick check leaves them out as well); a name with a newline is data and is staged as the
     rcp command names it: as is over SFTP, with ``\\\\^J`` for the newline over ``scp -O`` (OpenSSH's
     legacy protocol encodes it).  A same-day re-run changes nothing.
+
+    Guards review finding 13.
     """
     staging = data / "staging"
     collect = ready(data / "peer1", NAMES_13)

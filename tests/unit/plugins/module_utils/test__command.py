@@ -1,19 +1,334 @@
 # -*- coding: utf-8 -*-
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``_command``: the per-thread deadline that bounds every command of a peer's job."""
+"""``_command``: splitting, quoting and running commands; the per-thread deadline that bounds
+every command of a peer's job; cancellation when the process a module was started from ends.
+
+Expected values come from Cedar Backup 3.7 (``CedarBackup3.util``) and from the project's
+record of cback3's behaviour (docs/cback3-behaviour.md).
+"""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
+import shlex
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command
+
+
+# ---------------------------------------------------------------------------
+# split_command_line: same fields as CedarBackup3.util.splitCommandLine
+# (values checked against CedarBackup3.util.splitCommandLine 3.7.4)
+# ---------------------------------------------------------------------------
+
+SPLIT_TABLE = [
+    ("/usr/bin/scp -B -q -C", ["/usr/bin/scp", "-B", "-q", "-C"]),
+    ("/usr/bin/ssh", ["/usr/bin/ssh"]),
+    ("ssh  -p  2222 ", ["ssh", "-p", "2222"]),
+    ("   leading", ["leading"]),
+    ('scp -i "/my key" -o "A B"', ["scp", "-i", "/my key", "-o", "A B"]),
+    ('cback3 --config "/etc/my conf"', ["cback3", "--config", "/etc/my conf"]),
+    ('"/usr/local/bin/my scp" -q', ["/usr/local/bin/my scp", "-q"]),
+    ('a"b c"d', ["a", "b c", "d"]),
+    ('a""b', ["a", "b"]),
+    ('""', []),
+    ("", []),
+    (" ", []),
+    ('x "unterminated y', ["x", "unterminated", "y"]),
+    # single quotes are not grouping characters for Cedar Backup
+    ("cmd 'a b'", ["cmd", "'a", "b'"]),
+    # only spaces separate fields: a tab stays inside the field
+    ("a\tb", ["a\tb"]),
+    ("ssh -o StrictHostKeyChecking=no", ["ssh", "-o", "StrictHostKeyChecking=no"]),
+]
+
+
+@pytest.mark.parametrize("line, expected", SPLIT_TABLE)
+def test_split_command_line(line, expected):
+    assert _command.split_command_line(line) == expected
+
+
+def test_split_command_line_none_raises():
+    with pytest.raises(ValueError) as info:
+        _command.split_command_line(None)
+    assert str(info.value) == "Cannot split command line of None."
+
+
+# ---------------------------------------------------------------------------
+# join_command: every word quoted, round-trips through a POSIX shell parser
+# ---------------------------------------------------------------------------
+
+HOSTILE_ARGVS = [
+    ["a b"],
+    ["$(rm -rf /)"],
+    ["'"],
+    [";"],
+    ["echo", "a b", "$(rm -rf /)", "'", ";", "`id`", "&&", "|", ">", "*", "~", "$HOME", '"', "\\", "\n", ""],
+    ["/usr/bin/scp", "-B", "-q", "-C", "root@host:/coll/*", "/tmp/target dir"],
+    ["root@host:/my\\ coll/cback.collect"],
+    ["it's", 'say "hi"', "tab\there", "new\nline", "-x", "--", "#comment"],
+]
+
+
+@pytest.mark.parametrize("argv", HOSTILE_ARGVS)
+def test_join_command_round_trips_through_shlex(argv):
+    line = _command.join_command(argv)
+    assert isinstance(line, str)
+    assert shlex.split(line) == argv
+
+
+@pytest.mark.parametrize("argv", HOSTILE_ARGVS)
+def test_join_command_equals_shlex_join(argv):
+    assert _command.join_command(argv) == shlex.join(argv)
+
+
+def test_join_command_converts_non_strings():
+    assert shlex.split(_command.join_command(["exit", 3])) == ["exit", "3"]
+
+
+def test_join_command_empty():
+    assert _command.join_command([]) == ""
+
+
+def test_join_command_is_safe_in_a_real_shell(tmp_path):
+    sentinel = tmp_path / "pwned"
+    words = ["a b", "$(touch %s)" % sentinel, "`touch %s`" % sentinel, "'", ";", "*", "&& touch %s" % sentinel]
+    result = _command.run_command(["/bin/sh", "-c", "printf '%s\\0' " + _command.join_command(words)], cwd=str(tmp_path), timeout=10)
+    assert result.rc == 0
+    assert result.stdout.split("\0")[:-1] == words
+    assert not sentinel.exists()
+
+
+# ---------------------------------------------------------------------------
+# run_command with real tiny commands
+# ---------------------------------------------------------------------------
+
+
+def test_run_command_true():
+    result = _command.run_command(["/bin/true"])
+    assert isinstance(result, _command.CommandResult)
+    assert result == _command.CommandResult(["/bin/true"], 0, "", "", False)
+
+
+def test_run_command_false():
+    result = _command.run_command(["/bin/false"])
+    assert result.rc == 1
+    assert result.timed_out is False
+
+
+def test_run_command_captures_stdout_and_stderr_separately():
+    result = _command.run_command(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert result.rc == 3
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+    assert result.timed_out is False
+
+
+def test_run_command_argv_words_become_strings():
+    result = _command.run_command(["/bin/sh", "-c", "exit $0", 7])
+    assert result.argv == ["/bin/sh", "-c", "exit $0", "7"]
+    assert result.rc == 7
+
+
+def test_run_command_undecodable_output_is_replaced():
+    result = _command.run_command(["/bin/sh", "-c", "printf 'a\\377b'"])
+    assert result.rc == 0
+    assert result.stdout == "a\ufffdb"
+
+
+def test_run_command_missing_binary():
+    missing = "/nonexistent/definitely-not-a-command"
+    result = _command.run_command([missing, "arg"])
+    assert result.rc == _command.EXEC_FAILED == 256
+    assert result.stdout == ""
+    assert result.stderr == "%s: No such file or directory" % missing
+    assert result.timed_out is False
+    assert result.argv == [missing, "arg"]
+
+
+def test_run_command_empty_argv_raises():
+    with pytest.raises(ValueError) as info:
+        _command.run_command([])
+    assert str(info.value) == "Cannot run an empty command."
+
+
+def test_run_command_cwd(tmp_path):
+    result = _command.run_command(["/bin/pwd"], cwd=str(tmp_path))
+    assert result.rc == 0
+    assert result.stdout.strip() == str(tmp_path)
+
+
+def test_run_command_stdin_is_dev_null():
+    start = time.monotonic()
+    result = _command.run_command(["cat"], timeout=10)
+    assert time.monotonic() - start < 5
+    assert result.rc == 0
+    assert result.stdout == ""
+    assert result.timed_out is False
+
+
+def test_run_command_does_not_inherit_our_stdin():
+    # Put an open pipe (never written, never closed) on our fd 0: a command that
+    # inherited it would block reading until the timeout.
+    saved = os.dup(0)
+    read_end, write_end = os.pipe()
+    try:
+        os.dup2(read_end, 0)
+        start = time.monotonic()
+        result = _command.run_command(["cat"], timeout=5)
+        elapsed = time.monotonic() - start
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert result.timed_out is False
+    assert result.rc == 0
+    assert result.stdout == ""
+    assert elapsed < 4
+
+
+def test_run_command_stdin_is_not_a_terminal_or_pipe_from_us():
+    result = _command.run_command(["/bin/sh", "-c", "readlink /proc/self/fd/0"], timeout=10)
+    assert result.rc == 0
+    assert result.stdout.strip() == "/dev/null"
+
+
+def test_run_command_own_session():
+    result = _command.run_command(["/bin/sh", "-c", "echo $$; cat /proc/$$/stat"], timeout=10)
+    assert result.rc == 0
+    pid_line, stat_line = result.stdout.splitlines()
+    fields = stat_line.rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+    pgrp, session = int(fields[2]), int(fields[3])
+    # the child leads a new session and process group of its own (killable as a group)
+    assert pgrp == int(pid_line)
+    assert session == int(pid_line)
+    assert session != os.getsid(0)
+
+
+def _process_gone(pid, within):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (IOError, OSError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_run_command_timeout_kills_process():
+    start = time.monotonic()
+    result = _command.run_command(["sleep", "30"], timeout=1)
+    elapsed = time.monotonic() - start
+    assert elapsed < 10
+    assert result.timed_out is True
+    assert result.rc == _command.TIMED_OUT == 124
+    assert result.stderr.endswith("Command timed out after 1 seconds and was killed.\n")
+
+
+def test_run_command_timeout_kills_children_too():
+    start = time.monotonic()
+    result = _command.run_command(["/bin/sh", "-c", "sleep 30 & echo $!; echo started >&2; wait"], timeout=1)
+    elapsed = time.monotonic() - start
+    assert elapsed < 10
+    assert result.timed_out is True
+    assert result.rc == 124
+    child = int(result.stdout.split()[0])
+    assert result.stderr == "started\nCommand timed out after 1 seconds and was killed.\n"
+    assert _process_gone(child, within=5)
+
+
+def test_run_command_without_timeout_is_not_timed_out():
+    result = _command.run_command(["/bin/sh", "-c", "sleep 0.2; echo done"], timeout=None)
+    assert result.timed_out is False
+    assert result.stdout == "done\n"
+
+
+def test_run_command_uses_sanitized_environment(monkeypatch):
+    monkeypatch.setenv("LC_ALL", "fr_FR.UTF-8")
+    monkeypatch.setenv("LC_TIME", "de_DE.UTF-8")
+    monkeypatch.setenv("LANG", "en_US.UTF-8")
+    monkeypatch.setenv("CBACK_TEST_MARKER", "kept")
+    result = _command.run_command(["/usr/bin/env"])
+    lines = result.stdout.splitlines()
+    assert "LANG=C" in lines
+    assert "CBACK_TEST_MARKER=kept" in lines
+    assert not [line for line in lines if line.startswith(("LC_ALL=", "LC_TIME="))]
+    # our own environment is left alone (CedarBackup3 edits os.environ in place; we copy)
+    assert os.environ["LC_ALL"] == "fr_FR.UTF-8"
+    assert os.environ["LANG"] == "en_US.UTF-8"
+
+
+def test_run_command_explicit_env_is_used_verbatim():
+    result = _command.run_command(["/usr/bin/env"], env={"FOO": "bar", "LC_ALL": "x"})
+    assert sorted(result.stdout.splitlines()) == ["FOO=bar", "LC_ALL=x"]
+
+
+# ---------------------------------------------------------------------------
+# sanitized_environment (CedarBackup3.util.sanitizeEnvironment)
+# ---------------------------------------------------------------------------
+
+CB3_LOCALE_VARS = [
+    "LC_ADDRESS", "LC_ALL", "LC_COLLATE", "LC_CTYPE", "LC_IDENTIFICATION", "LC_MEASUREMENT",
+    "LC_MESSAGES", "LC_MONETARY", "LC_NAME", "LC_NUMERIC", "LC_PAPER", "LC_TELEPHONE", "LC_TIME",
+]
+
+
+@pytest.mark.parametrize("var", CB3_LOCALE_VARS)
+def test_sanitized_environment_drops_locale_var(var):
+    env = _command.sanitized_environment({var: "fr_FR.UTF-8", "PATH": "/bin"})
+    assert env == {"PATH": "/bin"}
+
+
+@pytest.mark.parametrize(
+    "base, expected",
+    [
+        ({"LANG": "en_US.UTF-8", "PATH": "/bin"}, {"LANG": "C", "PATH": "/bin"}),
+        ({"LANG": "C"}, {"LANG": "C"}),
+        ({"LANG": ""}, {"LANG": "C"}),
+        ({"PATH": "/bin"}, {"PATH": "/bin"}),
+        ({}, {}),
+        ({"LC_ALL": "x", "LC_TIME": "y", "LANG": "de_DE", "HOME": "/root"}, {"LANG": "C", "HOME": "/root"}),
+        # only the variables CedarBackup3 lists are dropped
+        ({"LANGUAGE": "de", "LC_FOO": "x"}, {"LANGUAGE": "de", "LC_FOO": "x"}),
+    ],
+)
+def test_sanitized_environment_table(base, expected):
+    original = dict(base)
+    assert _command.sanitized_environment(base) == expected
+    assert base == original
+
+
+def test_sanitized_environment_defaults_to_os_environ(monkeypatch):
+    monkeypatch.setenv("LC_MESSAGES", "fr_FR.UTF-8")
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    monkeypatch.setenv("CBACK_TEST_MARKER", "1")
+    env = _command.sanitized_environment()
+    assert "LC_MESSAGES" not in env
+    assert env["LANG"] == "C"
+    assert env["CBACK_TEST_MARKER"] == "1"
+    assert os.environ["LC_MESSAGES"] == "fr_FR.UTF-8"
+
+
+def test_sanitized_environment_no_lang_added(monkeypatch):
+    monkeypatch.delenv("LANG", raising=False)
+    assert "LANG" not in _command.sanitized_environment()
+
+
+# ---------------------------------------------------------------------------
+# The per-thread deadline that bounds every command of a peer's job
+# ---------------------------------------------------------------------------
 
 
 def test_deadline_bounds_a_command_without_its_own_timeout():
@@ -148,3 +463,60 @@ def test_cancel_kills_a_running_command_and_refuses_new_ones(cancellation):
     assert refused.timed_out and refused.stderr.startswith("Not started: the run was cancelled")
     # what stops what the run started (closing the shared ssh connection) still runs
     assert _command.run_command(["true"], cleanup=True).rc == 0
+
+
+# ---------------------------------------------------------------------------
+# Cancellation when the process a module was started from ends
+# ---------------------------------------------------------------------------
+
+
+ORPHAN = r"""
+import os, sys, time
+sys.path[:0] = [%(path)r]
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command
+_command.cancel_on_exit_of_caller(poll=0.05)
+print(len(_command._ancestors()), flush=True)
+for _ in range(200):
+    if _command.cancelled():
+        print(_command.cancelled(), flush=True)
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_a_module_whose_starter_is_killed_cancels_itself(tmp_path):
+    """``starter`` runs ``module`` (in the starter's session, as Ansible's worker runs a module)
+    and is then killed: the module notices its ancestor is gone and cancels."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(_command.__file__))))
+    (tmp_path / "module.py").write_text(ORPHAN % dict(path=os.path.dirname(os.path.dirname(root))))
+    out = tmp_path / "out"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "subprocess.Popen([sys.executable, sys.argv[1]], stdout=open(sys.argv[2], 'w'))\ntime.sleep(60)\n",
+         str(tmp_path / "module.py"), str(out)], start_new_session=True)
+    try:
+        for _attempt in range(200):
+            if out.exists() and out.read_text().strip():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        starter.kill()
+        starter.wait(timeout=10)
+        for _attempt in range(200):
+            if len(out.read_text().splitlines()) >= 2:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=10)
+    lines = out.read_text().splitlines()
+    assert int(lines[0]) >= 2  # the starter, then the first process outside its session (pytest)
+    assert lines[1] == "the process that started it (pid %d) is gone" % starter.pid
+
+
+def test_ancestors_stop_after_the_first_process_outside_the_session():
+    chain = _command._ancestors()
+    assert chain and chain[0][0] == os.getppid()
+    session = os.getsid(0)
+    inside = [pid for pid, _started in chain[:-1]]
+    assert all(os.getsid(pid) == session for pid in inside)

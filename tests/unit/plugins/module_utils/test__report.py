@@ -294,3 +294,19 @@ def test_each_host_reports_its_own_row():
         "again": dict(status="staged", changed=False, report="staged: 1 already staged", failure=""),
         "nr": dict(status="not ready", changed=False, report="not ready: %s." % NOT_READY, failure="Peer nr: not ready, %s." % NOT_READY),
     }
+
+
+# ---------------------------------------------------------------------------
+# The not-ready reason of a summary row
+# ---------------------------------------------------------------------------
+
+
+def test_not_ready_reason_of_a_row():
+    assert report.not_ready_reason({}) == report.NOT_READY
+    assert report.not_ready_reason(dict(cause="connection-refused", hint="connection refused: x", output="ssh: refused.")) == (
+        "no collect indicator: connection refused: x [ssh: refused]")
+    assert report.not_ready_reason(dict(cause="not-collected", hint="/c/cback.collect is not there yet", output="scp: no")) == (
+        "no collect indicator: /c/cback.collect is not there yet")
+    row = report.stage_row(dict(name="p", type="remote"), dict(ready=False, cause="host-key", hint="h", output="o"), False, False)
+    assert (row["status"], row["cause"], row["hint"], row["output"], row["message"]) == (
+        "not ready", "host-key", "h", "o", "no collect indicator: h [o].")

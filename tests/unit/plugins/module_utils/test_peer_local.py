@@ -1084,3 +1084,81 @@ def test_stage_files_uses_the_descriptor_it_is_given_not_the_path(dirs, tmp_path
         os.close(fd)
     assert os.listdir(str(elsewhere)) == []
     assert os.listdir(str(tmp_path / "moved")) == ["a"]
+
+
+# ---------------------------------------------------------------------------
+# Integrity: fsync before the name, the directory after; sizes; verifyFiles
+# ---------------------------------------------------------------------------
+
+
+def test_local_stage_syncs_each_file_under_its_temporary_name_then_the_directory(tmp_path, syncs):
+    collect, target = tmp_path / "collect", tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    for name in ("a", "b", "c"):
+        (collect / name).write_bytes(name.encode() * 1000)
+    result = LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert sorted(result.copied) == ["a", "b", "c"]
+    files = [path for path in syncs if path != str(target)]
+    assert len(files) == 3 and all(os.path.basename(path).endswith(".cback-part") for path in files), syncs
+    assert syncs[-1] == str(target)  # the directory last, after every rename
+    del syncs[:]
+    # A re-run finds them identical and still makes them durable (an earlier run may not have).
+    assert sorted(LocalPeer("p", str(collect)).stageFiles(str(target)).unchanged) == ["a", "b", "c"]
+    assert sorted(syncs[:-1]) == [str(target / name) for name in ("a", "b", "c")] and syncs[-1] == str(target)
+
+
+def test_local_check_mode_syncs_nothing(tmp_path, syncs):
+    collect, target = tmp_path / "collect", tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    (collect / "a").write_bytes(b"a")
+    LocalPeer("p", str(collect)).stageFiles(str(target))
+    del syncs[:]
+    LocalPeer("p", str(collect)).stageFiles(str(target), checkOnly=True)
+    assert syncs == []
+
+
+def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, monkeypatch):
+    collect, target = tmp_path / "collect", tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    (collect / "grows").write_bytes(b"x" * 4096)
+    real = _fs.kernel_copy
+
+    def copy_then_grow(src, dst):
+        copied = real(src, dst)
+        with open(str(collect / "grows"), "ab") as handle:
+            handle.write(b"more")
+        return copied
+
+    monkeypatch.setattr(_fs, "kernel_copy", copy_then_grow)
+    with pytest.raises(IOError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target))
+    assert str(info.value) == "Changed size during the copy (4096 bytes when it started, 4096 copied, 4100 now); not staged."
+    assert info.value.entry == "grows"
+    assert os.listdir(str(target)) == []  # nothing under its name, no temporary file left
+
+
+def test_local_verify_reads_both_sides(tmp_path):
+    collect, target = tmp_path / "collect", tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    for name in ("same", "differs"):
+        (collect / name).write_bytes(b"peer")
+    (target / "same").write_bytes(b"peer")
+    (target / "differs").write_bytes(b"PEER")
+    (target / "orphan").write_bytes(b"x")  # no source any more
+    assert LocalPeer("p", str(collect)).verifyFiles(str(target), ["same", "differs", "orphan"]) == (["same"], ["differs", "orphan"])
+    assert os.listdir(str(target)) == ["same"]
+
+
+def test_verify_never_follows_a_staged_symlink(tmp_path):
+    collect, target = tmp_path / "collect", tmp_path / "target"
+    collect.mkdir()
+    target.mkdir()
+    (collect / "a").write_bytes(b"peer")
+    (tmp_path / "elsewhere").write_bytes(b"peer")
+    os.symlink(str(tmp_path / "elsewhere"), str(target / "a"))
+    assert LocalPeer("p", str(collect)).verifyFiles(str(target), ["a"]) == ([], ["a"])
+    assert not os.path.lexists(str(target / "a")) and (tmp_path / "elsewhere").read_bytes() == b"peer"

@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for ``peer.RemotePeer`` with a fake command runner.
 
-No command is ever run: ``peer.run_command`` is replaced by a recorder that returns
-``CommandResult`` values and may create files the way scp would.  Argv lists are
-asserted exactly, element by element.  Messages and the order of checks are those of
-Cedar Backup 3.7's ``CedarBackup3.peer.RemotePeer``; the intentional differences are
-listed in the docstring of ``peer.py``.  The tests run as root.
+No command is ever run: ``peer.run_command`` is replaced by the fake runner
+(``tests/support/fake_runner.py``), which returns ``CommandResult`` values and may create
+files the way scp would.  Argv lists are asserted exactly, element by element.  Messages and the order
+of checks are those of Cedar Backup 3.7's ``CedarBackup3.peer.RemotePeer``; the intentional
+differences are listed in the docstring of ``peer.py``.  The tests run as root.  Also here:
+how ``RemotePeer.sshOptions`` (set by ``_ssh.ssh_session``) reach each argv.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -24,7 +26,7 @@ import stat
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, peer
-from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemoteEntry, RemotePeer, StageResult
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import OPENSSH_PROGRAMS, RemoteEntry, RemotePeer, StageResult
 from ansible_collections.cedarbackup.peer.tests.support.argv import cedar_form
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -36,63 +38,23 @@ SSH = ["/usr/bin/ssh"]
 
 
 # ---------------------------------------------------------------------------
-# the fake command runner
+# the fake command runner (tests/support/fake_runner.py)
 # ---------------------------------------------------------------------------
-
-
-def inner_argv(argv):
-    """The command a (possibly ``su -c`` wrapped) argv really runs."""
-    if argv[:1] == ["su"]:
-        assert len(argv) == 4 and argv[2] == "-c"
-        return shlex.split(argv[3])
-    return list(argv)
 
 
 # The private directory of the indicators inside make_peer's working directory.
 PRIVATE_DIR = re.compile(r"(?<=/work)/cback-peer-[0-9a-f]{12}(?=/|$|')|(?<=/work dir)/cback-peer-[0-9a-f]{12}(?=/|$|')")
 
 
-class Call(object):
-    def __init__(self, argv, timeout, kwargs):
-        self.raw = argv
-        self.argv = cedar_form(argv, PRIVATE_DIR)
-        self.timeout = timeout
-        self.kwargs = kwargs
-        self.inner = inner_argv(argv)
-
-
-class FakeRunner(object):
-    """Records every argv; answers from a queue of responses (default: rc 0, no output)."""
-
-    def __init__(self):
-        self.calls = []
-        self.responses = []
-
-    def respond(self, rc=0, stdout="", stderr="", effect=None, raises=None):
-        self.responses.append((rc, stdout, stderr, effect, raises))
-        return self
-
-    def __call__(self, argv, timeout=None, **kwargs):
-        call = Call(list(argv), timeout, kwargs)
-        self.calls.append(call)
-        rc, stdout, stderr, effect, raises = self.responses.pop(0) if self.responses else (0, "", "", None, None)
-        if effect is not None:
-            effect(call)
-        if raises is not None:
-            raise raises
-        return _command.CommandResult(list(argv), rc, stdout, stderr, False)
-
-    @property
-    def argvs(self):
-        return [call.argv for call in self.calls]
+def in_cedar_form(argv):
+    return cedar_form(argv, PRIVATE_DIR)
 
 
 @pytest.fixture
-def runner(monkeypatch):
-    fake = FakeRunner()
-    monkeypatch.setattr(peer, "run_command", fake)
+def runner(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command`` (argv in Cedar Backup's form); we are root."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
-    return fake
+    return fake_runner(peer, form=in_cedar_form)
 
 
 @pytest.fixture
@@ -1377,3 +1339,332 @@ def test_build_cback_command_needs_an_action():
     with pytest.raises(ValueError) as info:
         RemotePeer._buildCbackCommand(None, None, False)
     assert str(info.value) == "Action cannot be None."
+
+
+# ---------------------------------------------------------------------------
+# RemotePeer.sshOptions: after the program, for OpenSSH scp/ssh only
+# ---------------------------------------------------------------------------
+
+
+OPTIONS = ["ConnectTimeout=30", "ServerAliveInterval=15"]
+O_WORDS = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15"]
+CONTROL = ["ControlMaster=auto", "ControlPath=/tmp/cbm-x/mux", "ControlPersist=60"]
+
+
+@pytest.fixture
+def cedar_runner(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command``, argv in Cedar Backup's form wherever the
+    working directory is; we are root."""
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    return fake_runner(peer, form=cedar_form)
+
+
+def backup_peer(**kwargs):
+    values = dict(name="host", collectDir="/coll", remoteUser="backup")
+    values.update(kwargs)
+    return RemotePeer(**values)
+
+
+def su_inner(argv):
+    """The command an ``su <user> -c <string>`` argv really runs."""
+    assert argv[:1] == ["su"] and len(argv) == 4 and argv[2] == "-c", argv
+    return shlex.split(argv[3])
+
+
+def test_openssh_programs():
+    assert OPENSSH_PROGRAMS == ("scp", "ssh", "sftp")
+
+
+def test_ssh_options_default_empty_keeps_cedar_backup_argv(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    assert p.sshOptions == []
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [SCP + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+    assert p.remoteShellArgv("true") == SSH + ["--", "backup@host", "true"]
+
+
+def test_ssh_options_after_the_default_scp(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [
+        ["/usr/bin/scp"] + O_WORDS + ["-B", "-q", "-C", "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
+    ]
+
+
+def test_ssh_options_after_the_default_ssh():
+    p = backup_peer()
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("/usr/bin/cback3 collect") == ["/usr/bin/ssh"] + O_WORDS + ["--", "backup@host", "/usr/bin/cback3 collect"]
+
+
+def test_ssh_options_in_every_rcp_command(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshOptions = list(CONTROL)
+    control_words = ["-o", CONTROL[0], "-o", CONTROL[1], "-o", CONTROL[2]]
+    assert p.checkCollectIndicator() is False  # the recorder copies nothing
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(IOError):
+        p.stageFiles(str(target))  # nothing fetched
+    p.writeStageIndicator()
+    # fetch, copy, listing (the size check, over SFTP), push
+    assert [argv[0] for argv in cedar_runner.argvs] == ["/usr/bin/scp", "/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/scp"]
+    for argv in cedar_runner.argvs:
+        assert argv[1:7] == control_words, argv
+        if argv[0] == "/usr/bin/sftp":
+            assert argv[7:9] == ["-q", "-C"], argv
+            continue
+        assert argv[7:10] == ["-B", "-q", "-C"], argv
+
+
+def test_ssh_options_in_listing_and_managed_action(cedar_runner):
+    p = backup_peer()
+    p.sshOptions = list(OPTIONS)
+    p.listCollectDir()
+    p.runRemoteCommand("true")
+    for argv in cedar_runner.argvs:
+        assert argv[:5] == ["/usr/bin/ssh"] + O_WORDS, argv
+        assert argv[5:7] == ["--", "backup@host"]
+
+
+@pytest.mark.parametrize(
+    "rcp, expected_head",
+    [
+        ("/opt/openssh/bin/scp -F /etc/cback/ssh_config -B", ["/opt/openssh/bin/scp"] + O_WORDS + ["-F", "/etc/cback/ssh_config", "-B"]),
+        ("scp -q", ["scp"] + O_WORDS + ["-q"]),
+        ('"/opt/my ssh/scp" -q', ["/opt/my ssh/scp"] + O_WORDS + ["-q"]),
+    ],
+)
+def test_ssh_options_with_custom_scp(cedar_runner, tmp_path, rcp, expected_head):
+    p = backup_peer(workingDir=str(tmp_path), rcpCommand=rcp)
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [expected_head + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+
+
+@pytest.mark.parametrize(
+    "rsh, expected_head",
+    [
+        ("/opt/openssh/bin/ssh -F /etc/cback/ssh_config", ["/opt/openssh/bin/ssh"] + O_WORDS + ["-F", "/etc/cback/ssh_config"]),
+        ("ssh -p 2222", ["ssh"] + O_WORDS + ["-p", "2222"]),
+    ],
+)
+def test_ssh_options_with_custom_ssh(rsh, expected_head):
+    p = backup_peer(rshCommand=rsh)
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("cmd") == expected_head + ["--", "backup@host", "cmd"]
+
+
+@pytest.mark.parametrize("rcp", ["/usr/bin/rcp", "rcp -x", "/usr/bin/rsync -a", "/usr/local/bin/scp-wrapper -q", "/usr/bin/scp.sh"])
+def test_ssh_options_left_out_for_other_copy_programs(cedar_runner, tmp_path, rcp):
+    p = backup_peer(workingDir=str(tmp_path), rcpCommand=rcp)
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    expected = peer.split_command_line(rcp) + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
+    assert cedar_runner.argvs == [expected]
+
+
+@pytest.mark.parametrize("rsh", ["/usr/bin/rsh", "rsh -l x", "/usr/bin/ssh-agent-wrapper", "/usr/bin/ssh2"])
+def test_ssh_options_left_out_for_other_shell_programs(rsh):
+    p = backup_peer(rshCommand=rsh)
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("cmd") == peer.split_command_line(rsh) + ["backup@host", "cmd"]
+
+
+def test_ssh_options_only_where_the_program_is_openssh(cedar_runner, tmp_path):
+    # rcp is scp, rsh is rsh: options for the copies only
+    p = backup_peer(workingDir=str(tmp_path), rshCommand="/usr/bin/rsh")
+    p.sshOptions = list(OPTIONS)
+    p.writeStageIndicator()
+    assert cedar_runner.argvs[0][:5] == ["/usr/bin/scp"] + O_WORDS
+    assert p.remoteShellArgv("cmd") == ["/usr/bin/rsh", "backup@host", "cmd"]
+
+
+def test_ssh_options_inside_the_su_string(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path), localUser="nobody")
+    p.sshOptions = ["ControlPath=/tmp/cbm a b/mux", "ConnectTimeout=30"]
+    p.writeStageIndicator()
+    argv = cedar_runner.argvs[0]
+    assert argv[:3] == ["su", "nobody", "-c"]
+    assert su_inner(argv) == [
+        "/usr/bin/scp", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "-B", "-q", "-C",
+        "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage",
+    ]
+    shell = p.remoteShellArgv("/usr/bin/cback3 collect")
+    assert shell[:3] == ["su", "nobody", "-c"]
+    assert su_inner(shell) == [
+        "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "--", "backup@host", "/usr/bin/cback3 collect",
+    ]
+
+
+def test_ssh_options_not_for_rsh_inside_the_su_string(cedar_runner):
+    p = backup_peer(localUser="nobody", rshCommand="/usr/bin/rsh")
+    p.sshOptions = list(OPTIONS)
+    assert su_inner(p.remoteShellArgv("cmd")) == ["/usr/bin/rsh", "backup@host", "cmd"]
+
+
+def test_ssh_options_list_is_not_changed_by_building_argv(cedar_runner, tmp_path):
+    p = backup_peer(workingDir=str(tmp_path))
+    options = list(OPTIONS)
+    p.sshOptions = options
+    p.writeStageIndicator()
+    p.remoteShellArgv("cmd")
+    assert options == OPTIONS
+    assert p.rcpCommand is None and p.rshCommand is None
+
+
+# ---------------------------------------------------------------------------
+# Integrity: the size check after the copy, fsync, listing failures; verifyFiles and remoteChecksums
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def answers(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command``: scripted answers (``respond``); we are root."""
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    return fake_runner(peer)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def coll_listing(*records):
+    """What ``sftp -b`` prints for ``ls -ln /coll``: ``(size, name)`` records of files."""
+    lines = ['sftp> ls -ln "/coll"'] + ["-rw-r--r--    ? root     root     %8d Dec  1 15:18 /coll/%s" % record for record in records]
+    return "\n".join(lines) + "\n"
+
+
+def scp_writes(files):
+    """Effect: what scp of ``dir/*`` into ``/proc/self/fd/N`` writes."""
+    def effect(call):
+        for name, data in files.items():
+            with open(os.path.join(call.raw[-1], name), "wb") as handle:
+                handle.write(data)
+    return effect
+
+
+def remote():
+    return RemotePeer(name="host", collectDir="/coll", remoteUser="root")
+
+
+def test_remote_file_listed_with_another_size_is_discarded_and_the_peer_fails(tmp_path, answers, syncs):
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa", "b": b"bb"}))
+    answers.respond(stdout=coll_listing((4, "a"), (3, "b")))  # b grew on the peer after scp read it
+    with pytest.raises(IOError) as info:
+        remote().stageFiles(str(target))
+    assert str(info.value) == "Changed size on the peer during the copy; not staged (incomplete): b."
+    assert info.value.partial == StageResult(["a"], [], [], 4)
+    assert sorted(os.listdir(str(target))) == ["a"]
+    fetched = [path for path in syncs if "/.cback-fetch-" in path]
+    assert [os.path.basename(path) for path in fetched] == ["a"], syncs
+    assert syncs[-1] == str(target)
+
+
+def test_remote_copy_is_trusted_when_the_listing_fails_after_a_good_copy(tmp_path, answers):
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa"}))
+    answers.respond(rc=255, stderr="subsystem request failed on channel 0\n")  # no SFTP server
+    answers.respond(rc=127, stderr="sh: 1: find: not found\n")  # no GNU find
+    assert remote().stageFiles(str(target)) == StageResult(["a"], [], [], 4)
+    assert [argv[0] for argv in answers.argvs] == ["/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/ssh"]
+
+
+def test_remote_file_missing_from_the_listing_after_a_good_copy_is_staged(tmp_path, answers):
+    """It vanished on the peer after scp copied it whole: the copy is what the peer had."""
+    target = tmp_path / "target"
+    target.mkdir()
+    answers.respond(effect=scp_writes({"a": b"aaaa", "gone": b"g"}))
+    answers.respond(stdout=coll_listing((4, "a")))
+    assert remote().stageFiles(str(target)).copied == ["a", "gone"]
+
+
+@pytest.mark.parametrize("rcp, sftp", [
+    (None, ["/usr/bin/sftp", "-q", "-C"]),
+    ("/usr/bin/scp -F /etc/cback/ssh_config -B -q -C", ["/usr/bin/sftp", "-F", "/etc/cback/ssh_config", "-q", "-C"]),
+    ("scp -P2222 -i /k -o Port=22 -BqC -O", ["sftp", "-P", "2222", "-i", "/k", "-o", "Port=22", "-q", "-C"]),
+    ("/opt/bin/scp -4 -c aes128-ctr -J jump", ["/opt/bin/sftp", "-4", "-c", "aes128-ctr", "-J", "jump"]),
+    ("/usr/bin/scp -l 100", None),  # not translated: the listing then goes over the rsh command
+    ("/usr/bin/scp -D /x", None),
+    ("/usr/bin/scp -F", None),
+    ("/usr/bin/rsync -e ssh", None),
+    ("/usr/bin/scp -q extra-operand", None),
+])
+def test_sftp_stands_in_for_scp_with_the_options_both_take(rcp, sftp):
+    peer_ = RemotePeer(name="host", collectDir="/coll", remoteUser="root", rcpCommand=rcp)
+    assert peer_._sftpArgv() == sftp
+
+
+def test_sftp_listing_batch_quotes_the_collect_dir_and_parses_names(tmp_path, answers):
+    seen = []
+
+    def batch(call):
+        with open(call.raw[call.raw.index("-b") + 1]) as handle:
+            seen.append(handle.read())
+
+    odd = '/c d/"q"*x'
+    out = ('sftp> ls\n-rw-r--r--    ? 0 0 5 Dec  1 15:18 %s/a b\n-rw-r--r--    ? 0 0 7 Dec  1 15:18 %s/-x \n'
+           'lrwxrwxrwx    ? 0 0 20 Dec  1 15:18 %s/link\ndrwxr-xr-x    ? 0 0 4096 Dec  1 15:18 %s/sub\n' % (odd, odd, odd, odd))
+    answers.respond(stdout=out, effect=batch)
+    checked = RemotePeer(name="2001:db8::5", collectDir=odd, remoteUser="root", workingDir=str(tmp_path))
+    assert checked._sftpSizes() == {"a b": 5, "-x ": 7}
+    assert seen == ['ls -ln "/c d/\\"q\\"\\*x"\n']
+    assert answers.argvs[0][-1] == "root@[2001:db8::5]"
+    assert os.listdir(str(tmp_path)) == []  # the batch file's private directory is gone
+
+
+def test_sftp_listing_is_not_tried_for_a_collect_dir_with_a_newline(answers):
+    assert RemotePeer(name="h", collectDir="/c\nd", remoteUser="r")._sftpSizes() is None
+    assert answers.argvs == []
+
+
+def test_not_staged_names_at_most_five():
+    assert peer._not_staged([]) == ""
+    assert peer._not_staged(["a", "b"]) == "; not staged (incomplete): a, b"
+    assert peer._not_staged(list("abcdefg")) == "; not staged (incomplete): a, b, c, d, e and 2 more"
+
+
+def test_remote_checksums_runs_sha256sum_in_the_collect_dir_and_parses_escaped_names(answers):
+    names = ["a", "-x", "new\nline", "back\\slash"]
+    out = "%s  a\n%s  -x\n\\%s  new\\nline\n\\%s  back\\\\slash\n" % (sha(b"a"), sha(b"x"), sha(b"n"), sha(b"b"))
+    answers.respond(stdout=out)
+    sums = remote().remoteChecksums(names)
+    assert sums == {"a": sha(b"a"), "-x": sha(b"x"), "new\nline": sha(b"n"), "back\\slash": sha(b"b")}
+    (argv,) = answers.argvs
+    assert argv[-1] == "cd /coll && sha256sum -- a -x 'new\nline' 'back\\slash'"
+
+
+def test_remote_checksums_batches_and_leaves_out_unreadable_files(answers):
+    answers.respond(rc=1, stdout="%s  f0\n" % sha(b"0"), stderr="sha256sum: f1: Permission denied\n")
+    answers.respond(stdout="%s  f2\n" % sha(b"2"))
+    assert remote().remoteChecksums(["f0", "f1", "f2"], batch=2) == {"f0": sha(b"0"), "f2": sha(b"2")}
+    assert len(answers.argvs) == 2
+
+
+def test_remote_checksums_fail_when_the_peer_cannot_run_them(answers):
+    answers.respond(rc=255, stderr="ssh: connect to host host port 22: Connection refused\n")
+    with pytest.raises(IOError) as info:
+        remote().remoteChecksums(["a"])
+    assert str(info.value) == "Error (255) computing checksums in [/coll] on remote host."
+    assert info.value.command.rc == 255
+
+
+def test_remote_verify_removes_what_differs_or_has_no_checksum(tmp_path, answers):
+    target = tmp_path / "target"
+    target.mkdir()
+    for name, data in (("good", b"good"), ("bad", b"bad!"), ("lost", b"lost")):
+        (target / name).write_bytes(data)
+    answers.respond(stdout="%s  good\n%s  bad\n" % (sha(b"good"), sha(b"bad")))
+    assert remote().verifyFiles(str(target), ["good", "bad", "lost"]) == (["good"], ["bad", "lost"])
+    assert os.listdir(str(target)) == ["good"]
+
+
+def test_check_keeps_the_command_result(tmp_path, answers):
+    answers.respond(rc=1, stderr="scp: /coll/cback.collect: No such file or directory\n")
+    checked = RemotePeer(name="host", collectDir="/coll", remoteUser="root", workingDir=str(tmp_path))
+    assert checked.checkCollectIndicator() is False
+    assert checked.collectCheckResult.rc == 1 and "No such file" in checked.collectCheckResult.stderr

@@ -91,17 +91,9 @@ def dirs(tmp_path):
 
 
 @pytest.fixture
-def ran(monkeypatch):
+def ran(fake_runner):
     """Every command a task tries to run is recorded (and fails), so a test can assert none ran."""
-    calls = []
-
-    def tripwire(argv, *args, **kwargs):
-        calls.append(list(argv))
-        raise AssertionError("a command ran: %r" % (argv,))
-
-    monkeypatch.setattr(_tasks, "run_command", tripwire)
-    monkeypatch.setattr(peer_module, "run_command", tripwire)
-    return calls
+    return fake_runner(_tasks, peer_module, forbid="a command ran: %r").calls
 
 
 def valid_params(module_name, peer_type, dirs):

@@ -1,11 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests for ``_ssh`` (OpenSSH session options) and ``RemotePeer.sshOptions``.
+"""Unit tests for ``_ssh``: the OpenSSH session options and ``ssh_session``.
 
-No command is ever run: ``peer.run_command`` and ``_ssh.run_command`` are replaced by
-recorders.  Argv lists are asserted exactly, element by element.  ``sshOptions`` is a
-collection extension: with it empty (the default) every argv is Cedar Backup's.
+No command is ever run: ``peer.run_command`` and ``_ssh.run_command`` are replaced by the
+fake runner (``tests/support/fake_runner.py``).  Argv lists are asserted exactly, element by
+element.  How ``RemotePeer.sshOptions`` reach each argv: ``test_peer_remote.py``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,53 +21,27 @@ import tempfile
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _ids, _ssh, peer
-from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import OPENSSH_PROGRAMS, RemotePeer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _ids, _ssh, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemotePeer
 from ansible_collections.cedarbackup.peer.tests.support.argv import cedar_form
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 NOBODY_GID = pwd.getpwnam("nobody").pw_gid
 
-SCP = ["/usr/bin/scp", "-B", "-q", "-C"]
-SSH = ["/usr/bin/ssh"]
-OPTIONS = ["ConnectTimeout=30", "ServerAliveInterval=15"]
-O_WORDS = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15"]
-CONTROL = ["ControlMaster=auto", "ControlPath=/tmp/cbm-x/mux", "ControlPersist=60"]
 TIMEOUTS_30 = ["ConnectTimeout=30", "ServerAliveInterval=15", "ServerAliveCountMax=3"]
 
 
-class Recorder(object):
-    """A fake ``run_command``: records argv and timeout, answers rc 0 (or ``effect``'s)."""
-
-    def __init__(self, effect=None):
-        self.calls = []
-        self.effect = effect
-
-    def __call__(self, argv, timeout=None, **kwargs):
-        self.calls.append(dict(argv=cedar_form(argv), timeout=timeout))
-        if self.effect is not None:
-            self.effect(list(argv))
-        return _command.CommandResult(list(argv), 0, "", "", False)
-
-    @property
-    def argvs(self):
-        return [call["argv"] for call in self.calls]
-
-
 @pytest.fixture
-def runner(monkeypatch):
-    fake = Recorder()
-    monkeypatch.setattr(peer, "run_command", fake)
+def runner(fake_runner, monkeypatch):
+    """The fake runner behind ``peer.run_command`` (argv in Cedar Backup's form); we are root."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
-    return fake
+    return fake_runner(peer, form=cedar_form)
 
 
 @pytest.fixture
-def exits(monkeypatch):
-    """The recorder behind ``_ssh.run_command`` (only ``ssh -O exit`` goes there)."""
-    fake = Recorder()
-    monkeypatch.setattr(_ssh, "run_command", fake)
-    return fake
+def exits(fake_runner):
+    """The fake runner behind ``_ssh.run_command`` (only ``ssh -O exit`` goes there)."""
+    return fake_runner(_ssh, form=cedar_form)
 
 
 def make_peer(**kwargs):
@@ -124,154 +98,6 @@ def test_ssh_options_defaults_are_none():
 
 def test_control_persist_bounds_a_left_master():
     assert _ssh.CONTROL_PERSIST == 60
-
-
-def test_openssh_programs():
-    assert OPENSSH_PROGRAMS == ("scp", "ssh", "sftp")
-
-
-# ---------------------------------------------------------------------------
-# RemotePeer.sshOptions: after the program, for OpenSSH scp/ssh only
-# ---------------------------------------------------------------------------
-
-
-def test_ssh_options_default_empty_keeps_cedar_backup_argv(runner, tmp_path):
-    p = make_peer(workingDir=str(tmp_path))
-    assert p.sshOptions == []
-    p.writeStageIndicator()
-    assert runner.argvs == [SCP + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
-    assert p.remoteShellArgv("true") == SSH + ["--", "backup@host", "true"]
-
-
-def test_ssh_options_after_the_default_scp(runner, tmp_path):
-    p = make_peer(workingDir=str(tmp_path))
-    p.sshOptions = list(OPTIONS)
-    p.writeStageIndicator()
-    assert runner.argvs == [
-        ["/usr/bin/scp"] + O_WORDS + ["-B", "-q", "-C", "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
-    ]
-
-
-def test_ssh_options_after_the_default_ssh():
-    p = make_peer()
-    p.sshOptions = list(OPTIONS)
-    assert p.remoteShellArgv("/usr/bin/cback3 collect") == ["/usr/bin/ssh"] + O_WORDS + ["--", "backup@host", "/usr/bin/cback3 collect"]
-
-
-def test_ssh_options_in_every_rcp_command(runner, tmp_path):
-    p = make_peer(workingDir=str(tmp_path))
-    p.sshOptions = list(CONTROL)
-    control_words = ["-o", CONTROL[0], "-o", CONTROL[1], "-o", CONTROL[2]]
-    assert p.checkCollectIndicator() is False  # the recorder copies nothing
-    target = tmp_path / "target"
-    target.mkdir()
-    with pytest.raises(IOError):
-        p.stageFiles(str(target))  # nothing fetched
-    p.writeStageIndicator()
-    # fetch, copy, listing (the size check, over SFTP), push
-    assert [argv[0] for argv in runner.argvs] == ["/usr/bin/scp", "/usr/bin/scp", "/usr/bin/sftp", "/usr/bin/scp"]
-    for argv in runner.argvs:
-        assert argv[1:7] == control_words, argv
-        if argv[0] == "/usr/bin/sftp":
-            assert argv[7:9] == ["-q", "-C"], argv
-            continue
-        assert argv[7:10] == ["-B", "-q", "-C"], argv
-
-
-def test_ssh_options_in_listing_and_managed_action(runner):
-    p = make_peer()
-    p.sshOptions = list(OPTIONS)
-    p.listCollectDir()
-    p.runRemoteCommand("true")
-    for argv in runner.argvs:
-        assert argv[:5] == ["/usr/bin/ssh"] + O_WORDS, argv
-        assert argv[5:7] == ["--", "backup@host"]
-
-
-@pytest.mark.parametrize(
-    "rcp, expected_head",
-    [
-        ("/opt/openssh/bin/scp -F /etc/cback/ssh_config -B", ["/opt/openssh/bin/scp"] + O_WORDS + ["-F", "/etc/cback/ssh_config", "-B"]),
-        ("scp -q", ["scp"] + O_WORDS + ["-q"]),
-        ('"/opt/my ssh/scp" -q', ["/opt/my ssh/scp"] + O_WORDS + ["-q"]),
-    ],
-)
-def test_ssh_options_with_custom_scp(runner, tmp_path, rcp, expected_head):
-    p = make_peer(workingDir=str(tmp_path), rcpCommand=rcp)
-    p.sshOptions = list(OPTIONS)
-    p.writeStageIndicator()
-    assert runner.argvs == [expected_head + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
-
-
-@pytest.mark.parametrize(
-    "rsh, expected_head",
-    [
-        ("/opt/openssh/bin/ssh -F /etc/cback/ssh_config", ["/opt/openssh/bin/ssh"] + O_WORDS + ["-F", "/etc/cback/ssh_config"]),
-        ("ssh -p 2222", ["ssh"] + O_WORDS + ["-p", "2222"]),
-    ],
-)
-def test_ssh_options_with_custom_ssh(rsh, expected_head):
-    p = make_peer(rshCommand=rsh)
-    p.sshOptions = list(OPTIONS)
-    assert p.remoteShellArgv("cmd") == expected_head + ["--", "backup@host", "cmd"]
-
-
-@pytest.mark.parametrize("rcp", ["/usr/bin/rcp", "rcp -x", "/usr/bin/rsync -a", "/usr/local/bin/scp-wrapper -q", "/usr/bin/scp.sh"])
-def test_ssh_options_left_out_for_other_copy_programs(runner, tmp_path, rcp):
-    p = make_peer(workingDir=str(tmp_path), rcpCommand=rcp)
-    p.sshOptions = list(OPTIONS)
-    p.writeStageIndicator()
-    expected = peer.split_command_line(rcp) + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]
-    assert runner.argvs == [expected]
-
-
-@pytest.mark.parametrize("rsh", ["/usr/bin/rsh", "rsh -l x", "/usr/bin/ssh-agent-wrapper", "/usr/bin/ssh2"])
-def test_ssh_options_left_out_for_other_shell_programs(rsh):
-    p = make_peer(rshCommand=rsh)
-    p.sshOptions = list(OPTIONS)
-    assert p.remoteShellArgv("cmd") == peer.split_command_line(rsh) + ["backup@host", "cmd"]
-
-
-def test_ssh_options_only_where_the_program_is_openssh(runner, tmp_path):
-    # rcp is scp, rsh is rsh: options for the copies only
-    p = make_peer(workingDir=str(tmp_path), rshCommand="/usr/bin/rsh")
-    p.sshOptions = list(OPTIONS)
-    p.writeStageIndicator()
-    assert runner.argvs[0][:5] == ["/usr/bin/scp"] + O_WORDS
-    assert p.remoteShellArgv("cmd") == ["/usr/bin/rsh", "backup@host", "cmd"]
-
-
-def test_ssh_options_inside_the_su_string(runner, tmp_path):
-    p = make_peer(workingDir=str(tmp_path), localUser="nobody")
-    p.sshOptions = ["ControlPath=/tmp/cbm a b/mux", "ConnectTimeout=30"]
-    p.writeStageIndicator()
-    argv = runner.argvs[0]
-    assert argv[:3] == ["su", "nobody", "-c"]
-    assert inner(argv) == [
-        "/usr/bin/scp", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "-B", "-q", "-C",
-        "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage",
-    ]
-    shell = p.remoteShellArgv("/usr/bin/cback3 collect")
-    assert shell[:3] == ["su", "nobody", "-c"]
-    assert inner(shell) == [
-        "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "--", "backup@host", "/usr/bin/cback3 collect",
-    ]
-
-
-def test_ssh_options_not_for_rsh_inside_the_su_string(runner):
-    p = make_peer(localUser="nobody", rshCommand="/usr/bin/rsh")
-    p.sshOptions = list(OPTIONS)
-    assert inner(p.remoteShellArgv("cmd")) == ["/usr/bin/rsh", "backup@host", "cmd"]
-
-
-def test_ssh_options_list_is_not_changed_by_building_argv(runner, tmp_path):
-    p = make_peer(workingDir=str(tmp_path))
-    options = list(OPTIONS)
-    p.sshOptions = options
-    p.writeStageIndicator()
-    p.remoteShellArgv("cmd")
-    assert options == OPTIONS
-    assert p.rcpCommand is None and p.rshCommand is None
 
 
 # ---------------------------------------------------------------------------
@@ -359,9 +185,8 @@ def test_session_closes_the_master_when_a_socket_exists(exits):
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(os.path.join(control_dir, "mux"))
     server.close()
-    assert exits.calls == [
-        dict(argv=["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"], timeout=10)
-    ]
+    assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]]
+    assert exits.timeouts == [10]
     assert not os.path.exists(control_dir)
 
 
@@ -399,11 +224,8 @@ def test_session_exit_does_not_use_the_session_options(exits):
     assert exits.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@host"]]
 
 
-def test_session_exit_failure_is_not_an_error(monkeypatch):
-    def failing(argv, timeout=None, **kwargs):
-        return _command.CommandResult(list(argv), 255, "", "Control socket connect: No such file or directory\n", False)
-
-    monkeypatch.setattr(_ssh, "run_command", failing)
+def test_session_exit_failure_is_not_an_error(fake_runner):
+    fake_runner(_ssh, rc=255, stderr="Control socket connect: No such file or directory\n")
     p = make_peer()
     with _ssh.ssh_session(p):
         control_dir = control_dir_of(p.sshOptions)

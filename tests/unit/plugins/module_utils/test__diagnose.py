@@ -1,0 +1,79 @@
+# -*- coding: utf-8 -*-
+# Copyright: cedarbackup.peer contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``_diagnose``: the cause of a failed connection or copy, from its output or found before connecting."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _diagnose
+from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import RemotePeer
+
+
+def remote():
+    return RemotePeer(name="host", collectDir="/coll", remoteUser="root")
+
+
+@pytest.mark.parametrize("stderr, kind", [
+    ("@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\nHost key verification failed.\r\n", "host-key"),
+    ("No ED25519 host key is known for [127.0.3.1]:2300 and you have requested strict checking.\n", "host-key"),
+    ("ssh: connect to host 127.0.3.1 port 2300: Connection refused\nlost connection\n", "connection-refused"),
+    ("Connection timed out during banner exchange\n", "connect-timeout"),
+    ("ssh: connect to host 10.9.9.9 port 22: Connection timed out\n", "connect-timeout"),
+    ("ssh: Could not resolve hostname web9: Name or service not known\n", "name-resolution"),
+    ("ssh: connect to host 127.0.3.1 port 22: No route to host\n", "unreachable"),
+    ("backup@127.0.3.1: Permission denied (publickey).\n", "authentication"),
+    ("This account is currently not available.\n", "no-login-shell"),
+    ("scp: /srv/collect/cback.collect: Permission denied\n", "permission-denied"),
+    ("scp: write local \"/x/a.bin\": No space left on device\n", "no-space"),
+    ("Command timed out after 5 seconds and was killed.\n", "command-timeout"),
+    ("Command killed: the run was cancelled (signal SIGTERM).\n", "cancelled"),
+    ("sh: 1: /usr/bin/scpp: not found\n", "program-missing"),
+    ("scp: /srv/collect/cback.collect: No such file or directory\n", "unknown"),
+    ("", "unknown"),
+])
+def test_each_known_output_has_its_cause(stderr, kind):
+    cause = _diagnose.from_output(stderr, remote(), "/usr/bin/scpp")
+    assert cause.kind == kind
+    assert bool(cause.hint) == (kind != "unknown")
+    assert "\r" not in cause.output and "\n" not in cause.output
+
+
+def test_authentication_hint_names_the_remote_user():
+    cause = _diagnose.from_output("backup@web1: Permission denied (publickey).\n",
+                                  RemotePeer(name="web1", collectDir="/c", remoteUser="backup"))
+    assert cause.hint == "authentication failed: the copy user's ssh key is not accepted for remote user backup on the peer"
+
+
+def test_clean_output_is_one_printable_line_cut_in_the_middle():
+    assert _diagnose.clean_output("a\r\n\r\nb\rc\n\tbell\x07\n") == "a; b; c; bell?"
+    long = _diagnose.clean_output("x" * 300 + "\n" + "y" * 300, limit=100)
+    assert len(long) <= 100 and long.startswith("xxx") and long.endswith("yyy") and " ... " in long
+
+
+def test_before_connecting_finds_a_missing_or_unexecutable_program(tmp_path):
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand="/usr/bin/scpp -B")) == (
+        "program-missing", "program missing on the master: /usr/bin/scpp does not exist; fix rcp_command (cback_rcp_command) "
+        "or install it", "")
+    plain = tmp_path / "scp"
+    plain.write_text("#!/bin/sh\n")
+    cause = _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand=str(plain)))
+    assert cause.hint == "program not executable on the master: %s; fix rcp_command (cback_rcp_command)" % plain
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand="no-such-scp -q")).hint == (
+        "program missing on the master: no-such-scp is not found in PATH; fix rcp_command (cback_rcp_command) or install it")
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand="scp -q")) is None
+
+
+def test_before_connecting_finds_a_copy_user_without_a_login_shell():
+    cause = _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="nobody"))
+    assert cause.kind == "no-login-shell"
+    assert cause.hint.startswith("the copy user nobody has no login shell (/usr/sbin/nologin), so su cannot run the copy")
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="root")) is None
+
+
+def test_rsh_problem():
+    assert _diagnose.rsh_problem(RemotePeer(name="h", collectDir="/c", remoteUser="r")) is None
+    assert "rsh_command" in _diagnose.rsh_problem(RemotePeer(name="h", collectDir="/c", remoteUser="r", rshCommand="/nope/ssh"))
