@@ -10,12 +10,15 @@ to set it, and a run-wide variable set on a peer (any peer, first or not) ignore
 warning, so that the run does the same whichever peer comes first.
 """
 
+import os
+
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     fill,
     public_dir,
     remove_tree,
+    today,
     write_inventory,
 )
 
@@ -198,3 +201,39 @@ def test_a_backup_user_the_master_lacks_names_the_inventory_variable(runner, dat
     failures = peer_failures(run, "Check that the run started")
     assert sorted(failures) == ["p1", "p2"], run
     assert failures["p1"].startswith("cback_backup_user: no such user 'cbnosuchuser' on the master"), failures
+
+
+def test_group_vars_and_host_vars_beside_a_cback3_conf_source_override_the_file(runner, data):
+    """The plugin's run-wide values are the master group's variables and its peer values host
+    variables: group_vars/cback_master.yml and host_vars/<peer>.yml beside the source win, as
+    Ansible users expect, and -e wins over both."""
+    collect = dict((name, fill(data / name, {"a.tar": (name.encode(), 0o644), "cback.collect": (b"", 0o644)})) for name in ("p1", "p2"))
+    elsewhere = fill(data / "p1-elsewhere", {"moved.tar": (b"moved", 0o644), "cback.collect": (b"", 0o644)})
+    work = data / "work"
+    work.mkdir()
+    conf = data / "cback3.conf"
+    conf.write_text(
+        "<?xml version='1.0'?>\n<cb_config>\n<options><starting_day>monday</starting_day><working_dir>%s</working_dir>"
+        "<backup_user>root</backup_user><backup_group>root</backup_group><rcp_command>/usr/bin/scp -B -q -C</rcp_command>"
+        "</options>\n<stage><staging_dir>%s</staging_dir>%s</stage>\n</cb_config>\n" % (
+            work, data / "stage-from-file",
+            "".join("<peer><name>%s</name><type>local</type><collect_dir>%s</collect_dir></peer>" % (name, path)
+                    for name, path in sorted(collect.items()))))
+    source = runner.base / "pool.cback3_conf.yml"
+    source.write_text("plugin: cedarbackup.peer.cback3_conf\npath: %s\nmaster_vars:\n  ansible_python_interpreter: /usr/bin/python3\n"
+                      % conf)
+    (runner.base / "group_vars").mkdir()
+    (runner.base / "group_vars" / "cback_master.yml").write_text("cback_staging_dir: %s\n" % (data / "stage-from-group-vars"))
+    (runner.base / "host_vars").mkdir()
+    (runner.base / "host_vars" / "p1.yml").write_text("cback_collect_dir: %s\n" % elsewhere)
+
+    run = runner.run("stage", source)
+    assert run.rc == 0, run
+    assert not (data / "stage-from-file").exists(), "the file's staging_dir was used"
+    daily = data / "stage-from-group-vars" / today()[0]
+    assert sorted(os.listdir(str(daily / "p1"))) == ["cback.collect", "moved.tar"], run
+    assert sorted(os.listdir(str(daily / "p2"))) == ["a.tar", "cback.collect"], run
+
+    run = runner.run("stage", source, extra=["cback_staging_dir=%s" % (data / "stage-from-e")])
+    assert run.rc == 0, run
+    assert (data / "stage-from-e" / today()[0] / "p2" / "a.tar").is_file(), run
