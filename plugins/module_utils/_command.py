@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import contextlib
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -52,6 +53,9 @@ DRAIN_SECONDS = 5
 
 # How root runs a command as another local user, as Cedar Backup does.
 SU_COMMAND = ["su"]
+
+# The PATH of a command run as another local user: system directories only, none of root's.
+USER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The deadline (``time.monotonic()`` value) of the job the current thread works on: every
 # command it runs is bounded by it (see ``deadline``).
@@ -236,6 +240,9 @@ def join_command(argv):
 def as_local_user(argv, user, what):
     """``argv`` as it runs: unchanged, or for root wrapped in ``su <user> -c <quoted>``.
 
+    ``run_command`` runs such an argv with ``user_environment(user)`` as its whole
+    environment (``su`` would otherwise pass root's on).
+
     ``what`` names the kind of command for the error a non-root caller gets
     (``Only root can remote <what> as another user.``, Cedar Backup's message).
     """
@@ -244,6 +251,28 @@ def as_local_user(argv, user, what):
     if not _ids.is_running_as_root():
         raise IOError("Only root can remote %s as another user." % what)
     return SU_COMMAND + [user, "-c", join_command(argv)]
+
+
+def local_user_of(argv):
+    """The user an ``as_local_user`` argv runs as (``su <user> -c <string>``), else ``None``."""
+    size = len(SU_COMMAND)
+    if len(argv) == size + 3 and list(argv[:size]) == SU_COMMAND and argv[size + 1] == "-c":
+        return argv[size]
+    return None
+
+
+def user_environment(user):
+    """The whole environment of a command run as ``user``: ``PATH`` (``USER_PATH``), ``HOME``
+    (the user's home, ``/`` for an unknown user), ``USER``, ``LOGNAME`` and ``LANG=C``.
+
+    ``su`` without ``-l`` hands its caller's environment on to the user's shell, whose processes
+    that user can read (``/proc/<pid>/environ``): nothing of root's environment may be in it.
+    """
+    try:
+        home = pwd.getpwnam(user).pw_dir or "/"
+    except KeyError:
+        home = "/"
+    return {"PATH": USER_PATH, "HOME": home, "USER": user, "LOGNAME": user, "LANG": "C"}
 
 
 def sanitized_environment(base=None):
@@ -268,7 +297,9 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
     process it started (``kill_tree``) and the result has ``rc`` ``TIMED_OUT`` and
     ``timed_out`` true.  Of each output stream the first and last ``keep`` bytes are kept
     (``None``: all of it); ``truncated`` tells when some were dropped.  The thread's
-    ``deadline``, when set, bounds ``timeout`` further.  ``pass_fds``: descriptors the
+    ``deadline``, when set, bounds ``timeout`` further.  ``env`` ``None``: a command run as
+    another local user (``as_local_user``) gets ``user_environment`` only, any other one
+    ``sanitized_environment``.  ``pass_fds``: descriptors the
     command inherits (every other one is closed).  After a ``cancel`` no command is started
     (a timed-out result) unless it is a ``cleanup`` command (one that stops what the run
     started, such as closing a shared ssh connection).  A command
@@ -277,6 +308,9 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
     argv = [str(word) for word in argv]
     if not argv:
         raise ValueError("Cannot run an empty command.")
+    if env is None:
+        user = local_user_of(argv)
+        env = sanitized_environment() if user is None else user_environment(user)
     timeout = _bounded(timeout)
     if timeout is not None and timeout <= 0:
         return CommandResult(argv, TIMED_OUT, "", "Not started: the time for this peer had run out.\n", True)
@@ -291,7 +325,7 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=sanitized_environment() if env is None else env,
+                env=env,
                 cwd=cwd,
                 close_fds=True,
                 pass_fds=tuple(pass_fds),

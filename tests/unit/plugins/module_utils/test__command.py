@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pwd
 import shlex
 import subprocess
 import sys
@@ -273,6 +274,58 @@ def test_run_command_uses_sanitized_environment(monkeypatch):
 def test_run_command_explicit_env_is_used_verbatim():
     result = _command.run_command(["/usr/bin/env"], env={"FOO": "bar", "LC_ALL": "x"})
     assert sorted(result.stdout.splitlines()) == ["FOO=bar", "LC_ALL=x"]
+
+
+def test_run_command_as_another_user_gets_only_the_users_environment(monkeypatch, tmp_path):
+    """``su`` without ``-l`` passes its caller's environment on: a command run as another user
+    gets the fixed ``user_environment`` instead, nothing of ours (a secret, root's PATH)."""
+    fake_su = tmp_path / "su"
+    fake_su.write_text("#!/bin/sh\ntr '\\0' '\\n' < /proc/$$/environ\n")  # what it was started with
+    fake_su.chmod(0o755)
+    monkeypatch.setattr(_command, "SU_COMMAND", [str(fake_su)])
+    monkeypatch.setattr(_command._ids, "is_running_as_root", lambda: True)
+    monkeypatch.setenv("CBACK_TEST_SECRET", "root's secret")
+    monkeypatch.setenv("PATH", "/root/bin:" + os.environ["PATH"])
+    argv = _command.as_local_user(["/usr/bin/true"], "nobody", "copy")
+    result = _command.run_command(argv)
+    home = pwd.getpwnam("nobody").pw_dir
+    assert sorted(result.stdout.splitlines()) == sorted([
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=%s" % home, "USER=nobody", "LOGNAME=nobody", "LANG=C",
+    ])
+
+
+@pytest.mark.parametrize("argv, user", [
+    (["su", "backup", "-c", "scp a b"], "backup"),
+    (["su", "backup", "-c", ""], "backup"),
+    (["su", "backup", "-c"], None),
+    (["su", "backup", "-l", "x"], None),
+    (["su", "backup", "-c", "x", "y"], None),
+    (["/usr/bin/su", "backup", "-c", "x"], None),
+    (["/usr/bin/scp", "backup", "-c", "x"], None),
+    ([], None),
+])
+def test_local_user_of(argv, user):
+    assert _command.local_user_of(argv) == user
+
+
+def test_local_user_of_reads_what_as_local_user_builds(monkeypatch):
+    monkeypatch.setattr(_command._ids, "is_running_as_root", lambda: True)
+    assert _command.local_user_of(_command.as_local_user(["/usr/bin/scp", "-c", "x"], "backup", "copy")) == "backup"
+    assert _command.local_user_of(_command.as_local_user(["/usr/bin/scp"], None, "copy")) is None
+
+
+def test_user_environment_of_a_known_user():
+    entry = pwd.getpwnam("nobody")
+    assert _command.user_environment("nobody") == {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": entry.pw_dir, "USER": "nobody", "LOGNAME": "nobody", "LANG": "C",
+    }
+
+
+def test_user_environment_of_an_unknown_user_has_no_home_of_ours(monkeypatch):
+    monkeypatch.setenv("HOME", "/root")
+    env = _command.user_environment("no-such-user-cbtest")
+    assert env == {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "USER": "no-such-user-cbtest",
+                   "LOGNAME": "no-such-user-cbtest", "LANG": "C"}
 
 
 # ---------------------------------------------------------------------------
