@@ -16,11 +16,11 @@ __metaclass__ = type
 
 import contextlib
 import os
-import shutil
+import stat
 import tempfile
 
+from . import _fs, _ids
 from ._command import as_local_user, run_command
-from ._ids import give_to_user
 
 # How long an idle master connection outlives its last client; the session closes it
 # explicitly, this only bounds a master left behind by a killed module.
@@ -49,25 +49,84 @@ def _ssh_program(peer):
     return "/usr/bin/ssh"
 
 
+def _check_base(fd, path):
+    """The directory the control directories are made in must keep the backup user from
+    renaming what root makes there: root's, and writable by nobody else or sticky."""
+    info = os.fstat(fd)
+    if info.st_uid != 0 or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+        raise IOError("The temporary directory [%s] is not root's, or others can write it without the sticky "
+                      "bit: no ssh control directory is made there (set TMPDIR, or turn ssh_multiplex off)." % path)
+
+
+class _ControlDir(object):
+    """A session's control directory: ``path`` (``<tmp>/cbm-<random>/c``) and ``fd``.
+
+    ``cbm-<random>`` is root's, mode 0711 (in a sticky temporary directory, as ``/tmp``); the
+    user's own directory ``c`` (0700) inside it holds the socket.  The user can neither rename
+    nor replace ``c`` (it cannot write the parent) nor the parent (the sticky bit).  Root
+    empties and removes both through descriptors only, never through the path.
+    """
+
+    def __init__(self, user):
+        base = tempfile.gettempdir()
+        self.base_fd = _fs.open_trusted_dir(base)
+        self.parent_fd = self.fd = None
+        try:
+            if _ids.is_running_as_root() and user is not None:
+                _check_base(self.base_fd, base)
+            self.name, self.parent_fd = _fs.new_private_dir(self.base_fd, "cbm-", base)
+            os.fchmod(self.parent_fd, 0o711)
+            os.mkdir("c", 0o700, dir_fd=self.parent_fd)
+            self.fd = os.open("c", os.O_RDONLY | _fs.DIRECTORY | _fs.NOFOLLOW | _fs.CLOEXEC, dir_fd=self.parent_fd)
+            _ids.give_fd_to_user(self.fd, user)
+        except BaseException:
+            self.remove()
+            raise
+        self.path = os.path.join(base, self.name, "c")
+
+    def in_use(self):
+        try:
+            return bool(os.listdir(self.fd))
+        except OSError:
+            return False
+
+    def remove(self):
+        if self.fd is not None:
+            _fs.empty_dir(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            with contextlib.suppress(OSError):
+                os.rmdir("c", dir_fd=self.parent_fd)
+        if self.parent_fd is not None:
+            os.close(self.parent_fd)
+            self.parent_fd = None
+            with contextlib.suppress(OSError):
+                os.rmdir(self.name, dir_fd=self.base_fd)
+        if self.base_fd is not None:
+            os.close(self.base_fd)
+            self.base_fd = None
+
+
 @contextlib.contextmanager
 def ssh_session(peer, multiplex=True, connect_timeout=0):
     """Set ``peer.sshOptions`` for the duration; close the shared connection afterwards."""
-    control_dir = None
+    control = None
     if multiplex:
         # One private socket per peer session, in a short path under the system temp dir
         # (a unix socket path holds at most 107 bytes).
-        control_dir = tempfile.mkdtemp(prefix="cbm-")
-        give_to_user(control_dir, peer.localUser)
+        control = _ControlDir(peer.localUser)
     previous = peer.sshOptions
-    peer.sshOptions = ssh_options(control_dir, connect_timeout)
+    peer.sshOptions = ssh_options(None if control is None else control.path, connect_timeout)
     try:
         yield peer
     finally:
         peer.sshOptions = previous
-        if control_dir is not None:
-            if os.listdir(control_dir):
-                host = "[%s]" % peer.name if ":" in peer.name else peer.name
-                # As the user that opened the connection (its program, its socket), never as root.
-                argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "%s@%s" % (peer.remoteUser, host)]
-                run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10, cleanup=True)
-            shutil.rmtree(control_dir, ignore_errors=True)
+        if control is not None:
+            try:
+                if control.in_use():
+                    host = "[%s]" % peer.name if ":" in peer.name else peer.name
+                    # As the user that opened the connection (its program, its socket), never as root.
+                    argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control.path, "-O", "exit", "--", "%s@%s" % (peer.remoteUser, host)]
+                    run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10, cleanup=True)
+            finally:
+                control.remove()

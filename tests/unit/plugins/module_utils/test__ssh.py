@@ -136,12 +136,15 @@ def test_session_creates_and_removes_a_private_control_dir(exits):
         info = os.lstat(control_dir)
         assert stat.S_ISDIR(info.st_mode)
         assert stat.S_IMODE(info.st_mode) == 0o700
-        assert os.path.dirname(control_dir) == tempfile.gettempdir()
-        assert os.path.basename(control_dir).startswith("cbm-")
+        parent = os.path.dirname(control_dir)
+        assert os.path.basename(control_dir) == "c"
+        assert os.path.dirname(parent) == tempfile.gettempdir()
+        assert os.path.basename(parent).startswith("cbm-")
+        assert os.listdir(parent) == ["c"]
         assert os.listdir(control_dir) == []
         # a unix socket path holds at most 107 bytes
         assert len(os.path.join(control_dir, "mux")) < 100
-    assert not os.path.exists(control_dir)
+    assert not os.path.exists(parent)
     assert exits.calls == []
 
 
@@ -153,14 +156,14 @@ def test_each_session_has_its_own_control_dir(exits):
 
 def test_session_without_multiplex_has_no_control_dir(exits, monkeypatch):
     created = []
-    real_mkdtemp = tempfile.mkdtemp
+    real_new_private_dir = _ssh._fs.new_private_dir
 
     def mkdtemp(*args, **kwargs):
-        path = real_mkdtemp(*args, **kwargs)
-        created.append(path)
-        return path
+        made = real_new_private_dir(*args, **kwargs)
+        created.append(made)
+        return made
 
-    monkeypatch.setattr(_ssh.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(_ssh._fs, "new_private_dir", mkdtemp)
     p = make_peer()
     with _ssh.ssh_session(p, False, 30):
         assert p.sshOptions == TIMEOUTS_30
@@ -294,12 +297,92 @@ def test_session_exit_runs_as_the_local_user(exits, monkeypatch):
 
 
 def test_session_control_dir_belongs_to_the_local_user(exits, monkeypatch):
+    """The user's own directory (the socket's) is inside one of ours, mode 0711: the user can
+    reach it but neither rename nor replace it."""
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
     p = make_peer(localUser="nobody")
     with _ssh.ssh_session(p):
-        info = os.lstat(control_dir_of(p.sshOptions))
+        control_dir = control_dir_of(p.sshOptions)
+        info = os.lstat(control_dir)
         assert (info.st_uid, info.st_gid) == (NOBODY_UID, NOBODY_GID)
         assert stat.S_IMODE(info.st_mode) == 0o700
+        parent = os.lstat(os.path.dirname(control_dir))
+        assert stat.S_ISDIR(parent.st_mode)
+        assert (parent.st_uid, parent.st_gid) == (os.geteuid(), os.getegid())
+        assert stat.S_IMODE(parent.st_mode) == 0o711
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a temporary directory owned by another user")
+@pytest.mark.parametrize("owner, mode", [(NOBODY_UID, 0o1777), (NOBODY_UID, 0o700), (0, 0o777), (0, 0o775)])
+def test_session_refuses_a_temporary_directory_others_can_rename_in(exits, monkeypatch, tmp_path, owner, mode):
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
+    base = tmp_path / "tmp"
+    base.mkdir()
+    os.chown(str(base), owner, owner)
+    os.chmod(str(base), mode)
+    monkeypatch.setattr(_ssh.tempfile, "gettempdir", lambda: str(base))
+    p = make_peer(localUser="nobody")
+    with pytest.raises(IOError, match=r"is not root's, or others can write it without the sticky bit"):
+        with _ssh.ssh_session(p):
+            pass
+    assert os.listdir(str(base)) == []
+    assert exits.calls == []
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o755, 0o700])
+def test_session_takes_a_safe_temporary_directory(exits, monkeypatch, tmp_path, mode):
+    monkeypatch.setattr(_ids, "is_running_as_root", lambda: os.geteuid() == 0)
+    base = tmp_path / "tmp"
+    base.mkdir()
+    os.chmod(str(base), mode)
+    monkeypatch.setattr(_ssh.tempfile, "gettempdir", lambda: str(base))
+    p = make_peer(localUser="nobody")
+    with _ssh.ssh_session(p):
+        assert os.path.dirname(os.path.dirname(control_dir_of(p.sshOptions))) == str(base)
+    assert os.listdir(str(base)) == []
+
+
+def test_session_cleanup_never_follows_what_the_user_put_in_its_directory(exits, tmp_path):
+    """The user fills its control directory with symlinks to our files and directories and a
+    tree of its own: all of it is removed, nothing it points to is touched."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_bytes(b"root's")
+    p = make_peer()
+    with _ssh.ssh_session(p):
+        control_dir = control_dir_of(p.sshOptions)
+        os.symlink(str(victim), os.path.join(control_dir, "mux"))
+        os.symlink(str(victim / "keep"), os.path.join(control_dir, "file"))
+        os.makedirs(os.path.join(control_dir, "a", "b"))
+        os.symlink(str(victim), os.path.join(control_dir, "a", "b", "link"))
+        with open(os.path.join(control_dir, "a", "data"), "w") as handle:
+            handle.write("x")
+    assert not os.path.lexists(os.path.dirname(control_dir))
+    assert sorted(os.listdir(str(victim))) == ["keep"]
+    assert (victim / "keep").read_bytes() == b"root's"
+    assert len(exits.calls) == 1  # something was there: the master is asked to exit
+
+
+def test_session_cleanup_works_on_the_directories_it_made_not_on_their_path(exits, tmp_path):
+    """Even if the path were swapped (a temporary directory without the sticky bit), the cleanup
+    removes the directories the session made, wherever they went, and nothing the path now names."""
+    victim = tmp_path / "victim"
+    (victim / "c").mkdir(parents=True)
+    (victim / "c" / "keep").write_bytes(b"root's")
+    p = make_peer()
+    with _ssh.ssh_session(p):
+        control_dir = control_dir_of(p.sshOptions)
+        parent = os.path.dirname(control_dir)
+        moved = str(tmp_path / "moved")
+        os.rename(parent, moved)
+        os.symlink(str(victim), parent)
+        with open(os.path.join(moved, "c", "mux"), "w"):
+            pass
+    assert exits.calls and exits.argvs[0][2] == "ControlPath=%s/mux" % control_dir
+    assert os.listdir(moved) == []  # emptied through its descriptor
+    assert os.readlink(parent) == str(victim)
+    assert os.listdir(str(victim / "c")) == ["keep"]
+    os.unlink(parent)
 
 
 def test_session_control_dir_unknown_local_user_stays_as_is(exits, monkeypatch):

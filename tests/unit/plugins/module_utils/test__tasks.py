@@ -1189,8 +1189,9 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert push.args[1] == "backup@%s:%s/cback.stage" % (HOST, collect)
     # the first one carries the ControlMaster options, right after the program
     control_dir = os.path.dirname(fetch.control_path)
-    assert os.path.basename(control_dir).startswith("cbm-")
-    assert os.path.dirname(control_dir) == tempfile.gettempdir()
+    assert os.path.basename(control_dir) == "c"
+    assert os.path.basename(os.path.dirname(control_dir)).startswith("cbm-")
+    assert os.path.dirname(os.path.dirname(control_dir)) == tempfile.gettempdir()
     assert fetch.argv[:1 + 6 + 6] == ["/usr/bin/scp"] + control_words(control_dir) + timeout_words(30)
     assert fetch.argv[13:16] == ["-B", "-q", "-C"]
     # all four share the one ControlPath (one connection set-up)
@@ -1200,7 +1201,7 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     # at the end the master is closed and the private directory removed
     assert openssh.exit.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST]]
     assert openssh.exit.timeouts == [10]
-    assert not os.path.exists(control_dir)
+    assert not os.path.exists(os.path.dirname(control_dir))
 
 
 def test_remote_without_multiplex_has_no_control_options(remote, openssh):
