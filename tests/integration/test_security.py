@@ -42,7 +42,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     today,
     write_inventory,
 )
-from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
+from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, ensure_local_user, remove_local_user
 
 ROOT_IDS = (0, 0)
 SYSTEM_PYTHON = "/usr/bin/python3"  # what the backup user's own processes run (not the test venv)
@@ -932,3 +932,207 @@ def test_dot_files_are_never_staged_and_a_newline_name_is_staged_as_the_copy_nam
     assert (staging / date / "peer1" / newline).read_bytes() == NAMES_13["line\nbreak.tar"][0]
     assert stage_rows(again)["peer1"]["status"] in ("staged", "unchanged"), again
     assert stage_results(again)["peer1"]["count"] == 0, again
+
+
+# ---------------------------------------------------------------------------
+# Issue 16, findings 5 and 7: what the backup user can see and do to root's ssh session
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_bk(ssh_pool):
+    """A backup user of these tests alone (a unique name), removed afterwards."""
+    name = "cbi16%s" % os.urandom(3).hex()
+    assert ensure_local_user(name)
+    try:
+        yield BackupUser(name, ssh_pool)
+    finally:
+        uid = pwd.getpwnam(name).pw_uid
+        for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
+            try:
+                if os.stat("/proc/%d" % pid).st_uid == uid:  # an ssh master a failed run left behind
+                    os.kill(pid, 9)
+            except OSError:
+                pass
+        time.sleep(0.2)
+        remove_local_user(name)
+
+
+class EnvironWatcher(object):
+    """Reads ``/proc/<pid>/environ`` of every process running under ``uid`` (every 5 ms, in a
+    thread, at most ``limit_seconds``), as that user could; keeps what it read per process."""
+
+    def __init__(self, uid, limit_seconds=120):
+        self.uid, self.limit_seconds = uid, limit_seconds
+        self.seen = {}  # pid: (command line, environ)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="environ-watch", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return False
+
+    def _poll(self):
+        end = time.monotonic() + self.limit_seconds
+        while not self._stop.is_set() and time.monotonic() < end:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) not in self.seen:
+                    self._sample(entry)
+            self._stop.wait(0.005)
+
+    def _sample(self, pid):
+        try:
+            if os.stat("/proc/%s" % pid).st_uid != self.uid:
+                return
+            with open("/proc/%s/environ" % pid, "rb") as handle:
+                environ = handle.read()
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return
+        if environ:  # empty while the process is being set up
+            self.seen[int(pid)] = (cmdline, environ)
+
+
+def test_commands_run_as_the_backup_user_see_nothing_of_roots_environment(runner, data, own_bk, monkeypatch):
+    """Root's environment holds a secret variable and a ``PATH`` entry under ``/root``; a stage run
+    as root copies from a real sshd peer as the backup user (``su``).  A watcher reads
+    ``/proc/<pid>/environ`` of every process of the backup user while the run goes on (its shell,
+    ``scp``, ``ssh``, the ssh master), as that user can.
+
+    Before: ``su`` without ``-l`` hands its caller's environment on; the secret and root's ``PATH``
+    stood in the environ of every one of them.  Now a command run as the backup user gets
+    ``PATH=/usr/sbin:/usr/bin:/sbin:/bin``, ``HOME``, ``USER``, ``LOGNAME``, ``LANG=C`` (and what
+    ``su`` and its PAM session add: ``SHELL``, ``MAIL``), nothing of root's.
+
+    Guards issue 16, finding 5.
+    """
+    secret = "cbsecret-" + os.urandom(8).hex()
+    root_path = "/root/cbi16-bin-%s" % os.urandom(4).hex()
+    monkeypatch.setenv("CBACK_TEST_SECRET", secret)
+    monkeypatch.setenv("PATH", root_path + ":" + os.environ["PATH"])
+    runner.env.update(CBACK_TEST_SECRET=secret, PATH=os.environ["PATH"])
+    staging = data / "staging"
+    files = dict(("part%d.tar" % index, (os.urandom(200 * 1024), 0o644)) for index in range(8))
+    peers = {"peer1": remote_peer(ready(data / "peer1", files))}
+    inventory = write_inventory(runner.base / "issue16-env.ini", bk_master(staging, own_bk), peers)
+
+    with EnvironWatcher(own_bk.ids[0]) as watcher:
+        run = runner.run("stage", inventory)
+
+    assert run.rc == 0 and stage_rows(run)["peer1"]["status"] == "staged", run
+    commands = [cmdline for cmdline, _environ in watcher.seen.values()]
+    assert any("scp" in command for command in commands) and any("ssh" in command for command in commands), commands
+    checked = 0
+    for pid, (cmdline, environ) in sorted(watcher.seen.items()):
+        variables = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+        assert secret.encode() not in environ, "root's secret in the environ of %d (%s)" % (pid, cmdline)
+        assert b"/root" not in variables.get(b"PATH", b""), (pid, cmdline, variables.get(b"PATH"))
+        if not variables:
+            continue  # the ssh master wrote its title over its environment area (setproctitle)
+        checked += 1
+        assert variables.get(b"PATH") == b"/usr/sbin:/usr/bin:/sbin:/bin", (pid, cmdline, variables)
+        assert (variables.get(b"USER"), variables.get(b"LOGNAME")) == (own_bk.name.encode(),) * 2, (pid, cmdline, variables)
+        assert variables.get(b"LANG") == b"C", (pid, cmdline, variables)
+        assert not [name for name in variables if name.startswith((b"ANSIBLE_", b"CBACK_", b"LC_"))], (pid, cmdline, sorted(variables))
+    assert checked >= 3, ("the shell, scp and ssh of a copy at least", commands)
+
+
+# Run by the backup user as its rcp command (su), once, after its first real copy: the ssh master
+# is up, its socket in the control directory.  It tries to rename the control directory (and, when
+# that works, puts a symlink to a root directory in its place), to rename the directory above it
+# and to create an entry there, and fills the control directory itself (its own) with a symlink to
+# a root directory, a symlink to a root file and a tree.  Each outcome goes to the log as JSON.
+ATTACK_CONTROL_DIR = r"""
+import errno, json, os, stat, sys
+args, victim, log = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
+paths = [arg.split("=", 1)[1] for arg in args if arg.startswith("ControlPath=")]
+mux = paths[0]
+control = os.path.dirname(mux)
+parent = os.path.dirname(control)
+def attempt(function, *arguments):
+    try:
+        function(*arguments)
+        return "done"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+found = {"control": control, "socket": os.path.exists(mux) and stat.S_ISSOCK(os.lstat(mux).st_mode)}
+found["rename control"] = attempt(os.rename, control, control + ".moved")
+if found["rename control"] == "done":
+    found["replace control"] = attempt(os.symlink, victim, control)
+found["rename parent"] = attempt(os.rename, parent, parent + ".moved")
+found["create in parent"] = attempt(os.symlink, victim, os.path.join(parent, "planted"))
+own = control + ".moved" if found["rename control"] == "done" else control
+found["fill own"] = [attempt(os.symlink, victim, os.path.join(own, "to-dir")),
+                     attempt(os.symlink, os.path.join(victim, "keep"), os.path.join(own, "to-file")),
+                     attempt(os.makedirs, os.path.join(own, "tree", "deeper")),
+                     attempt(os.symlink, victim, os.path.join(own, "tree", "deeper", "link"))]
+with open(log, "a") as handle:
+    handle.write(json.dumps(found) + "\n")
+"""
+
+ATTACKING_SCP = """#!/bin/sh
+/usr/bin/scp "$@"
+status=$?
+if [ ! -e "{log}" ]; then
+  /usr/bin/python3 -c '{attack}' "$@" "{victim}" "{log}"
+fi
+exit $status
+"""
+
+
+def test_the_backup_user_can_neither_rename_nor_replace_the_ssh_control_directory(runner, data, own_bk):
+    """During a stage run as root (a real sshd peer, copies as the backup user over one OpenSSH
+    ControlMaster connection), the backup user's rcp command, right after its first copy, tries to
+    rename the control directory that holds the master's socket (and to put a symlink to a root
+    directory in its place), to rename the directory above it and to create an entry there; it
+    fills its control directory with symlinks to root's directory and file and a tree of its own.
+
+    Before: the control directory was ``/tmp/cbm-*``, the backup user's own, and ``/tmp``'s sticky
+    bit does not stop an owner: the rename succeeded (and the symlink took its place).  Now the
+    control directory is ``<tmp>/cbm-*/c``: ``c`` is the user's, ``cbm-*`` root's, mode 0711 in the
+    sticky ``/tmp``, so the renames fail (``EACCES``, ``EPERM``) and nothing can be created beside
+    ``c``.  Root's cleanup, through descriptors, removes both directories with all the user put
+    there and touches nothing outside: the root directory and file keep their content.
+
+    Guards issue 16, finding 7.
+    """
+    staging, marks = data / "staging", data / "marks"
+    marks.mkdir()
+    own_bk.give(marks)
+    victim = victims_dir(data) / "root-dir"
+    victim.mkdir(mode=0o755)
+    (victim / "keep").write_bytes(b"root's own\n")
+    (data / "bin").mkdir()
+    log = marks / "attack.log"
+    attacking = script(data / "bin" / "scp", ATTACKING_SCP.format(log=log, victim=victim, attack=ATTACK_CONTROL_DIR.replace("'", "\"")))
+    files = {"web.tar": (os.urandom(5000), 0o644), "db.tar": (os.urandom(7000), 0o640)}
+    peers = {"peer1": remote_peer(ready(data / "peer1", files), cback_rcp_command=own_bk.rcp.replace("/usr/bin/scp", attacking, 1))}
+    inventory = write_inventory(runner.base / "issue16-control.ini", bk_master(staging, own_bk), peers)
+    before_victim, before = snapshot(victim), outside(data, staging, marks)
+
+    run = runner.run("stage", inventory)
+
+    found = json.loads(log.read_text().splitlines()[0])
+    control = found["control"]
+    assert found["socket"] is True, ("a real ssh master was up", found)
+    assert found["rename control"] == "EACCES", found
+    assert found["rename parent"] == "EPERM", found
+    assert found["create in parent"] == "EACCES", found
+    assert found["fill own"] == ["done"] * 4, found
+    parent = os.path.dirname(control)
+    assert os.path.basename(parent).startswith("cbm-") and os.path.dirname(parent) == "/tmp", control
+    for path in (control, control + ".moved", parent, parent + ".moved"):
+        assert not os.path.lexists(path), "left behind: %s" % path
+    assert_unchanged(before_victim, snapshot(victim), "the root directory the user pointed at")
+    assert (owner_of(victim), mode_of(victim)) == (ROOT_IDS, 0o755)
+    assert_unchanged(before, outside(data, staging, marks), "the tree outside the staging directory")
+    assert run.rc == 0 and stage_rows(run)["peer1"]["status"] == "staged", run
+    staged = staging / today()[0] / "peer1"
+    for name, (content, _mode) in files.items():
+        assert (staged / name).read_bytes() == content
