@@ -55,7 +55,8 @@ def _check_base(fd, path):
     info = os.fstat(fd)
     if info.st_uid != 0 or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
         raise IOError("The temporary directory [%s] is not root's, or others can write it without the sticky "
-                      "bit: no ssh control directory is made there (set TMPDIR, or turn ssh_multiplex off)." % path)
+                      "bit: no ssh control directory is made there (set TMPDIR to one that is, or ssh_multiplex "
+                      "(cback_ssh_multiplex) to false)." % path)
 
 
 class _ControlDir(object):
