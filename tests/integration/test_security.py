@@ -18,6 +18,7 @@ import os
 import pwd
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -1126,7 +1127,7 @@ def test_the_backup_user_can_neither_rename_nor_replace_the_ssh_control_director
     assert found["create in parent"] == "EACCES", found
     assert found["fill own"] == ["done"] * 4, found
     parent = os.path.dirname(control)
-    assert os.path.basename(parent).startswith("cbm-") and os.path.dirname(parent) == "/tmp", control
+    assert os.path.basename(parent).startswith("cbm-") and os.path.dirname(parent) == tempfile.gettempdir(), control
     for path in (control, control + ".moved", parent, parent + ".moved"):
         assert not os.path.lexists(path), "left behind: %s" % path
     assert_unchanged(before_victim, snapshot(victim), "the root directory the user pointed at")
