@@ -330,3 +330,20 @@ def test_setup_becomes_a_nologin_login_user(installed_collections, tmp_path, acc
         assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (user.pw_uid, gid, mode), path
     public = (data / "cback" / "id_ed25519.pub").read_text().split()
     assert [line.split() for line in open(keys).read().splitlines()] == [["restrict"] + public]
+
+
+def test_ssh_dir_below_another_users_directory_is_refused(installed_collections, tmp_path, accounts, data):
+    """``cback_setup_ssh_dir`` below a directory of the backup user is refused, naming the variable, before root
+    writes the key there; the local peer needs no connection."""
+    other = pwd.getpwnam(BACKUP_USER)
+    area = data / "bk"
+    _as_user(other, str(area), mode=0o755)
+    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
+    master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(area / "cback"),
+                  cback_setup_manage_users=False)
+    run = runner.run("setup", write_inventory(runner.base / "pool.ini", master,
+                                              {"lp1": dict(cback_peer_type="local", cback_collect_dir=str(data / "collect"))}))
+
+    assert run.rc != 0 and run.status("Refuse an ssh directory below a directory another user can change") == "failed", run
+    assert "cback_setup_ssh_dir %s is below %s" % (area / "cback", area) in run.stdout, run
+    assert os.listdir(str(area)) == []
