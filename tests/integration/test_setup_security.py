@@ -181,7 +181,7 @@ class Attacker(object):
         self.process = subprocess.Popen(self.argv, user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[], cwd="/",
                                         env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
-        for _ in range(500):
+        for _attempt in range(500):
             if os.path.exists(self.ready) or self.process.poll() is not None:
                 break
             time.sleep(0.01)
