@@ -194,13 +194,19 @@ def open_checked_dir(path, what, option, mayBeMissing=False):
                     links += 1
                     if links > _MAX_LINKS:
                         raise OSError(errno.ELOOP, "Too many levels of symbolic links")
-                    target = os.readlink(name, dir_fd=fd)
+                    try:
+                        target = os.readlink(name, dir_fd=fd)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        parts.insert(0, name)  # no symlink any more: look again (at most _MAX_LINKS times)
+                        continue
                     steps.append((where, here, entry.st_uid))
                     parts = [part for part in target.split("/") if part] + parts
                     if target.startswith("/"):
                         os.close(fd)
-                        fd, where = None, "/"
-                        fd = os.open("/", os.O_RDONLY | DIRECTORY | CLOEXEC)
+                        fd = None
+                        fd, where = os.open("/", os.O_RDONLY | DIRECTORY | CLOEXEC), "/"
                     continue
                 child = os.open(name, os.O_RDONLY | DIRECTORY | NOFOLLOW | NONBLOCK | CLOEXEC, dir_fd=fd)
             except OSError as exc:
