@@ -29,6 +29,12 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   (``user@[::1]:path``), which scp needs and Cedar Backup does not do.
 * The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
   ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
+* ``LocalPeer`` opens its collect directory once per call and works relative to that
+  descriptor; a collect directory reached through a directory that a user other than root
+  and its owner can change is refused (``ValueError``).  A stage indicator that is not a
+  regular file (a symlink, a FIFO) is refused, never written through or blocked on; a
+  symlink named as the collect indicator counts as there, unfollowed.  ``RemotePeer``
+  opens its working directory the same way.
 * ``RemotePeer.checkCollectIndicator``/``writeStageIndicator`` work in a new private
   directory inside the working directory, through its descriptor (without ``localUser``
   the rcp command reaches it as ``/proc/self/fd/N``); OpenSSH's ``ssh`` gets ``--`` before
