@@ -587,19 +587,26 @@ def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
 # ----- copies and comparisons -----
 
 
-def kernel_copy(src, dst):
+def kernel_copy(src, dst, size=None):
     """Copy the regular file open as fd ``src`` into fd ``dst`` inside the kernel.
 
     Uses ``os.copy_file_range`` where the kernel and filesystems allow it, else
-    ``os.sendfile``; both copy from the current offsets to the end of ``src``, in bounded
-    steps, so no file is ever read into memory.  Returns the number of bytes copied.
+    ``os.sendfile``; both copy from the current offsets to the end of ``src`` (at most
+    ``size`` bytes when given: a file that keeps growing is not followed), in bounded
+    steps, so no file is ever read into memory.  Stops with ``IOError`` when the run is
+    cancelled or this thread's deadline has passed.  Returns the number of bytes copied.
     """
     step = 1 << 28
     total = 0
     ranged = hasattr(os, "copy_file_range")
-    while True:
+    while size is None or total < size:
         if cancelled():
             raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
+        left = time_left()
+        if left is not None and left <= 0:
+            raise IOError(errno.ETIMEDOUT, "Timed out copying (%d bytes copied)." % total)
+        if size is not None:
+            step = min(step, size - total)
         if ranged:
             try:
                 sent = os.copy_file_range(src, dst, step)
@@ -613,6 +620,7 @@ def kernel_copy(src, dst):
         if sent == 0:
             return total
         total += sent
+    return total
 
 
 def atomic_copy(source, dirFd, name, ownership, mode):
@@ -633,7 +641,7 @@ def atomic_copy(source, dirFd, name, ownership, mode):
         try:
             os.lseek(source, 0, os.SEEK_SET)
             expected = os.fstat(source).st_size
-            copied = kernel_copy(source, handle)
+            copied = kernel_copy(source, handle, expected)
             now = os.fstat(source).st_size
             if copied != expected or now != expected:
                 raise IOError("Changed size during the copy (%d bytes when it started, %d copied, %d now); not staged."

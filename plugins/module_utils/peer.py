@@ -71,7 +71,7 @@ import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
+from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, within
 from ._failure import VALID_FAILURE_MODES
 from . import _fs
 from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
@@ -1119,7 +1119,8 @@ class RemotePeer(_Peer):
         :raises IOError: if the checksums cannot be computed on the peer
         """
         expected = self.remoteChecksums(names)
-        with target_fd(encode_path(targetDir), targetFd) as dirFd:
+        # Reading the staged files back is bounded like one more command.
+        with target_fd(encode_path(targetDir), targetFd) as dirFd, within(self.commandTimeout):
             return _fs.discard_mismatches(dirFd, names, expected)
 
     def listCollectDir(self):

@@ -470,6 +470,35 @@ def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
     assert (tmp_path / "dst").read_bytes() == data
 
 
+def test_kernel_copy_stops_at_the_size_it_is_given(tmp_path):
+    """A source grown to 2 TiB (sparse) after its size was taken: only that size is copied."""
+    (tmp_path / "src").write_bytes(b"abc")
+    os.truncate(str(tmp_path / "src"), 2 << 40)
+    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
+    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert _fs.kernel_copy(src, dst, 3) == 3
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes() == b"abc"
+
+
+def test_kernel_copy_stops_at_the_threads_deadline(tmp_path):
+    (tmp_path / "src").write_bytes(b"abc")
+    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
+    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with _command.deadline(0.01):
+            time.sleep(0.02)
+            with pytest.raises(IOError) as info:
+                _fs.kernel_copy(src, dst)
+        assert "Timed out" in str(info.value)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
 def test_atomic_copy_gives_the_name_only_to_a_complete_copy(root):
     path, fd = root
     (path / "src").write_bytes(b"new bytes")

@@ -901,7 +901,7 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
     write(collect / "a", "brand new content")
     write(target / "a", "old")
 
-    def broken_copy(src, dst):
+    def broken_copy(src, dst, size=None):
         os.write(dst, b"brand")
         raise OSError(28, "No space left on device")
 
@@ -1008,10 +1008,10 @@ def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monke
     listdir_order(collect, ["a", "b", "c"])
     original = _fs.kernel_copy
 
-    def failing(src, dst):
+    def failing(src, dst, size=None):
         if os.fstat(src).st_size == 100 and os.pread(src, 1, 0) == b"b":
             raise OSError(5, "Input/output error")
-        return original(src, dst)
+        return original(src, dst, size)
 
     monkeypatch.setattr(_fs, "kernel_copy", failing)
     with pytest.raises(OSError) as info:
@@ -1134,8 +1134,8 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
     (collect / "grows").write_bytes(b"x" * 4096)
     real = _fs.kernel_copy
 
-    def copy_then_grow(src, dst):
-        copied = real(src, dst)
+    def copy_then_grow(src, dst, size=None):
+        copied = real(src, dst, size)
         with open(str(collect / "grows"), "ab") as handle:
             handle.write(b"more")
         return copied
