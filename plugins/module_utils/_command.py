@@ -78,6 +78,17 @@ def deadline(seconds):
         _job.deadline = previous
 
 
+@contextlib.contextmanager
+def within(seconds):
+    """``deadline(seconds)``, unless this thread's deadline is earlier (it then stays)."""
+    left = time_left()
+    if not seconds or (left is not None and left <= seconds):
+        yield
+        return
+    with deadline(seconds):
+        yield
+
+
 def time_left():
     """Seconds left before this thread's deadline, or ``None`` without one."""
     end = getattr(_job, "deadline", None)

@@ -26,7 +26,7 @@ import os
 import stat
 
 from . import _ids
-from ._command import cancelled
+from ._command import cancelled, time_left
 from ._paths import path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
@@ -141,6 +141,98 @@ class UnsafePath(OSError):
 def open_trusted_dir(path):
     """Open ``path`` (a directory the administrator configured; links in it are followed)."""
     return os.open(path, os.O_RDONLY | DIRECTORY | CLOEXEC)
+
+
+# How many symlinks ``open_checked_dir`` follows in one path, as the kernel (``ELOOP``).
+_MAX_LINKS = 40
+
+
+def _dir_writers_ok(info, entry_uid, allowed):
+    """Whether only users in ``allowed`` can change which entry the directory (``info``, its
+    ``fstat``) gives for a name owned by ``entry_uid``: its owner is allowed (an owner can
+    always ``chmod``), and nobody else may write it, unless it is sticky and the entry
+    belongs to an allowed user (then only that user, the directory's owner and root can
+    rename or remove the entry).  Group write bits also show an ACL entry that grants
+    write (the ACL mask)."""
+    if info.st_uid not in allowed:
+        return False
+    if not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return True
+    return bool(info.st_mode & stat.S_ISVTX) and entry_uid in allowed
+
+
+def open_checked_dir(path, what, option, mayBeMissing=False):
+    """Open the directory ``path`` (absolute) once, for root to work in through the
+    descriptor: ``None`` when it is missing and ``mayBeMissing``.
+
+    ``path`` is resolved one component at a time from ``/`` with ``O_NOFOLLOW|O_NONBLOCK``
+    relative to the directory above; a symlink on the way (the last component too, as
+    Cedar Backup follows it) is read and followed by hand.  Every directory a name was
+    looked up in must be changeable by root and the owner of the directory finally
+    opened alone (``_dir_writers_ok``); else ``PeerValueError`` names ``path`` and the
+    directory: whoever can write it could swap the path for a symlink to a directory
+    only root may read or write, at any moment.  A missing path, or one that is not a
+    directory, raises ``PeerValueError`` with Cedar Backup's message (``what`` is
+    ``Collect directory`` or ``Working directory``; ``option`` the setting).
+    """
+    def missing():
+        logger.debug("%s [%s] is not a directory or does not exist on disk.", what, path)
+        return PeerValueError("%s is not a directory or does not exist on disk." % what, option=option)
+
+    parts = [part for part in path.split("/") if part]
+    fd = os.open("/", os.O_RDONLY | DIRECTORY | CLOEXEC)
+    where, steps, links = "/", [], 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name == ".":
+                continue
+            here = os.fstat(fd)
+            try:
+                entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(entry.st_mode):
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise OSError(errno.ELOOP, "Too many levels of symbolic links")
+                    try:
+                        target = os.readlink(name, dir_fd=fd)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        parts.insert(0, name)  # no symlink any more: look again (at most _MAX_LINKS times)
+                        continue
+                    steps.append((where, here, entry.st_uid))
+                    parts = [part for part in target.split("/") if part] + parts
+                    if target.startswith("/"):
+                        os.close(fd)
+                        fd = None
+                        fd, where = os.open("/", os.O_RDONLY | DIRECTORY | CLOEXEC), "/"
+                    continue
+                child = os.open(name, os.O_RDONLY | DIRECTORY | NOFOLLOW | NONBLOCK | CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    if exc.errno == errno.ENOENT and mayBeMissing:
+                        return None
+                    raise missing()
+                raise
+            steps.append((where, here, os.fstat(child).st_uid))
+            os.close(fd)
+            fd = child
+            where = os.path.dirname(where) if name == ".." else path_join(where, name)
+        owner = os.fstat(fd).st_uid
+        allowed = (0, owner)
+        for shown, info, entry_uid in steps:
+            if not _dir_writers_ok(info, entry_uid, allowed):
+                raise PeerValueError(
+                    "%s [%s] is reached through [%s], which a user other than root and the owner of the %s "
+                    "(uid %d) can change; refusing to use it." % (what, path, shown, what.lower(), owner),
+                    option=option,
+                )
+        result, fd = fd, None
+        return result
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _open_target(targetDir, mayBeMissing=False):
@@ -349,49 +441,73 @@ def settle_path(path, ownership, mode):
         os.close(fd)
 
 
-def open_regular(path):
-    """Open ``path`` for reading once, never through a symlink; the fd of a regular file.
+def open_regular(path, dir_fd=None, shown=None):
+    """Open ``path`` (relative to the open directory ``dir_fd`` when given) for reading once,
+    never through a symlink, never blocking; the fd of a regular file.  ``shown`` names it
+    in messages (``path`` by default).
 
     What is checked (a regular file) is what is read: the caller works on the descriptor
     only, so a swap of the entry after the check changes nothing.
     """
+    shown = path if shown is None else shown
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW | NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, or a socket
-            logger.debug("Source [%s] is not a regular file.", path)
+            logger.debug("Source [%s] is not a regular file.", shown)
             raise ValueError("Source is not a regular file.")
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        logger.debug("Source [%s] is not a regular file.", path)
+        logger.debug("Source [%s] is not a regular file.", shown)
         raise ValueError("Source is not a regular file.")
     return fd
 
 
 def create_empty(parent_fd, name, path, ownership=None, mode=None, truncate=False):
     """Create the empty file ``name`` below ``parent_fd`` (``None``: ``name`` is a path), never
-    through a symlink; ``ownership`` and ``mode`` are given on the open file (``settle``).
+    through a symlink and never blocking; ``ownership`` and ``mode`` are given on the open
+    file (``settle``).
 
     By default an existing entry of that name (even a symlink) is left alone and never
     opened: ``False``; a new file and the directory are flushed to stable storage and
     ``True`` is returned.  With ``truncate``, as Cedar Backup's ``open(path, "w")`` but never
-    through a symlink, an existing regular file is emptied and kept, and a symlink or any
-    other kind of entry raises ``ValueError`` (``path`` names it).
+    through a symlink, an existing regular file is emptied and kept, and a symlink, a FIFO
+    or any other kind of entry raises ``ValueError`` (``path`` names it): it is looked at
+    first and not opened, and should it be swapped in after that look, the open does not
+    block (``O_NONBLOCK``), does not truncate (the file is emptied on its descriptor once it
+    is known to be a regular file) and is refused on its ``fstat``.
     """
-    flags = os.O_WRONLY | os.O_CREAT | NOFOLLOW | CLOEXEC | (os.O_TRUNC if truncate else os.O_EXCL)
+    def refused(kind):
+        logger.debug("Target [%s] is %s.", path, kind)
+        if kind == "a symlink":
+            return ValueError("Target [%s] is a symlink, not a regular file." % path)
+        return ValueError("Target [%s] is not a regular file (%s); refusing to write it." % (path, kind))
+
+    if truncate:
+        try:
+            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            raise refused(_kind(info.st_mode))
+    flags = os.O_WRONLY | os.O_CREAT | NOFOLLOW | NONBLOCK | CLOEXEC | (0 if truncate else os.O_EXCL)
     try:
         fd = os.open(name, flags, 0o666, dir_fd=parent_fd)
     except OSError as exc:
         if exc.errno == errno.EEXIST and not truncate:
             return False
         if exc.errno == errno.ELOOP:
-            logger.debug("Target [%s] is a symlink.", path)
-            raise ValueError("Target [%s] is a symlink, not a regular file." % path)
+            raise refused("a symlink")
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO nobody reads, a socket; a directory
+            raise refused("a FIFO or a socket" if exc.errno == errno.ENXIO else "a directory")
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("Target [%s] is not a regular file." % path)
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise refused(_kind(kind))
+        if truncate:
+            os.ftruncate(fd, 0)
         settle(fd, ownership, mode)
         if not truncate:
             os.fsync(fd)
@@ -400,6 +516,15 @@ def create_empty(parent_fd, name, path, ownership=None, mode=None, truncate=Fals
     if not truncate:
         os.fsync(parent_fd)
     return True
+
+
+def _kind(mode):
+    """What an entry that is not a regular file is, for messages."""
+    for test, kind in ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def new_empty_file(dirFd, name, user):
@@ -462,19 +587,26 @@ def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
 # ----- copies and comparisons -----
 
 
-def kernel_copy(src, dst):
+def kernel_copy(src, dst, size=None):
     """Copy the regular file open as fd ``src`` into fd ``dst`` inside the kernel.
 
     Uses ``os.copy_file_range`` where the kernel and filesystems allow it, else
-    ``os.sendfile``; both copy from the current offsets to the end of ``src``, in bounded
-    steps, so no file is ever read into memory.  Returns the number of bytes copied.
+    ``os.sendfile``; both copy from the current offsets to the end of ``src`` (at most
+    ``size`` bytes when given: a file that keeps growing is not followed), in bounded
+    steps, so no file is ever read into memory.  Stops with ``IOError`` when the run is
+    cancelled or this thread's deadline has passed.  Returns the number of bytes copied.
     """
     step = 1 << 28
     total = 0
     ranged = hasattr(os, "copy_file_range")
-    while True:
+    while size is None or total < size:
         if cancelled():
             raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
+        left = time_left()
+        if left is not None and left <= 0:
+            raise IOError(errno.ETIMEDOUT, "Timed out copying (%d bytes copied)." % total)
+        if size is not None:
+            step = min(step, size - total)
         if ranged:
             try:
                 sent = os.copy_file_range(src, dst, step)
@@ -488,6 +620,7 @@ def kernel_copy(src, dst):
         if sent == 0:
             return total
         total += sent
+    return total
 
 
 def atomic_copy(source, dirFd, name, ownership, mode):
@@ -508,7 +641,7 @@ def atomic_copy(source, dirFd, name, ownership, mode):
         try:
             os.lseek(source, 0, os.SEEK_SET)
             expected = os.fstat(source).st_size
-            copied = kernel_copy(source, handle)
+            copied = kernel_copy(source, handle, expected)
             now = os.fstat(source).st_size
             if copied != expected or now != expected:
                 raise IOError("Changed size during the copy (%d bytes when it started, %d copied, %d now); not staged."
@@ -597,41 +730,57 @@ def _same_bytes(first, second, size, step=1 << 20):
     return True
 
 
-def sha256_fd(fd, step=1 << 20):
-    """The sha256 (hex) of the open file ``fd``, read from its start in bounded steps."""
+def sha256_fd(fd, size=None, step=1 << 20):
+    """The sha256 (hex) of the open file ``fd``, read from its start in bounded steps, up to
+    ``size`` bytes when given (a file that grew after it was checked is not read further).
+
+    Stops with ``IOError`` when the run is cancelled or this thread's deadline
+    (``_command.deadline``) has passed: hashing is bounded like a command.
+    """
     digest = hashlib.sha256()
     offset = 0
-    while True:
+    while size is None or offset < size:
         if cancelled():
-            raise IOError("The run was cancelled (%s)." % cancelled())
-        chunk = os.pread(fd, step, offset)
+            raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
+        left = time_left()
+        if left is not None and left <= 0:
+            raise IOError(errno.ETIMEDOUT, "Timed out computing a sha256 (%d bytes read)." % offset)
+        chunk = os.pread(fd, step if size is None else min(step, size - offset), offset)
         if not chunk:
-            return digest.hexdigest()
+            break
         digest.update(chunk)
         offset += len(chunk)
+    return digest.hexdigest()
 
 
-def _staged_sha256(dirFd, name):
+def _staged_sha256(dirFd, name, size=None):
     """The sha256 of the staged file ``name`` in the open directory ``dirFd`` (never through a
-    symlink); ``None`` when it is not a regular file there."""
+    symlink, never blocking); ``None`` when it is not a regular file there, or not of
+    ``size`` bytes when a size is expected (it is then not read at all)."""
     try:
         fd = os.open(name, os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC, dir_fd=dirFd)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (size is not None and info.st_size != size):
             return None
-        return sha256_fd(fd)
+        return sha256_fd(fd, info.st_size)
     finally:
         os.close(fd)
 
 
-def discard_mismatches(dirFd, names, expected):
+def discard_mismatches(dirFd, names, expected, sizes=None):
     """Compare each staged file ``name`` with ``expected[name]`` (a sha256, ``None`` when the
-    peer could not give one); remove the ones that differ.  ``(verified, mismatched)``."""
+    peer could not give one); remove the ones that differ.  ``(verified, mismatched)``.
+
+    ``sizes`` (``{name: bytes}``, optional) are the sizes the staged files must have: one of
+    another size is a mismatch and is not read; every read stops at the size the file had
+    when it was opened, and at this thread's deadline (``sha256_fd``)."""
+    sizes = sizes or {}
     verified, mismatched = [], []
     for name in names:
-        if expected.get(name) is not None and _staged_sha256(dirFd, name) == expected[name]:
+        if expected.get(name) is not None and _staged_sha256(dirFd, name, sizes.get(name)) == expected[name]:
             verified.append(name)
             continue
         mismatched.append(name)

@@ -23,7 +23,7 @@ import time
 
 from . import _argspec as spec
 from . import _diagnose as diagnose
-from ._command import EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command
+from ._command import EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command, within
 from ._ids import current_umask
 from ._paths import path_join
 from ._report import peer_message
@@ -248,7 +248,7 @@ def stage_peer(peer, conduct, staging, check_mode=False):
                 target_fd = stack.enter_context(open_target(target_dir, staging.target_fd, mayBeMissing=check_mode))
                 staged, present = _stage_files(peer, api, staging, target_fd, check_mode, warnings)
                 if staging.verify and not check_mode:
-                    result["verified"] = _verify(api, target_dir, target_fd, staged)
+                    result["verified"] = _verify(api, target_dir, target_fd, staged, None if peer.remote else conduct.timeout)
                 written = staging.write_stage_indicator and not present
                 if written and not check_mode:
                     if cancelled():
@@ -283,7 +283,7 @@ def _stage_files(peer, api, staging, target_fd, check_mode, warnings):
         return staged, indicator in staged.excluded
     staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), checkOnly=check_mode,
                             targetFd=TARGET_MISSING if target_fd is None else target_fd)
-    return staged, os.path.isfile(path_join(api.collectDir, indicator))
+    return staged, indicator in staged.excluded  # a regular file, seen through the collect dir's descriptor
 
 
 def stage(params, check_mode=False):
@@ -306,11 +306,15 @@ def stage(params, check_mode=False):
         return stage_peer(peer, spec.conduct(params, peer.remote), staging, check_mode)
 
 
-def _verify(peer, target_dir, target_fd, staged):
+def _verify(peer, target_dir, target_fd, staged, timeout=None):
     """sha256 of every staged file (copied or found identical) against the peer's: the count
-    verified; a file that differs is removed and the peer fails (``IOError``)."""
+    verified; a file that differs is removed and the peer fails (``IOError``).
+
+    ``timeout``: the seconds root's own hashing may take (a local peer's, bounded like one
+    command); every read stops at the thread's deadline too."""
     names = list(staged.copied) + list(staged.unchanged)
-    verified, mismatched = peer.verifyFiles(target_dir, names, targetFd=target_fd)
+    with within(timeout):
+        verified, mismatched = peer.verifyFiles(target_dir, names, targetFd=target_fd)
     if mismatched:
         shown = ", ".join(mismatched[:5]) + (" and %d more" % (len(mismatched) - 5) if len(mismatched) > 5 else "")
         partial = StageResult([name for name in staged.copied if name not in mismatched],

@@ -29,6 +29,12 @@ Differences, all on purpose (see ``docs/peer-api.md``):
   (``user@[::1]:path``), which scp needs and Cedar Backup does not do.
 * The rcp and rsh commands are always the effective ones: with ``localUser`` set and no
   ``rcpCommand``, the default command is used (Cedar Backup would run ``None``).
+* ``LocalPeer`` opens its collect directory once per call and works relative to that
+  descriptor; a collect directory reached through a directory that a user other than root
+  and its owner can change is refused (``ValueError``).  A stage indicator that is not a
+  regular file (a symlink, a FIFO) is refused, never written through or blocked on; a
+  symlink named as the collect indicator counts as there, unfollowed.  ``RemotePeer``
+  opens its working directory the same way.
 * ``RemotePeer.checkCollectIndicator``/``writeStageIndicator`` work in a new private
   directory inside the working directory, through its descriptor (without ``localUser``
   the rcp command reaches it as ``/proc/self/fd/N``); OpenSSH's ``ssh`` gets ``--`` before
@@ -65,7 +71,7 @@ import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line
+from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, within
 from ._failure import VALID_FAILURE_MODES
 from . import _fs
 from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
@@ -187,10 +193,6 @@ def _regular_files_below(path):
     return found
 
 
-def _is_regular(path):
-    return os.path.isfile(path) and not os.path.islink(path)
-
-
 # A staged file is data: never set-uid, set-gid or sticky.
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
@@ -271,20 +273,29 @@ class LocalPeer(_Peer):
     name = property(_Peer._getName, _Peer._setName, None, "Name of the peer.")
     collectDir = property(_getCollectDir, _setCollectDir, None, "Path to the peer's collect directory (an absolute local path).")
 
+    def _openCollectDir(self, mayBeMissing=False):
+        """The collect directory, opened once for one operation (``_fs.open_checked_dir``):
+        everything the operation does in it is relative to this descriptor."""
+        return _fs.open_checked_dir(self.collectDir, "Collect directory", "collect_dir", mayBeMissing)
+
+    @contextlib.contextmanager
     def _checkDirs(self, targetDir, targetMayBeMissing=False):
+        """``(targetDir, collectFd)`` for one operation, checked in Cedar Backup's order: the
+        target directory is absolute, the collect directory exists (it is opened here, closed
+        afterwards), the target directory exists."""
         targetDir = encode_path(targetDir)
         if not os.path.isabs(targetDir):
             logger.debug("Target directory [%s] not an absolute path.", targetDir)
             raise PeerValueError("Target directory must be an absolute path.", option="target_dir")
-        if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
-            logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
-        if targetMayBeMissing is None or (targetMayBeMissing and not os.path.lexists(targetDir)):
-            return targetDir
-        if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
-            logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
-            raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
-        return targetDir
+        collectFd = self._openCollectDir()
+        try:
+            if not (targetMayBeMissing is None or (targetMayBeMissing and not os.path.lexists(targetDir))):
+                if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
+                    logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
+                    raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
+            yield targetDir, collectFd
+        finally:
+            os.close(collectFd)
 
     @_cedar_types
     def stagePeer(self, targetDir, ownership=None, permissions=None):
@@ -305,37 +316,47 @@ class LocalPeer(_Peer):
         :raises IOError: no files to stage (empty directory), or an I/O error copying
         :raises OSError: an OS error copying or changing ownership/permissions
         """
-        targetDir = self._checkDirs(targetDir)
-        names, bad = self._regularPrefix()
-        for outcome in _fs.each(
-            lambda fileName: LocalPeer._copyLocalFile(path_join(self.collectDir, fileName), path_join(targetDir, fileName), ownership, permissions),
-            names,
-        ):
-            if isinstance(outcome, Exception):
-                raise outcome
+        with self._checkDirs(targetDir) as (targetDir, collectFd):
+            names, bad = self._regularPrefix(collectFd)
+
+            def copyOne(fileName):
+                source = _fs.open_regular(fileName, collectFd, path_join(self.collectDir, fileName))
+                try:
+                    LocalPeer._copyOpenFile(source, path_join(targetDir, fileName), ownership, permissions)
+                finally:
+                    os.close(source)
+
+            for outcome in _fs.each(copyOne, names):
+                if isinstance(outcome, Exception):
+                    raise outcome
         if bad is not None:
             raise ValueError("Source is not a regular file.")
         if not names:
             raise IOError("Did not copy any files from local peer.")
         return len(names)
 
-    def _regularPrefix(self, exclude=(), excluded=None):
-        """The entries to copy, in ``os.listdir`` order, up to the first that is not a regular file.
+    def _regularPrefix(self, collectFd, exclude=(), excluded=None):
+        """The entries of the open collect directory to copy, in ``os.listdir`` order, up to the
+        first that is not a regular file.
 
         ``(names, bad)``: ``bad`` is that first entry (``None`` when every entry is regular).
-        Names in ``exclude`` are skipped (and appended to ``excluded``), unless they are
-        symlinks: a symlink in place of an excluded file (such as the stage indicator, which
-        is written into the collect directory afterwards) is refused like any other.
+        Names in ``exclude`` are skipped (and appended to ``excluded``) when they are regular
+        files: anything else in place of an excluded file (such as the stage indicator, which
+        is written into the collect directory afterwards: a symlink, a FIFO) is refused like
+        any other entry.
         """
         names = []
-        for fileName in os.listdir(self.collectDir):
-            source = path_join(self.collectDir, fileName)
-            if fileName in exclude and not os.path.islink(source):
+        for fileName in os.listdir(collectFd):
+            try:
+                regular = stat.S_ISREG(os.stat(fileName, dir_fd=collectFd, follow_symlinks=False).st_mode)
+            except OSError:
+                regular = False
+            if not regular:
+                logger.debug("Source [%s] is not a regular file.", path_join(self.collectDir, fileName))
+                return names, fileName
+            if fileName in exclude:
                 excluded.append(fileName)
                 continue
-            if not _is_regular(source):
-                logger.debug("Source [%s] is not a regular file.", source)
-                return names, fileName
             names.append(fileName)
         return names, None
 
@@ -366,26 +387,26 @@ class LocalPeer(_Peer):
 
         :returns: ``StageResult``
         """
-        # None: the caller holds the target open; its path is not looked at again.
-        targetDir = self._checkDirs(targetDir, targetMayBeMissing=None if targetFd is not None else checkOnly)
         ownership = _lenient(ownership)
-        with target_fd(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
-            if dirFd is None and not checkOnly:
-                raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
-            if not checkOnly:
-                _fs.sweep(dirFd)
-            return self._stageInto(dirFd, ownership, permissions, exclude, checkOnly)
+        # None: the caller holds the target open; its path is not looked at again.
+        with self._checkDirs(targetDir, targetMayBeMissing=None if targetFd is not None else checkOnly) as (targetDir, collectFd):
+            with target_fd(targetDir, targetFd, mayBeMissing=checkOnly) as dirFd:
+                if dirFd is None and not checkOnly:
+                    raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
+                if not checkOnly:
+                    _fs.sweep(dirFd)
+                return self._stageInto(collectFd, dirFd, ownership, permissions, exclude, checkOnly)
 
-    def _stageInto(self, dirFd, ownership, permissions, exclude, checkOnly):
+    def _stageInto(self, collectFd, dirFd, ownership, permissions, exclude, checkOnly):
         copied, unchanged, excluded, size = [], [], [], 0
-        names, bad = self._regularPrefix(exclude, excluded)
+        names, bad = self._regularPrefix(collectFd, exclude, excluded)
 
         def stageOne(fileName):
             if cancelled():
                 raise IOError("The run was cancelled (%s)." % cancelled())
             # The source is opened once, then only its descriptor is used: whoever can write the
             # collect directory cannot swap in a symlink to a file only root may read.
-            source = _fs.open_regular(path_join(self.collectDir, fileName))
+            source = _fs.open_regular(fileName, collectFd, path_join(self.collectDir, fileName))
             try:
                 info = os.fstat(source)
                 mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
@@ -424,51 +445,78 @@ class LocalPeer(_Peer):
         """Compare staged files with the peer's by sha256 (collection extension).
 
         Each name in ``names`` is read back from ``targetDir`` (or the open ``targetFd``)
-        and from the collect directory; a staged file that differs, or whose source cannot be
-        read as a regular file, is removed from the target directory.
+        and from the collect directory (opened once); a staged file that differs, or whose
+        source cannot be read as a regular file, is removed from the target directory.  A
+        staged file is read only when it has its source's size, and only that many bytes;
+        every read stops at this thread's deadline (``_command.deadline``) or a cancellation
+        with ``IOError``.
 
         :returns: ``(verified, mismatched)``, lists of names
         """
-        expected = {}
-        for name in names:
-            try:
-                source = _fs.open_regular(path_join(self.collectDir, name))
-            except (IOError, OSError, ValueError):
-                expected[name] = None
-                continue
-            try:
-                expected[name] = _fs.sha256_fd(source)
-            finally:
-                os.close(source)
+        expected, sizes = {}, {}
+        collectFd = self._openCollectDir()
+        try:
+            for name in names:
+                try:
+                    source = _fs.open_regular(name, collectFd, path_join(self.collectDir, name))
+                except (IOError, OSError, ValueError):
+                    expected[name] = None
+                    continue
+                try:
+                    sizes[name] = os.fstat(source).st_size
+                    expected[name] = _fs.sha256_fd(source, sizes[name])
+                finally:
+                    os.close(source)
+        finally:
+            os.close(collectFd)
         with target_fd(encode_path(targetDir), targetFd) as dirFd:
-            return _fs.discard_mismatches(dirFd, names, expected)
+            return _fs.discard_mismatches(dirFd, names, expected, sizes)
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists in the collect directory.
 
-        A missing collect directory gives ``False``.
+        A missing collect directory gives ``False``.  The indicator is looked up relative to
+        the collect directory opened once, and not followed if it is a symlink (one counts as
+        there: Cedar Backup's ``os.path.exists`` would tell whether its target exists, an
+        oracle on root's files for whoever writes the collect directory).
 
-        :raises ValueError: if a path cannot be encoded properly
+        :raises ValueError: if a path cannot be encoded properly, or the collect directory
+            is reached through a directory another user can change (``_fs.open_checked_dir``)
         """
         collectIndicator = encode_path(collectIndicator)
-        if collectIndicator is None:
-            return os.path.exists(path_join(self.collectDir, DEF_COLLECT_INDICATOR))
-        return os.path.exists(path_join(self.collectDir, collectIndicator))
+        name = DEF_COLLECT_INDICATOR if collectIndicator is None else collectIndicator
+        collectFd = self._openCollectDir(mayBeMissing=True)
+        if collectFd is None:
+            return False
+        try:
+            os.stat(name, dir_fd=collectFd, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(collectFd)
 
     @_cedar_types
     def writeStageIndicator(self, stageIndicator=None, ownership=None, permissions=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
-        :raises ValueError: collect directory missing, or a path that cannot be encoded
+        The collect directory is opened once and the indicator created relative to it
+        (``_fs.create_empty`` with ``truncate``): an existing regular file is emptied and kept,
+        as by Cedar Backup; a symlink, FIFO or any other entry in its place raises
+        ``ValueError`` naming it, without ever blocking or writing through it.
+
+        :raises ValueError: collect directory missing, an indicator that is not a regular
+            file, or a path that cannot be encoded
         :raises IOError: an I/O error creating the file
         :raises OSError: an OS error creating the file or changing its ownership/permissions
         """
         stageIndicator = encode_path(stageIndicator)
-        if not os.path.exists(self.collectDir) or not os.path.isdir(self.collectDir):
-            logger.debug("Collect directory [%s] is not a directory or does not exist on disk.", self.collectDir)
-            raise PeerValueError("Collect directory is not a directory or does not exist on disk.", option="collect_dir")
-        fileName = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
-        LocalPeer._copyLocalFile(None, fileName, ownership, permissions)
+        name = DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator
+        collectFd = self._openCollectDir()
+        try:
+            _fs.create_empty(collectFd, name, path_join(self.collectDir, name), ownership, permissions, truncate=True)
+        finally:
+            os.close(collectFd)
 
     @staticmethod
     def _copyLocalFile(sourceFile=None, targetFile=None, ownership=None, permissions=None):
@@ -480,19 +528,23 @@ class LocalPeer(_Peer):
         if sourceFile is None:
             _fs.create_empty(None, targetFile, targetFile, ownership, permissions, truncate=True)
             return
-        # shutil.copy, as Cedar Backup copies, but on descriptors: neither the source nor the
-        # target is followed if it is a symlink.
         source = _fs.open_regular(sourceFile)
         try:
-            target = os.open(targetFile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _fs.NOFOLLOW, 0o666)
-            try:
-                _fs.kernel_copy(source, target)
-                os.fchmod(target, stat.S_IMODE(os.fstat(source).st_mode))
-                _fs.settle(target, ownership, permissions)
-            finally:
-                os.close(target)
+            LocalPeer._copyOpenFile(source, targetFile, ownership, permissions)
         finally:
             os.close(source)
+
+    @staticmethod
+    def _copyOpenFile(source, targetFile, ownership=None, permissions=None):
+        """shutil.copy, as Cedar Backup copies, but from the open regular file ``source`` and
+        to a target never followed if it is a symlink."""
+        target = os.open(targetFile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _fs.NOFOLLOW | _fs.CLOEXEC, 0o666)
+        try:
+            _fs.kernel_copy(source, target)
+            os.fchmod(target, stat.S_IMODE(os.fstat(source).st_mode))
+            _fs.settle(target, ownership, permissions)
+        finally:
+            os.close(target)
 
 
 class RemotePeer(_Peer):
@@ -670,7 +722,7 @@ class RemotePeer(_Peer):
         working directory cannot redirect root by swapping it for a symlink.
         """
         base = self.workingDir if self.workingDir is not None else tempfile.gettempdir()
-        baseFd = _fs.open_trusted_dir(base)
+        baseFd = _fs.open_checked_dir(base, "Working directory", "working_dir")
         try:
             name, fd = _fs.new_private_dir(baseFd, "cback-peer-", base)
             try:
@@ -1067,7 +1119,8 @@ class RemotePeer(_Peer):
         :raises IOError: if the checksums cannot be computed on the peer
         """
         expected = self.remoteChecksums(names)
-        with target_fd(encode_path(targetDir), targetFd) as dirFd:
+        # Reading the staged files back is bounded like one more command.
+        with target_fd(encode_path(targetDir), targetFd) as dirFd, within(self.commandTimeout):
             return _fs.discard_mismatches(dirFd, names, expected)
 
     def listCollectDir(self):

@@ -24,6 +24,7 @@ import time
 
 import pytest
 
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
@@ -1137,3 +1138,212 @@ def test_the_backup_user_can_neither_rename_nor_replace_the_ssh_control_director
     staged = staging / today()[0] / "peer1"
     for name, (content, _mode) in files.items():
         assert (staged / name).read_bytes() == content
+
+
+# ---------------------------------------------------------------------------
+# Issue 16, findings 3, 4 and 6: a local peer's collect directory by descriptor; nothing blocks
+# ---------------------------------------------------------------------------
+
+class OwnUser(object):
+    """A local user of these tests' own (``name``, ``ids``), removed afterwards: the backup user of
+    runs that stage local peers only (no ssh client needed)."""
+
+    def __init__(self, name):
+        entry = pwd.getpwnam(name)
+        self.name, self.ids = name, (entry.pw_uid, entry.pw_gid)
+
+    def give(self, *paths):
+        for path in paths:
+            os.lchown(str(path), *self.ids)
+
+    def master(self, staging, **extra):
+        """Run-wide vars of a run as root that stages local peers for this user."""
+        return dict(cback_staging_dir=str(staging), cback_backup_user=self.name, cback_backup_group=self.name, **extra)
+
+
+@pytest.fixture(scope="module")
+def own_user():
+    """A uniquely named local user (its own group too), created for these tests and removed after."""
+    name = "cb16%s" % os.urandom(4).hex()
+    ensure_local_user(name)
+    try:
+        yield OwnUser(name)
+    finally:
+        remove_local_user(name)
+
+
+# Run by the backup user, who owns the collect directory and its parent: renames the collect
+# directory away, plants a symlink to the root-only directory in its place, then puts the
+# collect directory back, as fast as it can, until told to stop or its time is up.  Prints how
+# many swaps it made.
+DIR_SWAPPER = r"""
+import os, sys, time
+home, victim, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+collect, moved, link, stop = (os.path.join(home, name) for name in ("collect", "moved", "link", "stop"))
+end, swaps = time.monotonic() + seconds, 0
+while not (swaps % 256 == 0 and (time.monotonic() > end or os.path.exists(stop))):
+    os.rename(collect, moved)
+    os.symlink(victim, link)
+    os.rename(link, collect)
+    os.unlink(collect)
+    os.rename(moved, collect)
+    swaps += 1
+print(swaps)
+"""
+
+
+def test_a_collect_dir_swapped_for_a_symlink_during_the_run_never_exposes_a_root_only_directory(runner, data, own_user):
+    """The backup user owns a local peer's collect directory and the directory above it; in a process
+    of its own it swaps the collect directory for a symlink to a root-only directory (0700, a 0600
+    file) and back, as fast as it can, while a stage run and then hundreds of ``LocalPeer`` calls as
+    root (``stageFiles``, ``checkCollectIndicator``, ``writeStageIndicator``, ``verifyFiles``: what a
+    run does for a local peer) go on.
+
+    At 53ac9ca every step looked the collect directory up by its path: root staged the root-only
+    file into the staging tree, owned by the backup user, and created ``cback.stage`` in the
+    root-only directory.  Now each call opens the collect directory once, resolving its path through
+    directories only root and the collect directory's owner can change, and works through that
+    descriptor: a call stages the backup user's own files or fails the peer naming the collect
+    directory; it never reads or writes the root-only directory.
+
+    Guards issue 16, finding 3.
+    """
+    staging, home, target = data / "staging", data / "bkhome", data / "target"
+    victim = victims_dir(data) / "root-only"
+    victim.mkdir(mode=0o700)
+    secret_bytes = b"ROOT-ONLY-" + os.urandom(16).hex().encode() + b"\n"
+    (victim / "shadow").write_bytes(secret_bytes)
+    os.chmod(str(victim / "shadow"), 0o600)
+    collect = ready(home / "collect", {"data.bin": (b"public\n" * 64, 0o644)})
+    own_user.give(home, collect, *collect.iterdir())
+    target.mkdir()
+    inventory = write_inventory(runner.base / "issue16-3.ini", own_user.master(staging), {"lswap": local_peer(collect)})
+    before_victim = snapshot(victim)
+    swapper = subprocess.Popen(
+        [SYSTEM_PYTHON, "-c", DIR_SWAPPER, str(home), str(victim), str(SWAP_SECONDS)],
+        user=own_user.name, group=own_user.name, extra_groups=[], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd="/",
+    )
+    staged, refused, hits = 0, [], []
+    try:
+        run = runner.run("stage", inventory)
+        hits += leaked(staging, secret_bytes)
+        peer = LocalPeer("lswap", str(collect))
+        started = time.monotonic()
+        while time.monotonic() - started < DIRECT_SECONDS and (staged < 50 or len(refused) < 50):
+            try:
+                result = peer.stageFiles(str(target), own_user.ids, exclude=("cback.stage",))
+                peer.checkCollectIndicator()
+                peer.verifyFiles(str(target), result.copied + result.unchanged)
+                peer.writeStageIndicator()
+                staged += 1
+            except (ValueError, OSError) as exc:
+                refused.append(exc)
+            hits += leaked(target, secret_bytes)
+            assert snapshot(victim) == before_victim, "root changed the root-only directory"
+    finally:
+        (home / "stop").write_bytes(b"")
+        try:
+            out, err = swapper.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            swapper.kill()
+            out, err = swapper.communicate(timeout=10)
+
+    assert hits == [], "the root-only file was staged: %s" % hits
+    assert_unchanged(before_victim, snapshot(victim), "the root-only directory")
+    assert (owner_of(victim), mode_of(victim)) == (ROOT_IDS, 0o700)
+    assert swapper.returncode == 0 and int(out) > 100, (out, err)
+    assert staged and refused, ("the swaps were seen both ways", staged, refused[:3])
+    assert all(isinstance(exc, ValueError) and "Collect directory" in str(exc) for exc in refused), set(map(str, refused))
+    row = stage_rows(run)["lswap"]  # staged, refused, or not ready (caught while the directory was away)
+    assert row["status"] in ("staged", "not ready") or "Collect directory" in row["message"], row
+
+
+def _release(fifo):
+    """Open the FIFO for reading, so that a writer blocked in ``open`` goes on (and the test leaves
+    no process behind whatever happened)."""
+    with_reader = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+    time.sleep(0.5)
+    os.close(with_reader)
+
+
+def test_a_fifo_named_cback_stage_in_a_local_collect_dir_fails_the_peer_at_once(runner, data, own_user):
+    """Whoever writes a local collect directory puts a FIFO named ``cback.stage`` in it; the run has a
+    5 s command timeout.
+
+    At 53ac9ca the FIFO was taken for an excluded stage indicator and ``writeStageIndicator`` then
+    opened it for writing as root, without ``O_NONBLOCK``: the run blocked in ``open`` for good, past
+    any timeout.  Now a stage indicator that is not a regular file fails that peer at once, naming
+    it, and the other peer is staged; the run ends in seconds.
+
+    Guards issue 16, finding 4.
+    """
+    staging = data / "staging"
+    l1 = ready(data / "l1", {"etc.tar": (os.urandom(1000), 0o644)})
+    fifo = l1 / "cback.stage"
+    os.mkfifo(str(fifo))
+    l2 = ready(data / "l2", {"db.dump": (b"db\n", 0o640)})
+    inventory = write_inventory(runner.base / "issue16-4.ini", own_user.master(staging, cback_command_timeout=5),
+                                {"l1": local_peer(l1), "l2": local_peer(l2)})
+    try:
+        run = runner.run("stage", inventory, timeout=90)
+    finally:
+        _release(fifo)
+
+    assert run.elapsed < 60, run
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+    rows = stage_rows(run)
+    assert rows["l1"]["status"] == "failed" and "not a regular file" in rows["l1"]["message"], rows
+    assert "cback.stage" in rows["l1"]["message"], rows
+    assert rows["l2"]["status"] == "staged" and (l2 / "cback.stage").is_file(), rows
+    assert run.rc != 0, run
+
+
+# Run by the backup user, who owns the staged files' directory: replaces the staged file by a
+# 2 TiB sparse file of its own.
+SPARSE_SWAP = r"""
+import os, sys
+directory, name = sys.argv[1], sys.argv[2]
+with open(os.path.join(directory, ".huge"), "wb") as handle:
+    handle.truncate(2 << 40)
+os.rename(os.path.join(directory, ".huge"), os.path.join(directory, name))
+"""
+
+
+def test_a_staged_file_swapped_for_a_huge_sparse_file_is_not_read_by_verification(data, own_user):
+    """A local peer is staged into a directory of the backup user's (owned by it, as in the staging
+    tree); before root verifies it, the backup user replaces the staged file by a 2 TiB sparse file.
+    Verification runs with a 5 s deadline (``_command.deadline``, as a run bounds each peer).
+
+    At 53ac9ca root re-opened the staged file by name and hashed all of it: 2 TiB of zeros, past any
+    deadline.  Now a staged file whose size is not its source's is a mismatch without being read
+    (and every read stops at the deadline): verification ends at once, removes it and fails the
+    file.
+
+    Guards issue 16, finding 6.
+    """
+    collect = ready(data / "lverify", {"data.bin": (os.urandom(4096), 0o644)})
+    target = data / "target"
+    target.mkdir()
+    own_user.give(target)
+    peer = LocalPeer("lverify", str(collect))
+    result = peer.stageFiles(str(target), own_user.ids, exclude=("cback.stage",))
+    assert sorted(result.copied) == ["cback.collect", "data.bin"]
+    subprocess.run([SYSTEM_PYTHON, "-c", SPARSE_SWAP, str(target), "data.bin"], user=own_user.name, group=own_user.name, extra_groups=[],
+                   stdin=subprocess.DEVNULL, cwd="/", check=True, timeout=30)
+    assert (target / "data.bin").stat().st_size == 2 << 40
+    outcome = {}
+
+    def verify():
+        with _command.deadline(5):
+            outcome["result"] = peer.verifyFiles(str(target), ["cback.collect", "data.bin"])
+
+    worker = threading.Thread(target=verify, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(timeout=30)
+
+    assert not worker.is_alive(), "verification went on past its deadline"
+    assert time.monotonic() - started < 6
+    assert outcome["result"] == (["cback.collect"], ["data.bin"]), outcome
+    assert not (target / "data.bin").exists()

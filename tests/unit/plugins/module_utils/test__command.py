@@ -431,6 +431,19 @@ def test_zero_means_no_deadline():
         assert _command.run_command(["true"]).rc == 0
 
 
+def test_within_only_ever_brings_the_deadline_closer():
+    with _command.within(None):
+        assert _command.time_left() is None
+    with _command.within(5):
+        assert 4 < _command.time_left() <= 5
+        with _command.within(60):  # later than the one in force: kept
+            assert _command.time_left() <= 5
+        with _command.within(1):
+            assert _command.time_left() <= 1
+        assert _command.time_left() > 4
+    assert _command.time_left() is None
+
+
 # ---------------------------------------------------------------------------
 # A timed-out command is killed with everything it started; output is bounded
 # ---------------------------------------------------------------------------

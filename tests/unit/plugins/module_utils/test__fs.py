@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _fs
 
 AS_ROOT = os.getuid() == 0
 OTHER = (4242, 4343)
@@ -151,6 +151,156 @@ def test_create_empty_with_truncate_refuses_a_symlink_or_a_fifo(root, tmp_path_f
             os.close(reader)
     assert str(path / "cback.stage") in str(info.value)
     assert not victim.exists()
+
+
+def test_create_empty_with_truncate_refuses_a_fifo_nobody_reads_without_blocking(root):
+    """A FIFO in place of the stage indicator, with no reader: the call fails at once, naming it
+    (it once blocked root in ``open`` for good).  Guards issue 16, finding 4."""
+    path, fd = root
+    fifo = path / "cback.stage"
+    os.mkfifo(str(fifo))
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(_fs.create_empty(fd, "cback.stage", str(fifo), truncate=True))
+        except ValueError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(timeout=10)
+    blocked = worker.is_alive()
+    if blocked:  # release the writer blocked in open() so that nothing is left behind
+        os.close(os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+    assert not blocked, "create_empty blocked on a FIFO"
+    assert time.monotonic() - started < 2
+    assert isinstance(outcome[0], ValueError) and "FIFO" in str(outcome[0]) and str(fifo) in str(outcome[0])
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["directory", "socket"])
+def test_create_empty_with_truncate_refuses_any_other_kind_of_entry(root, kind):
+    path, fd = root
+    entry = path / "cback.stage"
+    if kind == "directory":
+        entry.mkdir()
+    else:
+        import socket
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(entry))
+        listener.close()
+    with pytest.raises(ValueError) as info:
+        _fs.create_empty(fd, "cback.stage", str(entry), truncate=True)
+    assert kind in str(info.value) and str(entry) in str(info.value)
+
+
+def test_create_empty_with_truncate_creates_a_missing_file(root):
+    path, fd = root
+    assert _fs.create_empty(fd, "cback.stage", str(path / "cback.stage"), mode=0o640, truncate=True) is True
+    assert (path / "cback.stage").read_bytes() == b"" and stat.S_IMODE(os.lstat(str(path / "cback.stage")).st_mode) == 0o640
+
+
+# ---------------------------------------------------------------------------
+# open_checked_dir: a directory root works in, reached through directories nobody else can change
+# ---------------------------------------------------------------------------
+
+
+def _chain(tmp_path, parent_ids=(0, 0), parent_mode=0o755, collect_ids=(0, 0)):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    collect = parent / "collect"
+    collect.mkdir()
+    os.chown(str(collect), *collect_ids)
+    os.chown(str(parent), *parent_ids)
+    os.chmod(str(parent), parent_mode)
+    return parent, collect
+
+
+def _opened(path, **kwargs):
+    fd = _fs.open_checked_dir(str(path), "Collect directory", "collect_dir", **kwargs)
+    if fd is None:
+        return None
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="changes owners")
+@pytest.mark.parametrize("parent_ids, parent_mode, collect_ids", [
+    ((0, 0), 0o755, OTHER),  # root's parent, the user's collect directory
+    (OTHER, 0o755, OTHER),  # the collect directory's owner owns its parent too
+    ((0, 0), 0o1777, OTHER),  # /tmp: sticky, root's, the entry the owner's
+])
+def test_open_checked_dir_accepts_a_chain_only_root_and_the_owner_can_change(tmp_path, parent_ids, parent_mode, collect_ids):
+    _parent, collect = _chain(tmp_path, parent_ids, parent_mode, collect_ids)
+    assert _opened(collect) == os.stat(str(collect)).st_ino
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="changes owners")
+@pytest.mark.parametrize("parent_ids, parent_mode, collect_ids", [
+    (OTHER, 0o755, (0, 0)),  # another user's parent, root's collect directory
+    ((0, 0), 0o775, OTHER),  # group-writable
+    ((0, 0), 0o757, OTHER),  # world-writable, not sticky
+    (OTHER, 0o1777, (0, 0)),  # sticky, but another user's
+])
+def test_open_checked_dir_refuses_a_chain_another_user_can_change(tmp_path, parent_ids, parent_mode, collect_ids):
+    parent, collect = _chain(tmp_path, parent_ids, parent_mode, collect_ids)
+    with pytest.raises(_fs.PeerValueError) as info:
+        _opened(collect)
+    assert info.value.option == "collect_dir"
+    assert str(collect) in str(info.value) and "[%s]" % parent in str(info.value), str(info.value)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="changes owners")
+def test_open_checked_dir_refuses_a_symlink_another_user_planted_in_a_sticky_directory(tmp_path):
+    """``/tmp``-style parent: another user's symlink there to a directory of root's is refused."""
+    parent, collect = _chain(tmp_path, (0, 0), 0o1777, OTHER)
+    os.rename(str(collect), str(parent / "moved"))
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    os.symlink(str(secret), str(collect))
+    os.lchown(str(collect), *OTHER)
+    with pytest.raises(_fs.PeerValueError) as info:
+        _opened(collect)
+    assert "[%s]" % parent in str(info.value)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="changes owners")
+def test_open_checked_dir_refuses_a_symlink_to_roots_directory_in_a_directory_the_user_owns(tmp_path):
+    """The user owns the parent and swapped the collect directory for a symlink to a directory of
+    root's: the directory opened is root's, its path goes through the user's: refused."""
+    parent, collect = _chain(tmp_path, OTHER, 0o755, OTHER)
+    os.rename(str(collect), str(parent / "moved"))
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    os.symlink(str(secret), str(collect))
+    with pytest.raises(_fs.PeerValueError) as info:
+        _opened(collect)
+    assert "[%s]" % parent in str(info.value) and "uid 0" in str(info.value)
+
+
+def test_open_checked_dir_follows_symlinks_in_a_safe_chain(tmp_path):
+    real = tmp_path / "real" / "collect"
+    real.mkdir(parents=True)
+    os.symlink("real", str(tmp_path / "rel"))  # relative, then the last component absolute
+    os.symlink(str(real), str(tmp_path / "abs"))
+    assert _opened(tmp_path / "rel" / "collect") == os.stat(str(real)).st_ino
+    assert _opened(tmp_path / "abs") == os.stat(str(real)).st_ino
+    assert _opened(tmp_path / "real" / "." / ".." / "real" / "collect") == os.stat(str(real)).st_ino
+
+
+def test_open_checked_dir_missing_or_not_a_directory(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    os.symlink("loop", str(tmp_path / "loop"))
+    assert _opened(tmp_path / "missing", mayBeMissing=True) is None
+    for path in (tmp_path / "missing", tmp_path / "file", tmp_path / "file" / "below", tmp_path / "loop"):
+        with pytest.raises(_fs.PeerValueError) as info:
+            _opened(path)
+        assert str(info.value) == "Collect directory is not a directory or does not exist on disk."
 
 
 # ---------------------------------------------------------------------------
@@ -320,6 +470,35 @@ def test_kernel_copy_copies_a_file_from_fd_to_fd(tmp_path):
     assert (tmp_path / "dst").read_bytes() == data
 
 
+def test_kernel_copy_stops_at_the_size_it_is_given(tmp_path):
+    """A source grown to 2 TiB (sparse) after its size was taken: only that size is copied."""
+    (tmp_path / "src").write_bytes(b"abc")
+    os.truncate(str(tmp_path / "src"), 2 << 40)
+    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
+    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert _fs.kernel_copy(src, dst, 3) == 3
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes() == b"abc"
+
+
+def test_kernel_copy_stops_at_the_threads_deadline(tmp_path):
+    (tmp_path / "src").write_bytes(b"abc")
+    src = os.open(str(tmp_path / "src"), os.O_RDONLY)
+    dst = os.open(str(tmp_path / "dst"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with _command.deadline(0.01):
+            time.sleep(0.02)
+            with pytest.raises(IOError) as info:
+                _fs.kernel_copy(src, dst)
+        assert "Timed out" in str(info.value)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
 def test_atomic_copy_gives_the_name_only_to_a_complete_copy(root):
     path, fd = root
     (path / "src").write_bytes(b"new bytes")
@@ -362,6 +541,39 @@ def test_discard_mismatches_removes_what_differs_or_has_no_checksum(root):
     expected = {"good": hashlib.sha256(b"good").hexdigest(), "bad": hashlib.sha256(b"other").hexdigest(), "unknown": None}
     assert _fs.discard_mismatches(fd, ["good", "bad", "unknown"], expected) == (["good"], ["bad", "unknown"])
     assert os.listdir(str(path)) == ["good"]
+
+
+def test_sha256_fd_stops_at_the_size_it_is_given(tmp_path):
+    path = tmp_path / "grown"
+    path.write_bytes(b"abc")
+    fd = os.open(str(path), os.O_RDWR)
+    try:
+        os.ftruncate(fd, 2 << 40)  # grown to 2 TiB (sparse) after it was checked
+        assert _fs.sha256_fd(fd, 3) == hashlib.sha256(b"abc").hexdigest()
+    finally:
+        os.close(fd)
+
+
+def test_sha256_fd_stops_at_the_threads_deadline(tmp_path):
+    path = tmp_path / "big"
+    path.write_bytes(b"x" * (4 << 20))
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        with _command.deadline(0.01):
+            time.sleep(0.02)
+            with pytest.raises(IOError) as info:
+                _fs.sha256_fd(fd)
+        assert "Timed out" in str(info.value)
+    finally:
+        os.close(fd)
+
+
+def test_discard_mismatches_never_reads_a_file_of_another_size(root):
+    path, fd = root
+    (path / "a").write_bytes(b"peer")
+    os.truncate(str(path / "a"), 2 << 40)
+    assert _fs.discard_mismatches(fd, ["a"], {"a": hashlib.sha256(b"peer").hexdigest()}, {"a": 4}) == ([], ["a"])
+    assert os.listdir(str(path)) == []
 
 
 def test_sha256_fd_reads_from_the_start_in_steps(tmp_path):

@@ -344,7 +344,7 @@ def test_verification_failure_reports_the_count_verified_and_what_stays_staged(p
 def test_an_os_error_while_staging_says_what_and_where(peer, monkeypatch):
     collect, target = peer
 
-    def full(src, dst):
+    def full(src, dst, size=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_fs, "kernel_copy", full)

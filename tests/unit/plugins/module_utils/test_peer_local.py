@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils import _fs, peer
+from ansible_collections.cedarbackup.peer.plugins.module_utils import _command, _fs, peer
 from ansible_collections.cedarbackup.peer.plugins.module_utils.peer import LocalPeer, StageResult
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
@@ -80,12 +80,20 @@ def part_files(path):
 
 @pytest.fixture
 def listdir_order(monkeypatch):
-    """Force the ``os.listdir`` order of one directory (the rest stays real)."""
+    """Force the ``os.listdir`` order of one directory, by its path or a descriptor open on it
+    (the rest stays real)."""
     real = os.listdir
 
     def install(directory, order):
+        wanted = os.stat(str(directory))
+
         def fake(path="."):
-            if not isinstance(path, int) and os.fsdecode(path) == str(directory):
+            if isinstance(path, int):
+                info = os.fstat(path)
+                same = (info.st_dev, info.st_ino) == (wanted.st_dev, wanted.st_ino)
+            else:
+                same = os.fsdecode(path) == str(directory)
+            if same:
                 assert sorted(order) == sorted(real(path))
                 return list(order)
             return real(path)
@@ -893,7 +901,7 @@ def test_stage_files_failure_mid_copy_leaves_no_temp_and_old_target(dirs, monkey
     write(collect / "a", "brand new content")
     write(target / "a", "old")
 
-    def broken_copy(src, dst):
+    def broken_copy(src, dst, size=None):
         os.write(dst, b"brand")
         raise OSError(28, "No space left on device")
 
@@ -983,7 +991,7 @@ def test_files_are_copied_several_at_once(dirs, monkeypatch, method):
         write(collect / ("f%d" % index), os.urandom(1000 + index))
     monkeypatch.setattr(_fs, "COPY_WORKERS", 3)
     if method == "stagePeer":
-        state = _count_concurrency(monkeypatch, "_copyLocalFile", owner=LocalPeer)
+        state = _count_concurrency(monkeypatch, "_copyOpenFile", owner=LocalPeer)
         assert LocalPeer("p", str(collect)).stagePeer(str(target)) == 6
     else:
         state = _count_concurrency(monkeypatch, "atomic_copy")
@@ -1000,10 +1008,10 @@ def test_an_error_on_one_file_is_raised_after_the_others_were_copied(dirs, monke
     listdir_order(collect, ["a", "b", "c"])
     original = _fs.kernel_copy
 
-    def failing(src, dst):
+    def failing(src, dst, size=None):
         if os.fstat(src).st_size == 100 and os.pread(src, 1, 0) == b"b":
             raise OSError(5, "Input/output error")
-        return original(src, dst)
+        return original(src, dst, size)
 
     monkeypatch.setattr(_fs, "kernel_copy", failing)
     with pytest.raises(OSError) as info:
@@ -1126,8 +1134,8 @@ def test_local_file_that_changes_size_during_its_copy_is_not_staged(tmp_path, mo
     (collect / "grows").write_bytes(b"x" * 4096)
     real = _fs.kernel_copy
 
-    def copy_then_grow(src, dst):
-        copied = real(src, dst)
+    def copy_then_grow(src, dst, size=None):
+        copied = real(src, dst, size)
         with open(str(collect / "grows"), "ab") as handle:
             handle.write(b"more")
         return copied
@@ -1162,3 +1170,177 @@ def test_verify_never_follows_a_staged_symlink(tmp_path):
     os.symlink(str(tmp_path / "elsewhere"), str(target / "a"))
     assert LocalPeer("p", str(collect)).verifyFiles(str(target), ["a"]) == ([], ["a"])
     assert not os.path.lexists(str(target / "a")) and (tmp_path / "elsewhere").read_bytes() == b"peer"
+
+
+# ---------------------------------------------------------------------------
+# Issue 16: the collect directory through one descriptor, nothing that blocks or runs unbounded
+# ---------------------------------------------------------------------------
+
+
+def _bounded(function, seconds):
+    """``function()`` in a daemon thread: ``(returned, raised, still running)`` after at most ``seconds``."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["returned"] = function()
+        except Exception as exc:  # pylint: disable=broad-except
+            outcome["raised"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    return outcome.get("returned"), outcome.get("raised"), worker.is_alive()
+
+
+def test_write_stage_indicator_fails_on_a_fifo_without_blocking(dirs):
+    """A FIFO named ``cback.stage`` in the collect directory, nobody reading it: the call fails at
+    once naming it, under a 5 s deadline (it once blocked root in ``open``).  Guards issue 16,
+    finding 4."""
+    collect, _target = dirs
+    fifo = collect / "cback.stage"
+    os.mkfifo(str(fifo))
+    started = time.monotonic()
+    with _command.deadline(5):
+        _returned, raised, running = _bounded(LocalPeer("p", str(collect)).writeStageIndicator, 10)
+    if running:
+        os.close(os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK))  # release the blocked writer
+    assert not running, "writeStageIndicator blocked on a FIFO"
+    assert time.monotonic() - started < 2
+    assert type(raised) is ValueError and "FIFO" in str(raised) and str(fifo) in str(raised), raised
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_stage_files_refuses_an_excluded_name_that_is_not_a_regular_file(dirs, kind):
+    collect, target = dirs
+    write(collect / "a", "a")
+    if kind == "fifo":
+        os.mkfifo(str(collect / "cback.stage"))
+    else:
+        (collect / "cback.stage").mkdir()
+    with pytest.raises(ValueError) as info:
+        LocalPeer("p", str(collect)).stageFiles(str(target), exclude=("cback.stage",))
+    assert str(info.value) == MSG_NOT_REGULAR and _fs.failure_of(info.value).entry == "cback.stage"
+
+
+def test_check_collect_indicator_counts_a_symlink_without_following_it(dirs, tmp_path):
+    collect, _target = dirs
+    os.symlink(str(tmp_path / "nowhere"), str(collect / "cback.collect"))
+    assert LocalPeer("p", str(collect)).checkCollectIndicator() is True
+
+
+def _collect_below_another_users_dir(tmp_path):
+    """``home`` (another user's) holds that user's collect directory; ``secret`` is root's, 0700,
+    with root's files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    collect = home / "collect"
+    collect.mkdir()
+    write(collect / "public", b"public")
+    for path in (home, collect, collect / "public"):
+        os.chown(str(path), NOBODY_UID, NOGROUP_GID)
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    write(secret / "shadow", b"ROOT ONLY", 0o600)
+    return home, collect, secret
+
+
+def test_a_collect_dir_swapped_for_a_symlink_during_the_stage_never_stages_roots_files(tmp_path):
+    """The user who owns the collect directory and its parent renames the collect directory away and
+    plants a symlink to a root-only directory in its place, over and over, while root stages the
+    peer, writes its indicator and checks it (a real race, bounded).  Root stages only the user's
+    own files or refuses the peer, naming the collect directory; it never stages a root-only file or
+    creates anything in the root-only directory (it once did both).  Guards issue 16, finding 3."""
+    home, collect, secret = _collect_below_another_users_dir(tmp_path)
+    target = tmp_path / "target"
+    target.mkdir()
+    before = sorted(os.listdir(str(secret)))
+    stop = threading.Event()
+    swaps = [0]
+
+    def swap():
+        moved, link = home / "moved", home / "link"
+        while not stop.is_set() and swaps[0] < 200000:
+            os.rename(str(collect), str(moved))
+            os.symlink(str(secret), str(link))
+            os.rename(str(link), str(collect))
+            os.unlink(str(collect))
+            os.rename(str(moved), str(collect))
+            swaps[0] += 1
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    peer = LocalPeer("p", str(collect))
+    staged, refused = 0, []
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (staged < 20 or len(refused) < 20):
+            try:
+                peer.stageFiles(str(target), (NOBODY_UID, NOGROUP_GID), exclude=("cback.stage",))
+                peer.stagePeer(str(target), (NOBODY_UID, NOGROUP_GID))
+                peer.checkCollectIndicator()
+                peer.writeStageIndicator()
+                staged += 1
+            except (ValueError, OSError) as exc:
+                refused.append(exc)
+            assert "shadow" not in os.listdir(str(target)), "a root-only file was staged"
+            assert sorted(os.listdir(str(secret))) == before, "root wrote into the root-only directory"
+    finally:
+        stop.set()
+        swapper.join(timeout=10)
+    assert swaps[0] > 100 and staged and refused, (swaps, staged, refused[:3])
+    assert all(isinstance(exc, ValueError) and "Collect directory" in str(exc) for exc in refused), set(map(repr, refused))
+
+
+def test_a_collect_dir_below_a_directory_another_user_can_change_is_refused(tmp_path):
+    """Root's own collect directory, in another user's directory: refused by every method, naming it."""
+    home, collect, _secret = _collect_below_another_users_dir(tmp_path)
+    os.chown(str(collect), 0, 0)
+    target = tmp_path / "target"
+    target.mkdir()
+    peer = LocalPeer("p", str(collect))
+    for call in (lambda: peer.stagePeer(str(target)), lambda: peer.stageFiles(str(target)), peer.checkCollectIndicator,
+                 peer.writeStageIndicator, lambda: peer.verifyFiles(str(target), ["public"])):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(collect) in str(info.value) and "[%s]" % home in str(info.value), str(info.value)
+    assert not (collect / "cback.stage").exists()
+
+
+def test_verify_stops_at_the_staged_size_when_the_staged_file_is_swapped_for_a_huge_one(dirs):
+    """The staged file is swapped for a 2 TiB sparse file before it is verified, and another one is
+    grown to 2 TiB in place; under a 5 s deadline, verification ends at once and removes both
+    (it once read the 2 TiB, past any timeout).  Guards issue 16, finding 6."""
+    collect, target = dirs
+    write(collect / "swapped", b"peer data" * 100)
+    write(collect / "grown", b"more data" * 100)
+    peer = LocalPeer("p", str(collect))
+    staged = peer.stageFiles(str(target))
+    assert sorted(staged.copied) == ["grown", "swapped"]
+    huge = target / "huge"
+    write(huge)
+    os.truncate(str(huge), 2 << 40)
+    os.rename(str(huge), str(target / "swapped"))
+    os.truncate(str(target / "grown"), 2 << 40)
+    started = time.monotonic()
+    with _command.deadline(5):
+        returned, raised, running = _bounded(lambda: peer.verifyFiles(str(target), ["grown", "swapped"]), 30)
+    assert not running, "verification went on past its deadline"
+    assert raised is None and returned == ([], ["grown", "swapped"]), (returned, raised)
+    assert time.monotonic() - started < 6
+    assert os.listdir(str(target)) == []
+
+
+def test_verify_of_a_huge_source_honours_the_deadline(dirs):
+    """A legitimately large file whose hashing takes longer than the deadline: ``IOError``, not a
+    run that goes on."""
+    collect, target = dirs
+    write(collect / "big", b"x" * (8 << 20))
+    peer = LocalPeer("p", str(collect))
+    peer.stageFiles(str(target))
+    with _command.deadline(0.01):
+        time.sleep(0.02)
+        with pytest.raises(IOError) as info:
+            peer.verifyFiles(str(target), ["big"])
+    assert "Timed out" in str(info.value)
