@@ -1207,7 +1207,7 @@ def test_write_stage_indicator_fails_on_a_fifo_without_blocking(dirs):
         os.close(os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK))  # release the blocked writer
     assert not running, "writeStageIndicator blocked on a FIFO"
     assert time.monotonic() - started < 2
-    assert type(raised) is ValueError and "FIFO" in str(raised) and str(fifo) in str(raised), raised
+    assert raised.__class__ is ValueError and "FIFO" in str(raised) and str(fifo) in str(raised), raised
     assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
 
 
