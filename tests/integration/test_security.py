@@ -441,16 +441,16 @@ wait
 PEAK_RSS_LIMIT = 150 * MiB
 
 
-class PeakRss(object):
-    """Polls ``/proc`` (every 20 ms, in a thread) for processes whose command line holds every one
-    of ``markers`` and keeps the highest ``VmHWM`` (peak resident set size) any of them reported."""
+class ProcPoller(object):
+    """In a thread, while the ``with`` block runs (``limit_seconds`` at most), looks at every
+    process in ``/proc`` each ``interval`` seconds: ``_sample(pid)`` for each one ``_wanted``."""
 
-    def __init__(self, markers, limit_seconds=300):
-        self.markers = [marker.encode() for marker in markers]
+    interval = 0.02
+
+    def __init__(self, limit_seconds, name):
         self.limit_seconds = limit_seconds
-        self.peak, self.pids = 0, set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="peak-rss", daemon=True)
+        self._thread = threading.Thread(target=self._poll, name=name, daemon=True)
 
     def __enter__(self):
         self._thread.start()
@@ -461,13 +461,29 @@ class PeakRss(object):
         self._thread.join(timeout=5)
         return False
 
+    def _wanted(self, pid):
+        return True
+
     def _poll(self):
         end = time.monotonic() + self.limit_seconds
         while not self._stop.is_set() and time.monotonic() < end:
             for entry in os.listdir("/proc"):
-                if entry.isdigit():
+                if entry.isdigit() and self._wanted(int(entry)):
                     self._sample(entry)
-            self._stop.wait(0.02)
+            self._stop.wait(self.interval)
+
+    def _sample(self, pid):
+        raise NotImplementedError
+
+
+class PeakRss(ProcPoller):
+    """Polls ``/proc`` (every 20 ms, in a thread) for processes whose command line holds every one
+    of ``markers`` and keeps the highest ``VmHWM`` (peak resident set size) any of them reported."""
+
+    def __init__(self, markers, limit_seconds=300):
+        ProcPoller.__init__(self, limit_seconds, "peak-rss")
+        self.markers = [marker.encode() for marker in markers]
+        self.peak, self.pids = 0, set()
 
     def _sample(self, pid):
         try:
@@ -960,32 +976,19 @@ def own_bk(ssh_pool):
         remove_local_user(name)
 
 
-class EnvironWatcher(object):
+class EnvironWatcher(ProcPoller):
     """Reads ``/proc/<pid>/environ`` of every process running under ``uid`` (every 5 ms, in a
     thread, at most ``limit_seconds``), as that user could; keeps what it read per process."""
 
+    interval = 0.005
+
     def __init__(self, uid, limit_seconds=120):
-        self.uid, self.limit_seconds = uid, limit_seconds
+        ProcPoller.__init__(self, limit_seconds, "environ-watch")
+        self.uid = uid
         self.seen = {}  # pid: (command line, environ)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="environ-watch", daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return False
-
-    def _poll(self):
-        end = time.monotonic() + self.limit_seconds
-        while not self._stop.is_set() and time.monotonic() < end:
-            for entry in os.listdir("/proc"):
-                if entry.isdigit() and int(entry) not in self.seen:
-                    self._sample(entry)
-            self._stop.wait(0.005)
+    def _wanted(self, pid):
+        return pid not in self.seen
 
     def _sample(self, pid):
         try:
