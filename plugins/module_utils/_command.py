@@ -5,8 +5,9 @@
 """Command lines: splitting like CedarBackup3.util.splitCommandLine, running argv lists.
 
 Nothing here ever goes through a local shell.  A string that another program will parse
-as a shell command line (the remote side of ssh, ``su -c``) is built with
-``join_command`` from a list, every piece quoted.
+as a shell command line (the remote side of ssh) is built with ``join_command`` from a
+list, every piece quoted.  A command run as another local user is started by this process
+itself, which drops to that user's uid, gid and groups in the child: no ``su``, no shell.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,8 +19,10 @@ import os
 import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import namedtuple
@@ -51,11 +54,16 @@ KEEP_BYTES = 256 * 1024
 # hold the pipes open); after that the readers are left behind.
 DRAIN_SECONDS = 5
 
-# How root runs a command as another local user, as Cedar Backup does.
-SU_COMMAND = ["su"]
-
 # The PATH of a command run as another local user: system directories only, none of root's.
+# Its program is looked up there by this process, so that it starts by absolute path.
 USER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Whether Popen sets the child's user, group and groups itself (Python 3.9+).
+POPEN_DROPS = sys.version_info >= (3, 9)
+
+LocalUser = namedtuple("LocalUser", ["name", "uid", "gid", "groups", "home"])
+LocalUser.__doc__ = """The account a command runs as: ``name``, ``uid``, ``gid`` (primary group),
+``groups`` (every group id it is a member of, the primary one included) and ``home``."""
 
 # The deadline (``time.monotonic()`` value) of the job the current thread works on: every
 # command it runs is bounded by it (see ``deadline``).
@@ -249,41 +257,69 @@ def join_command(argv):
 
 
 def as_local_user(argv, user, what):
-    """``argv`` as it runs: unchanged, or for root wrapped in ``su <user> -c <quoted>``.
+    """``argv`` unchanged, once it is clear that this process may run it as ``user``.
 
-    ``run_command`` runs such an argv with ``user_environment(user)`` as its whole
-    environment (``su`` would otherwise pass root's on).
-
-    ``what`` names the kind of command for the error a non-root caller gets
-    (``Only root can remote <what> as another user.``, Cedar Backup's message).
+    ``None`` is the current user.  Another user needs root (Cedar Backup's rule and message:
+    ``Only root can remote <what> as another user.``, ``IOError``); ``run_command`` then runs
+    the command with ``user=`` as that user, dropping to its ids in the child.
     """
-    if user is None:
-        return list(argv)
-    if not _ids.is_running_as_root():
+    if user is not None and not _ids.is_running_as_root():
         raise IOError("Only root can remote %s as another user." % what)
-    return SU_COMMAND + [user, "-c", join_command(argv)]
+    return list(argv)
 
 
-def local_user_of(argv):
-    """The user an ``as_local_user`` argv runs as (``su <user> -c <string>``), else ``None``."""
-    size = len(SU_COMMAND)
-    if len(argv) == size + 3 and list(argv[:size]) == SU_COMMAND and argv[size + 1] == "-c":
-        return argv[size]
-    return None
+def local_user(name):
+    """The ``LocalUser`` of the account ``name`` (``KeyError`` for an unknown one): its
+    supplementary groups are the ones the system's group database gives it, as a login would."""
+    entry = pwd.getpwnam(name)
+    try:
+        groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    except (OSError, AttributeError):
+        groups = [entry.pw_gid]
+    if entry.pw_gid not in groups:
+        groups = [entry.pw_gid] + list(groups)
+    return LocalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(sorted(set(groups))), entry.pw_dir or "/")
 
 
 def user_environment(user):
-    """The whole environment of a command run as ``user``: ``PATH`` (``USER_PATH``), ``HOME``
-    (the user's home, ``/`` for an unknown user), ``USER``, ``LOGNAME`` and ``LANG=C``.
+    """The whole environment of a command run as ``user`` (a name or a ``LocalUser``): ``PATH``
+    (``USER_PATH``), ``HOME`` (the user's home, ``/`` for an unknown user), ``USER``, ``LOGNAME``
+    and ``LANG=C``.
 
-    ``su`` without ``-l`` hands its caller's environment on to the user's shell, whose processes
-    that user can read (``/proc/<pid>/environ``): nothing of root's environment may be in it.
+    That user can read the environment of its own processes (``/proc/<pid>/environ``):
+    nothing of root's environment may be in it.
     """
-    try:
-        home = pwd.getpwnam(user).pw_dir or "/"
-    except KeyError:
-        home = "/"
-    return {"PATH": USER_PATH, "HOME": home, "USER": user, "LOGNAME": user, "LANG": "C"}
+    if isinstance(user, LocalUser):
+        name, home = user.name, user.home
+    else:
+        name = user
+        try:
+            home = pwd.getpwnam(user).pw_dir or "/"
+        except KeyError:
+            home = "/"
+    return {"PATH": USER_PATH, "HOME": home, "USER": name, "LOGNAME": name, "LANG": "C"}
+
+
+def _program(word, path):
+    """``word`` as an absolute path: unchanged with a ``/`` in it, else found in ``path``."""
+    if "/" in word:
+        return word
+    return shutil.which(word, path=path)
+
+
+def _drop_to(user):
+    """Popen keyword arguments that start the child as ``user``: the child sets its groups, gid
+    and uid itself before it runs the program (Python 3.9+: in the interpreter's C code, safe
+    with threads; earlier: a ``preexec_fn``)."""
+    if POPEN_DROPS:
+        return dict(user=user.uid, group=user.gid, extra_groups=list(user.groups))
+
+    def drop():
+        os.setgroups(list(user.groups))
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+
+    return dict(preexec_fn=drop)
 
 
 def sanitized_environment(base=None):
@@ -300,7 +336,7 @@ def _decode(data):
     return data.decode("utf-8", "replace") if data else ""
 
 
-def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fds=(), cleanup=False):
+def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fds=(), cleanup=False, user=None):
     """Run ``argv`` (a list, never a shell) and capture its output.
 
     Standard input is ``/dev/null`` so that nothing can wait on a prompt.  The command
@@ -308,9 +344,14 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
     process it started (``kill_tree``) and the result has ``rc`` ``TIMED_OUT`` and
     ``timed_out`` true.  Of each output stream the first and last ``keep`` bytes are kept
     (``None``: all of it); ``truncated`` tells when some were dropped.  The thread's
-    ``deadline``, when set, bounds ``timeout`` further.  ``env`` ``None``: a command run as
-    another local user (``as_local_user``) gets ``user_environment`` only, any other one
-    ``sanitized_environment``.  ``pass_fds``: descriptors the
+    ``deadline``, when set, bounds ``timeout`` further.
+
+    ``user`` (a name): run the command as that local user (root only; see ``as_local_user``).
+    The child drops to the user's uid, gid and groups itself before the program starts; the
+    program is looked up in ``USER_PATH`` and started by absolute path, in ``/`` unless ``cwd``
+    says otherwise.  ``env`` ``None``: such a command gets ``user_environment`` only, nothing
+    of this process's; any other command gets ``sanitized_environment``.  An unknown user, or
+    a program not found, gives ``rc`` ``EXEC_FAILED``.  ``pass_fds``: descriptors the
     command inherits (every other one is closed).  After a ``cancel`` no command is started
     (a timed-out result) unless it is a ``cleanup`` command (one that stops what the run
     started, such as closing a shared ssh connection).  A command
@@ -319,9 +360,22 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
     argv = [str(word) for word in argv]
     if not argv:
         raise ValueError("Cannot run an empty command.")
-    if env is None:
-        user = local_user_of(argv)
-        env = sanitized_environment() if user is None else user_environment(user)
+    drop = {}
+    if user is not None:
+        try:
+            account = local_user(user)
+        except KeyError:
+            return CommandResult(argv, EXEC_FAILED, "", "Local user %s does not exist: the command cannot run as that user.\n" % user, False)
+        program = _program(argv[0], USER_PATH)
+        if program is None:
+            return CommandResult(argv, EXEC_FAILED, "", "%s: not found in %s\n" % (argv[0], USER_PATH), False)
+        argv = [program] + argv[1:]
+        drop = _drop_to(account)
+        cwd = "/" if cwd is None else cwd
+        if env is None:
+            env = user_environment(account)
+    elif env is None:
+        env = sanitized_environment()
     timeout = _bounded(timeout)
     if timeout is not None and timeout <= 0:
         return CommandResult(argv, TIMED_OUT, "", "Not started: the time for this peer had run out.\n", True)
@@ -341,9 +395,12 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
                 close_fds=True,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
+                **drop
             )
         except OSError as exc:
             return CommandResult(argv, EXEC_FAILED, "", "%s: %s" % (argv[0], exc.strerror or exc), False)
+        except subprocess.SubprocessError as exc:  # the child could not become the user
+            return CommandResult(argv, EXEC_FAILED, "", "%s: %s" % (argv[0], exc), False)
         _running[proc.pid] = cleanup
     if cancelled() and not cleanup:  # a cancellation that came in while it was being started
         kill_tree(proc.pid)
@@ -483,8 +540,8 @@ def _tree(pid, known):
 def kill_tree(pid):
     """Kill ``pid`` and every process it started, whatever session or group it moved to.
 
-    ``su -c`` starts its command in a new session, so killing the process group alone would
-    miss the shell, the copy and its ssh.  The tree is stopped first (so that nobody forks
+    A command may start a new session of its own (ssh's connection master does), so killing
+    the process group alone could miss some of it.  The tree is stopped first (so that nobody forks
     or is reparented while it is being found), then killed.
     """
     stopped = []

@@ -8,7 +8,7 @@ A peer that cannot be checked still counts as *not ready* (Cedar Backup's semant
 the ignore-failure modes rely on), but the run says why: ``Cause`` carries the failed
 command's stderr (trimmed, ``\\r\\n`` cleaned, on one line) and, where the cause is known, a
 hint that names it and the fix.  What can be known before any connection (a program that
-is not there, a copy user without a login shell) is checked first, without running anything.
+is not there, a copy user that does not exist) is checked first, without running anything.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,7 +20,7 @@ import pwd
 import re
 from collections import namedtuple
 
-from ._command import sanitized_environment
+from ._command import USER_PATH, sanitized_environment
 
 # At most this many characters of a command's output travel in a message.
 OUTPUT_CHARS = 400
@@ -29,10 +29,6 @@ Cause = namedtuple("Cause", ["kind", "hint", "output"])
 Cause.__doc__ = """Why a peer failed: ``kind`` (a short key, in the JSON summary), ``hint`` (a
 sentence naming the cause and the fix, ``""`` when unknown), ``output`` (the command's
 cleaned stderr, ``""`` when nothing ran)."""
-
-# Shells that refuse to run a command (``su -c`` and sshd both go through the user's shell).
-NO_LOGIN_SHELLS = ("nologin", "false")
-
 
 def clean_output(text, limit=OUTPUT_CHARS):
     """A command's output on one line: ``\\r\\n``/``\\r`` line ends and blank lines dropped,
@@ -48,13 +44,15 @@ def clean_output(text, limit=OUTPUT_CHARS):
     return joined
 
 
-def _program_problem(argv0, option):
-    """A hint when the program ``argv0`` of a command cannot be run on the master, else ``None``."""
+def _program_problem(argv0, option, user=None):
+    """A hint when the program ``argv0`` of a command cannot be run on the master, else ``None``
+    (looked up in ``USER_PATH`` for a command run as another ``user``, as it will be)."""
     if "/" in argv0:
         path = argv0
     else:
         path = None
-        for folder in (sanitized_environment().get("PATH") or os.defpath).split(os.pathsep):
+        search = USER_PATH if user is not None else (sanitized_environment().get("PATH") or os.defpath)
+        for folder in search.split(os.pathsep):
             candidate = os.path.join(folder or ".", argv0)
             if os.path.isfile(candidate):
                 path = candidate
@@ -68,35 +66,34 @@ def _program_problem(argv0, option):
     return None
 
 
-def _shell_problem(user):
-    """A hint when ``su <user> -c`` cannot run a command (no such user, no login shell), else ``None``."""
+def _user_problem(user):
+    """A hint when the copy user does not exist on the master, else ``None`` (it needs no login
+    shell: the copies drop to its ids, they do not go through ``su``)."""
     try:
-        shell = pwd.getpwnam(user).pw_shell or "/bin/sh"
+        pwd.getpwnam(user)
     except KeyError:
-        return "the copy user %s does not exist on the master" % user
-    if os.path.basename(shell) in NO_LOGIN_SHELLS or not os.path.isfile(shell) or not os.access(shell, os.X_OK):
-        return ("the copy user %s has no login shell (%s), so su cannot run the copy as that user: give it one "
-                "(usermod -s /bin/sh %s) or set copy_as_backup_user (cback_copy_as_backup_user) to false" % (user, shell, user))
+        return ("the copy user %s does not exist on the master: create it (the setup role does) or set backup_user "
+                "(cback_backup_user) to a user that exists" % user)
     return None
 
 
 def before_connecting(peer):
     """What keeps a remote peer's readiness check from running, found without running anything:
     a ``Cause`` or ``None``.  Checked: the rcp program exists and is executable on the master,
-    and the copy user (``localUser``) has a usable login shell."""
-    problem = _program_problem(peer.effectiveRcpCommand[0], "rcp_command")
+    and the copy user (``localUser``) exists."""
+    problem = _program_problem(peer.effectiveRcpCommand[0], "rcp_command", peer.localUser)
     if problem:
         return Cause("program-missing", problem, "")
     if peer.localUser is not None:
-        problem = _shell_problem(peer.localUser)
+        problem = _user_problem(peer.localUser)
         if problem:
-            return Cause("no-login-shell", problem, "")
+            return Cause("copy-user-missing", problem, "")
     return None
 
 
 def rsh_problem(peer):
     """A hint when the rsh program cannot be run on the master, else ``None``."""
-    return _program_problem(peer.effectiveRshCommand[0], "rsh_command")
+    return _program_problem(peer.effectiveRshCommand[0], "rsh_command", peer.localUser)
 
 
 # (kind, pattern of the output, hint); the first that matches wins.  ``%(user)s`` is the
@@ -120,7 +117,10 @@ _PATTERNS = (
     ("authentication", r"Permission denied \(|Too many authentication failures",
      "authentication failed: the copy user's ssh key is not accepted for remote user %(user)s on the peer"),
     ("no-login-shell", r"This account is currently not available",
-     "a user without a login shell: su on the master or sshd on the peer refused to run a command (nologin)"),
+     "the remote user %(user)s has no login shell on the peer: sshd runs every command (and the SFTP server) through "
+     "it; give that user a shell (the setup role does)"),
+    ("copy-user-missing", r"^Local user \S+ does not exist",
+     "the user the command runs as does not exist on the master: create it or set backup_user (cback_backup_user)"),
     ("program-missing", r"^(?:su: )?(?:sh: \d+: )?%(program)s: (?:not found|No such file or directory)",
      "program missing on the master: %(program)s; fix the rcp/rsh command (cback_rcp_command, cback_rsh_command)"),
     ("permission-denied", r"Permission denied",

@@ -128,6 +128,6 @@ def ssh_session(peer, multiplex=True, connect_timeout=0):
                     host = "[%s]" % peer.name if ":" in peer.name else peer.name
                     # As the user that opened the connection (its program, its socket), never as root.
                     argv = [_ssh_program(peer), "-o", "ControlPath=%s/mux" % control.path, "-O", "exit", "--", "%s@%s" % (peer.remoteUser, host)]
-                    run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10, cleanup=True)
+                    run_command(as_local_user(argv, peer.localUser, "shell"), timeout=10, cleanup=True, user=peer.localUser)
             finally:
                 control.remove()

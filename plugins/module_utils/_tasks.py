@@ -420,13 +420,15 @@ def run_action(peer, conduct, action, full, check_mode=False):
         api = _peer(peer, conduct)
         api.sshOptions = ssh_options(None, conduct.connect_timeout or 0)
         argv = api.remoteShellArgv(api.managedActionCommand(action, full))
+        user = api.localUser
     else:
         argv = as_local_user(build_cback_argv(peer.cback_command, action, full), peer.local_user, "shell")
+        user = peer.local_user
     if check_mode:
         # No rc: ansible-core takes a result whose rc is not 0 as a failure.
         return dict(changed=True, cmd=argv, stdout="", stderr="")
     started = time.monotonic()
-    outcome = run_command(argv, timeout=conduct.timeout)
+    outcome = run_command(argv, timeout=conduct.timeout, user=user)
     result = dict(
         changed=True, cmd=outcome.argv, rc=outcome.rc, stdout=outcome.stdout, stderr=outcome.stderr,
         seconds=round(time.monotonic() - started, 3),

@@ -13,9 +13,12 @@ unchanged when it imports this one instead::
 Differences, all on purpose (see ``docs/peer-api.md``):
 
 * No command ever goes through a local shell.  Where a command line must travel as one
-  string (``su <localUser> -c``, the remote side of the rsh command) every word is quoted
-  with ``shlex.quote``; ``executeManagedAction`` splits ``cbackCommand`` into words and
-  quotes them with the action.
+  string (the remote side of the rsh command) every word is quoted with ``shlex.quote``;
+  ``executeManagedAction`` splits ``cbackCommand`` into words and quotes them with the
+  action.
+* A command run as ``localUser`` is not wrapped in ``su <localUser> -c``: the child drops to
+  that user's uid, gid and groups itself, with a fixed minimal environment, so the user needs
+  no login shell (``SU_COMMAND`` is kept for code that imports it; nothing runs it).
 * A ``RemotePeer`` without a ``workingDir`` uses a private temporary directory (removed
   afterwards) where Cedar Backup fails with ``TypeError``/``UnboundLocalError``.
 * The empty file pushed as the stage indicator belongs to ``localUser`` when one is set
@@ -71,7 +74,7 @@ import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import EXEC_FAILED, SU_COMMAND, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, within
+from ._command import EXEC_FAILED, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, within
 from ._failure import VALID_FAILURE_MODES
 from . import _fs
 from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
@@ -86,6 +89,10 @@ DEF_CBACK_COMMAND = "/usr/bin/cback3"
 
 DEF_COLLECT_INDICATOR = "cback.collect"
 DEF_STAGE_INDICATOR = "cback.stage"
+
+# Cedar Backup's constant, kept for code that imports it: commands of a ``localUser`` do not go
+# through ``su`` here (see the module docstring).
+SU_COMMAND = ["su"]
 
 
 # How much of a remote collect directory's listing is read (head and tail, each): enough for
@@ -553,7 +560,8 @@ class RemotePeer(_Peer):
     A remote (networked) peer is backed up with an rcp-compatible copy command.  It has a
     name (a valid hostname), a collect directory, a working directory and a copy command.
     An optional local user is the account the copies run as: only root may set it, and
-    root then runs every remote command through ``su <localUser> -c``.
+    root then runs every remote command as that user (the child drops to its uid, gid and
+    groups: no ``su``, no login shell needed).
     """
 
     def __init__(
@@ -661,7 +669,7 @@ class RemotePeer(_Peer):
     rshCommand = property(_getRshCommand, _setRshCommand, None, "An rsh-compatible command to use for remote shells to the peer.")
     cbackCommand = property(_getCbackCommand, _setCbackCommand, None, "A chack-compatible command to use for executing managed actions.")
 
-    # ----- command construction (argv lists; su -c strings fully quoted) -----
+    # ----- command construction (argv lists; remote command lines fully quoted) -----
 
     def _remote(self, path):
         host = "[%s]" % self.name if ":" in self.name else self.name
@@ -701,7 +709,8 @@ class RemotePeer(_Peer):
     effectiveRshCommand = property(_getEffectiveRshCommand, None, None, "The rsh command run, as an argv list (the default for none).")
 
     def _run(self, argv, **kwargs):
-        return run_command(argv, timeout=self.commandTimeout, **kwargs)
+        """Run a command of this peer's (built with ``_asLocalUser``): as ``localUser`` when set."""
+        return run_command(argv, timeout=self.commandTimeout, user=self.localUser, **kwargs)
 
     def _rcpIsSftp(self):
         """Whether the rcp command is OpenSSH's ``scp`` in its default SFTP mode (no ``-O``):

@@ -13,25 +13,17 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import shlex
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils._command import CommandResult
-
-
-def inner_argv(argv):
-    """The command a (possibly ``su <user> -c <string>`` wrapped) argv really runs."""
-    if argv[:1] == ["su"]:
-        assert len(argv) == 4 and argv[2] == "-c", argv
-        return shlex.split(argv[3])
-    return list(argv)
 
 
 class Call(object):
     """One recorded command.
 
     ``raw``: the argv as given; ``argv``: in the runner's ``form`` (``raw`` unless told, e.g.
-    ``tests.support.argv.cedar_form``); ``inner``: what an ``su -c`` argv really runs;
-    ``timeout`` and the other keyword arguments (``kwargs``) of the call.
+    ``tests.support.argv.cedar_form``); ``inner``: the argv as given too (a command is never
+    wrapped); ``user``: the local user it runs as (``None``: the current one); ``timeout`` and
+    the other keyword arguments (``kwargs``) of the call.
     """
 
     def __init__(self, argv, timeout, kwargs, form=list):
@@ -39,7 +31,8 @@ class Call(object):
         self.argv = form(self.raw)
         self.timeout = timeout
         self.kwargs = kwargs
-        self.inner = inner_argv(self.raw)
+        self.inner = list(self.raw)
+        self.user = kwargs.get("user")
 
     @property
     def program(self):

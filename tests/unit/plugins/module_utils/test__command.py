@@ -276,42 +276,107 @@ def test_run_command_explicit_env_is_used_verbatim():
     assert sorted(result.stdout.splitlines()) == ["FOO=bar", "LC_ALL=x"]
 
 
-def test_run_command_as_another_user_gets_only_the_users_environment(monkeypatch, tmp_path):
-    """``su`` without ``-l`` passes its caller's environment on: a command run as another user
-    gets the fixed ``user_environment`` instead, nothing of ours (a secret, root's PATH)."""
-    fake_su = tmp_path / "su"
-    fake_su.write_text("#!/bin/sh\ntr '\\0' '\\n' < /proc/$$/environ\n")  # what it was started with
-    fake_su.chmod(0o755)
-    monkeypatch.setattr(_command, "SU_COMMAND", [str(fake_su)])
-    monkeypatch.setattr(_command._ids, "is_running_as_root", lambda: True)
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a command as another user")
+
+# What the child is: its ids (real and effective), groups, working directory, argv[0] and
+# environment, as the kernel tells it.
+REPORT = r"""
+import os, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+print("uid", " ".join(status["Uid"].split()))
+print("gid", " ".join(status["Gid"].split()))
+print("groups", " ".join(sorted(status["Groups"].split(), key=int)))
+print("cwd", os.getcwd())
+print("argv0", open("/proc/self/cmdline", "rb").read().split(b"\0")[0].decode())
+for item in sorted(open("/proc/self/environ", "rb").read().split(b"\0")):
+    if item:
+        print("env", item.decode())
+"""
+
+
+def _report(result):
+    lines = {}
+    for line in result.stdout.splitlines():
+        key, _sep, value = line.partition(" ")
+        lines.setdefault(key, []).append(value)
+    return lines
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("popen_drops", [True, False], ids=["popen", "preexec"])
+def test_run_command_as_another_user_drops_to_its_ids_groups_and_environment(monkeypatch, popen_drops):
+    """No ``su``: the child itself becomes the user (uid, gid, every group of the account, and
+    nothing of root's: real and effective ids, no group 0), starts in ``/`` by absolute path
+    (``python3`` found in the fixed ``PATH``), with the fixed environment only (root's secret and
+    ``PATH`` are not there).  The same with Python's ``user=`` arguments and with the fallback
+    of interpreters before 3.9."""
+    monkeypatch.setattr(_command, "POPEN_DROPS", popen_drops)
     monkeypatch.setenv("CBACK_TEST_SECRET", "root's secret")
     monkeypatch.setenv("PATH", "/root/bin:" + os.environ["PATH"])
-    argv = _command.as_local_user(["/usr/bin/true"], "nobody", "copy")
-    result = _command.run_command(argv)
-    home = pwd.getpwnam("nobody").pw_dir
-    assert sorted(result.stdout.splitlines()) == sorted([
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=%s" % home, "USER=nobody", "LOGNAME=nobody", "LANG=C",
+    entry = pwd.getpwnam("nobody")
+    groups = (entry.pw_gid, 4, 100)  # as if the account were in adm and users too
+    monkeypatch.setattr(_command, "local_user", lambda name: _command.LocalUser(name, entry.pw_uid, entry.pw_gid, groups, "/nonexistent-home"))
+    argv = _command.as_local_user(["python3", "-c", REPORT], "nobody", "copy")
+    assert argv == ["python3", "-c", REPORT]
+    result = _command.run_command(argv, user="nobody")
+    assert result.rc == 0, result
+    report = _report(result)
+    assert report["uid"] == ["%d %d %d %d" % ((entry.pw_uid,) * 4)]
+    assert report["gid"] == ["%d %d %d %d" % ((entry.pw_gid,) * 4)]
+    assert report["groups"] == [" ".join(str(gid) for gid in sorted(groups))]
+    assert report["cwd"] == ["/"]
+    assert report["argv0"][0].startswith("/") and report["argv0"][0].endswith("python3"), report["argv0"]
+    assert result.argv[0] == report["argv0"][0]
+    assert sorted(report["env"]) == sorted([
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent-home", "USER=nobody", "LOGNAME=nobody", "LANG=C",
     ])
 
 
-@pytest.mark.parametrize("argv, user", [
-    (["su", "backup", "-c", "scp a b"], "backup"),
-    (["su", "backup", "-c", ""], "backup"),
-    (["su", "backup", "-c"], None),
-    (["su", "backup", "-l", "x"], None),
-    (["su", "backup", "-c", "x", "y"], None),
-    (["/usr/bin/su", "backup", "-c", "x"], None),
-    (["/usr/bin/scp", "backup", "-c", "x"], None),
-    ([], None),
-])
-def test_local_user_of(argv, user):
-    assert _command.local_user_of(argv) == user
+@ROOT_ONLY
+def test_run_command_as_a_user_keeps_a_given_working_directory_and_environment(tmp_path):
+    os.chmod(str(tmp_path), 0o755)
+    result = _command.run_command(["python3", "-c", REPORT], user="nobody", cwd=str(tmp_path), env={"ONLY": "this"})
+    assert result.rc == 0, result
+    report = _report(result)
+    assert report["cwd"] == [str(tmp_path)]
+    assert report["env"] == ["ONLY=this"]
 
 
-def test_local_user_of_reads_what_as_local_user_builds(monkeypatch):
+def test_run_command_as_an_unknown_user_runs_nothing():
+    result = _command.run_command(["/usr/bin/true"], user="no-such-user-cbtest")
+    assert (result.rc, result.timed_out) == (_command.EXEC_FAILED, False)
+    assert result.stderr == "Local user no-such-user-cbtest does not exist: the command cannot run as that user.\n"
+
+
+@ROOT_ONLY
+def test_run_command_as_a_user_finds_its_program_in_the_fixed_path_only(monkeypatch, tmp_path):
+    """A program that is only in root's ``PATH`` is not found for another user."""
+    tool = tmp_path / "cbtest-only-here"
+    tool.write_text("#!/bin/sh\necho ran\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
+    assert _command.run_command([tool.name]).stdout == "ran\n"
+    result = _command.run_command([tool.name], user="nobody")
+    assert result.rc == _command.EXEC_FAILED
+    assert result.stderr == "cbtest-only-here: not found in /usr/sbin:/usr/bin:/sbin:/bin\n"
+
+
+def test_as_local_user_needs_root_for_another_user(monkeypatch):
+    monkeypatch.setattr(_command._ids, "is_running_as_root", lambda: False)
+    assert _command.as_local_user(["/usr/bin/scp"], None, "copy") == ["/usr/bin/scp"]
+    with pytest.raises(IOError, match=r"^Only root can remote copy as another user\.$"):
+        _command.as_local_user(["/usr/bin/scp"], "backup", "copy")
     monkeypatch.setattr(_command._ids, "is_running_as_root", lambda: True)
-    assert _command.local_user_of(_command.as_local_user(["/usr/bin/scp", "-c", "x"], "backup", "copy")) == "backup"
-    assert _command.local_user_of(_command.as_local_user(["/usr/bin/scp"], None, "copy")) is None
+    assert _command.as_local_user(["/usr/bin/scp", "-q"], "backup", "copy") == ["/usr/bin/scp", "-q"]
+
+
+def test_local_user_has_its_primary_group_among_its_groups():
+    entry = pwd.getpwnam("nobody")
+    user = _command.local_user("nobody")
+    assert (user.name, user.uid, user.gid, user.home) == ("nobody", entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    assert entry.pw_gid in user.groups and 0 not in user.groups
+    with pytest.raises(KeyError):
+        _command.local_user("no-such-user-cbtest")
 
 
 def test_user_environment_of_a_known_user():

@@ -7,6 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import pwd
+
 import pytest
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _diagnose
@@ -27,6 +30,7 @@ def remote():
     ("ssh: connect to host 127.0.3.1 port 22: No route to host\n", "unreachable"),
     ("backup@127.0.3.1: Permission denied (publickey).\n", "authentication"),
     ("This account is currently not available.\n", "no-login-shell"),
+    ("Local user cbgone does not exist: the command cannot run as that user.\n", "copy-user-missing"),
     ("scp: /srv/collect/cback.collect: Permission denied\n", "permission-denied"),
     ("scp: write local \"/x/a.bin\": No space left on device\n", "no-space"),
     ("Command timed out after 5 seconds and was killed.\n", "command-timeout"),
@@ -67,11 +71,29 @@ def test_before_connecting_finds_a_missing_or_unexecutable_program(tmp_path):
     assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand="scp -q")) is None
 
 
-def test_before_connecting_finds_a_copy_user_without_a_login_shell():
-    cause = _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="nobody"))
-    assert cause.kind == "no-login-shell"
-    assert cause.hint.startswith("the copy user nobody has no login shell (/usr/sbin/nologin), so su cannot run the copy")
+def test_before_connecting_finds_a_copy_user_that_does_not_exist():
+    cause = _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="no-such-user-cbtest"))
+    assert cause.kind == "copy-user-missing"
+    assert cause.hint == ("the copy user no-such-user-cbtest does not exist on the master: create it (the setup role does) "
+                          "or set backup_user (cback_backup_user) to a user that exists")
+
+
+def test_before_connecting_takes_a_copy_user_without_a_login_shell():
+    """The copies drop to the user's ids (no su): a nologin shell is no matter."""
+    assert pwd.getpwnam("nobody").pw_shell.endswith("nologin")
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="nobody")) is None
     assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", localUser="root")) is None
+
+
+def test_before_connecting_looks_a_copy_users_program_up_in_the_fixed_path(monkeypatch, tmp_path):
+    """A program found only in root's PATH is missing for the copy user."""
+    tool = tmp_path / "cbtest-scp"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
+    assert _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand=tool.name)) is None
+    cause = _diagnose.before_connecting(RemotePeer(name="h", collectDir="/c", remoteUser="r", rcpCommand=tool.name, localUser="nobody"))
+    assert cause.kind == "program-missing" and "cbtest-scp is not found in PATH" in cause.hint
 
 
 def test_rsh_problem():

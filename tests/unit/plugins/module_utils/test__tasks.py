@@ -581,8 +581,8 @@ def test_local_argv(runner, overrides, argv):
 
 def test_local_argv_as_local_user(runner):
     result = _tasks.managed_action(action_params(type="local", local_user="nobody", full=True), False)
-    assert result["cmd"] == ["su", "nobody", "-c", "/usr/bin/cback3 --full collect"]
-    assert runner.calls[0].argv == result["cmd"]
+    assert result["cmd"] == ["/usr/bin/cback3", "--full", "collect"]
+    assert runner.calls[0].argv == result["cmd"] and runner.calls[0].user == "nobody"
 
 
 @pytest.mark.parametrize(
@@ -618,8 +618,8 @@ def test_remote_command_is_quoted_for_the_remote_shell(runner):
 def test_remote_argv_as_local_user(runner):
     params = action_params(name="host", remote_user="root", local_user="nobody", rsh_command="/usr/bin/ssh -F /etc/x")
     result = _tasks.managed_action(params, False)
-    assert result["cmd"][:3] == ["su", "nobody", "-c"]
-    assert shlex.split(result["cmd"][3]) == ["/usr/bin/ssh", "-F", "/etc/x", "--", "root@host", "/usr/bin/cback3 collect"]
+    assert result["cmd"] == ["/usr/bin/ssh", "-F", "/etc/x", "--", "root@host", "/usr/bin/cback3 collect"]
+    assert runner.calls[0].user == "nobody"
 
 
 def test_timeout_is_passed_to_the_runner(runner):
@@ -749,8 +749,7 @@ def test_local_real_run_timeout(tmp_path):
 def test_local_real_run_as_local_user(tmp_path):
     script, args = make_script(tmp_path)
     result = _tasks.managed_action(action_params(type="local", cback_command=str(script), local_user="root"), False)
-    assert result["cmd"][:3] == ["su", "root", "-c"]
-    assert shlex.split(result["cmd"][3]) == [str(script), "collect"]
+    assert result["cmd"] == [str(script), "collect"]
     assert args.read_text() == "collect\n"
     assert (tmp_path / (script.name + ".args.user")).read_text() == "root\n"
 
@@ -1400,7 +1399,6 @@ def test_remote_real_run_missing_target_dir_fails(tmp_path, openssh):
 
 def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch):
     monkeypatch.setattr(_ids, "is_running_as_root", lambda: True)
-    monkeypatch.setattr(_diagnose, "_shell_problem", lambda user: None)  # su is faked: nobody's nologin shell is no matter
     collect, target = remote
     owners = []
     real = openssh.__call__
@@ -1416,18 +1414,18 @@ def test_remote_as_local_user_shares_the_connection(remote, openssh, monkeypatch
     assert result["ready"] is True and sorted(result["files"]) == REMOTE_NAMES
     assert len(openssh.calls) == 4
     for call in openssh.calls:
-        assert call.argv[:3] == ["su", "nobody", "-c"], call.argv
-        assert call.inner[0] == "/usr/bin/%s" % call.program and call.program in ("scp", "sftp")
+        assert call.user == "nobody", call.argv
+        assert call.argv[0] == "/usr/bin/%s" % call.program and call.program in ("scp", "sftp")
     assert len({call.control_path for call in openssh.calls}) == 1
     # the local user's ssh creates the socket: the private dir is theirs
     assert owners == [NOBODY_UID] * 4
-    # the local user closes the master it opened, through su as well
-    assert openssh.exits[0].argv[:3] == ["su", "nobody", "-c"]
-    assert "-O exit" in openssh.exits[0].argv[3]
+    # the local user closes the master it opened, as that user as well
+    assert openssh.exits[0].user == "nobody"
+    assert openssh.exits[0].argv[-4:-1] == ["-O", "exit", "--"]
 
 
 def test_remote_other_rcp_program_gets_no_options(remote, openssh, monkeypatch):
-    monkeypatch.setattr(_diagnose, "_program_problem", lambda argv0, option: None)  # /usr/bin/rcp is faked
+    monkeypatch.setattr(_diagnose, "_program_problem", lambda argv0, option, user=None: None)  # /usr/bin/rcp is faked
     collect, target = remote
     result = _tasks.stage(remote_params(collect, target, rcp_command="/usr/bin/rcp -p"), False)
     assert result["ready"] is True

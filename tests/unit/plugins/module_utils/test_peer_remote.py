@@ -803,7 +803,7 @@ def test_build_cback_argv_none_action_checked_first():
 
 
 # ---------------------------------------------------------------------------
-# localUser: su wrapping as root, refusal otherwise
+# localUser: as root the command runs as that user (no su), refused otherwise
 # ---------------------------------------------------------------------------
 
 
@@ -854,36 +854,33 @@ SU_CASES = [
 
 
 @pytest.mark.parametrize("label, action, expected, effect", SU_CASES, ids=[case[0] for case in SU_CASES])
-def test_local_user_as_root_wraps_in_su(runner, tmp_path, label, action, expected, effect):
+def test_local_user_as_root_runs_the_command_as_that_user(runner, tmp_path, label, action, expected, effect):
+    """The command is not wrapped in ``su``: it runs as it is, with ``user=`` (the child drops
+    to that user's ids itself)."""
     (tmp_path / "target").mkdir()
     p = make_peer(tmp_path, localUser="nobody", remoteUser="backup")
     runner.respond(effect=effect)
     action(p, tmp_path)
     assert len(runner.calls) == 1
-    argv = runner.calls[0].argv
-    assert argv[:3] == ["su", "nobody", "-c"]
-    assert len(argv) == 4
-    assert shlex.split(argv[3]) == expected(tmp_path)
-    assert argv[3] == shlex.join(expected(tmp_path))
+    assert runner.calls[0].argv == expected(tmp_path)
+    assert runner.calls[0].user == "nobody"
 
 
-def test_local_user_as_root_wraps_list_collect_dir(runner):
+def test_local_user_as_root_list_collect_dir(runner):
     runner.respond(stdout="")
     make_peer(localUser="nobody").listCollectDir()
-    argv = runner.calls[0].argv
-    assert argv[:3] == ["su", "nobody", "-c"]
-    ssh = shlex.split(argv[3])
-    assert ssh[:3] == SSH + ["--", "root@host"]
-    assert shlex.split(ssh[3]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
+    call = runner.calls[0]
+    assert call.user == "nobody"
+    assert call.argv[:3] == SSH + ["--", "root@host"]
+    assert shlex.split(call.argv[3]) == ["find", "-L", "/coll", "-mindepth", "1", "-maxdepth", "1", "-printf", "%y %s %T@ %m %f\\0"]
 
 
 def test_local_user_as_root_custom_rcp_command(runner, tmp_path):
     (tmp_path / "target").mkdir()
     runner.respond(effect=fetch_files({"a": b"a"}))
     make_peer(localUser="nobody", rcpCommand='/usr/bin/scp -i "/etc/my key"').stagePeer(str(tmp_path / "target"))
-    argv = runner.calls[0].argv
-    assert argv[:3] == ["su", "nobody", "-c"]
-    assert shlex.split(argv[3]) == ["/usr/bin/scp", "-i", "/etc/my key", "root@host:/coll/*", str(tmp_path / "target")]
+    assert runner.calls[0].user == "nobody"
+    assert runner.calls[0].argv == ["/usr/bin/scp", "-i", "/etc/my key", "root@host:/coll/*", str(tmp_path / "target")]
 
 
 def test_local_user_as_root_stage_files(runner, target):
@@ -899,9 +896,8 @@ def test_local_user_as_root_stage_files(runner, target):
     result = make_peer(localUser="nobody").stageFiles(str(target))
     assert result.copied == ["a"]
     (fetch, uid, gid), = seen
-    argv = runner.calls[0].argv
-    assert argv[:3] == ["su", "nobody", "-c"]
-    assert shlex.split(argv[3]) == SCP + ["root@host:/coll/*", fetch]
+    assert runner.calls[0].user == "nobody"
+    assert runner.calls[0].argv == SCP + ["root@host:/coll/*", fetch]
     assert (uid, gid) == (NOBODY_UID, NOBODY_GID)
 
 
@@ -1365,12 +1361,6 @@ def backup_peer(**kwargs):
     return RemotePeer(**values)
 
 
-def su_inner(argv):
-    """The command an ``su <user> -c <string>`` argv really runs."""
-    assert argv[:1] == ["su"] and len(argv) == 4 and argv[2] == "-c", argv
-    return shlex.split(argv[3])
-
-
 def test_openssh_programs():
     assert OPENSSH_PROGRAMS == ("scp", "ssh", "sftp")
 
@@ -1481,27 +1471,24 @@ def test_ssh_options_only_where_the_program_is_openssh(cedar_runner, tmp_path):
     assert p.remoteShellArgv("cmd") == ["/usr/bin/rsh", "backup@host", "cmd"]
 
 
-def test_ssh_options_inside_the_su_string(cedar_runner, tmp_path):
+def test_ssh_options_for_a_local_user(cedar_runner, tmp_path):
     p = backup_peer(workingDir=str(tmp_path), localUser="nobody")
     p.sshOptions = ["ControlPath=/tmp/cbm a b/mux", "ConnectTimeout=30"]
     p.writeStageIndicator()
-    argv = cedar_runner.argvs[0]
-    assert argv[:3] == ["su", "nobody", "-c"]
-    assert su_inner(argv) == [
+    assert cedar_runner.calls[0].user == "nobody"
+    assert cedar_runner.argvs[0] == [
         "/usr/bin/scp", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "-B", "-q", "-C",
         "%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage",
     ]
-    shell = p.remoteShellArgv("/usr/bin/cback3 collect")
-    assert shell[:3] == ["su", "nobody", "-c"]
-    assert su_inner(shell) == [
+    assert p.remoteShellArgv("/usr/bin/cback3 collect") == [
         "/usr/bin/ssh", "-o", "ControlPath=/tmp/cbm a b/mux", "-o", "ConnectTimeout=30", "--", "backup@host", "/usr/bin/cback3 collect",
     ]
 
 
-def test_ssh_options_not_for_rsh_inside_the_su_string(cedar_runner):
+def test_ssh_options_not_for_rsh_of_a_local_user(cedar_runner):
     p = backup_peer(localUser="nobody", rshCommand="/usr/bin/rsh")
     p.sshOptions = list(OPTIONS)
-    assert su_inner(p.remoteShellArgv("cmd")) == ["/usr/bin/rsh", "backup@host", "cmd"]
+    assert p.remoteShellArgv("cmd") == ["/usr/bin/rsh", "backup@host", "cmd"]
 
 
 def test_ssh_options_list_is_not_changed_by_building_argv(cedar_runner, tmp_path):
