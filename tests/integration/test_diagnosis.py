@@ -212,23 +212,23 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
         assert not (collects[name] / "cback.stage").exists(), name
 
 
-def test_a_copy_user_without_a_login_shell_is_named_before_anything_runs(runner, data, pool, tmp_path):
-    """Debian's ``backup`` user has ``/usr/sbin/nologin``: copying as that user cannot work, and
-    the run says so for each remote peer without starting a command."""
+def test_a_copy_user_that_does_not_exist_fails_the_peer_before_anything_runs(runner, data, pool):
+    """The copies run as the copy user (``local_user``; the roles give ``cback_backup_user``),
+    which needs no login shell but must exist: one the master does not have fails the peer at the
+    module's edge, naming the option, before any command starts."""
     collect = ready(data / "dok", random_files(2, 1024))
-    inventory = write_inventory(runner.base / "nologin.ini", dict(
-        cback_staging_dir=str(data / "staging"), cback_backup_user="backup", cback_rcp_command=pool.rcp_command,
-        cback_rsh_command=pool.rsh_command), {"dok": dict(cback_collect_dir=str(collect), cback_remote_user="root")})
-    shell = subprocess.run(["getent", "passwd", "backup"], stdout=subprocess.PIPE, check=True, timeout=10).stdout.decode()
-    assert shell.strip().endswith(":/usr/sbin/nologin"), shell
-    run = runner.run("stage", inventory)
-    row = rows_of(run)["dok"]
-    assert (row["status"], row["cause"]) == ("not ready", "no-login-shell"), row
-    assert row["message"] == ("no collect indicator: the copy user backup has no login shell (/usr/sbin/nologin), so su "
-                              "cannot run the copy as that user: give it one (usermod -s /bin/sh backup) or set "
-                              "copy_as_backup_user (cback_copy_as_backup_user) to false."), row
-    assert row["output"] == ""  # nothing ran
-    assert not (collect / "cback.stage").exists()
+    missing = "cbgone%s" % os.urandom(3).hex()
+    play = [dict(hosts="localhost", gather_facts=False, tasks=[dict(
+        name="Stage as a copy user that does not exist",
+        register="staged", ignore_errors=True,
+        **{"cedarbackup.peer.cback_stage": dict(
+            name="dok", type="remote", collect_dir=str(collect), remote_user="root", local_user=missing,
+            target_dir=str(data), rcp_command=pool.rcp_command, rsh_command=pool.rsh_command,
+            check_collect_indicator=True)})])]
+    run = runner.run_play(play)
+    result = run.result("Stage as a copy user that does not exist")
+    assert run.status("Stage as a copy user that does not exist") == "failed" and result["msg"] == "Peer dok: local_user: no such local user '%s'." % missing, result
+    assert not (collect / "cback.stage").exists() and sorted(os.listdir(str(data))) == ["dok"]
 
 
 def test_verify_compares_every_staged_file_with_the_peer_and_removes_a_tampered_one(runner, data, pool):

@@ -13,6 +13,7 @@ failed and that nothing outside the staging tree changed owner, mode or content;
 what the code of commit 1addbcc did with the same attack.
 """
 
+import grp
 import json
 import os
 import pwd
@@ -842,12 +843,13 @@ def test_a_failed_copy_never_leaves_a_truncated_file_under_its_final_name(runner
 
 
 # Run by the backup user as its rcp command: the main copy never ends (a peer that stalls), in a
-# session of its own, as scp and ssh are under su.
+# session of its own below the command (``setsid -w``: the command is a session leader already,
+# so setsid forks and waits for the child).
 STALLING_SCP = """#!/bin/sh
 target=""
 for arg in "$@"; do target="$arg"; done
 case "$target" in
-  */.cback-fetch-*) echo "stalling $target" >> "{log}"; exec setsid sleep {seconds} ;;
+  */.cback-fetch-*) echo "stalling $target" >> "{log}"; exec setsid -w sleep {seconds} ;;
 esac
 exec /usr/bin/scp "$@"
 """
@@ -877,8 +879,8 @@ def _processes_running(argv_prefix):
 
 
 def test_a_task_timeout_kills_every_process_and_leaves_nothing_behind(runner, data, bk):
-    """The copy of the only peer stalls (``setsid sleep``, in its own session below ``su``); the
-    task has ``timeout: 6``.
+    """The copy of the only peer stalls (``setsid -w sleep``, in its own session below the copy
+    command); the task has ``timeout: 6``.
 
     At 1addbcc Ansible's task timeout left the module, ``su``, the copy and the ssh master running
     and ``.cback-fetch-*`` in the staging tree.  Now the module notices that Ansible stopped
@@ -1004,16 +1006,19 @@ class EnvironWatcher(ProcPoller):
             self.seen[int(pid)] = (cmdline, environ)
 
 
+USER_VARIABLES = {b"PATH", b"HOME", b"USER", b"LOGNAME", b"LANG"}
+
+
 def test_commands_run_as_the_backup_user_see_nothing_of_roots_environment(runner, data, own_bk, monkeypatch):
     """Root's environment holds a secret variable and a ``PATH`` entry under ``/root``; a stage run
-    as root copies from a real sshd peer as the backup user (``su``).  A watcher reads
-    ``/proc/<pid>/environ`` of every process of the backup user while the run goes on (its shell,
-    ``scp``, ``ssh``, the ssh master), as that user can.
+    as root copies from a real sshd peer as the backup user.  A watcher reads
+    ``/proc/<pid>/environ`` of every process of the backup user while the run goes on (``scp``,
+    ``ssh``, ``sftp``, the ssh master), as that user can.
 
-    Before: ``su`` without ``-l`` hands its caller's environment on; the secret and root's ``PATH``
+    Before: ``su`` without ``-l`` handed its caller's environment on; the secret and root's ``PATH``
     stood in the environ of every one of them.  Now a command run as the backup user gets
-    ``PATH=/usr/sbin:/usr/bin:/sbin:/bin``, ``HOME``, ``USER``, ``LOGNAME``, ``LANG=C`` (and what
-    ``su`` and its PAM session add: ``SHELL``, ``MAIL``), nothing of root's.
+    ``PATH=/usr/sbin:/usr/bin:/sbin:/bin``, ``HOME``, ``USER``, ``LOGNAME``, ``LANG=C`` and nothing
+    else: no ``su``, no PAM session adds anything either.
 
     Guards issue 16, finding 5.
     """
@@ -1041,14 +1046,149 @@ def test_commands_run_as_the_backup_user_see_nothing_of_roots_environment(runner
         if not variables:
             continue  # the ssh master wrote its title over its environment area (setproctitle)
         checked += 1
-        assert variables.get(b"PATH") == b"/usr/sbin:/usr/bin:/sbin:/bin", (pid, cmdline, variables)
-        assert (variables.get(b"USER"), variables.get(b"LOGNAME")) == (own_bk.name.encode(),) * 2, (pid, cmdline, variables)
-        assert variables.get(b"LANG") == b"C", (pid, cmdline, variables)
-        assert not [name for name in variables if name.startswith((b"ANSIBLE_", b"CBACK_", b"LC_"))], (pid, cmdline, sorted(variables))
-    assert checked >= 3, ("the shell, scp and ssh of a copy at least", commands)
+        assert set(variables) == USER_VARIABLES, (pid, cmdline, sorted(variables))
+        assert variables[b"PATH"] == b"/usr/sbin:/usr/bin:/sbin:/bin", (pid, cmdline, variables)
+        assert (variables[b"USER"], variables[b"LOGNAME"]) == (own_bk.name.encode(),) * 2, (pid, cmdline, variables)
+        assert variables[b"LANG"] == b"C", (pid, cmdline, variables)
+    assert checked >= 2, ("scp and ssh of a copy at least", commands)
 
 
-# Run by the backup user as its rcp command (su), once, after its first real copy: the ssh master
+# ---------------------------------------------------------------------------
+# Issue 16: copies as a stock Debian-style backup user (no login shell), without su
+# ---------------------------------------------------------------------------
+
+
+class CopyWatcher(ProcPoller):
+    """Every ``ssh``, ``scp`` and ``sftp`` process that runs while the ``with`` block does (its
+    program by ``/proc/<pid>/exe``, read as root), polled every 5 ms: its ids (real, effective,
+    saved and filesystem), groups, command line and environment, from ``/proc``.  Also every ``su``
+    process seen."""
+
+    interval = 0.005
+    PROGRAMS = ("ssh", "scp", "sftp")
+
+    def __init__(self, limit_seconds=180):
+        ProcPoller.__init__(self, limit_seconds, "copy-watch")
+        self.seen = {}  # pid: dict(program, uid, gid, groups, cmdline, environ)
+        self.su = set()
+
+    def _wanted(self, pid):
+        return pid not in self.seen and pid != os.getpid()
+
+    def _sample(self, pid):
+        try:
+            program = os.path.basename(os.readlink("/proc/%s/exe" % pid))
+            if program == "su":
+                self.su.add(int(pid))
+                return
+            if program not in self.PROGRAMS:
+                return
+            with open("/proc/%s/status" % pid) as handle:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+            with open("/proc/%s/environ" % pid, "rb") as handle:
+                environ = handle.read()
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if not environ:
+            return  # being set up, or its environment area overwritten (setproctitle): seen again later
+        self.seen[int(pid)] = dict(
+            program=program, uid=tuple(int(field) for field in status["Uid"].split()),
+            gid=tuple(int(field) for field in status["Gid"].split()),
+            groups=sorted(int(field) for field in status.get("Groups", "").split()),
+            cmdline=[word.decode(errors="replace") for word in cmdline if word], environ=environ)
+
+
+@pytest.fixture
+def stock_backup_user(ssh_pool, data):
+    """A user made as Debian makes its ``backup`` user: a system account, shell ``/usr/sbin/nologin``,
+    a home that root owns (as ``/var/backups``), its own group, plus one supplementary group; its ssh
+    client files come from the pool.  Removed afterwards, with any process left under its uid."""
+    name = "cbstk%s" % os.urandom(3).hex()
+    extra = name + "x"
+    home = data / "home"
+    home.mkdir(mode=0o755)
+    subprocess.run(["groupadd", "--system", extra], check=True, timeout=30, stdin=subprocess.DEVNULL)
+    try:
+        subprocess.run(["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", "--home-dir", str(home),
+                        "--no-create-home", "--groups", extra, name], check=True, timeout=30, stdin=subprocess.DEVNULL)
+        try:
+            user = BackupUser(name, ssh_pool)
+            user.extra_gid = grp.getgrnam(extra).gr_gid
+            yield user
+        finally:
+            _kill_processes_of(pwd.getpwnam(name).pw_uid)
+            subprocess.run(["userdel", name], check=False, timeout=30, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["groupdel", extra], check=False, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def _kill_processes_of(uid):
+    for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
+        try:
+            if os.stat("/proc/%d" % pid).st_uid == uid:  # an ssh master a failed run left behind
+                os.kill(pid, 9)
+        except OSError:
+            pass
+    time.sleep(0.2)
+
+
+def test_a_stage_run_copies_as_a_stock_backup_user_without_a_login_shell(runner, data, stock_backup_user, monkeypatch):
+    """The backup user has ``/usr/sbin/nologin`` as Debian's ``backup`` has; root's environment holds
+    a secret.  A stage run as root, copying as that user (the default), stages both remote peers, with
+    the readiness check, the listing and the stage indicator.
+
+    A watcher sees every ``ssh``, ``scp`` and ``sftp`` process of the run: each one runs as the
+    backup user (real, effective, saved and filesystem uid and gid), with its groups (its own and the
+    supplementary one, no root group), started by absolute path, with the five variables of the
+    fixed environment and nothing of root's; no ``su`` ever runs.
+
+    With ``su`` (before), the run could not copy at all: ``nologin`` refused ``su -c`` and each peer
+    was "not ready" with cause ``no-login-shell``.
+    """
+    user = stock_backup_user
+    secret = "cbsecret-" + os.urandom(8).hex()
+    monkeypatch.setenv("CBACK_TEST_SECRET", secret)
+    runner.env.update(CBACK_TEST_SECRET=secret)
+    assert pwd.getpwnam(user.name).pw_shell == "/usr/sbin/nologin"
+    staging = data / "staging"
+    files = dict(("part%d.tar" % index, (os.urandom(64 * 1024), 0o644)) for index in range(4))
+    collects = dict((name, ready(data / name, files)) for name in ("peer1", "peer2"))
+    peers = dict((name, remote_peer(collect)) for name, collect in collects.items())
+    inventory = write_inventory(runner.base / "stock-user.ini", bk_master(staging, user), peers)
+
+    with CopyWatcher() as watcher:
+        run = runner.run("stage", inventory)
+
+    rows = stage_rows(run)
+    assert run.rc == 0 and [rows[name]["status"] for name in ("peer1", "peer2")] == ["staged", "staged"], run
+    date, _weekday = today()
+    for name, collect in collects.items():
+        assert sorted(os.listdir(str(staging / date / name))) == sorted(list(files) + ["cback.collect"]), name
+        assert (collect / "cback.stage").is_file(), name
+    programs = sorted(set(seen["program"] for seen in watcher.seen.values()))
+    assert "scp" in programs and "ssh" in programs and len(watcher.seen) >= 6, watcher.seen  # 3 copies a peer at least
+    assert watcher.su == set(), "su ran"
+    groups = sorted({user.ids[1], user.extra_gid})
+    for pid, seen in sorted(watcher.seen.items()):
+        assert seen["uid"] == (user.ids[0],) * 4, (pid, seen)
+        assert seen["gid"] == (user.ids[1],) * 4, (pid, seen)
+        assert seen["groups"] == groups, (pid, seen)
+        assert secret.encode() not in seen["environ"], (pid, seen["cmdline"])
+        variables = dict(item.split(b"=", 1) for item in seen["environ"].split(b"\0") if b"=" in item)
+        if not variables:
+            assert seen["cmdline"][0].startswith("ssh: ") and seen["cmdline"][0].endswith("[mux]"), (pid, seen)
+            continue  # the ssh master wrote its title over its command line and environment (setproctitle)
+        assert set(variables) == USER_VARIABLES, (pid, seen["cmdline"], sorted(variables))
+        assert variables[b"HOME"] == str(data / "home").encode(), (pid, variables)
+        if seen["cmdline"][0].startswith("/usr/bin/"):
+            continue
+        # ssh started by scp (or sftp) gets argv[0] "ssh": the program scp runs, not ours.
+        assert seen["program"] == "ssh" and seen["cmdline"][0] == "ssh", (pid, seen["cmdline"])
+
+
+# Run by the backup user as its rcp command, once, after its first real copy: the ssh master
 # is up, its socket in the control directory.  It tries to rename the control directory (and, when
 # that works, puts a symlink to a root directory in its place), to rename the directory above it
 # and to create an entry there, and fills the control directory itself (its own) with a symlink to

@@ -205,6 +205,20 @@ class AnsibleRunner(object):
             argv.append("--check")
         return run_playbook(argv, self.env, self.base, out, timeout=timeout, umask=umask)
 
+    def run_play(self, play, inventory=None, extra=None, timeout=PLAYBOOK_TIMEOUT):
+        """Run the playbook ``play`` (a list of plays, written as JSON) against ``inventory``
+        (default: localhost, with the test's python); ``extra``: a dict of extra vars."""
+        self.counter += 1
+        stem = self.base / ("play-%02d" % self.counter)
+        if inventory is None:
+            inventory = write_inventory(stem.with_suffix(".ini"), {})
+        playbook = stem.with_suffix(".yml")
+        playbook.write_text(json.dumps(play))
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)]
+        if extra:
+            argv += ["-e", json.dumps(extra)]
+        return run_playbook(argv, self.env, self.base, stem.with_suffix(".json"), timeout=timeout)
+
 
 def run_playbook(argv, env, cwd, out, timeout=PLAYBOOK_TIMEOUT, umask=0o022):
     """Run the ``ansible-playbook`` command line ``argv`` in ``cwd``; the recording callback
