@@ -42,10 +42,13 @@ options:
     type: str
   local_user:
     description:
-      - Run the rcp and rsh commands as this local user, through C(su <local_user> -c), as
-        Cedar Backup does with its C(backup_user).
-      - Only allowed when the module runs as root.
-      - The command line handed to C(su -c) is built with every word shell-quoted.
+      - Run the rcp and rsh commands as this local user, as Cedar Backup does with its
+        C(backup_user).
+      - Only allowed when the module runs as root. The command does not go through C(su); the
+        child process drops to the user's uid, gid and groups itself, starts the program by
+        absolute path (found in C(/usr/sbin:/usr/bin:/sbin:/bin)) in C(/), with only C(PATH),
+        C(HOME), C(USER), C(LOGNAME) and C(LANG=C) in its environment. The user needs no login
+        shell (a C(/usr/sbin/nologin) user works), but must exist.
     type: str
   rcp_command:
     description:

@@ -18,15 +18,17 @@ options:
     description:
       - The Cedar Backup user of the master (C(<options><backup_user>) of C(cback3.conf)).
       - The default remote user of remote peers that have no C(remote_user).
-      - When the module runs as root, the remote commands run as this user through
-        C(su <backup_user> -c), as C(cback3) does (see O(copy_as_backup_user)), and in a stage
-        run the staged directories and files belong to it.
+      - When the module runs as root, the remote commands run as this user, as C(cback3) does
+        (see O(copy_as_backup_user)), and in a stage run the staged directories and files belong
+        to it.
     type: str
   copy_as_backup_user:
     description:
       - When the module runs as root, run the rcp and rsh commands of remote peers as
-        O(backup_user) (C(su <backup_user> -c ...)), as C(cback3) does; that user needs a login
-        shell and the ssh key. V(false) runs them as root.
+        O(backup_user), as C(cback3) does. The child process drops to that user's uid, gid and
+        groups itself, with a fixed minimal environment (no C(su)); the user needs the ssh key
+        but no login shell (Debian's C(backup) user with C(/usr/sbin/nologin) works as it is).
+        V(false) runs them as root.
     type: bool
     default: true
   full:

@@ -202,7 +202,7 @@ verified:
 cause:
   description:
     - Why the peer is not ready, or why its copy failed, as a short key - V(program-missing),
-      V(no-login-shell), V(host-key), V(connection-refused), V(connect-timeout),
+      V(copy-user-missing), V(no-login-shell) (of the remote user, on the peer), V(host-key), V(connection-refused), V(connect-timeout),
       V(command-timeout), V(name-resolution), V(unreachable), V(authentication),
       V(permission-denied), V(collect-dir-missing), V(not-collected), V(no-space),
       V(cancelled) or V(unknown).
