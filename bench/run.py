@@ -39,7 +39,8 @@ Ansible runs with its default settings (no -f, no ansible.cfg); only ANSIBLE_COL
 (PYTHONDONTWRITEBYTECODE, set in some CI images, is removed for every side) and ssh uses
 OpenSSH's default key exchange, as on a user's machine.  Run as root: the benchmark creates the
 backup user cbackpeer when missing (and removes it at the end), so that remote copies run
-as `su cbackpeer -c 'scp ...'` on all sides, as in production; the peers are real sshd
+as that user on all sides, as in production (`cback3` and the plain-scp side through
+`su cbackpeer -c 'scp ...'`, the stage run by dropping to its ids); the peers are real sshd
 servers on loopback addresses (127.0.5.x, 127.0.6.x, 127.0.7.x), stopped at the end.
 
 Exit status: 0 when every target is met, 3 when a target is missed, 1 when a run broke.
@@ -356,7 +357,7 @@ def scenario_e(ctx, shape, data, options):
     result.notes += [
         "the master's ansible_python_interpreter is a generated wrapper that runs /usr/bin/python3 as a child, "
         "waits for it with os.wait4 and records its ru_maxrss (the module process and the commands it waited "
-        "for: su, scp, ssh); compared: the largest over the run's executions of the staging modules "
+        "for: scp, ssh); compared: the largest over the run's executions of the staging modules "
         "(cback_stage*); no module can report less than the wrapper's own peak (its floor)",
         "the file is real data (a %d MiB random block at shifting offsets), not sparse" % (data.block_size // MIB),
     ]
@@ -551,7 +552,7 @@ def parse_args(argv):
     if not args.description:
         args.description = "%sstage-%s" % ("quick-" if args.quick else "", "".join(args.only))
     if os.getuid() != 0:
-        parser.error("run as root: the copies run as `su cbackpeer -c 'scp ...'`, as in production")
+        parser.error("run as root: the copies run as the backup user cbackpeer, as in production")
     return args
 
 

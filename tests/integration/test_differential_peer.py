@@ -817,7 +817,7 @@ def test_managed_action_argv(impls, ssh_pool, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
-# remote peers as a local user (su <localUser> -c ...)
+# remote peers as a local user (Cedar Backup: su <localUser> -c ...; ours: the child drops to its ids)
 # ----------------------------------------------------------------------------------------
 
 

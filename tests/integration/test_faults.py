@@ -19,7 +19,7 @@ The faults:
 1. the staging directory of a local peer is a 2 MiB tmpfs that its files do not fit in;
 2. ``ansible-playbook`` is killed (``SIGKILL`` to its process group) in the middle of a large
    remote copy; what it started in sessions of their own (Ansible's worker with the module, and
-   the module's ``su``, ``scp`` and ``ssh``) is then killed by pid, and a second run stages the
+   the module's ``scp`` and ``ssh``) is then killed by pid, and a second run stages the
    peer in full;
 3. a remote collect directory, read by an unprivileged remote user, holds a file only root may
    read;
@@ -314,7 +314,7 @@ def test_a_run_killed_mid_copy_leaves_nothing_truncated_and_the_next_run_stages_
     group of its own and is killed (``SIGKILL`` to the group) once two and a half files have
     arrived in the peer's fetch directory.  What the run started in sessions of its own
     outlives that kill: Ansible's worker (it calls ``setsid``) with the module below it, and
-    the module's ``su``, ``scp``, ``ssh`` and ssh master connection.  The module notices that
+    the module's ``scp``, ``ssh`` and ssh master connection.  The module notices that
     ``ansible-playbook`` is gone and stops, with every command it started, within seconds
     (asserted; what is left of Ansible's own worker is then killed by pid).
 

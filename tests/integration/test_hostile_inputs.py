@@ -25,7 +25,7 @@ The cases run in few processes: one ``ansible-playbook`` run loops over every mo
 takes every peer-variable case as a peer of its own; the run-wide variables that fail a whole run get a
 run each, side by side; a few control-character cases call the module_utils task functions directly.
 Remote peers are the session's sshd peer1, reached under aliases (``hx-*``), copies run as the
-backup user through ``su``.
+backup user (the child drops to its ids).
 """
 
 import concurrent.futures
@@ -363,8 +363,8 @@ LITERAL_OPTIONS = [
     "stage-local-hostile-paths-and-indicator",
     "indicator-remote-collect-dir-with-spaces",
     "action-remote-cback-command-words",
-    "action-local-cback-command-words-through-su",
-    "stage-rcp-command-words-through-su",
+    "action-local-cback-command-words-as-backup-user",
+    "stage-rcp-command-words-as-backup-user",
 ]
 
 TASKS = [
@@ -449,8 +449,8 @@ def literal_cases(world):
     cases[case] = ("indicator", dict(name="hx-" + case, type="remote", collect_dir=str(collect), remote_user="root",
                                      local_user=world.user, rcp_command=world.rcp, rsh_command=world.rsh, connect_timeout=10))
     expect[case] = dict(collect=collect)
-    # cback_command words with shell syntax: over ssh to the peer, and locally through su -c.
-    for case, local in (("action-remote-cback-command-words", False), ("action-local-cback-command-words-through-su", True)):
+    # cback_command words with shell syntax: over ssh to the peer, and locally as the backup user.
+    for case, local in (("action-remote-cback-command-words", False), ("action-local-cback-command-words-as-backup-user", True)):
         fields = world.fields(case)
         words = [word.format(**fields) for word in HOSTILE_WORDS]
         recorder, log = world.recorder(case)
@@ -461,8 +461,8 @@ def literal_cases(world):
             args.update(name="hx-" + case, type="remote", remote_user="root", rsh_command=world.rsh, connect_timeout=10)
         cases[case] = ("action", args)
         expect[case] = dict(words=words, log=log, ssh=not local, user=world.user if local else "root")
-    # rcp command words with shell syntax, through su -c to a wrapper that logs them and runs scp.
-    case = "stage-rcp-command-words-through-su"
+    # rcp command words with shell syntax, as the backup user, to a wrapper that logs them and runs scp.
+    case = "stage-rcp-command-words-as-backup-user"
     fields = world.fields(case)
     words = ["$({c})".format(**fields), "x';{c};'`{c}`".format(**fields)]
     wrapper, log = world.rcp_wrapper(case)
@@ -599,8 +599,8 @@ LITERAL_CHECKS = {
     "stage-local-hostile-paths-and-indicator": check_stage_local,
     "indicator-remote-collect-dir-with-spaces": check_indicator_spaces,
     "action-remote-cback-command-words": check_action_words,
-    "action-local-cback-command-words-through-su": check_action_words,
-    "stage-rcp-command-words-through-su": check_rcp_words,
+    "action-local-cback-command-words-as-backup-user": check_action_words,
+    "stage-rcp-command-words-as-backup-user": check_rcp_words,
 }
 
 
@@ -642,7 +642,7 @@ STAGE_PEER_LITERAL = [
     "remote-peer-hostile-file-names-legacy-scp",
     "peer-ansible-connection-vars-never-used",
     "local-peer-hostile-name-and-collect-dir",
-    "peer-rcp-command-words-through-su",
+    "peer-rcp-command-words-as-backup-user",
     "remote-collect-dir-with-spaces",
 ]
 
@@ -709,7 +709,7 @@ def stage_role_run(world, installed_collections, runs_dir):
     peers[name] = dict(cback_peer_type="local",
                        cback_collect_dir=str(ready(world.root / "local" / "{case} `{h}` ;|&'\"".format(**fields), files)))
     expect[case] = dict(name=name, files=files)
-    case = "peer-rcp-command-words-through-su"
+    case = "peer-rcp-command-words-as-backup-user"
     fields, files = world.fields(case), {"plain.tar": (os.urandom(600), 0o644)}
     words = ["$({c})".format(**fields), "x';{c};'`{c}`".format(**fields)]
     wrapper, log = world.rcp_wrapper(case)
@@ -775,7 +775,7 @@ STAGE_ROLE_CHECKS = {
     "remote-peer-hostile-file-names-legacy-scp": check_role_staged,
     "peer-ansible-connection-vars-never-used": check_role_staged,
     "local-peer-hostile-name-and-collect-dir": check_role_staged,
-    "peer-rcp-command-words-through-su": check_role_staged,
+    "peer-rcp-command-words-as-backup-user": check_role_staged,
     "remote-collect-dir-with-spaces": check_role_spaces,
 }
 

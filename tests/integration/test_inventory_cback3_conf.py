@@ -11,7 +11,8 @@ tree and the collect directories are recorded, then put back as they were before
 ``ansible-playbook -i pool.cback3_conf.yml cedarbackup.peer.stage`` runs on the same file.
 Remote peers are the session's real sshd peers (``ssh_pool``: ``peer1``, ``peer2`` on
 127.0.1.x), reached as ``root`` with ``cbackpeer``'s key by both sides, since both copy as
-``su cbackpeer -c '<rcp command>'``.
+``cbackpeer`` (``cback3`` through ``su cbackpeer -c '<rcp command>'``, the stage run by dropping
+to that user's ids).
 
 The file lists peers in both sections, as cback3 allows: the stage section's are staged (local
 peers ready, not ready and ignored, not ready and an error; both remote peers), the peers

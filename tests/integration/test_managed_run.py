@@ -169,7 +169,8 @@ def test_managed_actions_select_the_peers(runner, data, ssh_pool):
 
 
 def test_managed_actions_as_the_backup_user(runner, data, ssh_pool, backup_user):
-    """Run as root with a backup user: the rsh command runs as that user (su), as cback3 does."""
+    """Run as root with a backup user: the rsh command runs as that user, as cback3 does (the
+    child drops to its ids: no su)."""
     rcp_command, rsh_command = ssh_pool.client_for_user(backup_user)
     marks = data / "marks"
     marks.mkdir()
@@ -179,7 +180,7 @@ def test_managed_actions_as_the_backup_user(runner, data, ssh_pool, backup_user)
         command = script(data / ("cback-%s" % name), RECORD.format(log=marks / ("%s.log" % name), name=name))
         peers[name] = dict(cback_collect_dir=str(data / name), cback_managed=True, cback_managed_actions=["collect"],
                            cback_cback_command=command, cback_remote_user="root")
-    # peer2 uses root's ssh client files, which the backup user cannot read: only works without su
+    # peer2 uses root's ssh client files, which the backup user cannot read: it only works as root
     peers["peer2"]["cback_rsh_command"] = ssh_pool.rsh_command
     master = dict(cback_backup_user=backup_user, cback_backup_group=backup_user, cback_rsh_command=rsh_command)
     inventory = write_inventory(runner.base / "as-user.ini", master, peers)
@@ -192,11 +193,11 @@ def test_managed_actions_as_the_backup_user(runner, data, ssh_pool, backup_user)
     assert (rows["peer1"]["status"], rows["peer2"]["status"], rows["peer2"]["rc"]) == ("ok", "failed", 255), rows
     message = fail_message(run)
     assert "peer2" in message and "255" in message and "peer1" not in message, message
-    # the commands ran through su to the backup user
+    # the commands are the rsh commands themselves (no su wrapper), their program by absolute path
     commands = [peer["cmd"] for peer in run.result("Run ", prefix=True)["peers"] if "cmd" in peer]
     assert len(commands) == 2, run
     for cmd in commands:
-        assert cmd[:3] == ["su", backup_user, "-c"], cmd
+        assert cmd[0] == "/usr/bin/ssh" and "su" not in cmd, cmd
 
 
 @pytest.mark.parametrize("action", ["a;b", "../collect"])

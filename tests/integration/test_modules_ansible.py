@@ -517,7 +517,7 @@ def test_local_user_runs_the_commands(playbook, workspace, ssh_pool, backup_user
     tasks = [
         task("cback_managed_action", "as backup user", action="collect", cback_command=good, rsh_command=rsh_command, **common),
         task("cback_collect_indicator", "ready as backup user", collect_dir=str(collect), rcp_command=rcp_command, **common),
-        # root's client files are not usable by the backup user: proves the su really happened
+        # root's client files are not usable by the backup user: proves the command ran as that user
         task("cback_managed_action", "with root's client", ignore_errors=True, action="validate", cback_command=good,
              rsh_command=ssh_pool.rsh_command, **common),
     ]
@@ -525,13 +525,13 @@ def test_local_user_runs_the_commands(playbook, workspace, ssh_pool, backup_user
     assert run.rc == 0, run
     result = run["as backup user"]
     assert run.status("as backup user") == "ok", run
-    assert result["cmd"][:3] == ["su", backup_user, "-c"], run
+    assert result["cmd"][0] == "/usr/bin/ssh" and result["cmd"][-1].endswith("collect"), run
     assert result["rc"] == 0 and result["stdout"] == "managed-out\n", run
     assert (marks / "args.txt").read_text() == "collect\n"
     assert run["ready as backup user"]["ready"] is True, run
     assert run.status("with root's client") == "failed", run
     assert run["with root's client"]["rc"] == 255, run
-    assert run["with root's client"]["cmd"][:3] == ["su", backup_user, "-c"]
+    assert run["with root's client"]["cmd"][0] == "/usr/bin/ssh" and "Permission denied" in run["with root's client"]["stderr"], run
 
 
 # ---------------------------------------------------------------------------
