@@ -45,6 +45,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     today,
     write_inventory,
 )
+from ansible_collections.cedarbackup.peer.tests.support.proc_watch import ProcPoller
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, ensure_local_user, remove_local_user
 
 ROOT_IDS = (0, 0)
@@ -267,6 +268,17 @@ DIRECT_CALLS = (300, 3000)  # at least, at most
 DIRECT_SECONDS = 8.0
 
 
+def stop_swapper(stop, swapper):
+    """Tell a swapper to stop (it polls for the file ``stop``), wait for it (killed after 10 s):
+    ``(stdout, stderr)``."""
+    stop.write_bytes(b"")
+    try:
+        return swapper.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        swapper.kill()
+        return swapper.communicate(timeout=10)
+
+
 def leaked(root, secret):
     """Regular files under ``root`` holding ``secret`` (temporary ``.cback-part`` files included)."""
     found = []
@@ -334,12 +346,7 @@ def test_a_collect_dir_entry_swapped_for_a_symlink_never_leaks_a_root_only_file(
                 outcomes["refused"] += 1
             hits += leaked(staging, secret_bytes)
     finally:
-        (spare / "stop").write_bytes(b"")
-        try:
-            out, err = swapper.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            swapper.kill()
-            out, err = swapper.communicate(timeout=10)
+        out, err = stop_swapper(spare / "stop", swapper)
 
     assert hits == [], "the root-only file was staged: %s" % hits
     assert_unchanged(before_secret, snapshot(secret), "the root-only file")
@@ -440,41 +447,6 @@ wait
 """
 
 PEAK_RSS_LIMIT = 150 * MiB
-
-
-class ProcPoller(object):
-    """In a thread, while the ``with`` block runs (``limit_seconds`` at most), looks at every
-    process in ``/proc`` each ``interval`` seconds: ``_sample(pid)`` for each one ``_wanted``."""
-
-    interval = 0.02
-
-    def __init__(self, limit_seconds, name):
-        self.limit_seconds = limit_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name=name, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return False
-
-    def _wanted(self, pid):
-        return True
-
-    def _poll(self):
-        end = time.monotonic() + self.limit_seconds
-        while not self._stop.is_set() and time.monotonic() < end:
-            for entry in os.listdir("/proc"):
-                if entry.isdigit() and self._wanted(int(entry)):
-                    self._sample(entry)
-            self._stop.wait(self.interval)
-
-    def _sample(self, pid):
-        raise NotImplementedError
 
 
 class PeakRss(ProcPoller):
@@ -959,6 +931,17 @@ def test_dot_files_are_never_staged_and_a_newline_name_is_staged_as_the_copy_nam
 # ---------------------------------------------------------------------------
 
 
+def kill_processes_of(uid):
+    """Kill every process running under ``uid`` (an ssh master a failed run left behind)."""
+    for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
+        try:
+            if os.stat("/proc/%d" % pid).st_uid == uid:
+                os.kill(pid, 9)
+        except OSError:
+            pass
+    time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def own_bk(ssh_pool):
     """A backup user of these tests alone (a unique name), removed afterwards."""
@@ -967,14 +950,7 @@ def own_bk(ssh_pool):
     try:
         yield BackupUser(name, ssh_pool)
     finally:
-        uid = pwd.getpwnam(name).pw_uid
-        for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
-            try:
-                if os.stat("/proc/%d" % pid).st_uid == uid:  # an ssh master a failed run left behind
-                    os.kill(pid, 9)
-            except OSError:
-                pass
-        time.sleep(0.2)
+        kill_processes_of(pwd.getpwnam(name).pw_uid)
         remove_local_user(name)
 
 
@@ -1118,20 +1094,10 @@ def stock_backup_user(ssh_pool, data):
             user.extra_gid = grp.getgrnam(extra).gr_gid
             yield user
         finally:
-            _kill_processes_of(pwd.getpwnam(name).pw_uid)
+            kill_processes_of(pwd.getpwnam(name).pw_uid)
             subprocess.run(["userdel", name], check=False, timeout=30, stdin=subprocess.DEVNULL)
     finally:
         subprocess.run(["groupdel", extra], check=False, timeout=30, stdin=subprocess.DEVNULL)
-
-
-def _kill_processes_of(uid):
-    for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
-        try:
-            if os.stat("/proc/%d" % pid).st_uid == uid:  # an ssh master a failed run left behind
-                os.kill(pid, 9)
-        except OSError:
-            pass
-    time.sleep(0.2)
 
 
 def test_a_stage_run_copies_as_a_stock_backup_user_without_a_login_shell(runner, data, stock_backup_user, monkeypatch):
@@ -1387,12 +1353,7 @@ def test_a_collect_dir_swapped_for_a_symlink_during_the_run_never_exposes_a_root
             hits += leaked(target, secret_bytes)
             assert snapshot(victim) == before_victim, "root changed the root-only directory"
     finally:
-        (home / "stop").write_bytes(b"")
-        try:
-            out, err = swapper.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            swapper.kill()
-            out, err = swapper.communicate(timeout=10)
+        out, err = stop_swapper(home / "stop", swapper)
 
     assert hits == [], "the root-only file was staged: %s" % hits
     assert_unchanged(before_victim, snapshot(victim), "the root-only directory")

@@ -11,8 +11,9 @@ own client key (Ansible's connection), listed in a file of a directory under ``/
 ``ansible_vars(name)`` gives the inventory variables that connect Ansible to a host as root
 over ssh, with strict host key checking against the pool's ``known_hosts``.
 
-``ProcessWatcher`` samples ``/proc`` in a thread while a run goes on, and records the real
-uid of every process whose command line contains a given string.
+``ProcessWatcher`` (from ``proc_watch``, importable from here too) samples ``/proc`` in a
+thread while a run goes on, and records the real uid of every process whose command line
+contains a given string.
 """
 
 import os
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.cedarbackup.peer.tests.support.proc_watch import ProcessWatcher  # noqa: F401 (re-exported)
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
 ROOT_KEYS_PARENT = "/run"
@@ -82,48 +84,3 @@ class ManagedSshHostPool(SshPeerPool):
             lines.append(line)
         lines += ["Match User root", "    AuthorizedKeysFile %s" % self.authorized_keys]
         return "\n".join(lines) + "\n"
-
-
-class ProcessWatcher(object):
-    """While entered, samples ``/proc`` every ``interval`` seconds for processes whose command
-    line contains ``needle``; ``seen`` maps each ``(pid, command line)`` found (a pid that execs
-    another program is seen again) to ``(argv, real uid)``."""
-
-    def __init__(self, needle, interval=0.01):
-        self.needle = needle.encode()
-        self.interval = interval
-        self.seen = {}
-        self._stop = threading.Event()
-        self._thread = None
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._watch, name="process-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return False
-
-    def _watch(self):
-        own = str(os.getpid())
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or pid == own:
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                        cmdline = handle.read()
-                    if self.needle not in cmdline or (int(pid), cmdline) in self.seen:
-                        continue
-                    with open("/proc/%s/status" % pid) as handle:
-                        uid = next(int(line.split()[1]) for line in handle if line.startswith("Uid:"))
-                except (OSError, StopIteration, ValueError):
-                    continue
-                self.seen[(int(pid), cmdline)] = ([word.decode(errors="replace") for word in cmdline.split(b"\0") if word], uid)
-            time.sleep(self.interval)
-
-    def uids_of(self, *programs):
-        """Real uids of the processes seen whose program (``argv[0]``'s base name) is one of ``programs``."""
-        return sorted(set(uid for argv, uid in self.seen.values() if argv and os.path.basename(argv[0]) in programs))
