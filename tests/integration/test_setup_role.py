@@ -13,6 +13,9 @@ before the run: the role creates them, the test removes them.
 predicted), then twice (the second run changes nothing); then ``cedarbackup.peer.stage`` runs
 as root with only the rcp and rsh commands the setup showed, and every peer is staged byte
 for byte, the copies running as the backup user with the role's key.
+
+The other tests use this machine as a remote peer over a local connection (no sshd): the
+shells the role gives, and a symlinked ``authorized_keys``.
 """
 
 import grp
@@ -26,16 +29,19 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import fill, mode_of, owner_of, today, write_inventory
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool, ProcessWatcher
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
+    assert_no_change,
     fresh_accounts,
     master_vars,
     public_data,
     setup_twice,
+    shell_of,
     user_exists,
 )
 
 BACKUP_USER = "cbsetupbk"
 REMOTE_USER = "cbsetupr2"
 SHOW_COMMANDS = "Show the commands for the stage and managed runs"
+CREATE_BACKUP_USER = "Create the backup user on the master"
 
 
 @pytest.fixture
@@ -87,7 +93,8 @@ def test_setup_makes_a_fresh_pool_stage_ready(runner, tmp_path, accounts, data):
 
         first, _second = setup_twice(runner, inventory)
 
-        # What the setup made: accounts, collect directories, the master's ssh files.
+        # What the setup made: accounts, collect directories, the master's ssh files.  The master's
+        # backup user is sp1's login user too (one machine): as that, it gets cback_setup_shell.
         backup, remote = pwd.getpwnam(BACKUP_USER), pwd.getpwnam(REMOTE_USER)
         gid = grp.getgrnam(BACKUP_USER).gr_gid
         assert (backup.pw_gid, backup.pw_shell, remote.pw_gid, remote.pw_shell) == (gid, "/bin/sh", gid, "/bin/sh")
@@ -149,6 +156,26 @@ def test_setup_makes_a_fresh_pool_stage_ready(runner, tmp_path, accounts, data):
             handle.seek(offsets[name])
             logins = [line for line in handle.read().splitlines() if "Accepted publickey" in line]
         assert logins and all(" for %s from " % user in line and fingerprint in line for line in logins), (name, logins)
+
+
+def test_setup_gives_the_backup_user_no_shell_and_the_login_user_cback_setup_shell(runner, tmp_path, accounts, data):
+    """The runs drop to the master's backup user's ids (no su): a backup user the role creates gets
+    ``/usr/sbin/nologin``, an existing one keeps its shell (``/bin/bash``, given here between runs).
+    The remote peer's login user gets ``cback_setup_shell``, which sshd runs the master's commands through."""
+    master = master_vars(BACKUP_USER, data / "cback", cback_setup_shell="/bin/dash")
+    inventory = write_inventory(runner.base / "pool.ini", master, {"rp1": _this_machine_as_remote_peer(tmp_path, data)})
+
+    first, _second = setup_twice(runner, inventory)
+
+    assert first.result(CREATE_BACKUP_USER)["changed"], first
+    assert (shell_of(BACKUP_USER), shell_of(REMOTE_USER)) == ("/usr/sbin/nologin", "/bin/dash")
+    subprocess.run(["usermod", "--shell", "/bin/bash", BACKUP_USER], check=True, timeout=30)
+
+    again = runner.run("setup", inventory)
+
+    assert_no_change(again)
+    assert again.status(CREATE_BACKUP_USER) == "ok" and not again.result(CREATE_BACKUP_USER)["changed"], again
+    assert (shell_of(BACKUP_USER), shell_of(REMOTE_USER)) == ("/bin/bash", "/bin/dash")
 
 
 def test_setup_refuses_bad_settings_and_a_symlinked_authorized_keys(runner, tmp_path, accounts, data):

@@ -34,6 +34,10 @@ def group_exists(name):
         return False
 
 
+def shell_of(name):
+    return pwd.getpwnam(name).pw_shell
+
+
 def remove_accounts(users, groups=()):
     """Remove those of ``users`` (with their homes) and then of ``groups`` that exist."""
     for name in users:
