@@ -41,7 +41,7 @@ _MISSING = dict(
     backup_user="the backup user, <options><backup_user> of cback3.conf",
     backup_group="the backup group, <options><backup_group> of cback3.conf",
     setup_ssh_dir="the master's directory for the backup user's ssh key and configuration",
-    setup_shell="the backup user's login shell",
+    setup_shell="the login shell of the remote peers' login users",
 )
 
 _NO_INVENTORY = (

@@ -160,7 +160,7 @@ TABLE = (
     # -- the setup role's own settings -------------------------------------------------------------
     Setting("setup_ssh_dir", "plain_path", "/etc/cback", RUN, _U, None, (),
             "Directory on the master for the backup user's ssh key, known_hosts and ssh configuration.", required=(SETUP,)),
-    Setting("setup_shell", "plain_path", "/bin/sh", RUN, _U, None, (), "Login shell of the backup user the role creates.",
+    Setting("setup_shell", "plain_path", "/bin/sh", RUN, _U, None, (), "Login shell of the login users on the remote peers.",
             required=(SETUP,)),
     Setting("setup_manage_users", "bool", True, RUN, _U, None, (), "Create the backup users and groups where missing."),
     Setting("setup_collect_owner", "user", "", PEER, _U, None, (), "Owner of the peer's collect directory."),

@@ -13,6 +13,9 @@ before the run: the role creates them, the test removes them.
 predicted), then twice (the second run changes nothing); then ``cedarbackup.peer.stage`` runs
 as root with only the rcp and rsh commands the setup showed, and every peer is staged byte
 for byte, the copies running as the backup user with the role's key.
+
+The other tests use this machine as a remote peer over a local connection (no sshd): the
+shells the role gives, and a symlinked ``authorized_keys``.
 """
 
 import grp
@@ -23,66 +26,44 @@ import subprocess
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
-    fill,
-    mode_of,
-    owner_of,
-    public_dir,
-    remove_tree,
-    today,
-    write_inventory,
-)
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import fill, mode_of, owner_of, today, write_inventory
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool, ProcessWatcher
-from ansible_collections.cedarbackup.peer.tests.support.sshd import remove_local_user
+from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
+    assert_no_change,
+    fresh_accounts,
+    master_vars,
+    public_data,
+    setup_twice,
+    shell_of,
+    user_exists,
+)
 
 BACKUP_USER = "cbsetupbk"
 REMOTE_USER = "cbsetupr2"
 SHOW_COMMANDS = "Show the commands for the stage and managed runs"
-
-
-def _user_exists(name):
-    try:
-        return bool(pwd.getpwnam(name))
-    except KeyError:
-        return False
-
-
-def _group_exists(name):
-    try:
-        return bool(grp.getgrnam(name))
-    except KeyError:
-        return False
-
-
-def _remove_accounts():
-    for name in (REMOTE_USER, BACKUP_USER):
-        if _user_exists(name):
-            remove_local_user(name)
-    for name in (REMOTE_USER, BACKUP_USER):
-        if _group_exists(name):
-            subprocess.run(["groupdel", name], stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+CREATE_BACKUP_USER = "Create the backup user on the master"
 
 
 @pytest.fixture
 def accounts():
-    """No ``cbsetupbk``/``cbsetupr2`` before the test (a fresh pool), none after it."""
-    _remove_accounts()
-    try:
+    """No ``cbsetupbk``/``cbsetupr2`` (users or groups) before the test (a fresh pool), none after it."""
+    with fresh_accounts((REMOTE_USER, BACKUP_USER), (REMOTE_USER, BACKUP_USER)):
         yield
-    finally:
-        _remove_accounts()
-    assert not any(_user_exists(name) or _group_exists(name) for name in (BACKUP_USER, REMOTE_USER))
 
 
 @pytest.fixture
 def data():
     """A directory under /tmp every local user can traverse: ssh directory, collect dirs, staging."""
-    path = public_dir("cbsetup-")
-    try:
+    with public_data("cbsetup-") as path:
         yield path
-    finally:
-        remove_tree(path)
+
+
+def _this_machine_as_remote_peer(tmp_path, data):
+    """A remote peer's variables for this machine over Ansible's local connection, with a host key of its own."""
+    host_key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
+    return dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=REMOTE_USER,
+                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
 
 
 def _fingerprint(public_key_file):
@@ -90,12 +71,10 @@ def _fingerprint(public_key_file):
     return out.stdout.split()[1]
 
 
-def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, accounts, data):
+def test_setup_makes_a_fresh_pool_stage_ready(runner, tmp_path, accounts, data):
     ssh_dir, staging, collect = data / "cback", data / "staging", data / "collect"
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
     with ManagedSshHostPool(tmp_path / "hosts", names=("sp1", "sp2"), first_address="127.0.14.1") as pool:
-        master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(ssh_dir),
-                      cback_staging_dir=str(staging))
+        master = master_vars(BACKUP_USER, ssh_dir, cback_staging_dir=str(staging))
         peers = {
             "sp1": dict(pool.ansible_vars("sp1"), cback_collect_dir=str(collect / "sp1"),
                         cback_setup_host_key_file=pool.host_key_file("sp1")),
@@ -107,18 +86,15 @@ def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, a
 
         check = runner.run("setup", inventory, check=True)
         assert check.rc == 0, check
-        assert not ssh_dir.exists() and not collect.exists() and not _user_exists(BACKUP_USER), "check mode wrote"
+        assert not ssh_dir.exists() and not collect.exists() and not user_exists(BACKUP_USER), "check mode wrote"
         for task in ("Create the peer's collect directory", "Create the master's ssh key", "Trust the remote peers' host keys on the master"):
             records = check.find(task)
             assert records and all(record["result"].get("changed") for record in records), (task, check)  # predicted
 
-        first = runner.run("setup", inventory)
-        second = runner.run("setup", inventory)
+        first, _second = setup_twice(runner, inventory)
 
-        assert first.rc == 0, first
-        assert second.rc == 0 and second.recap() and all(host["changed"] == 0 for host in second.recap().values()), second
-
-        # What the setup made: accounts, collect directories, the master's ssh files.
+        # What the setup made: accounts, collect directories, the master's ssh files.  The master's
+        # backup user is sp1's login user too (one machine): as that, it gets cback_setup_shell.
         backup, remote = pwd.getpwnam(BACKUP_USER), pwd.getpwnam(REMOTE_USER)
         gid = grp.getgrnam(BACKUP_USER).gr_gid
         assert (backup.pw_gid, backup.pw_shell, remote.pw_gid, remote.pw_shell) == (gid, "/bin/sh", gid, "/bin/sh")
@@ -172,7 +148,7 @@ def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, a
             assert stat.S_ISREG(os.lstat(str(staged / entry)).st_mode)
         assert (collect / name / "cback.stage").exists(), name
     assert (daily / "cback.stage").exists()
-    # Every ssh, scp and sftp of the run ran as the backup user (su), and logged in with the role's key.
+    # Every ssh, scp and sftp of the run ran as the backup user (its uid), and logged in with the role's key.
     assert watcher.uids_of("ssh", "scp", "sftp") == [backup.pw_uid], watcher.seen
     fingerprint = _fingerprint(key.with_name("id_ed25519.pub"))
     for name, user in (("sp1", BACKUP_USER), ("sp2", REMOTE_USER)):
@@ -182,16 +158,32 @@ def test_setup_makes_a_fresh_pool_stage_ready(installed_collections, tmp_path, a
         assert logins and all(" for %s from " % user in line and fingerprint in line for line in logins), (name, logins)
 
 
-def test_setup_refuses_bad_settings_and_a_symlinked_authorized_keys(installed_collections, tmp_path, accounts, data):
+def test_setup_gives_the_backup_user_no_shell_and_the_login_user_cback_setup_shell(runner, tmp_path, accounts, data):
+    """The runs drop to the master's backup user's ids (no su): a backup user the role creates gets
+    ``/usr/sbin/nologin``, an existing one keeps its shell (``/bin/bash``, given here between runs).
+    The remote peer's login user gets ``cback_setup_shell``, which sshd runs the master's commands through."""
+    master = master_vars(BACKUP_USER, data / "cback", cback_setup_shell="/bin/dash")
+    inventory = write_inventory(runner.base / "pool.ini", master, {"rp1": _this_machine_as_remote_peer(tmp_path, data)})
+
+    first, _second = setup_twice(runner, inventory)
+
+    assert first.result(CREATE_BACKUP_USER)["changed"], first
+    assert (shell_of(BACKUP_USER), shell_of(REMOTE_USER)) == ("/usr/sbin/nologin", "/bin/dash")
+    subprocess.run(["usermod", "--shell", "/bin/bash", BACKUP_USER], check=True, timeout=30)
+
+    again = runner.run("setup", inventory)
+
+    assert_no_change(again)
+    assert again.status(CREATE_BACKUP_USER) == "ok" and not again.result(CREATE_BACKUP_USER)["changed"], again
+    assert (shell_of(BACKUP_USER), shell_of(REMOTE_USER)) == ("/bin/bash", "/bin/dash")
+
+
+def test_setup_refuses_bad_settings_and_a_symlinked_authorized_keys(runner, tmp_path, accounts, data):
     """Bad settings fail before anything is made, naming the variable. A login user whose
     ``~/.ssh/authorized_keys`` is a symlink (to a root-only file here) fails that peer: root
     never writes through it. The peer is this machine over a local connection: no sshd needed."""
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
-    host_key = tmp_path / "host_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
-    master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(data / "cback"))
-    peer = dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=REMOTE_USER,
-                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
+    master = master_vars(BACKUP_USER, data / "cback")
+    peer = _this_machine_as_remote_peer(tmp_path, data)
 
     bad = write_inventory(runner.base / "bad.ini", dict(master, cback_setup_ssh_dir="cback"),
                           {"rp1": dict(peer, cback_setup_collect_mode="0999")})
@@ -199,7 +191,7 @@ def test_setup_refuses_bad_settings_and_a_symlinked_authorized_keys(installed_co
     # ansible-core 2.16 shows the message as JSON (quotes escaped), 2.19 as text
     assert run.rc != 0 and "cback_setup_ssh_dir must be an absolute path without spaces or quotes, not 'cback'; set it in " \
         "the master's variables" in run.stdout, run
-    assert not _user_exists(BACKUP_USER) and os.listdir(str(data)) == [], "nothing is made"
+    assert not user_exists(BACKUP_USER) and os.listdir(str(data)) == [], "nothing is made"
 
     # An existing login user (in the "users" group: no group of its own is left behind).
     subprocess.run(["useradd", "--create-home", "--no-user-group", "--shell", "/bin/sh", REMOTE_USER], check=True, timeout=30)

@@ -33,15 +33,9 @@ import time
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
-    AnsibleRunner,
-    public_dir,
-    remove_tree,
-    snapshot,
-    write_inventory,
-)
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import snapshot, write_inventory
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool
-from ansible_collections.cedarbackup.peer.tests.support.sshd import remove_local_user
+from ansible_collections.cedarbackup.peer.tests.support.setup_run import fresh_accounts, master_vars, public_data, setup_twice
 
 BACKUP_USER = "cbsecbk"
 LOGIN_USER = "cbsecr1"
@@ -103,55 +97,23 @@ else:  # "dot_ssh": swap a directory made 0700; "parent": swap a directory as so
 '''
 
 
-def _user_exists(name):
-    try:
-        return bool(pwd.getpwnam(name))
-    except KeyError:
-        return False
-
-
-def _group_exists(name):
-    try:
-        return bool(grp.getgrnam(name))
-    except KeyError:
-        return False
-
-
-def _remove_accounts():
-    for name in (LOGIN_USER, BACKUP_USER):
-        if _user_exists(name):
-            home = pwd.getpwnam(name).pw_dir
-            remove_local_user(name)
-            if home == "/home/" + name:  # userdel -r leaves a home it does not own (a test made it root's)
-                shutil.rmtree(home, ignore_errors=True)
-    if _group_exists(BACKUP_USER):
-        subprocess.run(["groupdel", BACKUP_USER], stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
-
-
 @pytest.fixture
 def accounts():
     """``cbsecbk`` (group and master's backup user) and the login user ``cbsecr1`` in that group, shell nologin,
     with a home of its own; removed (by name) afterwards."""
-    _remove_accounts()
-    try:
+    with fresh_accounts((LOGIN_USER, BACKUP_USER), (BACKUP_USER,)):
         subprocess.run(["groupadd", BACKUP_USER], check=True, timeout=30)
         for name in (BACKUP_USER, LOGIN_USER):
             subprocess.run(["useradd", "--create-home", "--gid", BACKUP_USER, "--shell", "/usr/sbin/nologin", name],
                            check=True, timeout=30)
         yield pwd.getpwnam(LOGIN_USER)
-    finally:
-        _remove_accounts()
-    assert not any(_user_exists(name) for name in (BACKUP_USER, LOGIN_USER)) and not _group_exists(BACKUP_USER)
 
 
 @pytest.fixture
 def data():
     """A directory under /tmp every local user can traverse (the ssh directory, the collect directories)."""
-    path = public_dir("cbsec-")
-    try:
+    with public_data("cbsec-") as path:
         yield path
-    finally:
-        remove_tree(path)
 
 
 @pytest.fixture
@@ -204,8 +166,7 @@ def _scratch(user):
 
 
 def _inventory(runner, pool, data, collect_dir, **extra):
-    master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(data / "cback"),
-                  cback_setup_manage_users=False)
+    master = master_vars(BACKUP_USER, data / "cback", cback_setup_manage_users=False)
     peers = {"ss1": dict(pool.ansible_vars("ss1"), cback_collect_dir=str(collect_dir), cback_remote_user=LOGIN_USER,
                          cback_setup_host_key_file=pool.host_key_file("ss1"), **extra)}
     return write_inventory(runner.base / "pool.ini", master, peers)
@@ -218,8 +179,7 @@ def _as_user(user, path, directory=True, mode=0o755):
     os.lchown(path, user.pw_uid, user.pw_gid)
 
 
-def _run_attacked(installed_collections, tmp_path, user, data, collect_dir, mode, path, target):
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
+def _run_attacked(runner, tmp_path, user, data, collect_dir, mode, path, target):
     scratch = _scratch(user)
     try:
         with ManagedSshHostPool(tmp_path / "hosts", names=("ss1",), first_address="127.0.15.1") as pool:
@@ -237,14 +197,14 @@ def _root_files_untouched(victim, before):
         assert handle.read() == b"root's own\n"
 
 
-def test_dot_ssh_swapped_for_a_symlink_after_it_is_made(installed_collections, tmp_path, accounts, data, victim):
+def test_dot_ssh_swapped_for_a_symlink_after_it_is_made(runner, tmp_path, accounts, data, victim):
     """Finding 1: ``~/.ssh`` becomes a symlink to a root-only directory right after the role made it ``0700``."""
     user = accounts
     dot_ssh = os.path.join(user.pw_dir, ".ssh")
     _as_user(user, dot_ssh, mode=0o755)  # the role's chmod to 0700 is the attacker's signal
     before = snapshot(victim)
 
-    run = _run_attacked(installed_collections, tmp_path, user, data, data / "collect", "dot_ssh", dot_ssh, victim)
+    run = _run_attacked(runner, tmp_path, user, data, data / "collect", "dot_ssh", dot_ssh, victim)
 
     assert os.path.islink(dot_ssh), ("the attack did not happen", run)
     _root_files_untouched(victim, before)
@@ -253,7 +213,7 @@ def test_dot_ssh_swapped_for_a_symlink_after_it_is_made(installed_collections, t
     assert "Permission denied" in run.result("Look at the login user's authorized_keys")["msg"], run
 
 
-def test_authorized_keys_swapped_for_a_symlink_while_it_is_written(installed_collections, tmp_path, accounts, data, victim):
+def test_authorized_keys_swapped_for_a_symlink_while_it_is_written(runner, tmp_path, accounts, data, victim):
     """Finding 2: ``authorized_keys`` is a regular file when the role looks at it, and a symlink to a root-only
     file from the moment the role opens it (a long file keeps the role busy reading it)."""
     user = accounts
@@ -266,7 +226,7 @@ def test_authorized_keys_swapped_for_a_symlink_while_it_is_written(installed_col
     _as_user(user, keys, directory=False, mode=0o600)
     before = snapshot(victim)
 
-    run = _run_attacked(installed_collections, tmp_path, user, data, data / "collect", "authorized_keys", keys,
+    run = _run_attacked(runner, tmp_path, user, data, data / "collect", "authorized_keys", keys,
                         os.path.join(victim, "authorized_keys"))
 
     assert os.path.islink(keys), ("the attack did not happen", run)
@@ -274,7 +234,7 @@ def test_authorized_keys_swapped_for_a_symlink_while_it_is_written(installed_col
     assert run.find("Authorize the master's key"), run
 
 
-def test_collect_dir_parent_swapped_for_a_symlink(installed_collections, tmp_path, accounts, data, victim):
+def test_collect_dir_parent_swapped_for_a_symlink(runner, tmp_path, accounts, data, victim):
     """The sibling: the collect directory's missing parent, below a directory of its owner (the login user), becomes
     a symlink to a root-only directory as soon as it is made."""
     user = accounts
@@ -283,7 +243,7 @@ def test_collect_dir_parent_swapped_for_a_symlink(installed_collections, tmp_pat
     parent = area / "sub"
     before = snapshot(victim)
 
-    run = _run_attacked(installed_collections, tmp_path, user, data, parent / "collect", "parent", parent, victim)
+    run = _run_attacked(runner, tmp_path, user, data, parent / "collect", "parent", parent, victim)
 
     assert os.path.islink(str(parent)), ("the attack did not happen", run)
     _root_files_untouched(victim, before)
@@ -291,13 +251,12 @@ def test_collect_dir_parent_swapped_for_a_symlink(installed_collections, tmp_pat
     assert run.rc != 0 and run.find("Create the missing parents of the peer's collect directory"), run
 
 
-def test_collect_dir_below_another_users_directory_is_refused(installed_collections, tmp_path, accounts, data):
+def test_collect_dir_below_another_users_directory_is_refused(runner, tmp_path, accounts, data):
     """A collect directory below a directory that a third user (here the master's backup user) owns is refused,
     naming cback_collect_dir; nothing is made there."""
     other = pwd.getpwnam(BACKUP_USER)
     area = data / "other"
     _as_user(other, str(area), mode=0o755)
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
     with ManagedSshHostPool(tmp_path / "hosts", names=("ss1",), first_address="127.0.15.1") as pool:
         run = runner.run("setup", _inventory(runner, pool, data, area / "sub" / "collect"))
 
@@ -307,21 +266,17 @@ def test_collect_dir_below_another_users_directory_is_refused(installed_collecti
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "not-pipelined"])
-def test_setup_becomes_a_nologin_login_user(installed_collections, tmp_path, accounts, data, pipelining):
+def test_setup_becomes_a_nologin_login_user(runner, tmp_path, accounts, data, pipelining):
     """Without an attacker: a login user whose shell is nologin and whose home is root's (as Debian's
     ``backup`` in ``/var/backups``) gets the key. Root makes ``~/.ssh`` (every directory above it is
     root's), the login user writes ``authorized_keys``; with Ansible's pipelining and without it."""
     user = accounts
     os.chown(user.pw_dir, 0, 0)
     os.chmod(user.pw_dir, 0o755)
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
     with ManagedSshHostPool(tmp_path / "hosts", names=("ss1",), first_address="127.0.15.1") as pool:
         inventory = _inventory(runner, pool, data, data / "collect", ansible_pipelining=pipelining)
-        first = runner.run("setup", inventory)
-        second = runner.run("setup", inventory)
+        setup_twice(runner, inventory)
 
-    assert first.rc == 0, first
-    assert second.rc == 0 and all(host["changed"] == 0 for host in second.recap().values()), second
     assert pwd.getpwnam(LOGIN_USER).pw_shell == "/usr/sbin/nologin"
     dot_ssh = os.path.join(user.pw_dir, ".ssh")
     keys = os.path.join(dot_ssh, "authorized_keys")
@@ -333,15 +288,13 @@ def test_setup_becomes_a_nologin_login_user(installed_collections, tmp_path, acc
     assert [line.split() for line in open(keys).read().splitlines()] == [["restrict"] + public]
 
 
-def test_ssh_dir_below_another_users_directory_is_refused(installed_collections, tmp_path, accounts, data):
+def test_ssh_dir_below_another_users_directory_is_refused(runner, accounts, data):
     """``cback_setup_ssh_dir`` below a directory of the backup user is refused, naming the variable, before root
     writes the key there; the local peer needs no connection."""
     other = pwd.getpwnam(BACKUP_USER)
     area = data / "bk"
     _as_user(other, str(area), mode=0o755)
-    runner = AnsibleRunner(installed_collections, tmp_path / "runs")
-    master = dict(cback_backup_user=BACKUP_USER, cback_backup_group=BACKUP_USER, cback_setup_ssh_dir=str(area / "cback"),
-                  cback_setup_manage_users=False)
+    master = master_vars(BACKUP_USER, area / "cback", cback_setup_manage_users=False)
     run = runner.run("setup", write_inventory(runner.base / "pool.ini", master,
                                               {"lp1": dict(cback_peer_type="local", cback_collect_dir=str(data / "collect"))}))
 

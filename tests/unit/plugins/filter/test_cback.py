@@ -829,7 +829,7 @@ def test_a_run_without_master_warns_about_nothing(warnings_shown):
     ("setup", "cback_backup_group", "", "the backup group, <options><backup_group> of cback3.conf"),
     # an empty path is a bad path (below); only null leaves these unset
     ("setup", "cback_setup_ssh_dir", None, "the master's directory for the backup user's ssh key and configuration"),
-    ("setup", "cback_setup_shell", None, "the backup user's login shell"),
+    ("setup", "cback_setup_shell", None, "the login shell of the remote peers' login users"),
 ])
 def test_a_required_run_wide_setting_that_is_unset(role, variable, unset, what):
     values = {variable: unset}
