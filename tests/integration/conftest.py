@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ansible_collections.cedarbackup.peer.tests.support.ansible_run import AnsibleRunner
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import AnsibleRunner, public_dir, remove_tree
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, ensure_local_user, remove_local_user
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
@@ -16,6 +16,17 @@ BACKUP_USER = "cbackpeer"
 def runner(installed_collections, tmp_path):
     """Runs the collection's playbooks as a user does, with inventories under ``tmp_path/runs``."""
     return AnsibleRunner(installed_collections, tmp_path / "runs")
+
+
+@pytest.fixture
+def data(request):
+    """A fresh directory under /tmp that every local user can traverse (collect directories,
+    staging trees, scripts, marks), named after the test module, removed afterwards."""
+    path = public_dir("cb%s-" % request.module.__name__.rsplit(".", 1)[-1].replace("test_", "").replace("_", ""))
+    try:
+        yield path
+    finally:
+        remove_tree(path)
 
 
 @pytest.fixture(scope="session")

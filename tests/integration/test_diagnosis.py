@@ -25,9 +25,7 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     HangingServer,
     fill,
-    public_dir,
     ready,
-    remove_tree,
     script,
     sha256_of,
     today,
@@ -46,15 +44,6 @@ while True:
     os.write(fd, b"x" * 512)
     time.sleep(0.0002)
 """
-
-
-@pytest.fixture
-def data():
-    path = public_dir("cbdiag-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 @pytest.fixture(scope="module")

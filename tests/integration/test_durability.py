@@ -22,22 +22,11 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
     fill,
-    public_dir,
-    remove_tree,
     today,
     write_inventory,
 )
 
 STRACE = "/usr/bin/strace"
-
-
-@pytest.fixture
-def data():
-    path = public_dir("cbdur-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 def first(lines, predicate, after=-1, what=""):

@@ -65,16 +65,6 @@ UNPRIVILEGED_REMOTE_USER = "cbfaultpeer"  # created (and removed) by the unreada
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def data():
-    """A directory under /tmp every local user can traverse: staging tree, collect dirs."""
-    path = public_dir("cbfault-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
-
-
 class Pool(object):
     """A pool of real sshd peers started for one test, and the backup user's ``rcp``/``rsh``
     commands for it (its key authorized on every peer)."""

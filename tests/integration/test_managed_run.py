@@ -24,8 +24,6 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     fail_message,
     fill,
     no_failure,
-    public_dir,
-    remove_tree,
     script,
     table_lines,
     today,
@@ -59,16 +57,6 @@ echo "--" >> "{log}"
 printf 'made by collect\\n' > "{collect}/etc.tar"
 : > "{collect}/cback.collect"
 """
-
-
-@pytest.fixture
-def data():
-    """A directory under /tmp that every local user can traverse (scripts, marks, collect dirs)."""
-    path = public_dir("cbmanaged-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 def calls(marks, name):

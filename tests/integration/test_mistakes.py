@@ -16,22 +16,11 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     fill,
-    public_dir,
-    remove_tree,
     today,
     write_inventory,
 )
 
 WHERE = "set it in the master's variables (host_vars/localhost, the group_vars of its group, or group_vars/all), or with -e."
-
-
-@pytest.fixture
-def data():
-    path = public_dir("cbmistake-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 def peers(data, **extra):

@@ -17,8 +17,6 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     fill,
     no_failure,
-    public_dir,
-    remove_tree,
     script,
     today,
     write_inventory,
@@ -34,15 +32,6 @@ SLOW_CBACK = """#!/bin/sh
 sleep 1
 exit 0
 """
-
-
-@pytest.fixture
-def data():
-    path = public_dir("cbcost-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 def executions(log):

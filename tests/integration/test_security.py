@@ -35,10 +35,8 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     local_peer,
     mode_of,
     owner_of,
-    public_dir,
     ready,
     remote_peer,
-    remove_tree,
     run_playbook,
     script,
     snapshot,
@@ -56,16 +54,6 @@ MiB = 1024 * 1024
 # ---------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def data():
-    """A directory under /tmp every local user can traverse: staging tree, collect dirs, victims."""
-    path = public_dir("cbsec-")
-    try:
-        yield path
-    finally:
-        remove_tree(path)
 
 
 class BackupUser(object):
