@@ -30,6 +30,7 @@ Cause.__doc__ = """Why a peer failed: ``kind`` (a short key, in the JSON summary
 sentence naming the cause and the fix, ``""`` when unknown), ``output`` (the command's
 cleaned stderr, ``""`` when nothing ran)."""
 
+
 def clean_output(text, limit=OUTPUT_CHARS):
     """A command's output on one line: ``\\r\\n``/``\\r`` line ends and blank lines dropped,
     lines joined with ``"; "``, cut to ``limit`` characters (head and tail kept)."""
@@ -121,7 +122,7 @@ _PATTERNS = (
      "it; give that user a shell (the setup role does)"),
     ("copy-user-missing", r"^Local user \S+ does not exist",
      "the user the command runs as does not exist on the master: create it or set backup_user (cback_backup_user)"),
-    ("program-missing", r"^(?:su: )?(?:sh: \d+: )?%(program)s: (?:not found|No such file or directory)",
+    ("program-missing", r"^(?:sh: \d+: )?%(program)s: (?:not found|No such file or directory)",
      "program missing on the master: %(program)s; fix the rcp/rsh command (cback_rcp_command, cback_rsh_command)"),
     ("permission-denied", r"Permission denied",
      "permission denied on the peer: remote user %(user)s cannot read the collect directory or a file in it"),

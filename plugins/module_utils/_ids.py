@@ -61,7 +61,7 @@ def current_user_name():
 
 def _user_ids(user):
     """``(uid, gid)`` to hand things to ``user``, or ``None`` (no user, not root, unknown user:
-    an unknown user is left for ``su`` to report, as with a directory the caller made)."""
+    an unknown user is left for the command to report, as with a directory the caller made)."""
     if user is None or not is_running_as_root():
         return None
     try:

@@ -216,7 +216,8 @@ def test_a_copy_user_that_does_not_exist_fails_the_peer_before_anything_runs(run
             check_collect_indicator=True)})])]
     run = runner.run_play(play)
     result = run.result("Stage as a copy user that does not exist")
-    assert run.status("Stage as a copy user that does not exist") == "failed" and result["msg"] == "Peer dok: local_user: no such local user '%s'." % missing, result
+    assert run.status("Stage as a copy user that does not exist") == "failed", result
+    assert result["msg"] == "Peer dok: local_user: no such local user '%s'." % missing, result
     assert not (collect / "cback.stage").exists() and sorted(os.listdir(str(data))) == ["dok"]
 
 

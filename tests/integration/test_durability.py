@@ -17,8 +17,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     VENV_BIN,
     fill,

@@ -27,7 +27,8 @@ import subprocess
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import fill, mode_of, owner_of, today, write_inventory
-from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool, ProcessWatcher
+from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool
+from ansible_collections.cedarbackup.peer.tests.support.proc_watch import ProcessWatcher
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
     assert_no_change,
     fresh_accounts,

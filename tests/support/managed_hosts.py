@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: cedarbackup.peer contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Test support (private): sshd test hosts that Ansible itself manages, and a process watcher.
+"""Test support (private): sshd test hosts that Ansible itself manages.
 
 ``ManagedSshHostPool`` is an ``SshPeerPool`` whose sshds behave like a stock server for
 every user but root: ``AuthorizedKeysFile .ssh/authorized_keys`` and ``StrictModes yes``, so
@@ -10,19 +10,12 @@ own client key (Ansible's connection), listed in a file of a directory under ``/
 (``StrictModes`` refuses one under ``/tmp``, which anyone can write), removed by ``stop()``.
 ``ansible_vars(name)`` gives the inventory variables that connect Ansible to a host as root
 over ssh, with strict host key checking against the pool's ``known_hosts``.
-
-``ProcessWatcher`` (from ``proc_watch``, importable from here too) samples ``/proc`` in a
-thread while a run goes on, and records the real uid of every process whose command line
-contains a given string.
 """
 
 import os
 import shutil
 import tempfile
-import threading
-import time
 
-from ansible_collections.cedarbackup.peer.tests.support.proc_watch import ProcessWatcher  # noqa: F401 (re-exported)
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
 ROOT_KEYS_PARENT = "/run"
