@@ -26,7 +26,7 @@ import os
 import stat
 
 from . import _ids
-from ._command import cancelled, time_left
+from ._command import cancelled, current_deadline, deadline_at, time_left
 from ._paths import path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
@@ -664,11 +664,15 @@ def each(function, items):
     result; any other exception propagates.  The first item runs alone, so that an error every
     item would hit (an ownership that cannot be given, say) stops the copy after one item, as a
     sequential copy would: when it fails, the other items are not attempted (the result has
-    one element).  After it, every item is attempted.
+    one element).  After it, every item is attempted.  Every item runs under the deadline of
+    the calling thread (``_command.deadline``), in whatever thread it runs.
     """
+    end = current_deadline()
+
     def guarded(item):
         try:
-            return function(item)
+            with deadline_at(end):
+                return function(item)
         except (IOError, OSError, ValueError) as exc:
             return exc
 

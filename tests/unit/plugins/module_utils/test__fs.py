@@ -609,6 +609,16 @@ def test_each_runs_the_first_item_alone_then_several_at_once(monkeypatch):
     assert state["first_alone"] is True and state["peak"] == 3
 
 
+def test_each_bounds_every_item_by_the_callers_deadline(monkeypatch):
+    """The workers copy (and hash) under the deadline of the thread that called ``each``, as the
+    first item does: a local peer's copies stop at the peer's deadline whatever thread they run in."""
+    monkeypatch.setattr(_fs, "COPY_WORKERS", 3)
+    with _command.deadline(100):
+        lefts = _fs.each(lambda _item: _command.time_left(), list(range(6)))
+    assert all(left is not None and 0 < left <= 100 for left in lefts), lefts
+    assert _fs.each(lambda _item: _command.time_left(), list(range(6))) == [None] * 6
+
+
 def test_each_stops_after_a_first_item_that_fails():
     seen = []
 
