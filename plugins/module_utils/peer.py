@@ -397,9 +397,10 @@ class LocalPeer(_Peer):
         ``{name: sha256}`` of every file staged, for ``verifyFiles``: a copied file is hashed
         on the descriptor of the temporary file this call wrote, before it gets its ownership,
         mode and name (``_fs.atomic_copy``); a file found identical is hashed on its source's
-        descriptor, with the bytes compared with the staged file (``_fs.matches``).  No name
-        in the target directory is opened for it.  Hashing stops with ``IOError`` at this
-        thread's deadline or a cancellation.
+        descriptor, with the bytes compared with the staged file (``_fs.matches``, which opens
+        it by name to compare, with or without ``digests``).  Hashing opens no name in the
+        target directory, and stops with ``IOError`` at this thread's deadline or a
+        cancellation.
 
         :returns: ``StageResult``
         """
@@ -831,10 +832,11 @@ class RemotePeer(_Peer):
         for ``verifyFiles``: a file moved into place is hashed on the descriptor of the fetched
         file this call holds, up to the size it had when it was checked, before it gets its
         ownership, mode and name; a file found already staged identically is hashed on that
-        descriptor too, from the bytes compared with the staged one (``_fs.matches``).  No
-        name in the target directory is opened for it.  The hashing of all files is bounded
-        like one more command (``commandTimeout``) and stops at this thread's deadline or a
-        cancellation with ``IOError``.
+        descriptor too, from the bytes compared with the staged one (``_fs.matches``, which
+        opens it by name to compare, with or without ``digests``).  Hashing opens no name in
+        the target directory; the hashing of all files is bounded like one more command
+        (``commandTimeout``) and stops at this thread's deadline or a cancellation with
+        ``IOError``.
 
         :returns: ``StageResult``
         """
