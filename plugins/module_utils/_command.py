@@ -97,6 +97,24 @@ def within(seconds):
         yield
 
 
+def current_deadline():
+    """This thread's deadline (a ``time.monotonic()`` value), ``None`` without one: for
+    ``deadline_at`` in a thread that works for this one."""
+    return getattr(_job, "deadline", None)
+
+
+@contextlib.contextmanager
+def deadline_at(end):
+    """This thread's deadline set to ``end`` (``current_deadline()`` of the thread it works for;
+    ``None``: no bound) for the duration."""
+    previous = getattr(_job, "deadline", None)
+    _job.deadline = end
+    try:
+        yield
+    finally:
+        _job.deadline = previous
+
+
 def time_left():
     """Seconds left before this thread's deadline, or ``None`` without one."""
     end = getattr(_job, "deadline", None)

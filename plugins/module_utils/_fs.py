@@ -26,7 +26,7 @@ import os
 import stat
 
 from . import _ids
-from ._command import cancelled, time_left
+from ._command import cancelled, current_deadline, deadline_at, time_left
 from ._paths import path_join
 
 logger = logging.getLogger("CedarBackup3.log.peer")
@@ -545,13 +545,15 @@ def new_empty_file(dirFd, name, user):
         os.close(fd)
 
 
-def _new_file(parent_fd, candidates, what):
+def _new_file(parent_fd, candidates, what, readable=False):
     """Create the first free name of ``candidates`` below ``parent_fd`` (``O_EXCL|O_NOFOLLOW``,
-    mode 0600, open for writing): ``(name, fd)``.  An existing entry, a symlink too, is never
-    opened; ``what`` names the file in the error when every candidate is taken."""
+    mode 0600, open for writing, and for reading too when ``readable``): ``(name, fd)``.  An
+    existing entry, a symlink too, is never opened; ``what`` names the file in the error when
+    every candidate is taken."""
+    access = os.O_RDWR if readable else os.O_WRONLY
     for candidate in candidates:
         try:
-            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o600, dir_fd=parent_fd)
+            return candidate, os.open(candidate, access | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o600, dir_fd=parent_fd)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise
@@ -623,7 +625,7 @@ def kernel_copy(src, dst, size=None):
     return total
 
 
-def atomic_copy(source, dirFd, name, ownership, mode):
+def atomic_copy(source, dirFd, name, ownership, mode, digest=False):
     """Copy the open file ``source`` to a new temporary file in the open directory ``dirFd``,
     flush it to stable storage and rename it to ``name`` there.
 
@@ -634,9 +636,14 @@ def atomic_copy(source, dirFd, name, ownership, mode):
     memory; ownership and mode are set on the open temporary file, which is created
     exclusively (``O_EXCL|O_NOFOLLOW``) and renamed through the directory's descriptor:
     nothing is resolved by a path another user could redirect.
+
+    With ``digest`` the sha256 (hex) of the copy is returned, read back from the temporary
+    file's own descriptor (``sha256_fd``, the copied size) while it is still root's with mode
+    0600, before ownership and mode are given and before the rename; else ``None``.
     """
     prefix = ".%s." % name[:64]
-    temp, handle = _new_file(dirFd, (_private_name(prefix, _PART_SUFFIX) for _attempt in range(100)), name)
+    temp, handle = _new_file(dirFd, (_private_name(prefix, _PART_SUFFIX) for _attempt in range(100)), name, readable=digest)
+    written = None
     try:
         try:
             os.lseek(source, 0, os.SEEK_SET)
@@ -646,6 +653,8 @@ def atomic_copy(source, dirFd, name, ownership, mode):
             if copied != expected or now != expected:
                 raise IOError("Changed size during the copy (%d bytes when it started, %d copied, %d now); not staged."
                               % (expected, copied, now))
+            if digest:
+                written = sha256_fd(handle, copied)
             settle(handle, ownership, mode)
             os.fsync(handle)  # on stable storage before it gets its name
         finally:
@@ -655,6 +664,7 @@ def atomic_copy(source, dirFd, name, ownership, mode):
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=dirFd)
         raise
+    return written
 
 
 def each(function, items):
@@ -664,11 +674,15 @@ def each(function, items):
     result; any other exception propagates.  The first item runs alone, so that an error every
     item would hit (an ownership that cannot be given, say) stops the copy after one item, as a
     sequential copy would: when it fails, the other items are not attempted (the result has
-    one element).  After it, every item is attempted.
+    one element).  After it, every item is attempted.  Every item runs under the deadline of
+    the calling thread (``_command.deadline``), in whatever thread it runs.
     """
+    end = current_deadline()
+
     def guarded(item):
         try:
-            return function(item)
+            with deadline_at(end):
+                return function(item)
         except (IOError, OSError, ValueError) as exc:
             return exc
 
@@ -684,13 +698,18 @@ def each(function, items):
         return [first] + list(pool.map(guarded, rest))
 
 
-def matches(candidate, dirFd, name, mode, ownership, durable=False):
+def matches(candidate, dirFd, name, mode, ownership, durable=False, digest=None):
     """True when the entry ``name`` of the open directory ``dirFd`` already holds the bytes of
     the open file ``candidate`` with ``mode``/``ownership``.
 
     ``dirFd`` ``None`` is a directory that does not exist yet (nothing matches).  The entry
     is never followed if it is a symlink.  With ``durable`` a matching entry is flushed to
     stable storage (``fsync``) before ``True`` is returned.
+
+    ``digest`` (a ``hashlib`` object, optional) is updated with the bytes compared, as they
+    are read from ``candidate``: after ``True`` it holds the hash of exactly the bytes found
+    identical on both sides.  The comparison then stops with ``IOError`` at a cancellation
+    or this thread's deadline, as ``sha256_fd`` does.
     """
     if dirFd is None:
         return False
@@ -711,7 +730,7 @@ def matches(candidate, dirFd, name, mode, ownership, durable=False):
     except OSError:
         return False
     try:
-        same = stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size)
+        same = stat.S_ISREG(os.fstat(fd).st_mode) and _same_bytes(candidate, fd, info.st_size, digest=digest)
         if same and durable:
             os.fsync(fd)  # staged by an earlier run that may not have made it durable
         return same
@@ -719,15 +738,32 @@ def matches(candidate, dirFd, name, mode, ownership, durable=False):
         os.close(fd)
 
 
-def _same_bytes(first, second, size, step=1 << 20):
-    """Whether the open files ``first`` and ``second`` hold the same ``size`` bytes (read in steps)."""
+def _same_bytes(first, second, size, step=1 << 20, digest=None):
+    """Whether the open files ``first`` and ``second`` hold the same ``size`` bytes (read in steps).
+
+    ``digest`` (a ``hashlib`` object) is updated with each step of ``first`` found equal; with
+    one, every step is taken only in time (``_in_time``)."""
     offset = 0
     while offset < size:
+        if digest is not None:
+            _in_time(offset)
         a = os.pread(first, step, offset)
         if not a or a != os.pread(second, step, offset):
             return False
+        if digest is not None:
+            digest.update(a)
         offset += len(a)
     return True
+
+
+def _in_time(offset):
+    """Raise ``IOError`` when the run is cancelled or this thread's deadline has passed
+    (``offset`` bytes were hashed so far)."""
+    if cancelled():
+        raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
+    left = time_left()
+    if left is not None and left <= 0:
+        raise IOError(errno.ETIMEDOUT, "Timed out computing a sha256 (%d bytes read)." % offset)
 
 
 def sha256_fd(fd, size=None, step=1 << 20):
@@ -740,11 +776,7 @@ def sha256_fd(fd, size=None, step=1 << 20):
     digest = hashlib.sha256()
     offset = 0
     while size is None or offset < size:
-        if cancelled():
-            raise IOError(errno.ECANCELED, "The run was cancelled (%s)." % cancelled())
-        left = time_left()
-        if left is not None and left <= 0:
-            raise IOError(errno.ETIMEDOUT, "Timed out computing a sha256 (%d bytes read)." % offset)
+        _in_time(offset)
         chunk = os.pread(fd, step if size is None else min(step, size - offset), offset)
         if not chunk:
             break
@@ -770,19 +802,29 @@ def _staged_sha256(dirFd, name, size=None):
         os.close(fd)
 
 
-def discard_mismatches(dirFd, names, expected, sizes=None):
+def discard_mismatches(dirFd, names, expected, sizes=None, digests=None):
     """Compare each staged file ``name`` with ``expected[name]`` (a sha256, ``None`` when the
     peer could not give one); remove the ones that differ.  ``(verified, mismatched)``.
 
-    ``sizes`` (``{name: bytes}``, optional) are the sizes the staged files must have: one of
-    another size is a mismatch and is not read; every read stops at the size the file had
-    when it was opened, and at this thread's deadline (``sha256_fd``)."""
+    ``digests`` (``{name: sha256}``, optional) are the hashes the stage computed on its own
+    descriptors (``stageFiles``): a name found there is compared with it and never opened
+    in ``dirFd``.  Any other staged file is opened by name (``_staged_sha256``): ``sizes``
+    (``{name: bytes}``, optional) are the sizes it must have (one of another size is a
+    mismatch and is not read); every read stops at the size the file had when it was opened,
+    and at this thread's deadline (``sha256_fd``).  A mismatch is removed by its name
+    through ``dirFd`` (whatever entry has the name then; a symlink is removed itself)."""
     sizes = sizes or {}
+    digests = digests or {}
     verified, mismatched = [], []
     for name in names:
-        if expected.get(name) is not None and _staged_sha256(dirFd, name, sizes.get(name)) == expected[name]:
-            verified.append(name)
-            continue
+        if expected.get(name) is not None:
+            if name in digests:
+                staged = digests[name]
+            else:
+                staged = _staged_sha256(dirFd, name, sizes.get(name))
+            if staged == expected[name]:
+                verified.append(name)
+                continue
         mismatched.append(name)
         with contextlib.suppress(OSError):
             os.unlink(name, dir_fd=dirFd)

@@ -246,9 +246,11 @@ def stage_peer(peer, conduct, staging, check_mode=False):
             if result["ready"]:
                 # The run's descriptor for the peer's directory, else target_dir opened once.
                 target_fd = stack.enter_context(open_target(target_dir, staging.target_fd, mayBeMissing=check_mode))
-                staged, present = _stage_files(peer, api, staging, target_fd, check_mode, warnings)
-                if staging.verify and not check_mode:
-                    result["verified"] = _verify(api, target_dir, target_fd, staged, None if peer.remote else conduct.timeout)
+                # What verification compares: the hashes the stage computed on its own descriptors.
+                digests = {} if staging.verify and not check_mode else None
+                staged, present = _stage_files(peer, api, staging, target_fd, check_mode, warnings, digests)
+                if digests is not None:
+                    result["verified"] = _verify(api, target_dir, target_fd, staged, None if peer.remote else conduct.timeout, digests)
                 written = staging.write_stage_indicator and not present
                 if written and not check_mode:
                     if cancelled():
@@ -270,8 +272,12 @@ def stage_peer(peer, conduct, staging, check_mode=False):
     return result
 
 
-def _stage_files(peer, api, staging, target_fd, check_mode, warnings):
-    """Copy (or, in check mode, predict) the peer's files: ``(StageResult, stage indicator present)``."""
+def _stage_files(peer, api, staging, target_fd, check_mode, warnings, digests=None):
+    """Copy (or, in check mode, predict) the peer's files: ``(StageResult, stage indicator present)``.
+
+    ``digests`` (a dict, or ``None``) is filled by ``stageFiles`` with the sha256 of each file it
+    staged, hashed on its own descriptors; a remote peer found staged by the quick check
+    fetches nothing and adds none."""
     indicator = staging.stage_indicator
     if peer.remote and check_mode:
         return _predict_remote(api, target_fd, indicator, warnings)
@@ -279,10 +285,11 @@ def _stage_files(peer, api, staging, target_fd, check_mode, warnings):
         quick = _quick_check(api, target_fd, indicator, staging.ownership, staging.mode) if staging.quick_check else None
         if quick is not None:
             return quick
-        staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), targetFd=target_fd)
+        staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), targetFd=target_fd,
+                                digests=digests)
         return staged, indicator in staged.excluded
     staged = api.stageFiles(staging.target_dir, staging.ownership, staging.mode, exclude=(indicator,), checkOnly=check_mode,
-                            targetFd=TARGET_MISSING if target_fd is None else target_fd)
+                            targetFd=TARGET_MISSING if target_fd is None else target_fd, digests=digests)
     return staged, indicator in staged.excluded  # a regular file, seen through the collect dir's descriptor
 
 
@@ -306,15 +313,17 @@ def stage(params, check_mode=False):
         return stage_peer(peer, spec.conduct(params, peer.remote), staging, check_mode)
 
 
-def _verify(peer, target_dir, target_fd, staged, timeout=None):
+def _verify(peer, target_dir, target_fd, staged, timeout=None, digests=None):
     """sha256 of every staged file (copied or found identical) against the peer's: the count
     verified; a file that differs is removed and the peer fails (``IOError``).
 
+    ``digests``: the sha256 the stage computed on its own descriptors (``stageFiles``); a staged
+    file found there is not opened again, any other is read back by name (``verifyFiles``).
     ``timeout``: the seconds root's own hashing may take (a local peer's, bounded like one
     command); every read stops at the thread's deadline too."""
     names = list(staged.copied) + list(staged.unchanged)
     with within(timeout):
-        verified, mismatched = peer.verifyFiles(target_dir, names, targetFd=target_fd)
+        verified, mismatched = peer.verifyFiles(target_dir, names, targetFd=target_fd, digests=digests)
     if mismatched:
         shown = ", ".join(mismatched[:5]) + (" and %d more" % (len(mismatched) - 5) if len(mismatched) > 5 else "")
         partial = StageResult([name for name in staged.copied if name not in mismatched],

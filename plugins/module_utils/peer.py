@@ -68,6 +68,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import stat
@@ -367,7 +368,7 @@ class LocalPeer(_Peer):
             names.append(fileName)
         return names, None
 
-    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False, targetFd=None):
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), checkOnly=False, targetFd=None, digests=None):
         """Idempotent, atomic variant of ``stagePeer`` (collection extension).
 
         Entries named in ``exclude`` are not staged.  A file already staged with the
@@ -392,6 +393,15 @@ class LocalPeer(_Peer):
         flushed after the last rename.  A file whose size changes during its copy is not
         staged (``IOError`` naming it).
 
+        ``digests`` (a dict, optional; not used with ``checkOnly``) is filled with
+        ``{name: sha256}`` of every file staged, for ``verifyFiles``: a copied file is hashed
+        on the descriptor of the temporary file this call wrote, before it gets its ownership,
+        mode and name (``_fs.atomic_copy``); a file found identical is hashed on its source's
+        descriptor, with the bytes compared with the staged file (``_fs.matches``, which opens
+        it by name to compare, with or without ``digests``).  Hashing opens no name in the
+        target directory, and stops with ``IOError`` at this thread's deadline or a
+        cancellation.
+
         :returns: ``StageResult``
         """
         ownership = _lenient(ownership)
@@ -402,11 +412,13 @@ class LocalPeer(_Peer):
                     raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
                 if not checkOnly:
                     _fs.sweep(dirFd)
-                return self._stageInto(collectFd, dirFd, ownership, permissions, exclude, checkOnly)
+                return self._stageInto(collectFd, dirFd, ownership, permissions, exclude, checkOnly,
+                                       None if checkOnly else digests)
 
-    def _stageInto(self, collectFd, dirFd, ownership, permissions, exclude, checkOnly):
+    def _stageInto(self, collectFd, dirFd, ownership, permissions, exclude, checkOnly, digests=None):
         copied, unchanged, excluded, size = [], [], [], 0
         names, bad = self._regularPrefix(collectFd, exclude, excluded)
+        hashing = digests is not None
 
         def stageOne(fileName):
             if cancelled():
@@ -418,11 +430,13 @@ class LocalPeer(_Peer):
                 info = os.fstat(source)
                 mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
                 mode &= ~_SPECIAL_BITS  # a staged file is data: never set-uid, set-gid or sticky
-                if _fs.matches(source, dirFd, fileName, mode, ownership, durable=not checkOnly):
-                    return None
+                compared = hashlib.sha256() if hashing else None
+                if _fs.matches(source, dirFd, fileName, mode, ownership, durable=not checkOnly, digest=compared):
+                    return None, compared.hexdigest() if hashing else None
+                written = None
                 if not checkOnly:
-                    _fs.atomic_copy(source, dirFd, fileName, ownership, mode)
-                return info.st_size
+                    written = _fs.atomic_copy(source, dirFd, fileName, ownership, mode, digest=hashing)
+                return info.st_size, written
             finally:
                 os.close(source)
 
@@ -430,11 +444,15 @@ class LocalPeer(_Peer):
         for fileName, outcome in zip(names, _fs.each(stageOne, names)):
             if isinstance(outcome, Exception):
                 failure = failure or (fileName, outcome)
-            elif outcome is None:
+                continue
+            staged, digest = outcome
+            if staged is None:
                 unchanged.append(fileName)
             else:
                 copied.append(fileName)
-                size += outcome
+                size += staged
+            if hashing:
+                digests[fileName] = digest
         partial = StageResult(copied, unchanged, excluded, size)
         if not checkOnly and (copied or unchanged):
             # Every entry renamed into place (or found there) is on stable storage before the
@@ -448,15 +466,17 @@ class LocalPeer(_Peer):
             raise PeerError("Did not copy any files from local peer.", partial=partial)
         return partial
 
-    def verifyFiles(self, targetDir, names, targetFd=None):
+    def verifyFiles(self, targetDir, names, targetFd=None, digests=None):
         """Compare staged files with the peer's by sha256 (collection extension).
 
-        Each name in ``names`` is read back from ``targetDir`` (or the open ``targetFd``)
-        and from the collect directory (opened once); a staged file that differs, or whose
-        source cannot be read as a regular file, is removed from the target directory.  A
-        staged file is read only when it has its source's size, and only that many bytes;
-        every read stops at this thread's deadline (``_command.deadline``) or a cancellation
-        with ``IOError``.
+        Each name in ``names`` is read from the collect directory (opened once) and compared
+        with the staged file: with its sha256 in ``digests`` when it is there (the dict
+        ``stageFiles`` filled on its own descriptors; the staged file is then not opened),
+        else read back by name from ``targetDir`` (or the open ``targetFd``).  A staged file
+        that differs, or whose source cannot be read as a regular file, is removed from the
+        target directory.  A staged file read back is read only when it has its source's size,
+        and only that many bytes; every read stops at this thread's deadline
+        (``_command.deadline``) or a cancellation with ``IOError``.
 
         :returns: ``(verified, mismatched)``, lists of names
         """
@@ -477,7 +497,7 @@ class LocalPeer(_Peer):
         finally:
             os.close(collectFd)
         with target_fd(encode_path(targetDir), targetFd) as dirFd:
-            return _fs.discard_mismatches(dirFd, names, expected, sizes)
+            return _fs.discard_mismatches(dirFd, names, expected, sizes, digests)
 
     def checkCollectIndicator(self, collectIndicator=None):
         """Whether the collect indicator exists in the collect directory.
@@ -776,7 +796,7 @@ class RemotePeer(_Peer):
             _fs.settle_path(targetFile, ownership, permissions)
         return len(added)
 
-    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), targetFd=None):
+    def stageFiles(self, targetDir, ownership=None, permissions=None, exclude=(), targetFd=None, digests=None):
         """Idempotent, atomic variant of ``stagePeer`` (collection extension).
 
         Copies ``<collectDir>/*`` into a new private directory inside ``targetDir`` (owned
@@ -808,6 +828,16 @@ class RemotePeer(_Peer):
         and the target directory after the last rename, so the caller may write the stage
         indicator once this returns.
 
+        ``digests`` (a dict, optional) is filled with ``{name: sha256}`` of every file staged,
+        for ``verifyFiles``: a file moved into place is hashed on the descriptor of the fetched
+        file this call holds, up to the size it had when it was checked, before it gets its
+        ownership, mode and name; a file found already staged identically is hashed on that
+        descriptor too, from the bytes compared with the staged one (``_fs.matches``, which
+        opens it by name to compare, with or without ``digests``).  Hashing opens no name in
+        the target directory; the hashing of all files is bounded like one more command
+        (``commandTimeout``) and stops at this thread's deadline or a cancellation with
+        ``IOError``.
+
         :returns: ``StageResult``
         """
         targetDir = encode_path(targetDir)
@@ -821,7 +851,8 @@ class RemotePeer(_Peer):
             fetchName, fetchFd = _fs.new_private_dir(dirFd, _fs.FETCH_PREFIX, targetDir)
             try:
                 try:
-                    return self._stageFetched(dirFd, path_join(targetDir, fetchName), fetchFd, ownership, permissions, exclude)
+                    return self._stageFetched(dirFd, path_join(targetDir, fetchName), fetchFd, ownership, permissions, exclude,
+                                              digests)
                 finally:
                     _fs.empty_dir(fetchFd)
                     os.close(fetchFd)
@@ -829,7 +860,7 @@ class RemotePeer(_Peer):
                 with contextlib.suppress(OSError):
                     os.rmdir(fetchName, dir_fd=dirFd)
 
-    def _stageFetched(self, targetFd, fetchDir, fetchFd, ownership, permissions, exclude):
+    def _stageFetched(self, targetFd, fetchDir, fetchFd, ownership, permissions, exclude, digests=None):
         """Fetch into the private directory, then move each complete regular file into place."""
         _ids.give_fd_to_user(fetchFd, self.localUser)
         if self.localUser is None:
@@ -846,44 +877,53 @@ class RemotePeer(_Peer):
         if listed is None and result.rc != 0:
             listed = {}
         copied, unchanged, excluded, size, discarded = [], [], [], 0, []
-        for fileName in sorted(os.listdir(fetchFd)):
-            if fileName in exclude:
-                excluded.append(fileName)
-                continue
-            if fileName.startswith("."):
-                continue  # remote dot files are never staged, whatever the rcp command fetched
-            try:
-                fetched = os.open(fileName, os.O_RDONLY | _fs.NOFOLLOW | _fs.NONBLOCK | _fs.CLOEXEC, dir_fd=fetchFd)
-            except OSError:
-                continue  # a symlink, a socket: nothing the copy made
-            try:
-                info = os.fstat(fetched)
-                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-                    continue  # not a file the copy made (a hard link is someone else's file too)
-                if listed is not None and (result.rc != 0 or fileName in listed) and listed.get(fileName) != info.st_size:
-                    # Incomplete (the copy failed), or the peer's file changed size during the copy.
-                    logger.info("Discarding [%s]: %d bytes fetched, the peer lists %s.", fileName, info.st_size, listed.get(fileName))
-                    discarded.append(fileName)
+        # Hashing for verifyFiles is bounded like one more command.
+        with within(self.commandTimeout if digests is not None else None):
+            for fileName in sorted(os.listdir(fetchFd)):
+                if fileName in exclude:
+                    excluded.append(fileName)
                     continue
+                if fileName.startswith("."):
+                    continue  # remote dot files are never staged, whatever the rcp command fetched
                 try:
-                    mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
-                    # The copy user owns the fetch directory and could plant any mode: a staged
-                    # file is data, never set-uid, set-gid or sticky.
-                    mode &= ~_SPECIAL_BITS
-                    if _fs.matches(fetched, targetFd, fileName, mode, ownership, durable=True):
-                        unchanged.append(fileName)
+                    fetched = os.open(fileName, os.O_RDONLY | _fs.NOFOLLOW | _fs.NONBLOCK | _fs.CLOEXEC, dir_fd=fetchFd)
+                except OSError:
+                    continue  # a symlink, a socket: nothing the copy made
+                try:
+                    info = os.fstat(fetched)
+                    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                        continue  # not a file the copy made (a hard link is someone else's file too)
+                    if listed is not None and (result.rc != 0 or fileName in listed) and listed.get(fileName) != info.st_size:
+                        # Incomplete (the copy failed), or the peer's file changed size during the copy.
+                        logger.info("Discarding [%s]: %d bytes fetched, the peer lists %s.", fileName, info.st_size, listed.get(fileName))
+                        discarded.append(fileName)
                         continue
-                    if ownership is not None:
-                        os.fchown(fetched, ownership[0], ownership[1])
-                    os.fchmod(fetched, mode)
-                    os.fsync(fetched)  # on stable storage before it gets its name
-                    os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
-                except (IOError, OSError) as exc:
-                    raise _fs.failed_part_way(exc, StageResult(copied, unchanged, excluded, size), fileName)
-            finally:
-                os.close(fetched)
-            copied.append(fileName)
-            size += info.st_size
+                    try:
+                        mode = permissions if permissions is not None else stat.S_IMODE(info.st_mode)
+                        # The copy user owns the fetch directory and could plant any mode: a staged
+                        # file is data, never set-uid, set-gid or sticky.
+                        mode &= ~_SPECIAL_BITS
+                        compared = hashlib.sha256() if digests is not None else None
+                        if _fs.matches(fetched, targetFd, fileName, mode, ownership, durable=True, digest=compared):
+                            unchanged.append(fileName)
+                            if digests is not None:
+                                digests[fileName] = compared.hexdigest()
+                            continue
+                        # The hash for verifyFiles, on this descriptor, before the file gets its name.
+                        digest = _fs.sha256_fd(fetched, info.st_size) if digests is not None else None
+                        if ownership is not None:
+                            os.fchown(fetched, ownership[0], ownership[1])
+                        os.fchmod(fetched, mode)
+                        os.fsync(fetched)  # on stable storage before it gets its name
+                        os.rename(fileName, fileName, src_dir_fd=fetchFd, dst_dir_fd=targetFd)
+                    except (IOError, OSError) as exc:
+                        raise _fs.failed_part_way(exc, StageResult(copied, unchanged, excluded, size), fileName)
+                finally:
+                    os.close(fetched)
+                copied.append(fileName)
+                size += info.st_size
+                if digests is not None:
+                    digests[fileName] = digest
         partial = StageResult(copied, unchanged, excluded, size)
         if copied or unchanged:
             os.fsync(targetFd)  # the new names too, before the caller writes the stage indicator
@@ -1116,13 +1156,16 @@ class RemotePeer(_Peer):
                     sums[name] = digest.lower()
         return sums
 
-    def verifyFiles(self, targetDir, names, targetFd=None):
+    def verifyFiles(self, targetDir, names, targetFd=None, digests=None):
         """Compare staged files with the peer's by sha256 (collection extension).
 
         The peer's checksums come from ``remoteChecksums`` (one command per 200 files, on
-        the shared connection); each staged file is read back from ``targetDir`` (or the open
-        ``targetFd``).  A staged file that differs, or that the peer gives no checksum for,
-        is removed from the target directory.
+        the shared connection).  Each is compared with the staged file's sha256 in
+        ``digests`` when it is there (the dict ``stageFiles`` filled on its own descriptors;
+        the staged file is then not opened), else with the staged file read back by name from
+        ``targetDir`` (or the open ``targetFd``; never through a symlink, never blocking, up
+        to the size it has when opened).  A staged file that differs, or that the peer gives
+        no checksum for, is removed from the target directory.
 
         :returns: ``(verified, mismatched)``, lists of names
         :raises IOError: if the checksums cannot be computed on the peer
@@ -1130,7 +1173,7 @@ class RemotePeer(_Peer):
         expected = self.remoteChecksums(names)
         # Reading the staged files back is bounded like one more command.
         with target_fd(encode_path(targetDir), targetFd) as dirFd, within(self.commandTimeout):
-            return _fs.discard_mismatches(dirFd, names, expected)
+            return _fs.discard_mismatches(dirFd, names, expected, digests=digests)
 
     def listCollectDir(self):
         """Entries ``<collectDir>/*`` would match on the peer, over the rsh command.

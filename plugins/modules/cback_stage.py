@@ -91,7 +91,13 @@ options:
       - After staging, compare the sha256 of every staged file (copied, or already staged
         identically) with the peer's. For a remote peer the peer computes them with GNU
         C(sha256sum) over O(rsh_command), on the shared connection, 200 files per command; for a
-        local peer both files are read.
+        local peer the source is read.
+      - The staged side is hashed by the stage itself, through the descriptor of the file it
+        writes (the copy, or the fetched file), before the file gets its owner, mode and name;
+        a file found already staged identically is hashed from the bytes compared. The staged
+        file is not opened again by name in O(target_dir), which its owner can change. Only a
+        remote file the O(quick_check) finds staged (nothing is fetched) is read back, never
+        through a symlink, without blocking and within O(timeout).
       - A staged file that differs, or that the peer gives no checksum for, is removed from
         O(target_dir); the task then fails and the stage indicator is not written.
       - Sizes are always checked, without this option. Ignored in check mode.

@@ -139,6 +139,9 @@ options:
       - After staging, compare the sha256 of every staged file with the peer's (see
         O(cedarbackup.peer.cback_stage#module:verify)); each peer's result counts the files
         verified.
+      - The staged side is the sha256 the stage computed through its own descriptors, of each
+        file as it wrote it (before the rename) or found it identical; only files the
+        O(quick_check) found staged are read back from the peer's staging directory.
     type: bool
     default: false
   collect_indicator:

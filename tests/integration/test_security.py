@@ -1441,3 +1441,102 @@ def test_a_staged_file_swapped_for_a_huge_sparse_file_is_not_read_by_verificatio
     assert time.monotonic() - started < 6
     assert outcome["result"] == (["cback.collect"], ["data.bin"]), outcome
     assert not (target / "data.bin").exists()
+
+
+# Run by the backup user once root has staged: replaces three staged files, by a 2 TiB sparse file,
+# by a symlink to a root-only file and by a FIFO, which it then opens for writing.  That open
+# returns only once a process opens the FIFO for reading; the process prints who that was: the
+# test, which creates the marker file first, or another process.
+STAGED_SWAPS = r"""
+import os, sys
+directory, victim, marker = sys.argv[1:4]
+
+def put(name, make):
+    temp = os.path.join(directory, ".swap")
+    make(temp)
+    os.rename(temp, os.path.join(directory, name))
+
+def sparse(path):
+    with open(path, "wb") as handle:
+        handle.truncate(2 << 40)
+
+put("data.bin", sparse)
+put("link.bin", lambda path: os.symlink(victim, path))
+put("fifo.bin", os.mkfifo)
+print("swapped", flush=True)
+fd = os.open(os.path.join(directory, "fifo.bin"), os.O_WRONLY)
+print("released by the test" if os.path.exists(marker) else "opened by another process", flush=True)
+os.close(fd)
+"""
+
+
+def test_verification_compares_the_runs_own_digests_and_never_opens_a_swapped_staged_file(data, own_user):
+    """A local peer is staged as a run stages it with verification on (``stageFiles`` with
+    ``digests``: every file hashed on root's own descriptor as it is written) into a directory of
+    the backup user's.  Before root verifies, the backup user replaces the staged files: by a 2 TiB
+    sparse file, by a symlink to a root-only file, and by a FIFO that it holds open for writing
+    (its ``open`` returns as soon as anyone opens the FIFO to read it).  Verification runs with a
+    5 s deadline.
+
+    At 0d555ce verification re-opened every staged file by name in the backup user's directory:
+    it opened the FIFO (releasing the user's blocked writer), and the swapped files were reported
+    as mismatches and removed.  Now it compares the peer's sha256 with the digests of the bytes
+    root wrote and opens no staged file: it ends at once, every file is verified (what root
+    staged is the peer's data; the swaps are the backup user's own doing, on its own files), and
+    nothing the user put there is read, followed or removed.
+
+    Guards issue 16, finding 6 (the file hashed is the one the run wrote).
+    """
+    files = {"data.bin": os.urandom(4096), "link.bin": os.urandom(100), "fifo.bin": b"fifo\n" * 10}
+    collect = ready(data / "lverify", dict((name, (content, 0o644)) for name, content in files.items()))
+    victim = victims_dir(data) / "root-only"
+    victim.write_bytes(b"ROOT-ONLY\n")
+    os.chmod(str(victim), 0o600)
+    target = data / "target"
+    target.mkdir()
+    own_user.give(target)
+    marker = data / "released"
+    peer = LocalPeer("lverify", str(collect))
+    digests = {}
+    result = peer.stageFiles(str(target), own_user.ids, exclude=("cback.stage",), digests=digests)
+    names = sorted(result.copied)
+    assert names == ["cback.collect", "data.bin", "fifo.bin", "link.bin"] and sorted(digests) == names
+    swapper = subprocess.Popen(
+        [SYSTEM_PYTHON, "-c", STAGED_SWAPS, str(target), str(victim), str(marker)],
+        user=own_user.name, group=own_user.name, extra_groups=[], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd="/", text=True,
+    )
+    outcome = {}
+    try:
+        assert swapper.stdout.readline() == "swapped\n", swapper.stderr.read() if swapper.poll() is not None else ""
+
+        def verify():
+            with _command.deadline(5):
+                outcome["result"] = peer.verifyFiles(str(target), names, digests=digests)
+
+        worker = threading.Thread(target=verify, daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(timeout=30)
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # a writer that root released would have printed by now
+        marker.write_bytes(b"")
+    finally:
+        fifo = target / "fifo.bin"
+        if fifo.is_fifo():
+            _release(fifo)
+        try:
+            out, err = swapper.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            swapper.kill()
+            out, err = swapper.communicate(timeout=10)
+
+    assert not worker.is_alive(), "verification went on past its deadline"
+    assert elapsed < 2, elapsed
+    assert out == "released by the test\n", (out, err)
+    assert outcome["result"] == (names, []), outcome
+    assert (target / "data.bin").stat().st_size == 2 << 40
+    assert os.readlink(str(target / "link.bin")) == str(victim)
+    assert stat.S_ISFIFO(os.lstat(str(target / "fifo.bin")).st_mode)
+    assert (target / "cback.collect").read_bytes() == b""
+    assert victim.read_bytes() == b"ROOT-ONLY\n" and (owner_of(victim), mode_of(victim)) == (ROOT_IDS, 0o600)

@@ -514,6 +514,58 @@ def test_atomic_copy_gives_the_name_only_to_a_complete_copy(root):
     assert sorted(os.listdir(str(path))) == ["a", "src"]
 
 
+def test_atomic_copy_hashes_the_copy_on_its_own_descriptor_before_the_rename(root, monkeypatch):
+    """The digest is of the bytes written into the temporary file, read back through its
+    descriptor while it is root's (before ownership, mode and name are given), not of the
+    source: a copy that went wrong shows."""
+    path, fd = root
+    (path / "src").write_bytes(b"peer bytes")
+    events = []
+    real_replace, real_copy, real_settle, real_hash = os.replace, _fs.kernel_copy, _fs.settle, _fs.sha256_fd
+
+    def copy_then_flip(src, dst, size=None):
+        copied = real_copy(src, dst, size)
+        os.pwrite(dst, b"P", 0)  # a copy that went wrong: the digest must show it
+        return copied
+
+    monkeypatch.setattr(os, "replace", lambda *args, **kwargs: events.append("rename") or real_replace(*args, **kwargs))
+    monkeypatch.setattr(_fs, "settle", lambda *args: events.append("settle") or real_settle(*args))
+    monkeypatch.setattr(_fs, "sha256_fd", lambda *args: events.append("hash") or real_hash(*args))
+    source = os.open(str(path / "src"), os.O_RDONLY)
+    try:
+        assert _fs.atomic_copy(source, fd, "plain", None, 0o640) is None
+        assert events == ["settle", "rename"]  # no digest asked: nothing hashed
+        del events[:]
+        monkeypatch.setattr(_fs, "kernel_copy", copy_then_flip)
+        digest = _fs.atomic_copy(source, fd, "a", None, 0o640, digest=True)
+    finally:
+        os.close(source)
+    assert events == ["hash", "settle", "rename"]
+    assert digest == hashlib.sha256(b"Peer bytes").hexdigest()
+    assert (path / "a").read_bytes() == b"Peer bytes" and (path / "src").read_bytes() == b"peer bytes"
+
+
+def test_atomic_copy_hashing_stops_at_the_threads_deadline(root, monkeypatch):
+    path, fd = root
+    (path / "src").write_bytes(b"x" * 4096)
+    real_copy = _fs.kernel_copy
+
+    def slow_copy(src, dst, size=None):
+        copied = real_copy(src, dst, size)
+        time.sleep(0.05)  # the deadline passes after the copy, before the hashing
+        return copied
+
+    monkeypatch.setattr(_fs, "kernel_copy", slow_copy)
+    source = os.open(str(path / "src"), os.O_RDONLY)
+    try:
+        with _command.deadline(0.02), pytest.raises(IOError) as info:
+            _fs.atomic_copy(source, fd, "a", None, 0o640, digest=True)
+    finally:
+        os.close(source)
+    assert "Timed out computing a sha256" in str(info.value)
+    assert sorted(os.listdir(str(path))) == ["src"]  # nothing got the name, no temporary file left
+
+
 def test_matches_compares_bytes_mode_and_kind(root):
     path, fd = root
     (path / "src").write_bytes(b"same")
@@ -532,6 +584,56 @@ def test_matches_compares_bytes_mode_and_kind(root):
         assert _fs.matches(source, None, "a", 0o644, None) is False
     finally:
         os.close(source)
+
+
+def test_matches_hashes_the_bytes_it_compared(root):
+    path, fd = root
+    data = os.urandom(3 << 20)
+    (path / "src").write_bytes(data)
+    (path / "a").write_bytes(data)
+    os.chmod(str(path / "a"), 0o644)
+    (path / "b").write_bytes(data[:-1] + b"?")
+    os.chmod(str(path / "b"), 0o644)
+    source = os.open(str(path / "src"), os.O_RDONLY)
+    try:
+        digest = hashlib.sha256()
+        assert _fs.matches(source, fd, "a", 0o644, None, digest=digest) is True
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert _fs.matches(source, fd, "b", 0o644, None, digest=hashlib.sha256()) is False
+        with _command.deadline(0.01):
+            time.sleep(0.02)
+            assert _fs.matches(source, fd, "a", 0o644, None) is True  # no hashing: no deadline
+            with pytest.raises(IOError) as info:
+                _fs.matches(source, fd, "a", 0o644, None, digest=hashlib.sha256())
+        assert "Timed out" in str(info.value)
+    finally:
+        os.close(source)
+
+
+def test_discard_mismatches_compares_the_stages_digests_without_opening_those_names(root, monkeypatch):
+    """A name in ``digests`` is compared with the hash the stage computed and never opened;
+    the others are read back by name.  A mismatch is removed either way."""
+    path, fd = root
+    (path / "kept").write_bytes(b"swapped by the backup user")  # not read: its digest is the stage's
+    os.mkfifo(str(path / "fifo"))
+    os.symlink("/etc/shadow", str(path / "link"))
+    (path / "differs").write_bytes(b"peer")  # right bytes on disk, but the stage wrote others
+    (path / "by-name").write_bytes(b"peer")
+    peer, torn = hashlib.sha256(b"peer").hexdigest(), hashlib.sha256(b"torn").hexdigest()
+    expected = dict((name, peer) for name in ("kept", "fifo", "link", "differs", "by-name"))
+    digests = {"kept": peer, "fifo": peer, "link": peer, "differs": torn}
+    opened = []
+    real_open = os.open
+
+    def spy(name, *args, **kwargs):
+        opened.append(name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    names = ["kept", "fifo", "link", "differs", "by-name"]
+    assert _fs.discard_mismatches(fd, names, expected, digests=digests) == (["kept", "fifo", "link", "by-name"], ["differs"])
+    assert opened == ["by-name"]
+    assert sorted(os.listdir(str(path))) == ["by-name", "fifo", "kept", "link"]
 
 
 def test_discard_mismatches_removes_what_differs_or_has_no_checksum(root):
@@ -607,6 +709,16 @@ def test_each_runs_the_first_item_alone_then_several_at_once(monkeypatch):
     results = _fs.each(work, list(range(6)))
     assert results[:3] == [0, 10, 20] and isinstance(results[3], OSError) and results[4:] == [40, 50]
     assert state["first_alone"] is True and state["peak"] == 3
+
+
+def test_each_bounds_every_item_by_the_callers_deadline(monkeypatch):
+    """The workers copy (and hash) under the deadline of the thread that called ``each``, as the
+    first item does: a local peer's copies stop at the peer's deadline whatever thread they run in."""
+    monkeypatch.setattr(_fs, "COPY_WORKERS", 3)
+    with _command.deadline(100):
+        lefts = _fs.each(lambda _item: _command.time_left(), list(range(6)))
+    assert all(left is not None and 0 < left <= 100 for left in lefts), lefts
+    assert _fs.each(lambda _item: _command.time_left(), list(range(6))) == [None] * 6
 
 
 def test_each_stops_after_a_first_item_that_fails():

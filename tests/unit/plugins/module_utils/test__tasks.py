@@ -21,6 +21,7 @@ __metaclass__ = type
 
 import glob
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -331,7 +332,7 @@ def test_symlink_or_subdir_fails_naming_the_entry(tmp_path, kind, check_mode):
 def test_verification_failure_reports_the_count_verified_and_what_stays_staged(peer, monkeypatch):
     collect, target = peer
     names = sorted(DATA)
-    monkeypatch.setattr(_tasks.LocalPeer, "verifyFiles", lambda self, target_dir, staged, targetFd=None: (staged[1:], staged[:1]))
+    monkeypatch.setattr(_tasks.LocalPeer, "verifyFiles", lambda self, target_dir, staged, targetFd=None, digests=None: (staged[1:], staged[:1]))
     with pytest.raises(_tasks.TaskFailure) as info:
         _tasks.stage(stage_params(collect, target, verify=True), False)
     failure = info.value
@@ -339,6 +340,56 @@ def test_verification_failure_reports_the_count_verified_and_what_stays_staged(p
     assert failure.result["verified"] == len(names) - 1
     assert failure.result["count"] == len(names) - 1 and len(failure.result["files"]) == len(names) - 1
     assert failure.result["stage_indicator_written"] is False
+
+
+def _spy_verification(monkeypatch, api_class, before=None):
+    """Record the digests each ``verifyFiles`` gets and every staged file it reads back by name;
+    ``before(target_dir)`` runs first (a swap by the backup user, say)."""
+    seen = dict(digests=[], read_back=[])
+    real_verify, real_read = api_class.verifyFiles, _fs._staged_sha256
+
+    def verify(self, target_dir, names, targetFd=None, digests=None):
+        seen["digests"].append(None if digests is None else dict(digests))
+        if before is not None:
+            before(target_dir)
+        return real_verify(self, target_dir, names, targetFd=targetFd, digests=digests)
+
+    monkeypatch.setattr(api_class, "verifyFiles", verify)
+    monkeypatch.setattr(_fs, "_staged_sha256", lambda dirFd, name, size=None: seen["read_back"].append(name) or real_read(dirFd, name, size))
+    return seen
+
+
+def test_verify_compares_the_digests_the_stage_computed_on_its_own_descriptors(peer, monkeypatch):
+    """The stage hashes what it writes (or finds identical); verification compares those with the
+    peer's and reads no staged file back by name: a staged file the backup user swaps before the
+    verification is not read, and what root staged is verified."""
+    collect, target = peer
+
+    def swap(target_dir):
+        path = os.path.join(target_dir, "etc.tar.gz")
+        os.unlink(path)
+        os.mkfifo(path)
+
+    seen = _spy_verification(monkeypatch, _tasks.LocalPeer, before=swap)
+    result = _tasks.stage(stage_params(collect, target, verify=True), False)
+    assert result["verified"] == len(DATA) and result["stage_indicator_written"] is True
+    assert seen["digests"] == [dict((name, hashlib.sha256(content).hexdigest()) for name, (content, _mode) in DATA.items())]
+    assert seen["read_back"] == []
+    os.unlink(str(target / "etc.tar.gz"))
+    result = _tasks.stage(stage_params(collect, target, verify=True), False)  # copied again, the others unchanged
+    assert result["files"] == ["etc.tar.gz"] and sorted(result["unchanged"]) == sorted(set(DATA) - {"etc.tar.gz"})
+    assert result["verified"] == len(DATA) and seen["read_back"] == [] and seen["digests"][1] == seen["digests"][0]
+
+
+def test_check_mode_with_verify_computes_no_digests(peer, monkeypatch):
+    collect, target = peer
+    asked = []
+    real = _tasks.LocalPeer.stageFiles
+    monkeypatch.setattr(_tasks.LocalPeer, "stageFiles", lambda self, *args, **kwargs: asked.append(kwargs.get("digests")) or real(self, *args, **kwargs))
+    seen = _spy_verification(monkeypatch, _tasks.LocalPeer)
+    assert "verified" not in _tasks.stage(stage_params(collect, target, verify=True), True)
+    _tasks.stage(stage_params(collect, target), False)
+    assert asked == [None, None] and seen["digests"] == []
 
 
 def test_an_os_error_while_staging_says_what_and_where(peer, monkeypatch):
@@ -1135,6 +1186,12 @@ class FakeOpenSSH(FakeRunner):
         words = shlex.split(command)
         if words[:2] == ["test", "-d"]:  # what a missing collect indicator means
             return self._result(argv, 0 if os.path.isdir(words[2]) else 1)
+        if words[:1] == ["cd"] and words[2:5] == ["&&", "sha256sum", "--"]:  # remoteChecksums
+            sums = []
+            for name in words[5:]:
+                with open(os.path.join(words[1], name), "rb") as handle:
+                    sums.append("%s  %s\n" % (hashlib.sha256(handle.read()).hexdigest(), name))
+            return self._result(argv, 0, stdout="".join(sums))
         assert words[:2] == ["find", "-L"], words
         directory = words[2]
         if not os.path.isdir(directory):
@@ -1201,6 +1258,26 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert openssh.exit.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST]]
     assert openssh.exit.timeouts == [10]
     assert not os.path.exists(os.path.dirname(control_dir))
+
+
+@pytest.mark.usefixtures("fixed_umask")
+def test_remote_verify_uses_the_fetchs_digests_and_reads_back_what_the_quick_check_kept(tmp_path, openssh, monkeypatch):
+    """A first run fetches and hashes every file on its fetched descriptor: nothing staged is read
+    back.  A re-run whose quick check finds everything staged fetches nothing, so it has no
+    digests: the staged files are read back by name (bounded, never through a symlink)."""
+    collect = fill(tmp_path / "collect", {"a.tar": (os.urandom(2000), 0o644), "cback.collect": (b"", 0o644)})
+    target = tmp_path / "stage" / HOST
+    target.mkdir(parents=True)
+    seen = _spy_verification(monkeypatch, _tasks.RemotePeer)
+    first = _tasks.stage(remote_params(collect, target, verify=True, quick_check=True), False)
+    assert sorted(first["files"]) == ["a.tar", "cback.collect"] and first["verified"] == 2
+    assert sorted(seen["digests"][0]) == ["a.tar", "cback.collect"] and seen["read_back"] == []
+    before = len(openssh.calls)
+    again = _tasks.stage(remote_params(collect, target, verify=True, quick_check=True), False)
+    assert again["files"] == [] and sorted(again["unchanged"]) == ["a.tar", "cback.collect"] and again["verified"] == 2
+    assert seen["digests"][1] == {} and sorted(seen["read_back"]) == ["a.tar", "cback.collect"]
+    # The re-run: the collect indicator, the listing, the checksums; no fetch.
+    assert [call.program for call in openssh.calls[before:]] == ["scp", "ssh", "ssh"]
 
 
 def test_remote_without_multiplex_has_no_control_options(remote, openssh):

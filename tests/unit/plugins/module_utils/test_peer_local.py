@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import grp
+import hashlib
 import os
 import pwd
 import stat
@@ -1170,6 +1171,105 @@ def test_verify_never_follows_a_staged_symlink(tmp_path):
     os.symlink(str(tmp_path / "elsewhere"), str(target / "a"))
     assert LocalPeer("p", str(collect)).verifyFiles(str(target), ["a"]) == ([], ["a"])
     assert not os.path.lexists(str(target / "a")) and (tmp_path / "elsewhere").read_bytes() == b"peer"
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+DIGESTED = {"a": b"a" * 5000, "b": os.urandom(3 << 20), "c": b"", "d": b"dee"}
+
+
+def test_local_stage_fills_digests_of_the_files_it_copied_or_found_identical(dirs, monkeypatch):
+    collect, target = dirs
+    for name, data in DIGESTED.items():
+        write(collect / name, data)
+    write(collect / "cback.stage")
+    local = LocalPeer("p", str(collect))
+    digests = {}
+    first = local.stageFiles(str(target), exclude=("cback.stage",), digests=digests)
+    assert sorted(first.copied) == sorted(DIGESTED) and first.excluded == ["cback.stage"]
+    assert digests == dict((name, sha(data)) for name, data in DIGESTED.items())
+    again = {}
+    assert sorted(local.stageFiles(str(target), exclude=("cback.stage",), digests=again).unchanged) == sorted(DIGESTED)
+    assert again == digests
+    write(collect / "d", b"new")
+    changed = {}
+    result = local.stageFiles(str(target), exclude=("cback.stage",), digests=changed)
+    assert result.copied == ["d"] and changed == dict(digests, d=sha(b"new"))
+    # No digests asked (or check mode): nothing is hashed.
+    monkeypatch.setattr(_fs, "sha256_fd", lambda *args: pytest.fail("hashed without digests"))
+    write(collect / "d", b"newer")
+    assert local.stageFiles(str(target), exclude=("cback.stage",)).copied == ["d"]
+    predicted = {}
+    write(collect / "d", b"newest")
+    assert local.stageFiles(str(target), exclude=("cback.stage",), checkOnly=True, digests=predicted).copied == ["d"]
+    assert predicted == {}
+
+
+def test_local_verify_with_the_stages_digests_never_opens_the_staged_files(dirs, monkeypatch):
+    """Once staged, the files are swapped (the target directory is the backup user's): other bytes
+    of the same size, a FIFO, a symlink to a root-only file, a 2 TiB sparse file.  With the digests
+    the stage computed on its own descriptors, verification compares the bytes root wrote with
+    the peer's and opens none of them: all verified, at once, and left as the user left them.
+    A name without a digest is still read back by name (and fails here)."""
+    collect, target = dirs
+    for name, data in DIGESTED.items():
+        write(collect / name, data)
+    local = LocalPeer("p", str(collect))
+    digests = {}
+    local.stageFiles(str(target), digests=digests)
+    write(target / "a", b"A" * 5000)
+    os.unlink(str(target / "b"))
+    os.mkfifo(str(target / "b"))
+    os.unlink(str(target / "c"))
+    os.symlink("/etc/shadow", str(target / "c"))
+    os.truncate(str(target / "d"), 2 << 40)
+    read_back = []
+    real = _fs._staged_sha256
+    monkeypatch.setattr(_fs, "_staged_sha256", lambda dirFd, name, size=None: read_back.append(name) or real(dirFd, name, size))
+    started = time.monotonic()
+    with _command.deadline(5):
+        returned, raised, running = _bounded(lambda: local.verifyFiles(str(target), sorted(DIGESTED), digests=digests), 30)
+    assert not running and raised is None, raised
+    assert returned == (["a", "b", "c", "d"], []) and read_back == []
+    assert time.monotonic() - started < 2
+    assert stat.S_ISFIFO(os.lstat(str(target / "b")).st_mode) and os.path.islink(str(target / "c"))
+    del digests["a"]
+    assert local.verifyFiles(str(target), sorted(DIGESTED), digests=digests) == (["b", "c", "d"], ["a"])
+    assert read_back == ["a"] and not os.path.lexists(str(target / "a"))
+
+
+def test_local_digest_is_of_the_copy_so_verification_still_catches_a_bad_copy(dirs, monkeypatch):
+    collect, target = dirs
+    write(collect / "a", b"peer bytes")
+    real = _fs.kernel_copy
+
+    def copy_then_flip(src, dst, size=None):
+        copied = real(src, dst, size)
+        os.pwrite(dst, b"P", 0)
+        return copied
+
+    monkeypatch.setattr(_fs, "kernel_copy", copy_then_flip)
+    local = LocalPeer("p", str(collect))
+    digests = {}
+    assert local.stageFiles(str(target), digests=digests).copied == ["a"]
+    assert digests == {"a": sha(b"Peer bytes")}
+    assert local.verifyFiles(str(target), ["a"], digests=digests) == ([], ["a"])
+    assert names(target) == []
+
+
+def test_local_hashing_of_a_file_found_identical_stops_at_the_deadline(dirs):
+    collect, target = dirs
+    write(collect / "big", b"x" * (4 << 20))
+    local = LocalPeer("p", str(collect))
+    local.stageFiles(str(target))
+    with _command.deadline(0.01):
+        time.sleep(0.02)
+        assert local.stageFiles(str(target)).unchanged == ["big"]  # comparing alone is not hashing
+        with pytest.raises(IOError) as info:
+            local.stageFiles(str(target), digests={})
+    assert "Timed out computing a sha256" in str(info.value)
 
 
 # ---------------------------------------------------------------------------

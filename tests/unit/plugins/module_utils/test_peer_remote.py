@@ -22,6 +22,7 @@ import pwd
 import re
 import shlex
 import stat
+import time
 
 import pytest
 
@@ -1648,6 +1649,95 @@ def test_remote_verify_removes_what_differs_or_has_no_checksum(tmp_path, answers
     answers.respond(stdout="%s  good\n%s  bad\n" % (sha(b"good"), sha(b"bad")))
     assert remote().verifyFiles(str(target), ["good", "bad", "lost"]) == (["good"], ["bad", "lost"])
     assert os.listdir(str(target)) == ["good"]
+
+
+def test_remote_stage_fills_digests_on_the_fetched_files_before_they_get_their_names(tmp_path, answers, monkeypatch):
+    target = tmp_path / "target"
+    target.mkdir()
+    files = {"a": b"aaaa", "b": os.urandom(3 << 20), "empty": b""}
+    events = []
+    real_hash, real_rename = peer._fs.sha256_fd, os.rename
+    monkeypatch.setattr(peer._fs, "sha256_fd", lambda fd, size=None: events.append(("hash", size)) or real_hash(fd, size))
+    monkeypatch.setattr(os, "rename", lambda src, dst, **kwargs: events.append(("rename", src)) or real_rename(src, dst, **kwargs))
+    answers.respond(effect=scp_writes(files))
+    answers.respond(stdout=coll_listing(*((len(data), name) for name, data in sorted(files.items()))))
+    digests = {}
+    assert remote().stageFiles(str(target), digests=digests).copied == ["a", "b", "empty"]
+    assert digests == dict((name, sha(data)) for name, data in files.items())
+    assert events == [("hash", 4), ("rename", "a"), ("hash", 3 << 20), ("rename", "b"), ("hash", 0), ("rename", "empty")]
+    # Found identical: hashed from the fetched file's bytes as they are compared with the staged one.
+    del events[:]
+    answers.respond(effect=scp_writes(dict(files, a=b"AAAA")))
+    answers.respond(stdout=coll_listing(*((len(data), name) for name, data in sorted(files.items()))))
+    again = {}
+    result = remote().stageFiles(str(target), digests=again)
+    assert (result.copied, result.unchanged) == (["a"], ["b", "empty"])
+    assert again == dict(digests, a=sha(b"AAAA")) and events == [("hash", 4), ("rename", "a")]
+    # Without digests nothing is hashed.
+    del events[:]
+    answers.respond(effect=scp_writes(dict(files, a=b"aaaa")))
+    assert remote().stageFiles(str(target)).copied == ["a"] and events == [("rename", "a")]
+
+
+def test_remote_verify_with_the_stages_digests_never_opens_the_staged_files(tmp_path, answers, monkeypatch):
+    """After the stage the staged files are swapped (the backup user owns the directory): other
+    bytes, a FIFO, a symlink.  The peer's checksums are compared with the digests of what root
+    fetched and moved: all verified, none opened.  A name without a digest (a file the quick
+    check found staged) is read back by name."""
+    target = tmp_path / "target"
+    target.mkdir()
+    files = {"a": b"aaaa", "b": b"bbbb", "c": b"cccc", "d": b"dddd"}
+    answers.respond(effect=scp_writes(files))
+    answers.respond(stdout=coll_listing(*((4, name) for name in sorted(files))))
+    digests = {}
+    remote().stageFiles(str(target), digests=digests)
+    (target / "a").write_bytes(b"AAAA")
+    os.unlink(str(target / "b"))
+    os.mkfifo(str(target / "b"))
+    os.unlink(str(target / "c"))
+    os.symlink("/etc/shadow", str(target / "c"))
+    read_back = []
+    real = peer._fs._staged_sha256
+    monkeypatch.setattr(peer._fs, "_staged_sha256", lambda dirFd, name, size=None: read_back.append(name) or real(dirFd, name, size))
+    sums = "".join("%s  %s\n" % (sha(data), name) for name, data in sorted(files.items()))
+    answers.respond(stdout=sums)
+    assert remote().verifyFiles(str(target), sorted(files), digests=digests) == (["a", "b", "c", "d"], [])
+    assert read_back == []
+    assert stat.S_ISFIFO(os.lstat(str(target / "b")).st_mode) and os.path.islink(str(target / "c"))
+    answers.respond(stdout=sums)
+    del digests["a"], digests["d"]
+    assert remote().verifyFiles(str(target), sorted(files), digests=digests) == (["b", "c", "d"], ["a"])
+    assert read_back == ["a", "d"] and not os.path.lexists(str(target / "a"))
+
+
+def test_remote_verify_with_a_digest_that_differs_removes_the_file(tmp_path, answers):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "a").write_bytes(b"peer")  # the right bytes on disk now; the stage's digest says otherwise
+    answers.respond(stdout="%s  a\n" % sha(b"peer"))
+    assert remote().verifyFiles(str(target), ["a"], digests={"a": sha(b"torn")}) == ([], ["a"])
+    assert os.listdir(str(target)) == []
+
+
+def test_remote_hashing_of_a_stage_is_bounded_like_one_command(tmp_path, answers, monkeypatch):
+    target = tmp_path / "target"
+    target.mkdir()
+    real = peer._fs.matches
+
+    def slow(*args, **kwargs):
+        time.sleep(0.1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(peer._fs, "matches", slow)
+    slow_peer = remote()
+    slow_peer.commandTimeout = 0.05
+    answers.respond(effect=scp_writes({"a": b"aaaa"}))
+    with pytest.raises(IOError) as info:
+        slow_peer.stageFiles(str(target), digests={})
+    assert "Timed out computing a sha256" in str(info.value) and info.value.entry == "a"
+    assert os.listdir(str(target)) == []
+    answers.respond(effect=scp_writes({"a": b"aaaa"}))
+    assert slow_peer.stageFiles(str(target)).copied == ["a"]  # no hashing: not bounded by it
 
 
 def test_check_keeps_the_command_result(tmp_path, answers):
