@@ -66,4 +66,16 @@ options:
         while the other peers go on. V(0) means no limit.
     type: int
     default: 21600
+  metrics_file:
+    description:
+      - Absolute path of a Prometheus metrics file (text exposition format) on the host the module
+        runs on, usually in node_exporter's textfile directory, such as
+        C(/var/lib/prometheus/node-exporter/cedarbackup.prom). Its directory must exist.
+      - Unless in check mode, the run reads the file back, replaces the series it concerns, keeps
+        the others (peers the run left out, the other run's series) and writes it through a
+        temporary file in the same directory, flushed and renamed, mode 0644.
+      - A file or line that cannot be read is dropped, and a file that cannot be written left as it
+        was, each with a warning; the run never fails for its metrics. RV(metrics_file) says
+        whether it was written.
+    type: path
 """

@@ -360,7 +360,8 @@ def _count(number, noun):
 
 
 def cback_summary_table(summary):
-    """A summary as lines of a fixed-width table, then totals and the reasons of non-successes."""
+    """A summary as lines of a fixed-width table, then totals (and for a stage run the daily
+    directory it staged into) and the reasons of non-successes."""
     rows = summary.get("peers") or []
     if "action" in summary:  # a managed run
         header = ("peer", "type", "status", "rc", "seconds")
@@ -395,6 +396,8 @@ def cback_summary_table(summary):
         cells = [to_text(cell).ljust(widths[i]) if i < 3 else to_text(cell).rjust(widths[i]) for i, cell in enumerate(line)]
         lines.append("  ".join(cells).rstrip())
     lines.append(total)
+    if good == "staged" and summary.get("daily_dir"):
+        lines.append("daily directory: %s" % summary["daily_dir"])
     lines.extend("%s: %s" % (row["name"], row["message"]) for row in rows if row["status"] != good and row.get("message"))
     return lines
 

@@ -123,6 +123,15 @@ def check_absolute(option, value, remote=False):
         )
 
 
+def check_file_path(option, value):
+    """An absolute path whose last component names a file (not empty, ``.`` or ``..``)."""
+    if value is None:
+        return
+    check_absolute(option, value)
+    if not is_single_name(os.path.basename(value)):
+        raise OptionError(option, "%r must be the absolute path of a file, not of a directory." % value)
+
+
 def check_file_name(option, value, remote=False):
     if value is None:
         return
@@ -205,6 +214,7 @@ RUN_OPTIONS = dict(
     timeout=dict(type="int", default=0),
     connect_timeout=dict(type="int", default=30),
     peer_timeout=dict(type="int", default=21600),
+    metrics_file=dict(type="path"),
 )
 
 STAGE_RUN_OPTIONS = dict(

@@ -20,10 +20,12 @@ __metaclass__ = type
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import stat
+import time
 
 from . import _ids
 from ._command import cancelled, current_deadline, deadline_at, time_left
@@ -584,6 +586,78 @@ def replace_file(parent_fd, name, data, ownership=None, mode=0o644):
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=parent_fd)
         raise
+
+
+def read_small(parent_fd, name, limit):
+    """The bytes of the file ``name`` below ``parent_fd``; ``None`` when there is no such entry.
+
+    Opened once, never through a symlink, never blocking; an entry that is not a regular
+    file, or that has another hard link (a name for a file elsewhere), or that holds more
+    than ``limit`` bytes raises ``ValueError`` saying which, and is not read.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | NOFOLLOW | NONBLOCK | CLOEXEC, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise ValueError("it is a symlink, a FIFO or a socket, not a regular file")
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("it is %s, not a regular file" % _kind(info.st_mode))
+        if info.st_nlink != 1:
+            raise ValueError("it has %d hard links" % info.st_nlink)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise ValueError("it holds more than %d bytes" % limit)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def dir_usage(dir_fd):
+    """``(files, bytes)`` of the regular files directly in the open directory ``dir_fd``
+    (the temporary files of a copy in progress left out; an entry gone meanwhile skipped)."""
+    files = size = 0
+    for name in os.listdir(dir_fd):
+        if name.endswith(_PART_SUFFIX):
+            continue
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            files += 1
+            size += info.st_size
+    return files, size
+
+
+@contextlib.contextmanager
+def locked(fd, timeout, poll=0.05):
+    """Hold an exclusive ``flock`` on the open file or directory ``fd`` for the block, waiting
+    for it at most ``timeout`` seconds (then ``OSError`` with ``ETIMEDOUT``)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if time.monotonic() >= end:
+                raise OSError(errno.ETIMEDOUT, "another run held the lock for %s seconds" % timeout)
+            time.sleep(poll)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 # ----- copies and comparisons -----

@@ -16,6 +16,8 @@ __metaclass__ = type
 from ._failure import ignored_on
 
 NOT_READY = "no collect indicator (peer not ready or unreachable)"
+# The statuses of a stage run's row whose failure counts (they fail the peer's host).
+FAILING = ("failed", "not ready")
 
 
 def _text(value):
@@ -95,11 +97,13 @@ def managed_row(peer, outcome):
     return row
 
 
-def stage_summary(rows, full, start_of_week, date, daily_dir, check_mode):
-    """The summary of a stage run from its rows (the JSON written beside the daily directory)."""
-    failed = [row for row in rows if row["status"] in ("failed", "not ready")]
-    return dict(date=date, daily_dir=daily_dir, full=full, start_of_week=start_of_week, check_mode=check_mode, peers=rows,
-                failed=[row["name"] for row in failed], failure_message=failure_message("Stage run", rows, failed))
+def stage_summary(rows, full, start_of_week, date, daily_dir, check_mode, started=None, staging_dir=None):
+    """The summary of a stage run from its rows (the run's record beside the daily directory);
+    ``started`` is the run's start time (ISO 8601)."""
+    failed = [row for row in rows if row["status"] in FAILING]
+    return dict(date=date, daily_dir=daily_dir, staging_dir=staging_dir, started=started, full=full, start_of_week=start_of_week,
+                check_mode=check_mode, peers=rows, failed=[row["name"] for row in failed],
+                failure_message=failure_message("Stage run", rows, failed))
 
 
 def managed_summary(rows, action, check_mode):
@@ -111,7 +115,7 @@ def managed_summary(rows, action, check_mode):
 
 def peer_failure(row):
     """One peer's failure message (``Peer <name>: <status>, <reason>``), or ``""`` when it did not fail."""
-    if row["status"] not in ("failed", "not ready"):
+    if row["status"] not in FAILING:
         return ""
     return peer_message(row["name"], "%s, %s" % (row["status"], row["message"]))
 

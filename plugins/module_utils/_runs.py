@@ -22,16 +22,17 @@ __metaclass__ = type
 
 import collections
 import functools
-import json
 import os
 import threading
 import time
 
 from . import _argspec as spec
+from . import _history as history
+from . import _metrics as metrics
 from . import _report as report
 from ._command import cancelled, deadline, time_left
 from ._failure import weekday_index
-from ._fs import TARGET_MISSING, UnsafePath, create_empty, ensure_dir, open_trusted_dir, replace_file, settle
+from ._fs import TARGET_MISSING, UnsafePath, create_empty, dir_usage, ensure_dir, open_trusted_dir, settle
 from ._ids import is_running_as_root, primary_ids
 from ._paths import path_join
 from ._tasks import TaskFailure, run_action, stage_peer
@@ -114,6 +115,7 @@ def _check_run(params):
         raise spec.OptionError("parallel", "must be at least 1, not %r." % params["parallel"])
     spec.check_timeout(params.get("peer_timeout"), "peer_timeout")
     spec.check_user("backup_user", params.get("backup_user"))
+    spec.check_file_path("metrics_file", params.get("metrics_file"))
 
 
 def _copy_user(params, as_root):
@@ -296,10 +298,45 @@ def _peer_dirs(tree, peers, check_mode, outcomes, dirs_created):
     return target_fds
 
 
-def _write_summary(tree, date, summary):
-    """The run's JSON summary beside the daily directory (``YYYY/MM/DD.stage-summary.json``)."""
-    text = json.dumps(summary, indent=4, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
-    replace_file(tree.month, date.split("/")[2] + ".stage-summary.json", text.encode("utf-8"), tree.ownership, 0o644)
+def _usage(tree, peers, target_fds):
+    """``{peer name: (files, bytes)}`` of every peer's directory of the day that the run holds open."""
+    usage = {}
+    for (peer, _row), fd in zip(peers, target_fds):
+        if peer is not None and fd != TARGET_MISSING:
+            try:
+                usage[peer.name] = dir_usage(fd)
+            except OSError:
+                continue  # a directory that cannot be listed counts as empty
+    return usage
+
+
+def _write_metrics(params, check_mode, started, update):
+    """Rewrite ``metrics_file``, when set and not in check mode, with ``update(series, seconds)``
+    (``seconds``: how long the run took): ``(written, warnings)``."""
+    if check_mode or not params.get("metrics_file"):
+        return False, []
+    seconds = time.monotonic() - started
+    return metrics.write(params["metrics_file"], lambda series: update(series, seconds))
+
+
+def _start_failure(params, check_mode, wall, started, peers, message):
+    """The run could not start: every peer fails with ``message``; the metrics say so."""
+    rows = [report.stage_row(row, dict(failed=True, msg=message), params["full"], False) for _peer, row in peers]
+    notes = _write_metrics(params, check_mode, started, lambda series, seconds: metrics.stage_update(series, wall, seconds, rows, {}))[1]
+    return TaskFailure("%s (%s)" % (message, " ".join(notes)) if notes else message)
+
+
+def _write_history(tree, staging_dir, date, summary, wall, started):
+    """The run's record and the day's merged summary beside the daily directory:
+    ``(record path, summary path, warnings)``; a failure to write them is a warning."""
+    record = dict(summary, started_timestamp=wall, seconds=round(time.monotonic() - started, 3))
+    month_path = path_join(staging_dir, date.rsplit("/", 1)[0])
+    try:
+        run_file, summary_file, _day, warnings = history.write_day(tree.month, month_path, date.split("/")[2], record, tree.ownership)
+    except (IOError, OSError) as exc:
+        return None, None, ["The run's JSON record and the day's summary were not written beside %s: %s."
+                            % (path_join(staging_dir, date), exc.strerror or exc)]
+    return run_file, summary_file, warnings
 
 
 def stage_run(params, check_mode=False):
@@ -319,7 +356,8 @@ def stage_run(params, check_mode=False):
         peers = _peers(params, collect=True)
     except spec.OptionError as exc:
         raise TaskFailure(str(exc), option=exc.option)
-    now = time.localtime()
+    wall = time.time()
+    now = time.localtime(wall)
     date = time.strftime("%Y/%m/%d", now)
     start_of_week = now.tm_wday == weekday_index(params["starting_day"])
     staging_dir = params["staging_dir"].rstrip("/") or "/"
@@ -328,19 +366,22 @@ def stage_run(params, check_mode=False):
     outcomes = [None] * len(peers)
     dirs_created = [False] * len(peers)
     copy_user = next((peer.local_user for peer, _row in peers if peer is not None and peer.remote), None)
-    summary_file = path_join(staging_dir, date + ".stage-summary.json")
+    run_file = summary_file = None
     written_daily = False
+    warnings = []
     with _Tree(staging_dir, date, ownership, open_up=copy_user is not None) as tree:
         try:
             tree.open(create=not check_mode)
         except (IOError, OSError) as exc:
-            raise TaskFailure("cannot create the daily staging directory %s: %s" % (daily_dir, exc.strerror or exc))
+            raise _start_failure(params, check_mode, wall, started, peers,
+                                 "cannot create the daily staging directory %s: %s" % (daily_dir, exc.strerror or exc))
         target_fds = _peer_dirs(tree, peers, check_mode, outcomes, dirs_created)
         if not check_mode:
             try:
                 tree.sync()
             except OSError as exc:
-                raise TaskFailure("cannot flush the daily staging directory %s to disk: %s" % (daily_dir, exc.strerror or exc))
+                raise _start_failure(params, check_mode, wall, started, peers,
+                                     "cannot flush the daily staging directory %s to disk: %s" % (daily_dir, exc.strerror or exc))
         todo = [index for index, (peer, _row) in enumerate(peers) if peer is not None and outcomes[index] is None]
         jobs = []
         for index in todo:
@@ -358,18 +399,23 @@ def stage_run(params, check_mode=False):
             # Every peer was attempted: the daily stage indicator.
             written_daily = create_empty(tree.day, stage_indicator, path_join(daily_dir, stage_indicator), tree.ownership)
         rows = [report.stage_row(row, outcome, params["full"], start_of_week) for (_peer, row), outcome in zip(peers, outcomes)]
-        summary = report.stage_summary(rows, params["full"], start_of_week, date, daily_dir, bool(check_mode))
+        summary = report.stage_summary(rows, params["full"], start_of_week, date, daily_dir, bool(check_mode),
+                                       started=history.started_at(wall), staging_dir=staging_dir)
         if not check_mode and params.get("write_summary", True):
-            _write_summary(tree, date, summary)
-    results, warnings = [], []
+            run_file, summary_file, warnings = _write_history(tree, staging_dir, date, summary, wall, started)
+        usage = _usage(tree, peers, target_fds) if params.get("metrics_file") and not check_mode else {}
+    metrics_written, notes = _write_metrics(params, check_mode, started,
+                                            lambda series, seconds: metrics.stage_update(series, wall, seconds, rows, usage))
+    warnings += notes
+    results = []
     for outcome, row, created in zip(outcomes, rows, dirs_created):
         results.append(_peer_result(outcome, row, created))
         for warning in (outcome or {}).get("warnings", []):
             warnings.append(report.peer_message(row["name"], warning))
     changed = bool(tree.created) or written_daily or any(result["changed"] for result in results)
     return dict(
-        changed=changed, date=date, daily_dir=daily_dir, start_of_week=start_of_week,
-        summary_file=summary_file if not check_mode and params.get("write_summary", True) else None,
+        changed=changed, date=date, daily_dir=daily_dir, start_of_week=start_of_week, summary_file=summary_file, run_file=run_file,
+        metrics_file=params["metrics_file"] if metrics_written else None,
         summary=summary, peers=results, failed_peers=summary["failed"],
         hosts=report.host_reports(rows, [result["changed"] for result in results]),
         seconds=round(time.monotonic() - started, 3), warnings=warnings,
@@ -413,6 +459,7 @@ def managed_run(params, check_mode=False):
         peers = _peers(params, collect=False)
     except spec.OptionError as exc:
         raise TaskFailure(str(exc), option=exc.option)
+    wall = time.time()
     peer_timeout = params.get("peer_timeout") or None
     todo = [index for index, (peer, _row) in enumerate(peers) if peer is not None]
     jobs = [_bounded_job(functools.partial(run_action, peers[index][0], conduct, action, params["full"], check_mode), peer_timeout)
@@ -431,7 +478,10 @@ def managed_run(params, check_mode=False):
                 result[key] = outcome[key]
         result["changed"] = row["status"] == "ok"
         results.append(result)
+    written, warnings = _write_metrics(params, check_mode, started,
+                                       lambda series, seconds: metrics.managed_update(series, action, wall, seconds, rows))
     return dict(changed=any(result["changed"] for result in results), action=params["action"], summary=summary,
                 peers=results, failed_peers=summary["failed"],
                 hosts=report.host_reports(rows, [result["changed"] for result in results]),
-                seconds=round(time.monotonic() - started, 3))
+                metrics_file=params["metrics_file"] if written else None,
+                seconds=round(time.monotonic() - started, 3), warnings=warnings)

@@ -132,6 +132,8 @@ TABLE = (
     Setting("copy_as_backup_user", "bool", True, RUN, _ALL, None,
             ("cback_stage_run.copy_as_backup_user", "cback_managed_run.copy_as_backup_user"),
             "When the master runs as root, run the peers' commands as the backup user."),
+    Setting("metrics_file", "file_path", "", RUN, _SM, None, ("cback_stage_run.metrics_file", "cback_managed_run.metrics_file"),
+            "Prometheus metrics file on the master that each run rewrites (node_exporter's textfile directory); empty for none."),
     Setting("fail_on_peer_error", "bool", True, RUN, _SM, None, (),
             "Fail the play at the end when a peer failed."),
     Setting("action", "action", None, PLAY, _M, None, ("cback_managed_run.action", "cback_managed_action.action"),
@@ -200,7 +202,7 @@ def shown(value):
 
 
 # Kinds whose empty value means unset (the default, or none); for the others it is a bad value.
-_EMPTY_IS_UNSET = frozenset(("abs_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type",
+_EMPTY_IS_UNSET = frozenset(("abs_path", "file_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type",
                              "action", "group_name", "text", "host", "patterns", "line"))
 _HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
@@ -297,11 +299,14 @@ _MATCHES = dict(
 def _checked_by_spec(setting, value, remote):
     """The kinds the modules' edge checks too: the same check (``_argspec``), the same words."""
     kind = setting.kind
-    if kind in ("abs_path", "collect_dir"):
+    if kind in ("abs_path", "file_path", "collect_dir"):
         if not value.startswith("/"):
-            optional = kind == "abs_path" and not setting.required
+            optional = kind != "collect_dir" and not setting.required
             raise SettingError("must be an absolute path%s, not %s" % (" or empty" if optional else "", shown(value)))
-        _spec_check(spec.check_absolute, setting.variable, value, remote=remote and kind == "collect_dir")
+        if kind == "file_path":
+            _spec_check(spec.check_file_path, setting.variable, value)
+        else:
+            _spec_check(spec.check_absolute, setting.variable, value, remote=remote and kind == "collect_dir")
     elif kind == "user":
         _spec_check(spec.check_user, setting.variable, value)
     elif kind == "command":

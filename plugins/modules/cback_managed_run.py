@@ -18,6 +18,8 @@ description:
     role runs.
   - One peer's failure or timeout (O(peer_timeout)) never stops the others; it is reported in
     RV(peers), RV(summary) and RV(failed_peers). The module itself fails only on a bad run-wide option.
+  - With O(metrics_file), rewrites that Prometheus metrics file with the run's and each peer's values
+    for the action.
 author:
   - Cedar Backup peer collection maintainers (@cedarbackup)
 extends_documentation_fragment:
@@ -130,6 +132,11 @@ hosts:
       the peers' hosts.
   returned: success
   type: dict
+metrics_file:
+  description: The Prometheus metrics file written (O(metrics_file)), V(null) when none was written.
+  returned: success
+  type: str
+  sample: /var/lib/prometheus/node-exporter/cedarbackup.prom
 seconds:
   description: Time the run took, in seconds.
   returned: success

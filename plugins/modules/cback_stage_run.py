@@ -25,8 +25,11 @@ description:
     indicator is checked, the files are copied (local peers by the kernel, remote peers with the
     rcp command over one ssh connection per peer), the peer's stage indicator is written. One
     peer's failure or timeout (O(peer_timeout)) never stops the others.
-  - When every peer was attempted, writes the daily stage indicator and the run's JSON summary
-    C(<staging_dir>/YYYY/MM/DD.stage-summary.json), beside the daily directory (never in it).
+  - When every peer was attempted, writes the daily stage indicator, the run's own JSON record
+    C(<staging_dir>/YYYY/MM/DD.stage-runs/<start time>.json) and the day's JSON summary
+    C(<staging_dir>/YYYY/MM/DD.stage-summary.json), the merge of every run of the day (a peer staged
+    by an earlier run stays staged), beside the daily directory, never in it.
+  - With O(metrics_file), rewrites that Prometheus metrics file with the run's and each peer's values.
   - The module itself fails only when the run cannot start (a bad run-wide option, a daily
     directory that cannot be created); a peer's failure is reported in RV(peers) and
     RV(summary), and in RV(failed_peers) unless the peer's ignore-failure mode ignores it.
@@ -155,7 +158,10 @@ options:
     type: str
     default: cback.stage
   write_summary:
-    description: Write the run's summary as JSON beside the daily directory.
+    description:
+      - Write the run's JSON record and the day's merged JSON summary beside the daily directory.
+      - A record or summary that cannot be written gives a warning (RV(summary_file) is then V(null));
+        the run goes on.
     type: bool
     default: true
 notes:
@@ -209,13 +215,26 @@ start_of_week:
   returned: success
   type: bool
 summary_file:
-  description: The JSON summary written beside the daily directory (V(null) in check mode).
+  description:
+    - The day's JSON summary beside the daily directory, merged from every run of the day (V(null) in
+      check mode, with O(write_summary=false), or when it could not be written).
   returned: success
   type: str
   sample: /opt/backup/stage/2026/12/01.stage-summary.json
+run_file:
+  description: This run's JSON record, RV(summary) and the run's duration (V(null) when RV(summary_file) is).
+  returned: success
+  type: str
+  sample: /opt/backup/stage/2026/12/01.stage-runs/031500.123456-4242.json
+metrics_file:
+  description: The Prometheus metrics file written (O(metrics_file)), V(null) when none was written.
+  returned: success
+  type: str
+  sample: /var/lib/prometheus/node-exporter/cedarbackup.prom
 summary:
   description:
-    - The run's summary, as written to RV(summary_file) - C(date), C(daily_dir), C(full),
+    - The run's summary, as written to RV(run_file) - C(date), C(daily_dir), C(staging_dir), C(started)
+      (the run's start, ISO 8601 local time), C(full),
       C(start_of_week), C(check_mode), C(peers) (one row per peer - C(name), C(host), C(type),
       C(status) V(staged), V(not ready), V(ignored) or V(failed), C(files), C(bytes), C(seconds),
       C(message); with O(verify=true) C(verified), the count of files whose sha256 equals the

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _report as report
+from ansible_collections.cedarbackup.peer.plugins.module_utils._history import RUNS_SUFFIX, SUMMARY_SUFFIX
 
 
 def peer_entry(host, name=None, type="local", error=None, mode=None, managed=False, actions=()):
@@ -49,3 +50,15 @@ def managed_summary(*entries, **kwargs):
     """The summary of a managed run of ``(peer entry, outcome)`` pairs (``action`` default ``collect``)."""
     rows = [report.managed_row(peer, outcome) for peer, outcome in entries]
     return report.managed_summary(rows, kwargs.get("action", "collect"), kwargs.get("check_mode", False))
+
+
+def run_reports(date):
+    """What stage runs write beside the daily directory ``date`` (``YYYY/MM/DD``), relative to the
+    staging directory: the day's summary and the directory of the runs' records."""
+    return {date + SUMMARY_SUFFIX, date + RUNS_SUFFIX}
+
+
+def is_run_report(path, date):
+    """Whether ``path`` (relative to the staging directory) is the day's summary, its directory of
+    run records or a record in it."""
+    return path in run_reports(date) or path.startswith(date + RUNS_SUFFIX + "/")

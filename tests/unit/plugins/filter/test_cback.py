@@ -468,7 +468,8 @@ def test_a_stage_run_without_settings_takes_the_defaults():
         staging_dir="/srv/stage", working_dir=None, backup_user="backup", backup_group="backup", rcp_command=None, rsh_command=None,
         cback_command=None, managed_actions=[], starting_day="monday", full=False, stage_indicator="cback.stage",
         collect_indicator="cback.collect", master_group="cback_master", stage_parallel=8, command_timeout=0, connect_timeout=30,
-        ssh_multiplex=True, quick_check=True, verify=False, peer_timeout=21600, copy_as_backup_user=True, fail_on_peer_error=True,
+        ssh_multiplex=True, quick_check=True, verify=False, peer_timeout=21600, copy_as_backup_user=True, metrics_file=None,
+        fail_on_peer_error=True,
     )
 
 
@@ -493,6 +494,8 @@ def test_a_managed_run_without_settings_takes_the_defaults():
     ("managed", "cback_command_timeout", "60", "timeout", 60),
     ("managed", "cback_peer_timeout", 3600, "peer_timeout", 3600),
     ("managed", "cback_copy_as_backup_user", "no", "copy_as_backup_user", False),
+    ("stage", "cback_metrics_file", "/var/lib/node-exporter/cedarbackup.prom", "metrics_file", "/var/lib/node-exporter/cedarbackup.prom"),
+    ("managed", "cback_metrics_file", "/var/lib/node-exporter/cedarbackup.prom", "metrics_file", "/var/lib/node-exporter/cedarbackup.prom"),
 ])
 def test_a_run_wide_setting_reaches_its_module_option_typed(role, variable, value, option, expected):
     result = (stage if role == "stage" else managed)(master={variable: value})
@@ -558,6 +561,9 @@ RUN_WIDE_MESSAGES = [
      "cback_staging_dir is not set (the staging directory, <stage><staging_dir> of cback3.conf); " + WHERE),
     ("stage", {"cback_staging_dir": "stage"}, "cback_staging_dir must be an absolute path, not 'stage'; " + WHERE),
     ("stage", {"cback_working_dir": "tmp"}, "cback_working_dir must be an absolute path or empty, not 'tmp'; " + WHERE),
+    ("stage", {"cback_metrics_file": "cb.prom"}, "cback_metrics_file must be an absolute path or empty, not 'cb.prom'; " + WHERE),
+    ("managed", {"cback_metrics_file": "/var/lib/node-exporter/"},
+     "cback_metrics_file '/var/lib/node-exporter/' must be the absolute path of a file, not of a directory; " + WHERE),
     ("stage", {"cback_starting_day": "Monday"}, "cback_starting_day must be a lowercase English weekday (monday, tuesday, wednesday, "
                                                 "thursday, friday, saturday, sunday), not 'Monday'; " + WHERE),
     ("stage", {"cback_stage_parallel": 0}, "cback_stage_parallel must be a whole number of at least 1, not 0; " + WHERE),
@@ -1111,6 +1117,17 @@ def test_a_stage_table_in_check_mode_says_so_first():
         "peer  type   status       files  bytes  seconds",
         "p1    local  would stage      1    1 B     0.00",
         "1 peer, 0 failed; 1 file, 1 B would be staged",
+    ]
+
+
+def test_a_stage_table_names_the_daily_directory_after_the_totals():
+    summary = stage_summary((peer_entry("p1"), staged_outcome(files=("a",), size=1, seconds=0)),
+                            (peer_entry("p2"), failed_outcome(msg="copy failed.", files=(), size=0, seconds=0)),
+                            date="2026/11/26", daily_dir="/srv/stage/2026/11/26")
+    assert cback.cback_summary_table(summary)[-3:] == [
+        "2 peers, 1 failed; 1 file, 1 B staged",
+        "daily directory: /srv/stage/2026/11/26",
+        "p2: copy failed.",
     ]
 
 

@@ -50,7 +50,8 @@ def test_the_stage_summary_holds_the_run_facts():
         (peer_entry("p1"), staged_outcome()), full=True, start_of_week=False, date="2026/11/26", daily_dir="/s/2026/11/26",
         check_mode=True,
     )
-    assert set(summary) == {"date", "daily_dir", "full", "start_of_week", "check_mode", "peers", "failed", "failure_message"}
+    assert set(summary) == {"date", "daily_dir", "staging_dir", "started", "full", "start_of_week", "check_mode", "peers", "failed",
+                            "failure_message"}
     assert (summary["date"], summary["daily_dir"]) == ("2026/11/26", "/s/2026/11/26")
     assert (summary["full"], summary["start_of_week"], summary["check_mode"]) == (True, False, True)
 

@@ -23,6 +23,7 @@ import pytest
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec, _runs
 from ansible_collections.cedarbackup.peer.plugins.module_utils._tasks import TaskFailure
 from ansible_collections.cedarbackup.peer.tests.support.module_params import fill, snapshot
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import is_run_report
 
 OTHER_UID, OTHER_GID = 4242, 4343  # ids of nobody on this machine: ownership changes show
 
@@ -134,7 +135,11 @@ def test_stage_run_stages_every_peer_writes_indicators_and_summary(pool):
     summary_file = staging / (date + ".stage-summary.json")
     assert result["summary_file"] == str(summary_file)
     on_disk = json.loads(summary_file.read_text())
-    assert on_disk == result["summary"]
+    record = json.loads(open(result["run_file"]).read())
+    assert os.path.dirname(result["run_file"]) == str(staging / (date + ".stage-runs"))
+    assert dict((key, value) for key, value in record.items() if key not in ("started_timestamp", "seconds")) == result["summary"]
+    assert [entry["file"] for entry in on_disk["runs"]] == [os.path.basename(result["run_file"])]
+    assert on_disk["started"] == record["started"] and on_disk["staging_dir"] == str(staging)
     assert [row["status"] for row in on_disk["peers"]] == ["staged"] * 3
     assert [row["files"] for row in on_disk["peers"]] == [2, 2, 2]
     peers = dict((peer["name"], peer) for peer in result["peers"])
@@ -146,11 +151,14 @@ def test_stage_run_again_changes_nothing(pool):
     staging, collects = pool
     peers = [local(n, c) for n, c in sorted(collects.items())]
     _runs.stage_run(run_params(staging, peers))
-    # The summary beside the daily directory is rewritten by every run (so is its directory's mtime).
-    report = (today() + ".stage-summary.json", today()[:7])
-    before = dict((path, entry) for path, entry in snapshot(staging).items() if path not in report)
+    # The summary beside the daily directory is rewritten by every run, which adds its record (and
+    # changes their directory's mtime).
+    def kept(path):
+        return path != today()[:7] and not is_run_report(path, today())
+
+    before = dict((path, entry) for path, entry in snapshot(staging).items() if kept(path))
     again = _runs.stage_run(run_params(staging, peers))
-    after = dict((path, entry) for path, entry in snapshot(staging).items() if path not in report)
+    after = dict((path, entry) for path, entry in snapshot(staging).items() if kept(path))
     assert again["changed"] is False, again
     assert after == before
     assert [row["message"] for row in again["summary"]["peers"]] == ["2 already staged"] * 3
@@ -217,9 +225,11 @@ def test_bad_run_options_fail_the_run_naming_the_option(pool):
 def test_as_root_the_tree_belongs_to_the_backup_user(pool):
     staging, collects = pool
     params = run_params(staging, [local("p1", collects["p1"])], backup_user=str(OTHER_UID), backup_group=str(OTHER_GID))
-    _runs.stage_run(params)
+    result = _runs.stage_run(params)
     date = today()
-    for path in (date[:4], date[:7], date, date + "/p1", date + "/p1/p1.tar", date + "/cback.stage", date + ".stage-summary.json"):
+    record = os.path.relpath(result["run_file"], str(staging))
+    for path in (date[:4], date[:7], date, date + "/p1", date + "/p1/p1.tar", date + "/cback.stage", date + ".stage-summary.json",
+                 date + ".stage-runs", record):
         info = os.lstat(str(staging / path))
         assert (info.st_uid, info.st_gid) == (OTHER_UID, OTHER_GID), path
     assert os.lstat(str(staging)).st_uid == 0
@@ -251,6 +261,124 @@ def test_a_symlink_in_the_staging_tree_is_refused_never_chowned(pool, tmp_path, 
     info = os.lstat(str(victim))
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o700)
     assert os.listdir(str(victim)) == []
+
+
+# ---------------------------------------------------------------------------
+# stage_run: the day's history and the metrics file
+# ---------------------------------------------------------------------------
+
+
+def test_the_days_summary_keeps_a_peer_staged_by_an_earlier_run(pool, tmp_path):
+    staging, collects = pool
+    (tmp_path / "empty").mkdir()
+    first = _runs.stage_run(run_params(staging, [local(n, c) for n, c in sorted(collects.items())]))
+    # p1's collect directory empties (its collect ran again, not finished); p2 alone is retried
+    second = _runs.stage_run(run_params(staging, [local("p1", tmp_path / "empty"), local("p2", collects["p2"])]))
+    assert [row["status"] for row in second["summary"]["peers"]] == ["not ready", "staged"]
+    day = json.loads(open(second["summary_file"]).read())
+    rows = dict((row["name"], row) for row in day["peers"])
+    assert [row["name"] for row in day["peers"]] == ["p1", "p2", "p3"]
+    assert [rows[name]["status"] for name in ("p1", "p2", "p3")] == ["staged"] * 3
+    assert rows["p1"]["last_attempt"]["status"] == "not ready" and rows["p1"]["last_staged"] == first["summary"]["started"]
+    assert rows["p3"]["attempts"] == 1 and rows["p3"]["last_attempt"]["started"] == first["summary"]["started"]
+    assert day["failed"] == [] and len(day["runs"]) == 2 and day["runs"][1]["failed"] == ["p1"]
+    assert sorted(os.listdir(str(staging / (today() + ".stage-runs")))) == sorted(
+        os.path.basename(result["run_file"]) for result in (first, second))
+
+
+def test_without_write_summary_no_record_and_no_summary(pool):
+    staging, collects = pool
+    result = _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], write_summary=False))
+    assert result["summary_file"] is None and result["run_file"] is None
+    assert sorted(os.listdir(str(staging / today()[:7]))) == [today()[8:]]
+
+
+def metrics_of(path):
+    from ansible_collections.cedarbackup.peer.plugins.module_utils import _metrics
+
+    series, dropped = _metrics.parse(open(str(path)).read())
+    assert dropped == 0
+    return series
+
+
+def test_a_stage_run_writes_its_metrics(pool, tmp_path):
+    staging, collects = pool
+    prom = tmp_path / "textfile" / "cedarbackup.prom"
+    prom.parent.mkdir()
+    (tmp_path / "empty").mkdir()
+    peers = [local("p1", collects["p1"]), local("nr", tmp_path / "empty"), local("bad", "relative")]
+    result = _runs.stage_run(run_params(staging, peers, metrics_file=str(prom)))
+    assert result["metrics_file"] == str(prom) and result["warnings"] == []
+    series = metrics_of(prom)
+    started = series["cback_stage_last_run_timestamp_seconds"][()]
+    assert abs(started - time.time()) < 60
+    assert series["cback_stage_last_run_failed_peers"] == {(): 2} and series["cback_stage_last_run_peers"] == {(): 3}
+    assert series["cback_stage_peer_last_success_timestamp_seconds"] == {("p1",): started}
+    assert series["cback_stage_peer_ok"] == {("p1",): 1, ("nr",): 0, ("bad",): 0}
+    p1_bytes = sum(os.path.getsize(str(collects["p1"] / name)) for name in os.listdir(str(collects["p1"])) if name != "cback.stage")
+    assert series["cback_stage_peer_files"] == {("p1",): 2, ("nr",): 0, ("bad",): 0}
+    assert series["cback_stage_peer_bytes"][("p1",)] == p1_bytes
+    assert 0 <= series["cback_stage_last_run_duration_seconds"][()] <= result["seconds"] + 1
+    # a run of p2 alone keeps p1's values
+    _runs.stage_run(run_params(staging, [local("p2", collects["p2"])], metrics_file=str(prom)))
+    again = metrics_of(prom)
+    assert again["cback_stage_peer_last_success_timestamp_seconds"][("p1",)] == started
+    assert again["cback_stage_peer_files"][("p1",)] == 2 and ("p2",) in again["cback_stage_peer_ok"]
+
+
+def test_check_mode_writes_no_metrics(pool, tmp_path):
+    staging, collects = pool
+    prom = tmp_path / "cedarbackup.prom"
+    result = _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], metrics_file=str(prom)), check_mode=True)
+    assert result["metrics_file"] is None and not prom.exists()
+    result = _runs.managed_run(managed_params([dict(name="a", type="local", cback_command="/bin/true")], metrics_file=str(prom)),
+                               check_mode=True)
+    assert result["metrics_file"] is None and not prom.exists()
+
+
+def test_metrics_that_cannot_be_written_are_a_warning_not_a_failure(pool, tmp_path):
+    staging, collects = pool
+    prom = tmp_path / "missing" / "cedarbackup.prom"
+    result = _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], metrics_file=str(prom)))
+    assert result["failed_peers"] == [] and result["metrics_file"] is None
+    assert result["warnings"] == ["Metrics file %s not written: cannot open its directory: No such file or directory." % prom]
+
+
+@pytest.mark.parametrize("value", ["relative.prom", "/var/lib/node-exporter/"])
+def test_a_bad_metrics_file_fails_the_run_before_anything_is_done(pool, value):
+    staging, collects = pool
+    for run in (lambda: _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], metrics_file=value)),
+                lambda: _runs.managed_run(managed_params([dict(name="a", type="local")], metrics_file=value))):
+        with pytest.raises(TaskFailure) as info:
+            run()
+        assert info.value.msg.startswith("metrics_file: ") and info.value.result["option"] == "metrics_file"
+    assert not staging.exists()
+
+
+def test_a_run_that_cannot_start_says_so_in_its_metrics(pool, tmp_path):
+    staging, collects = pool
+    prom = tmp_path / "cedarbackup.prom"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_text("not a directory")
+    with pytest.raises(TaskFailure) as info:
+        _runs.stage_run(run_params(staging, [local("p1", collects["p1"])], metrics_file=str(prom)))
+    assert "cannot create the daily staging directory" in info.value.msg
+    series = metrics_of(prom)
+    assert series["cback_stage_last_run_failed_peers"] == {(): 1} and series["cback_stage_peer_ok"] == {("p1",): 0}
+    assert "cback_stage_peer_last_success_timestamp_seconds" not in series
+
+
+def test_a_managed_run_writes_its_metrics_per_action(tmp_path):
+    prom = tmp_path / "cedarbackup.prom"
+    peers = [dict(name="a", type="local", cback_command="/bin/true"), dict(name="b", type="local", cback_command="/bin/false")]
+    result = _runs.managed_run(managed_params(peers, metrics_file=str(prom)))
+    assert result["metrics_file"] == str(prom)
+    _runs.managed_run(managed_params(peers[:1], action="purge", metrics_file=str(prom)))
+    series = metrics_of(prom)
+    assert series["cback_managed_peer_ok"] == {("collect", "a"): 1, ("collect", "b"): 0, ("purge", "a"): 1}
+    assert series["cback_managed_peer_exit_code"] == {("collect", "a"): 0, ("collect", "b"): 1, ("purge", "a"): 0}
+    assert sorted(series["cback_managed_peer_last_success_timestamp_seconds"]) == [("collect", "a"), ("purge", "a")]
+    assert series["cback_managed_last_run_failed_peers"] == {("collect",): 1, ("purge",): 0}
 
 
 # ---------------------------------------------------------------------------

@@ -35,11 +35,11 @@ KINDS = dict(
     abs_path="working_dir", collect_dir="collect_dir", user="backup_user", command="rsh_command", weekday="starting_day",
     failure_mode="ignore_failure_mode", peer_type="peer_type", peer_name="peer_name", file_name="stage_indicator",
     action="action", mode="setup_collect_mode", group_name="master_group", plain_path="setup_ssh_dir", host="setup_ssh_host",
-    patterns="setup_key_from", line="setup_key_command",
+    patterns="setup_key_from", line="setup_key_command", file_path="metrics_file",
 )
 
 # The kinds whose empty string is unset, as a role's default of "" means: the default, or none.
-EMPTY_IS_UNSET = {"abs_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type", "action",
+EMPTY_IS_UNSET = {"abs_path", "file_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type", "action",
                   "group_name", "host", "patterns", "line"}
 
 # What each other kind says of an empty string: a bad value, not the default.
@@ -283,6 +283,16 @@ def test_a_collect_dir_of_a_remote_peer_holds_only_characters_a_remote_copy_pass
 @pytest.mark.parametrize("remote", [True, False])
 def test_a_collect_dir_must_be_absolute(remote):
     assert problem("collect_dir", "relative/collect", remote=remote) == "must be an absolute path, not 'relative/collect'"
+
+
+def test_a_file_path():
+    assert check("metrics_file", "/var/lib/prometheus/node-exporter/cedarbackup.prom") == "/var/lib/prometheus/node-exporter/cedarbackup.prom"
+    assert problem("metrics_file", "cedarbackup.prom") == "must be an absolute path or empty, not 'cedarbackup.prom'"
+
+
+@pytest.mark.parametrize("value", ["/var/lib/node-exporter/", "/", "/var/lib/..", "/var/."])
+def test_a_file_path_names_a_file(value):
+    assert problem("metrics_file", value) == "'%s' must be the absolute path of a file, not of a directory" % value
 
 
 def test_a_file_name():

@@ -27,7 +27,7 @@ from ansible_collections.cedarbackup.peer.plugins.module_utils import _settings 
 ROOT = Path(__file__).resolve().parents[4]
 PRODUCED = {"cback_stage_summary", "cback_managed_summary"}
 # The argument-spec (and doc) type each kind of setting takes in a module.
-MODULE_TYPES = dict(bool="bool", count="int", seconds="int", port="int", abs_path="path", collect_dir="path")
+MODULE_TYPES = dict(bool="bool", count="int", seconds="int", port="int", abs_path="path", file_path="path", collect_dir="path")
 
 
 def _load(path):
