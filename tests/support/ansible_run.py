@@ -194,8 +194,8 @@ class AnsibleRunner(object):
         self.env = ansible_environment(collections_path, self.base / "ansible")
         self.counter = 0
 
-    def run(self, playbook, inventory, extra=(), check=False, timeout=PLAYBOOK_TIMEOUT, umask=0o022):
-        """``ansible-playbook -i inventory cedarbackup.peer.<playbook> [-e k=v ...] [--check]``."""
+    def run(self, playbook, inventory, extra=(), check=False, timeout=PLAYBOOK_TIMEOUT, umask=0o022, limit=None):
+        """``ansible-playbook -i inventory cedarbackup.peer.<playbook> [-e k=v ...] [--check] [--limit limit]``."""
         self.counter += 1
         out = self.base / ("run-%02d-%s.json" % (self.counter, playbook))
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "cedarbackup.peer." + playbook]
@@ -203,6 +203,8 @@ class AnsibleRunner(object):
             argv += ["-e", item]
         if check:
             argv.append("--check")
+        if limit:
+            argv += ["--limit", limit]
         return run_playbook(argv, self.env, self.base, out, timeout=timeout, umask=umask)
 
     def run_play(self, play, inventory=None, extra=None, timeout=PLAYBOOK_TIMEOUT):
