@@ -241,9 +241,9 @@ def write(path, update):
                 data = None
             series, dropped = parse(data.decode("utf-8", "replace")) if data else ({}, 0)
             if dropped:
-                warnings.append("Metrics file %s: %d line%s of the previous file %s not this collection's metrics or could "
-                                "not be read; left out of the new file." % (path, dropped, "" if dropped == 1 else "s",
-                                                                             "is" if dropped == 1 else "are"))
+                lines = "1 line of the previous file is" if dropped == 1 else "%d lines of the previous file are" % dropped
+                warnings.append("Metrics file %s: %s not this collection's metrics or could not be read; left out of the new file."
+                                % (path, lines))
             replace_file(dir_fd, name, render(update(series)).encode("utf-8"), None, 0o644)
             written = True
     except OSError as exc:

@@ -53,6 +53,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     write_inventory,
 )
 from ansible_collections.cedarbackup.peer.tests.support.module_params import module_params
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import run_reports
 
 # The words a payload is built from; ``{c}`` creates the case's marker, ``{h}`` too without a '/'.
 PAYLOAD_FORMS = {
@@ -747,7 +748,7 @@ def test_stage_role_refuses_hostile_peer_variable(stage_role_run, case, host, ov
 def check_role_dirs(outcome, case):
     values, date = outcome.expect[case], today()[0]
     assert sorted(os.listdir(str(outcome.staging))) == [date[:4]]
-    assert sorted(os.listdir(str(outcome.staging / date[:7]))) == sorted([date[8:], date[8:] + ".stage-summary.json"])
+    assert sorted(os.listdir(str(outcome.staging / date[:7]))) == sorted([date[8:]] + [os.path.basename(path) for path in run_reports(date)])
     assert sorted(os.listdir(str(outcome.daily))) == sorted(outcome.staged + ["cback.stage"])
     assert os.listdir(str(values["work"])) == [], "the private working directories are removed"
 

@@ -40,6 +40,7 @@ import pytest
 from ansible_collections.cedarbackup.peer.tests.support import stage_dataset as ds
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import ansible_environment
 from ansible_collections.cedarbackup.peer.tests.support.cback3_run import run_cback3
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import run_reports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.environ.get("CBACK_ANSIBLE_BIN") or os.path.join(ROOT, ".venv", "bin")
@@ -148,7 +149,7 @@ class Pool(object):
 
     def staging_snapshot(self):
         daily = self.daily()
-        return ds.normalise_daily(ds.tree_snapshot(self.staging, exclude={daily + SUMMARY_SUFFIX}), daily)
+        return ds.normalise_daily(ds.tree_snapshot(self.staging, exclude=run_reports(daily)), daily)
 
     def collect_snapshot(self):
         return ds.tree_snapshot(self.collect_root)

@@ -45,6 +45,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     write_inventory,
     write_ssh_config,
 )
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import is_run_report
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, _children
 
 UMASK = 0o022  # the usual umask; test_restrictive_umask_as_backup_user runs under 077
@@ -279,8 +280,10 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
     daily = staging / date
     year, month = date.split("/")[:2]
 
-    # the staging tree: exactly the valid peers' dirs, the indicator, the summary beside the daily dir
-    expected_tree = {year + "/", year + "/" + month + "/", date + "/", date + ".stage-summary.json", date + "/cback.stage"}
+    # the staging tree: exactly the valid peers' dirs, the indicator, the summary and the run's record beside the daily dir
+    record = os.path.relpath(run.result("Stage every peer")["run_file"], str(staging))
+    expected_tree = {year + "/", year + "/" + month + "/", date + "/", date + ".stage-summary.json", date + ".stage-runs/", record,
+                     date + "/cback.stage"}
     staged_files = {
         "local1": LOCAL1, "local2": LOCAL2, "r1": dict((k, v) for k, v in R1.items() if not k.startswith(".")), "r2": R2,
     }
@@ -309,8 +312,10 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
     assert rows["r1"]["seconds"] > 0 and rows["r2"]["seconds"] > 0, rows
     for name in valid:
         assert (mode_of(daily / name), owner_of(daily / name)) == (0o777 & ~UMASK, backup_ids), name
-    for path in (staging / year, staging / year / month, daily):
+    for path in (staging / year, staging / year / month, daily, staging / (date + ".stage-runs")):
         assert (mode_of(path), owner_of(path)) == (0o777 & ~UMASK, backup_ids), path
+    for path in (staging / (date + ".stage-summary.json"), staging / record):
+        assert (mode_of(path), owner_of(path)) == (0o644, backup_ids), path
     assert owner_of(staging) == ROOT_IDS  # the staging dir itself is not chowned
     for name in ("local-none", "local-all", "local-daily", "local-weekly", "r3"):
         assert os.listdir(str(daily / name)) == [], name
@@ -341,10 +346,9 @@ def test_mixed_pool_as_backup_user(runner, data, rpool, backup_user):
     assert rerows["local1"]["status"] == "staged" and rerows["r1"]["status"] == "staged"
     # same entries, same inodes, contents, modes, owners and mtimes (directory mtimes aside)
     staged, again = files_only(staged), files_only(snapshot(staging))
-    summary_file = date + ".stage-summary.json"
     for key in set(staged) | set(again):
-        if key == summary_file:
-            continue  # the summary is rewritten beside the daily dir on every run
+        if is_run_report(key, date):
+            continue  # the summary is rewritten beside the daily dir on every run, which adds its record there
         assert again.get(key) == staged.get(key), (key, staged.get(key), again.get(key))
     assert files_only(snapshot(collect)) == files_only(collected)
 

@@ -40,6 +40,7 @@ import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support import cback3_run
 from ansible_collections.cedarbackup.peer.tests.support import stage_dataset as ds
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import run_reports
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,9 +131,10 @@ class Side(object):
         assert len(found) == 1, "expected one YYYY/MM/DD below %s, found %r" % (self.staging, found)
         return found[0]
 
-    def staging_snapshot(self, exclude_summary=True):
+    def staging_snapshot(self, exclude_reports=True):
+        """The staging tree, without what our runs write beside the daily directory (summary, run records)."""
         daily = self.daily()
-        exclude = {daily + SUMMARY_SUFFIX} if exclude_summary else set()
+        exclude = run_reports(daily) if exclude_reports else set()
         return ds.normalise_daily(ds.tree_snapshot(self.staging, exclude=exclude), daily)
 
     def collect_snapshot(self):
@@ -337,7 +339,7 @@ def first_run(base_dir, stage_pool, backup_user, ansible_env):
     result.inventory = inventory
     result.run = run_playbook(ansible_env, result.ours, inventory)
     assert len(ds.daily_dirs(result.ours.staging)) == 1, "our stage run made no daily dir:\n%s" % result.run
-    result.reference_staging = result.reference.staging_snapshot(exclude_summary=False)
+    result.reference_staging = result.reference.staging_snapshot(exclude_reports=False)
     result.ours_staging = result.ours.staging_snapshot()
     result.reference_collect = result.reference.collect_snapshot()
     result.ours_collect = result.ours.collect_snapshot()
@@ -423,7 +425,7 @@ def test_json_summary_matches_cback3_log(first_run):
 def test_rerun_same_day_changes_nothing(first_run, ansible_env):
     side = first_run.ours
     daily = side.daily()
-    exclude = {daily + SUMMARY_SUFFIX}
+    exclude = run_reports(daily)
     before = ds.tree_snapshot(side.staging, exclude=exclude)
     rerun = run_playbook(ansible_env, side, first_run.inventory)
     after = ds.tree_snapshot(side.staging, exclude=exclude)
@@ -435,7 +437,8 @@ def test_rerun_same_day_changes_nothing(first_run, ansible_env):
     assert recap["localhost"] == (0, 0, 0, 0), recap
     assert rerun.changed() == 0, "re-run reported changed=%d (summed over %d recap lines)\n%s" % (rerun.changed(), len(recap), rerun)
     # Every entry keeps its inode, every file also its mtime: nothing was recopied or rewritten.
-    # (A directory's own mtime may move: our summary is rewritten beside the daily dir.)
+    # (A directory's own mtime may move: our summary is rewritten beside the daily dir, and a
+    # record of the run added there.)
     problems = ds.compare_snapshots(before, after, fields=("kind", "size", "sha256", "mode", "uid", "gid", "ino"))
     problems += ds.compare_snapshots(files_only(before), files_only(after), fields=("mtime_ns",))
     assert problems == [], "re-run changed the staged tree (%d files, %d dirs compared):\n%s\n\n%s" % (files, dirs, "\n".join(problems), rerun)
@@ -501,7 +504,7 @@ def test_ignore_failure_modes_match_cback3(full, mode_runs):
     assert sorted(summary["failed"]) == sorted(errors)
     assert_failed_peers(run, dataset, errors)
     # Same tree: empty peer dirs and the daily cback.stage; same untouched collect dirs.
-    reference_tree, our_tree = reference.staging_snapshot(exclude_summary=False), ours.staging_snapshot()
+    reference_tree, our_tree = reference.staging_snapshot(exclude_reports=False), ours.staging_snapshot()
     files, dirs = ds.count_kinds(reference_tree)
     problems = ds.compare_snapshots(reference_tree, our_tree) + ds.compare_snapshots(reference.collect_snapshot(), ours.collect_snapshot())
     assert problems == [], "trees differ (%d files, %d dirs compared):\n%s\n\n%s" % (files, dirs, "\n".join(problems), run)

@@ -274,3 +274,29 @@ def test_a_run_waits_for_another_writer_and_gives_up_with_a_warning(tmp_path, mo
         os.close(holder)
     assert written is False and "held the lock" in warnings[0], warnings
     assert not path.exists()
+
+
+# ---------------------------------------------------------------------------
+# docs/monitoring.md
+# ---------------------------------------------------------------------------
+
+
+def test_the_monitoring_page_lists_every_family_and_its_rules_use_only_them():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[4] / "docs" / "monitoring.md").read_text()
+    for name, family in metrics.FAMILIES.items():
+        row = [line for line in text.splitlines() if line.startswith("| `%s` |" % name)]
+        assert len(row) == 1, name
+        assert row[0].split("|")[2].strip() == ", ".join("`%s`" % label for label in family.labels), row
+    blocks = [block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if "groups:" in block]
+    assert len(blocks) == 1
+    rules = yaml.safe_load(blocks[0])["groups"][0]["rules"]
+    assert len(rules) >= 4
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"} and rule["alert"] and rule["expr"], rule
+        for name in re.findall(r"\bcback_[a-z_]+", rule["expr"]):
+            assert name in metrics.FAMILIES, (rule["alert"], name)

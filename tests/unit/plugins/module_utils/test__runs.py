@@ -151,6 +151,7 @@ def test_stage_run_again_changes_nothing(pool):
     staging, collects = pool
     peers = [local(n, c) for n, c in sorted(collects.items())]
     _runs.stage_run(run_params(staging, peers))
+
     # The summary beside the daily directory is rewritten by every run, which adds its record (and
     # changes their directory's mtime).
     def kept(path):
