@@ -69,7 +69,9 @@ demo: collection
 	@cd $(DEMO_DIR)/stage && find . -mindepth 1 | sort | while read -r p; do \
 	  if [ -d "$$p" ]; then printf '%s %-15s %8s  %s/\n' "$$(stat -c %a "$$p")" "$$(stat -c %U:%G "$$p")" "" "$${p#./}"; \
 	  else printf '%s %-15s %8s  %s\n' "$$(stat -c %a "$$p")" "$$(stat -c %U:%G "$$p")" "$$(stat -c %s "$$p")" "$${p#./}"; fi; done
-	@echo "summary: $$(ls $(DEMO_DIR)/stage/*/*/*.stage-summary.json)"
+	@echo "summary: $$(ls $(DEMO_DIR)/stage/*/*/*.stage-summary.json) (the day's runs: $$(ls -d $(DEMO_DIR)/stage/*/*/*.stage-runs)/)"
+	@echo "== the metrics file $(DEMO_DIR)/metrics/cedarbackup.prom, its samples =="
+	@grep -v '^#' $(DEMO_DIR)/metrics/cedarbackup.prom
 
 unit: collection
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
