@@ -808,6 +808,8 @@ RUN_WIDE_REFUSED = [
     ("wide-action-newline", "managed", {"cback_action": "collect\n{c}"}, "cback_action"),
     ("wide-stage-indicator-traversal", "stage", {"cback_stage_indicator": "../../sentinel/{c}"}, "cback_stage_indicator"),
     ("wide-collect-indicator-substitution", "stage", {"cback_collect_indicator": "$({c})"}, "cback_collect_indicator"),
+    ("wide-metrics-file-substitution", "stage", {"cback_metrics_file": "$({c}).prom"}, "cback_metrics_file"),
+    ("wide-metrics-file-directory", "managed", {"cback_metrics_file": "/tmp/`{c}`/", "cback_action": "collect"}, "cback_metrics_file"),
 ]
 
 
