@@ -98,25 +98,42 @@ def rsh_problem(peer):
 
 
 # (kind, pattern of the output, hint); the first that matches wins.  ``%(user)s`` is the
-# remote user, ``%(program)s`` the command's program.
+# remote user, ``%(program)s`` the command's program.  ssh's own lines (host keys,
+# authentication, connections) reach the output because the modules run OpenSSH programs
+# without ``-q`` (``RemotePeer.sshErrors``).
 _PATTERNS = (
-    ("host-key", r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No \S+ host key is known"
-                 r"|host key for .* has changed",
-     "host key mismatch: the peer's host key is not the one the copy user's known_hosts holds for it (or none is "
-     "known); update known_hosts (with HostKeyAlias for an alias or another port)"),
+    ("host-key", r"REMOTE HOST IDENTIFICATION HAS CHANGED|[Hh]ost key for .* has changed",
+     "host key mismatch: the peer's host key is not the one the copy user's known_hosts holds for it; if the "
+     "peer's key changed on purpose, replace its entry in that known_hosts (under the name ssh uses: HostKeyAlias "
+     "for an alias or another port), else find out why it changed"),
+    ("host-key-unknown", r"No \S+ host key is known|Host key verification failed",
+     "unknown host key: the copy user's known_hosts holds no key for the peer (under the name ssh uses: HostKeyAlias "
+     "for an alias or another port) and strict host key checking is on; add the peer's key there (the setup role "
+     "does)"),
     ("cancelled", r"the run was cancelled", "the run was cancelled before the peer answered"),
     ("command-timeout", r"Command timed out after|time for this peer had run out",
-     "the command did not finish in time (timeout or peer_timeout)"),
+     "the command did not finish in time: raise timeout (cback_command_timeout) or peer_timeout "
+     "(cback_peer_timeout), or find what hangs on the peer"),
     ("connect-timeout", r"timed out|Connection timed out|Operation timed out|Timeout, server .* not responding",
      "connection timed out: the peer did not answer within connect_timeout (host down or filtered, or not an ssh "
-     "server)"),
+     "server); bring it up, open the firewall or fix its address or port"),
     ("connection-refused", r"Connection refused",
-     "connection refused: nothing listens for ssh at the peer's address and port (is sshd running there?)"),
+     "connection refused: nothing listens for ssh at the peer's address and port; start sshd there, or fix the "
+     "peer's address or port (ansible_host, the ssh configuration)"),
     ("name-resolution", r"Could not resolve hostname|Name or service not known|Temporary failure in name resolution",
      "the peer's name does not resolve: set its address (ansible_host) or fix the ssh configuration"),
-    ("unreachable", r"No route to host|Network is unreachable", "the peer's address cannot be reached (no route)"),
+    ("unreachable", r"No route to host|Network is unreachable",
+     "the peer's address cannot be reached (no route): fix its address or the network"),
     ("authentication", r"Permission denied \(|Too many authentication failures",
-     "authentication failed: the copy user's ssh key is not accepted for remote user %(user)s on the peer"),
+     "authentication failed: the copy user's ssh key is not accepted for remote user %(user)s on the peer; "
+     "authorize its public key in that user's authorized_keys there (the setup role does)"),
+    ("remote-sftp-missing", r"subsystem request failed",
+     "the peer has no SFTP server: OpenSSH's scp copies over SFTP unless given -O, and the peer's sshd refused the "
+     "sftp subsystem; install the SFTP server there (openssh-sftp-server) and set Subsystem sftp in its "
+     "sshd_config, or add -O to the rcp command (the legacy protocol, which needs scp on the peer)"),
+    ("remote-scp-missing", r"(?:^|: )scp: (?:command )?not found(?! in )|command not found: scp",
+     "scp is missing on the peer: the legacy protocol (scp -O) runs scp there, and remote user %(user)s's shell does "
+     "not find it; install it there (openssh-client) or drop -O from the rcp command (SFTP, OpenSSH's default)"),
     ("no-login-shell", r"This account is currently not available",
      "the remote user %(user)s has no login shell on the peer: sshd runs every command (and the SFTP server) through "
      "it; give that user a shell (the setup role does)"),
@@ -125,10 +142,21 @@ _PATTERNS = (
     ("program-missing", r"^(?:sh: \d+: )?%(program)s: (?:not found|No such file or directory)",
      "program missing on the master: %(program)s; fix the rcp/rsh command (cback_rcp_command, cback_rsh_command)"),
     ("permission-denied", r"Permission denied",
-     "permission denied on the peer: remote user %(user)s cannot read the collect directory or a file in it"),
+     "permission denied on the peer: remote user %(user)s cannot read the collect directory or a file in it; give it "
+     "read access"),
     ("no-space", r"No space left on device|Disk quota exceeded",
-     "no space left where the copy writes (the staging directory's filesystem, or a quota)"),
+     "no space left where the copy writes: the staging directory's filesystem (or a quota) is full; free space "
+     "there (what was staged whole is kept) and run again"),
 )
+
+# When the copy's only complaint is that its connection closed, while a command over the rsh
+# command reaches the peer: the SFTP server the copy asked for did not start.
+SFTP_DID_NOT_START = Cause(
+    "remote-sftp-missing",
+    "the peer's SFTP server did not start: ssh reaches the peer, but the copy's connection closed at once (OpenSSH's "
+    "scp copies over SFTP unless given -O); check Subsystem sftp in the peer's sshd_config and that its program is "
+    "installed (openssh-sftp-server), or add -O to the rcp command (the legacy protocol, which needs scp on the peer)",
+    "")
 
 
 def from_output(output, peer=None, program=None):

@@ -23,7 +23,9 @@ import time
 
 from . import _argspec as spec
 from . import _diagnose as diagnose
-from ._command import EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command, within
+from ._command import (
+    EXEC_FAILED, as_local_user, cancel_on_exit_of_caller, cancelled, join_command, run_command, time_left, within,
+)
 from ._ids import current_umask
 from ._paths import path_join
 from ._report import peer_message
@@ -102,40 +104,82 @@ def _program(peer):
     return commands[0] if commands else None
 
 
-def _not_ready_cause(peer, indicator):
+# A remote peer whose readiness check failed without saying why gets one command over the rsh
+# command to find out; it may take what is left of connect_timeout after the check, plus this
+# many seconds (at least this many).  A peer that does not answer so costs one connect_timeout,
+# not two.
+DIAGNOSIS_GRACE = 3
+
+
+def _probe_seconds(connect_timeout, spent):
+    """How long the diagnosis command may take after a readiness check that took ``spent``
+    seconds (``None``: no bound of its own, when no connect_timeout is set)."""
+    if not connect_timeout:
+        return None
+    return max(DIAGNOSIS_GRACE, connect_timeout + DIAGNOSIS_GRACE - spent)
+
+
+def _not_ready_cause(peer, indicator, probe_seconds=None):
     """Why a peer that was checked is not ready: a ``diagnose.Cause``.
 
-    For a remote peer, the readiness check's stderr is read; when it only says the file is
-    missing, one command over the same connection tells a missing collect directory from an
-    indicator that is not there yet.
+    For a remote peer, the readiness check's stderr is read (it carries ssh's own errors: the
+    modules run OpenSSH programs without ``-q``); only when it says nothing known, one command
+    over the rsh command, bounded by ``probe_seconds``, tells a connection problem, a missing
+    collect directory, an indicator that is not there yet and an SFTP server that did not start
+    apart.
     """
     path = path_join(peer.collectDir, indicator)
+    not_collected = "%s is not there yet: the peer has not finished its collect action" % path
     if isinstance(peer, LocalPeer):
         if not os.path.isdir(peer.collectDir):
             return diagnose.Cause("collect-dir-missing", "collect directory %s does not exist" % peer.collectDir, "")
-        return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path, "")
+        return diagnose.Cause("not-collected", not_collected, "")
     result = peer.collectCheckResult
     output = result.stderr if result is not None else ""
     cause = diagnose.from_output(output, peer, _program(peer))
     if cause.kind != "unknown" or cancelled() or result is None or result.rc == EXEC_FAILED:
         return cause
-    # The copy said too little (scp -q, Cedar Backup's default, keeps ssh's own errors to
-    # itself): one command over the rsh command tells a connection problem, a missing collect
-    # directory and an indicator that is not there yet apart.
-    probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
+    # Whether the diagnosis's own bound is the one that may stop the command (not the command
+    # timeout, nor the time left for the peer).
+    bounded = probe_seconds is not None and all(
+        limit is None or limit > probe_seconds for limit in (peer.commandTimeout or None, time_left()))
+    with within(probe_seconds):
+        probe = peer.runRemoteCommand(join_command(["test", "-d", peer.collectDir]), keep=4096)
+    if probe.timed_out and bounded and not cancelled():
+        return diagnose.Cause(
+            "connect-timeout",
+            "no answer: the readiness check failed without saying why, and a command over the rsh command got no answer "
+            "in the %.0f seconds connect_timeout left: the peer does not answer (host down or filtered, or not an ssh "
+            "server); bring it up, open the firewall or fix its address or port" % probe_seconds,
+            cause.output,
+        )
     found = diagnose.from_output(probe.stderr, peer, peer.effectiveRshCommand[0])
     both = "; ".join(part for part in (cause.output, found.output) if part)
     if found.kind != "unknown":
         return diagnose.Cause(found.kind, found.hint, both)
+    reached = probe.rc in (0, 1) and not probe.stderr.strip()
+    if reached and "Connection closed" in output:
+        return diagnose.SFTP_DID_NOT_START._replace(output=cause.output)
     if probe.rc == 0 and "No such file or directory" in output:
-        return diagnose.Cause("not-collected", "%s is not there yet: the peer has not finished its collect action" % path, cause.output)
-    if probe.rc == 1 and not probe.stderr.strip():
+        return diagnose.Cause("not-collected", not_collected, cause.output)
+    if probe.rc == 1 and reached:
         return diagnose.Cause(
             "collect-dir-missing",
             "collect directory %s does not exist on the peer (or remote user %s cannot reach it)" % (peer.collectDir, peer.remoteUser),
             cause.output,
         )
     return diagnose.Cause("unknown", "", both)
+
+
+def _check(api, conduct, indicator, result):
+    """Whether the peer is ready: the readiness check, and when it fails, ``result`` marked not
+    ready with the cause (the diagnosis bounded to fit in the check's connect_timeout)."""
+    started = time.monotonic()
+    if api.checkCollectIndicator(indicator):
+        return True
+    cause = _not_ready_cause(api, indicator, _probe_seconds(conduct.connect_timeout, time.monotonic() - started))
+    _not_ready(result, cause, getattr(api, "collectCheckResult", None))
+    return False
 
 
 def _not_ready(result, cause, command=None):
@@ -162,6 +206,7 @@ def _peer(peer, conduct):
         cbackCommand=peer.cback_command,
     )
     api.commandTimeout = conduct.timeout
+    api.sshErrors = True  # ssh's own errors in every command's stderr, whatever -q the commands carry
     return api
 
 
@@ -174,8 +219,7 @@ def check_ready(peer, conduct, indicator):
         _not_ready(result, early)
         return result
     with _session(peer, conduct, api) as api:
-        if not api.checkCollectIndicator(indicator):
-            _not_ready(result, _not_ready_cause(api, indicator), getattr(api, "collectCheckResult", None))
+        _check(api, conduct, indicator, result)
     return result
 
 
@@ -241,8 +285,8 @@ def stage_peer(peer, conduct, staging, check_mode=False):
             if problem:
                 warnings.append("%s (the file sizes cannot be checked against the peer's listing)." % problem)
         with _session(peer, conduct, api) as api, contextlib.ExitStack() as stack:
-            if staging.check_collect_indicator and not api.checkCollectIndicator(staging.collect_indicator):
-                _not_ready(result, _not_ready_cause(api, staging.collect_indicator), getattr(api, "collectCheckResult", None))
+            if staging.check_collect_indicator:
+                _check(api, conduct, staging.collect_indicator, result)
             if result["ready"]:
                 # The run's descriptor for the peer's directory, else target_dir opened once.
                 target_fd = stack.enter_context(open_target(target_dir, staging.target_fd, mayBeMissing=check_mode))

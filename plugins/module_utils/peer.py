@@ -46,7 +46,9 @@ Differences, all on purpose (see ``docs/peer-api.md``):
 Extensions used by the collection's modules (Cedar Backup has no equivalent): the
 ``RemotePeer.commandTimeout`` attribute (seconds, default ``None``: no limit), the
 ``RemotePeer.sshOptions`` attribute (``-o`` options put after the program of OpenSSH
-``scp``/``ssh`` commands, default none), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
+``scp``/``ssh`` commands, default none), the ``RemotePeer.sshErrors`` attribute (default
+``False``; ``True``: OpenSSH programs that get ``sshOptions`` also run without ``-q`` and with
+``LogLevel=ERROR``, so that ssh's own errors reach stderr), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
 ``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
 ``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``target_fd``,
 ``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
@@ -103,6 +105,11 @@ LISTING_BYTES = 1024 * 1024
 
 # Programs that take ``-o option=value`` (``RemotePeer.sshOptions``).
 OPENSSH_PROGRAMS = ("scp", "ssh", "sftp")
+
+# The options of each OpenSSH program that take an argument (its getopt string's letters with
+# ``:``): what follows one of them, in its word or as the next word, is its value, not a flag.
+_OPENSSH_WITH_ARGUMENT = {"scp": frozenset("DFJPSXcilo"), "sftp": frozenset("BDFJPRSXbcilos"),
+                          "ssh": frozenset("BDEFIJLOQRSWbceilmopw")}
 
 # Options of OpenSSH's scp that sftp takes with the same meaning: flags, and options with an
 # argument.  An rcp command with any other option is not translated (the listing then goes
@@ -179,6 +186,50 @@ def _command_forms(value, default, what):
     if len(value) < 1:
         raise ValueError("The %s command must be a non-empty string." % what)
     return value, split_command_line(value)
+
+
+def _options(words, withArgument):
+    """``(index, letters, value index or None)`` of each option word at the start of ``words``
+    (a command's words after its program), up to ``--`` or the first operand; ``letters``:
+    the flags of the word, the option that takes the value last."""
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--" or word == "-" or not word.startswith("-"):
+            return
+        letters = word[1:]
+        for position, letter in enumerate(letters):
+            if letter in withArgument:
+                if position + 1 < len(letters):
+                    yield index, letters[:position + 1], None
+                else:
+                    yield index, letters, index + 1
+                    index += 1
+                break
+        else:
+            yield index, letters, None
+        index += 1
+
+
+def _withoutQuiet(argv, withArgument):
+    """``argv`` without OpenSSH's ``-q`` flag: dropped from every option word (``-q``, ``-Bq``)
+    before ``--`` or the first operand; an option's value (``-o q``, ``-iq``) is left alone."""
+    words = list(argv[1:])
+    for index, letters, _value in list(_options(words, withArgument)):
+        kept = letters.replace("q", "")
+        words[index] = "-" + kept + words[index][1 + len(letters):] if kept else None
+    return argv[:1] + [word for word in words if word is not None]
+
+
+def _setsOption(words, keyword, withArgument):
+    """Whether the option words of a command set the ssh option ``keyword`` (lower case)
+    with ``-o``."""
+    for index, letters, value in _options(words, withArgument):
+        if letters.endswith("o"):
+            text = words[index][1 + len(letters):] if value is None else (words[value] if value < len(words) else "")
+            if text.lower().replace("=", " ").split(None, 1)[:1] == [keyword]:
+                return True
+    return False
 
 
 def _checked_failure_mode(value):
@@ -617,6 +668,7 @@ class RemotePeer(_Peer):
         self._ignoreFailureMode = None
         self.commandTimeout = None
         self.sshOptions = []
+        self.sshErrors = False
         self.collectCheckResult = None
         self.name = name
         self.collectDir = collectDir
@@ -699,10 +751,24 @@ class RemotePeer(_Peer):
         return as_local_user(argv, self.localUser, what)
 
     def _withSshOptions(self, argv):
-        """``argv`` with ``sshOptions`` after the program, when the program is OpenSSH's."""
-        if self.sshOptions and os.path.basename(argv[0]) in OPENSSH_PROGRAMS:
-            return argv[:1] + [word for option in self.sshOptions for word in ("-o", option)] + argv[1:]
-        return argv
+        """``argv`` with ``sshOptions`` after the program, when the program is OpenSSH's.
+
+        With ``sshErrors``, such a command also loses its ``-q`` and gets ``LogLevel=ERROR``
+        (unless it sets a LogLevel itself): ``-q`` silences ssh's own errors (a changed or
+        unknown host key, a refused key, a connection that timed out), and a command's
+        stderr is what tells why it failed.  ``LogLevel=ERROR`` keeps ssh's informational
+        lines (banners, keys added to known_hosts) out of it.  Without ``sshOptions`` the
+        command runs exactly as given.
+        """
+        program = os.path.basename(argv[0])
+        if not self.sshOptions or program not in OPENSSH_PROGRAMS:
+            return argv
+        options = list(self.sshOptions)
+        if self.sshErrors:
+            argv = _withoutQuiet(argv, _OPENSSH_WITH_ARGUMENT[program])
+            if not _setsOption(argv[1:], "loglevel", _OPENSSH_WITH_ARGUMENT[program]):
+                options.append("LogLevel=ERROR")
+        return argv[:1] + [word for option in options for word in ("-o", option)] + argv[1:]
 
     def _rcpArgv(self, args):
         return self._asLocalUser(self._withSshOptions(list(self._rcpCommandList)) + list(args), "copy")

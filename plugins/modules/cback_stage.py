@@ -208,9 +208,11 @@ verified:
 cause:
   description:
     - Why the peer is not ready, or why its copy failed, as a short key - V(program-missing),
-      V(copy-user-missing), V(no-login-shell) (of the remote user, on the peer), V(host-key), V(connection-refused), V(connect-timeout),
-      V(command-timeout), V(name-resolution), V(unreachable), V(authentication),
-      V(permission-denied), V(collect-dir-missing), V(not-collected), V(no-space),
+      V(copy-user-missing), V(no-login-shell) (of the remote user, on the peer), V(host-key) (a changed host key),
+      V(host-key-unknown) (no host key known for the peer), V(connection-refused), V(connect-timeout),
+      V(command-timeout), V(name-resolution), V(unreachable), V(authentication) (the key was refused),
+      V(remote-sftp-missing) (the peer's SFTP server, which scp uses unless given C(-O)), V(remote-scp-missing)
+      (scp on the peer, for C(scp -O)), V(permission-denied), V(collect-dir-missing), V(not-collected), V(no-space),
       V(cancelled) or V(unknown).
   returned: when the peer is not ready, and when a failure's cause is known
   type: str
@@ -219,7 +221,9 @@ hint:
   description: The cause in a sentence, with the fix (empty when the cause is not known).
   returned: when the peer is not ready, and when a failure's cause is known
   type: str
-  sample: "connection refused: nothing listens for ssh at the peer's address and port (is sshd running there?)"
+  sample: >-
+    connection refused: nothing listens for ssh at the peer's address and port; start sshd there,
+    or fix the peer's address or port (ansible_host, the ssh configuration)
 output:
   description: The readiness check command's error output, trimmed and on one line.
   returned: when the peer is not ready

@@ -5,10 +5,14 @@
 
 Each remote peer below is reached with the real ``scp``/``ssh`` through an ssh client config
 this test writes: most names lead to one real sshd on 127.0.8.1, the others to an address
-where nothing listens, to a TCP server that never speaks, with a wrong host key or with a key
-the peer does not accept.  Each peer's row in the JSON summary carries its own ``cause`` and
-a message a user can act on, asserted here word for word where it matters; a peer that cannot
-be checked stays *not ready* (the ignore-failure modes apply as in ``cback3``).
+where nothing listens, to TCP servers that never speak (127.0.8.3 and 127.0.8.4), with a wrong
+host key, with no known host key or with a key the peer does not accept, and to two more real
+sshd (127.0.8.5 and 127.0.8.6): one whose SFTP server program is missing, one whose users' PATH
+holds no ``scp``.  The rcp command carries ``-q`` (Cedar Backup's default), which silences ssh's
+own errors: the run still names each cause.  Each peer's row in the JSON summary carries its
+own ``cause`` and a message a user can act on, asserted here word for word where it matters; a
+peer that cannot be checked stays *not ready* (the ignore-failure modes apply as in ``cback3``).
+A peer that never answers costs one ``cback_connect_timeout`` (and a few seconds), not two.
 
 Also here, with real processes: a file that changes size during its copy (local and remote)
 and one that vanishes before it, the copy user without a login shell, and ``cback_verify``
@@ -34,7 +38,10 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, free_port
 
 MiB = 1024 * 1024
-CONNECT_TIMEOUT = 3
+# Long enough that waiting for a silent peer twice (16 s) is clearly beyond the bound a peer
+# that never answers must keep: connect_timeout + 5 s for the readiness check and the diagnosis.
+CONNECT_TIMEOUT = 8
+SILENT_BOUND = CONNECT_TIMEOUT + 5
 
 # Appends to the file argv[1] until killed.
 GROW = """
@@ -53,15 +60,26 @@ def pool(tmp_path_factory):
         yield started
 
 
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """Two real sshd that reach the peer but cannot copy: ``nosftp`` (127.0.8.5) names an SFTP
+    server program that is not there (as a Debian sshd_config does without openssh-sftp-server),
+    ``noscp`` (127.0.8.6) gives its sessions a PATH without ``scp`` (what ``scp -O`` runs there)."""
+    options = {"nosftp": {"Subsystem sftp": "/nonexistent/sftp-server"}, "noscp": {"SetEnv": "PATH=/nonexistent"}}
+    with SshPeerPool(tmp_path_factory.mktemp("diagbroken"), names=("nosftp", "noscp"), first_address="127.0.8.5",
+                     sshd_options=options) as started:
+        yield started
+
+
 def _keygen(path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", str(path)], check=True,
                    stdout=subprocess.DEVNULL, timeout=30)
     return path.with_name(path.name + ".pub").read_text().split()[:2]
 
 
-def block(name, address, port, identity, known_hosts):
+def block(name, address, port, identity, known_hosts, alias="dok"):
     return "\n".join([
-        "Host %s" % name, "    HostName %s" % address, "    Port %d" % port, "    HostKeyAlias dok",
+        "Host %s" % name, "    HostName %s" % address, "    Port %d" % port, "    HostKeyAlias %s" % alias,
         "    IdentityFile %s" % identity, "    IdentitiesOnly yes", "    UserKnownHostsFile %s" % known_hosts,
         "    GlobalKnownHostsFile /dev/null", "    StrictHostKeyChecking yes", "    UpdateHostKeys no", "    CheckHostIP no",
         "    BatchMode yes", "    PasswordAuthentication no", "    KbdInteractiveAuthentication no", "    LogLevel ERROR",
@@ -89,7 +107,7 @@ def random_files(count, size):
     return dict(("f%d.bin" % index, (os.urandom(size), 0o644)) for index in range(count))
 
 
-def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tmp_path):
+def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, broken, tmp_path):
     """One run, one cause per peer; every row says which, with the command's stderr where one
     ran; nothing in any collect directory changes but the ``cback.stage`` of the peers staged."""
     dok = pool.peer("dok")
@@ -97,25 +115,36 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
     other_public = _keygen(other_key)
     wrong_known = tmp_path / "wrong_known_hosts"
     wrong_known.write_text("dok %s\n" % " ".join(other_public))
+    empty_known = tmp_path / "empty_known_hosts"
+    empty_known.write_text("")
     refused_port = free_port("127.0.8.2")  # nothing listens there
-    collects = dict((name, data / name) for name in ("dok", "nocollect", "notyet", "typo", "hostkey", "refused",
-                                                     "silent", "authfail", "grow", "vanish", "lgrow"))
+    collects = dict((name, data / name) for name in ("dok", "nocollect", "notyet", "typo", "hostkey", "unknownkey", "refused",
+                                                     "silent", "silentq", "authfail", "nosftp", "noscp", "grow", "vanish",
+                                                     "lgrow"))
     files = random_files(3, 64 * 1024)
-    for name in ("dok", "typo", "hostkey", "refused", "silent", "authfail", "vanish"):
+    for name in ("dok", "typo", "hostkey", "unknownkey", "refused", "silent", "silentq", "authfail", "nosftp", "noscp", "vanish"):
         ready(collects[name], files)
     fill(collects["notyet"], files)
     ready(collects["grow"], dict(files, **{"grow.bin": (os.urandom(MiB), 0o644)}))
     ready(collects["lgrow"], {"big.bin": (os.urandom(64 * MiB), 0o644), "small.bin": (b"s" * 100, 0o644)})
-    with HangingServer("127.0.8.3") as silent:
+    with HangingServer("127.0.8.3") as silent, HangingServer("127.0.8.4") as silentq:
         names = ["dok", "nocollect", "notyet", "typo", "grow", "vanish"]
         blocks = [block(name, dok.address, dok.port, pool.client_key, pool.known_hosts) for name in names]
         blocks.append(block("hostkey", dok.address, dok.port, pool.client_key, wrong_known))
+        blocks.append(block("unknownkey", dok.address, dok.port, pool.client_key, empty_known))
         blocks.append(block("refused", "127.0.8.2", refused_port, pool.client_key, pool.known_hosts))
         blocks.append(block("silent", "127.0.8.3", silent.port, pool.client_key, pool.known_hosts))
+        blocks.append(block("silentq", "127.0.8.4", silentq.port, pool.client_key, pool.known_hosts))
         blocks.append(block("authfail", dok.address, dok.port, other_key, pool.known_hosts))
+        for name in ("nosftp", "noscp"):
+            peer = broken.peer(name)
+            blocks.append(block(name, peer.address, peer.port, broken.client_key, broken.known_hosts, alias=name))
         config = tmp_path / "ssh_config"
         config.write_text("\n\n".join(blocks) + "\n")
         scp = "/usr/bin/scp -F %s -B -q -C" % config
+        # A copy program the run cannot make speak (not named scp: run as given, with its -q and
+        # its own ConnectTimeout): the diagnosis over ssh gets what connect_timeout leaves.
+        quiet_scp = script(tmp_path / "quiet-copy", "#!/bin/sh\nexec %s -o ConnectTimeout=%d \"$@\"\n" % (scp, CONNECT_TIMEOUT))
         # The copy of `grow` appends to grow.bin on the peer right after scp fetched it; `vanish`
         # loses f1.bin between its readiness check and its copy.
         grow = script(tmp_path / "grow-scp", "#!/bin/sh\n%s \"$@\"\nrc=$?\ncase \"$*\" in *'/*'*) printf more >> %s ;; esac\n"
@@ -124,7 +153,11 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
                         % (collects["vanish"] / "f1.bin", scp))
         staging = data / "staging"
         peers = dict((name, dict(cback_collect_dir=str(collects[name]), cback_remote_user="root"))
-                     for name in ("dok", "notyet", "hostkey", "refused", "silent", "authfail"))
+                     for name in ("dok", "notyet", "hostkey", "unknownkey", "refused", "silent", "authfail", "nosftp"))
+        peers["silentq"] = dict(cback_collect_dir=str(collects["silentq"]), cback_remote_user="root", cback_rcp_command=quiet_scp)
+        # The legacy protocol runs scp on the peer.
+        peers["noscp"] = dict(cback_collect_dir=str(collects["noscp"]), cback_remote_user="root",
+                              cback_rcp_command="/usr/bin/scp -F %s -B -q -O" % config)
         peers["nocollect"] = dict(cback_collect_dir=str(data / "missing"), cback_remote_user="root")
         peers["typo"] = dict(cback_collect_dir=str(collects["typo"]), cback_remote_user="root",
                              cback_rcp_command="/usr/bin/scpp -F %s -B -q" % config)
@@ -133,7 +166,7 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
         peers["lgrow"] = dict(cback_peer_type="local", cback_collect_dir=str(collects["lgrow"]))
         inventory = write_inventory(runner.base / "diag.ini", dict(
             cback_staging_dir=str(staging), cback_rcp_command=scp, cback_rsh_command="/usr/bin/ssh -F %s" % config,
-            cback_connect_timeout=CONNECT_TIMEOUT, cback_copy_as_backup_user=False), peers)
+            cback_connect_timeout=CONNECT_TIMEOUT, cback_copy_as_backup_user=False, cback_stage_parallel=len(peers)), peers)
         before = manifest(*collects.values(), skip=("grow.bin", "big.bin", "f1.bin"))
         # A local file that grows all the time (a process of its own appends 512 bytes about every
         # 0.2 ms): its copy (64 MiB, tens of milliseconds) always sees its size change.
@@ -166,18 +199,38 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
                        "(cback_rcp_command) or install it.")
     message = row("hostkey", "not ready", "host-key")
     assert message.startswith("no collect indicator: host key mismatch: the peer's host key is not the one"), message
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message, message
     assert "Host key verification failed" in message and "\r" not in message and "\n" not in message
+    message = row("unknownkey", "not ready", "host-key-unknown")
+    assert message.startswith("no collect indicator: unknown host key: the copy user's known_hosts holds no key for the peer"), message
+    assert "No ED25519 host key is known for dok" in message, message
     message = row("refused", "not ready", "connection-refused")
     assert message.startswith("no collect indicator: connection refused: nothing listens for ssh"), message
     assert "port %d: Connection refused" % refused_port in message
+    # A peer that never answers: its readiness check and diagnosis together take one
+    # connect_timeout and a little, and it is connected to once (the check's own output says why).
     message = row("silent", "not ready", "connect-timeout")
     assert message.startswith("no collect indicator: connection timed out: the peer did not answer within connect_timeout"), message
-    assert rows["silent"]["seconds"] < CONNECT_TIMEOUT + 15, rows["silent"]
-    assert silent.connections >= 1
+    assert "Connection timed out during banner exchange" in message, message
+    assert rows["silent"]["seconds"] <= SILENT_BOUND, rows["silent"]
+    assert silent.connections == 1
+    # One whose copy program says nothing: one command over ssh, bounded by what is left.
+    message = row("silentq", "not ready", "connect-timeout")
+    assert message.startswith("no collect indicator: no answer: the readiness check failed without saying why, and a command over "
+                              "the rsh command got no answer in the "), message
+    assert rows["silentq"]["seconds"] <= SILENT_BOUND, rows["silentq"]
+    assert silentq.connections == 2
     message = row("authfail", "not ready", "authentication")
     assert message.startswith("no collect indicator: authentication failed: the copy user's ssh key is not accepted for "
                               "remote user root on the peer"), message
     assert "Permission denied (publickey" in message
+    message = row("nosftp", "not ready", "remote-sftp-missing")
+    assert message.startswith("no collect indicator: the peer's SFTP server did not start: ssh reaches the peer, but the copy's "
+                              "connection closed at once"), message
+    assert "scp: Connection closed" in message, message
+    message = row("noscp", "not ready", "remote-scp-missing")
+    assert message.startswith("no collect indicator: scp is missing on the peer: the legacy protocol (scp -O) runs scp there"), message
+    assert "scp: command not found" in message or "scp: not found" in message, message
     message = row("grow", "failed", None)
     assert message == "Changed size on the peer during the copy; not staged (incomplete): grow.bin.", message
     assert not (staging / date / "grow" / "grow.bin").exists()
@@ -189,7 +242,8 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
     assert sorted(os.listdir(str(staging / date / "vanish"))) == ["cback.collect", "f0.bin", "f2.bin"]
     # The same messages reach the peers' hosts and the JSON summary.
     failures = "\n".join(str(record["result"].get("msg", "")) for record in run.find("Report the peer"))
-    for name in ("nocollect", "typo", "hostkey", "refused", "silent", "authfail", "grow", "lgrow"):
+    for name in ("nocollect", "typo", "hostkey", "unknownkey", "refused", "silent", "silentq", "authfail", "nosftp", "noscp",
+                 "grow", "lgrow"):
         assert "Peer %s: %s, %s" % (name, rows[name]["status"], rows[name]["message"]) in failures, name
     # Nothing under a final name differs from its source; nothing in a collect dir was lost.
     for name in ("dok", "grow", "vanish", "lgrow"):
@@ -197,7 +251,8 @@ def test_each_cause_of_a_failing_peer_has_its_own_message(runner, data, pool, tm
             assert not entry.name.startswith("."), entry
             assert sha256_of(entry) == sha256_of(collects[name] / entry.name), entry
     assert manifest(*collects.values(), skip=("grow.bin", "big.bin", "f1.bin")) == before
-    for name in ("nocollect", "notyet", "typo", "hostkey", "refused", "silent", "authfail", "grow", "lgrow"):
+    for name in ("nocollect", "notyet", "typo", "hostkey", "unknownkey", "refused", "silent", "silentq", "authfail", "nosftp",
+                 "noscp", "grow", "lgrow"):
         assert not (collects[name] / "cback.stage").exists(), name
 
 

@@ -282,6 +282,7 @@ def test_a_local_peer_whose_files_do_not_fit_fails_with_the_cause_and_leaves_no_
         assert not (collect / STAGE_INDICATOR).exists(), "a peer whose copy failed is never told it was staged"
         assert (staging / date / STAGE_INDICATOR).is_file(), "the daily indicator is written once every peer was attempted"
         row = assert_peer_failed(run, "local1", "No space left on device")
+        assert row["cause"] == "no-space" and row["hint"] in row["message"], row
         assert_nothing_lost(before, manifest(collect))
         assert run.elapsed < 60 and row["seconds"] < 10, (run.elapsed, row)
         report("tmpfs, local peer: failed after %.3f s (run %.1f s); staged whole: %s; message: %s"

@@ -433,7 +433,7 @@ def _managed_tasks(workspace):
 def test_managed_action_remote_check_mode_runs_nothing(playbook, workspace, ssh_pool):
     marks, good, bad, tasks = _managed_tasks(workspace)
     rsh = ssh_pool.rsh_command.split()
-    rsh[1:1] = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    rsh[1:1] = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
     check = playbook("managed", tasks, check=True, module_defaults=_defaults(ssh_pool))
     assert os.listdir(str(marks)) == []
     assert check["run collect"]["cmd"] == rsh + ["--", "root@peer1", "%s --full collect" % good], check
@@ -448,7 +448,7 @@ def test_managed_action_remote_check_mode_runs_nothing(playbook, workspace, ssh_
 def test_managed_action_remote(playbook, workspace, ssh_pool):
     marks, good, bad, tasks = _managed_tasks(workspace)
     rsh = ssh_pool.rsh_command.split()
-    rsh[1:1] = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    rsh[1:1] = ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
     real = playbook("managed", tasks, module_defaults=_defaults(ssh_pool))
     assert real.rc == 0, real  # the failure is ignored, but still a failure
     # the script ran on peer1, over peer1's sshd, as root, with the right arguments

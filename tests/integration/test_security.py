@@ -796,6 +796,10 @@ def test_a_failed_copy_never_leaves_a_truncated_file_under_its_final_name(runner
         assert run.rc != 0, run
         row = stage_rows(run)["peer1"]
         assert row["status"] == "failed" and "No space left on device" in row["message"], row
+        # the cause, named in the row and the message, whatever -q the rcp command (scp -q) carries
+        hint = "no space left where the copy writes: the staging directory's filesystem (or a quota) is full"
+        assert row["cause"] == "no-space" and row["hint"].startswith(hint), row
+        assert row["hint"] in row["message"], row
         assert row["seconds"] < 20, row  # bounded: the peer fails as soon as the filesystem is full
         assert_unchanged(before, outside(data, staging), "the collect directory and the rest")
     finally:

@@ -625,3 +625,18 @@ def test_a_symlink_planted_in_the_staging_tree_is_never_followed(runner, data, b
         assert "symlink" in fail_message(run) and "l2" not in fail_message(run)
         assert sorted(os.listdir(str(staging / date / "l2"))) == sorted(LOCAL1)
         assert not (data / "l1" / "cback.stage").exists() and (data / "l2" / "cback.stage").is_file()
+
+
+def test_a_normal_run_prints_no_deprecation_warning(runner, data):
+    """The dependency pins (requirements/test.txt) are versions that do not warn: a normal stage
+    run's stderr holds no Python ``DeprecationWarning`` (with cryptography 51, which deprecated
+    DSA, ansible-core 2.19's own import of it made every command print a
+    ``CryptographyDeprecationWarning``) and its output no Ansible ``[DEPRECATION WARNING]``."""
+    staging = data / "staging"
+    inventory = write_inventory(runner.base / "quiet.ini", root_settings(staging),
+                                {"q1": dict(cback_peer_type="local", cback_collect_dir=str(fill(data / "q1", LOCAL2)))})
+    run = runner.run("stage", inventory)
+    assert run.rc == 0, run
+    assert "DeprecationWarning" not in run.stderr, (
+        "a pinned dependency warns (is the venv built from requirements/test.txt? make venv): %s" % run.stderr)
+    assert "[DEPRECATION WARNING]" not in run.stdout + run.stderr, run

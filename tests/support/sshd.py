@@ -139,8 +139,15 @@ def _stop_process(process, timeout=STOP_TIMEOUT):
 class SshPeerPool(object):
     """A set of real sshd servers on loopback addresses, one per peer name."""
 
-    def __init__(self, base_dir, names=("peer1", "peer2"), first_address="127.0.1.1"):
+    def __init__(self, base_dir, names=("peer1", "peer2"), first_address="127.0.1.1", sshd_options=None):
+        """``sshd_options``: ``{peer name: {keyword: value}}``, sshd_config lines of that peer's
+        sshd that replace the line of the same keyword (``Subsystem`` is keyed ``Subsystem sftp``)
+        or are added, e.g. ``{"p1": {"Subsystem sftp": "/nonexistent/sftp-server"}}``."""
         self.base_dir = _no_space(os.path.abspath(str(base_dir)))
+        self.sshd_options = dict(sshd_options or {})
+        unknown = set(self.sshd_options) - set(names)
+        if unknown:
+            raise ValueError("sshd_options for peers not in the pool: %s" % ", ".join(sorted(unknown)))
         self.names = tuple(names)
         if len(set(self.names)) != len(self.names) or not self.names:
             raise ValueError("Peer names must be unique and non-empty: %r" % (self.names,))
@@ -301,6 +308,11 @@ class SshPeerPool(object):
             "LogLevel INFO",
             "Subsystem sftp internal-sftp",
         ]
+        for keyword, value in self.sshd_options.get(peer.name, {}).items():
+            line = "%s %s" % (keyword, value)
+            lines = [old if not (old + " ").startswith(keyword + " ") else line for old in lines]
+            if line not in lines:
+                lines.append(line)
         return "\n".join(lines) + "\n"
 
     def _write_known_hosts(self, path):

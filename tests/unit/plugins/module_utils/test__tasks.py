@@ -811,7 +811,7 @@ def test_remote_argv_with_default_connect_timeout(runner):
     result = _tasks.managed_action(params, False)
     assert result["cmd"] == [
         "/usr/bin/ssh", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-        "--", "root@host", "/usr/bin/cback3 collect",
+        "-o", "LogLevel=ERROR", "--", "root@host", "/usr/bin/cback3 collect",
     ]
 
 
@@ -1249,7 +1249,8 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert os.path.basename(os.path.dirname(control_dir)).startswith("cbm-")
     assert os.path.dirname(os.path.dirname(control_dir)) == tempfile.gettempdir()
     assert fetch.argv[:1 + 6 + 6] == ["/usr/bin/scp"] + control_words(control_dir) + timeout_words(30)
-    assert fetch.argv[13:16] == ["-B", "-q", "-C"]
+    # ssh's own errors reach stderr: LogLevel=ERROR, and the rcp command's -q left out
+    assert fetch.argv[13:17] == ["-o", "LogLevel=ERROR", "-B", "-C"]
     # all four share the one ControlPath (one connection set-up)
     assert {call.control_path for call in openssh.calls} == {"%s/mux" % control_dir}
     for call in openssh.calls:
@@ -1325,9 +1326,13 @@ def test_remote_connect_timeout_options(remote, openssh, connect_timeout, multip
             ]
         else:
             assert timeouts == []
-        # every option sits between the program and the rcp command's own arguments
+        # every option sits between the program and the rcp command's own arguments; with any,
+        # LogLevel=ERROR comes last and the rcp command loses its -q (ssh's errors reach stderr)
         words = 6 * bool(multiplex) + 6 * bool(connect_timeout)
-        assert call.argv[1 + words:1 + words + 3] == ["-B", "-q", "-C"], call.argv
+        if words:
+            assert call.argv[1 + words:1 + words + 4] == ["-o", "LogLevel=ERROR", "-B", "-C"], call.argv
+        else:
+            assert call.argv[1:4] == ["-B", "-q", "-C"], call.argv
 
 
 @pytest.mark.parametrize("value", [-1, -30])
@@ -1375,6 +1380,101 @@ def test_remote_unreachable_is_not_ready(remote, openssh):
     # no master came up: nothing to close
     assert openssh.exits == []
     assert not os.path.exists(os.path.dirname(openssh.calls[0].control_path))
+
+
+class QuietOpenSSH(FakeOpenSSH):
+    """A copy that keeps ssh's errors to itself (a wrapper around ``scp -q`` that the modules
+    cannot make speak): scp fails with ``scp: Connection closed`` alone; the diagnosis command
+    (ssh) answers ``probe`` (``rc, stderr, timed_out``).  ``left``: the seconds the thread had
+    left (its deadline) when each ssh command started."""
+
+    def __init__(self, probe):
+        super(QuietOpenSSH, self).__init__()
+        self.probe = probe
+        self.left = []
+
+    def answer(self, call):
+        if call.program == "scp":
+            return self._result(call.raw, 255, stderr="scp: Connection closed\n")
+        self.left.append(_command.time_left())
+        rc, stderr, timed_out = self.probe
+        return _command.CommandResult(list(call.raw), rc, "", stderr, timed_out)
+
+
+@pytest.fixture
+def quiet(fake_runner):
+    def install(rc=0, stderr="", timed_out=False):
+        fake = fake_runner(peer_module, _tasks, runner=QuietOpenSSH((rc, stderr, timed_out)))
+        fake_runner(_ssh, runner=fake.exit)
+        return fake
+    return install
+
+
+def test_remote_cause_in_the_checks_output_needs_no_second_command(remote, openssh):
+    """ssh's own error reached the check's stderr: the diagnosis is read from it; a peer that
+    does not answer is not waited for twice."""
+    collect, target = remote
+    openssh.unreachable = True
+    result = _tasks.stage(remote_params(collect, target, connect_timeout=10), False)
+    assert result["cause"] == "connect-timeout" and "Connection timed out" in result["output"], result
+    assert [call.program for call in openssh.calls] == ["scp"]
+
+
+@pytest.mark.parametrize("connect_timeout", [5, 30])
+def test_remote_quiet_check_gets_one_command_bounded_by_what_connect_timeout_left(remote, quiet, connect_timeout):
+    collect, target = remote
+    fake = quiet(rc=_command.TIMED_OUT, stderr="Command timed out after 33 seconds and was killed.\n", timed_out=True)
+    result = _tasks.stage(remote_params(collect, target, connect_timeout=connect_timeout), False)
+    assert [call.program for call in fake.calls] == ["scp", "ssh"]
+    bound = connect_timeout + _tasks.DIAGNOSIS_GRACE
+    assert bound - 2 < fake.left[0] <= bound, fake.left
+    assert result["ready"] is False and result["cause"] == "connect-timeout", result
+    assert result["hint"].startswith("no answer: the readiness check failed without saying why, and a command over the rsh "
+                                     "command got no answer in the %d seconds connect_timeout left" % bound), result
+    assert result["output"] == "scp: Connection closed"
+
+
+def test_remote_quiet_check_without_connect_timeout_is_bounded_as_any_command(remote, quiet):
+    collect, target = remote
+    fake = quiet(rc=_command.TIMED_OUT, stderr="Command timed out after 9 seconds and was killed.\n", timed_out=True)
+    result = _tasks.stage(remote_params(collect, target, connect_timeout=0, timeout=9), False)
+    assert fake.left == [None]
+    assert result["cause"] == "command-timeout", result
+
+
+def test_remote_quiet_check_within_a_shorter_peer_deadline_is_a_command_timeout(remote, quiet):
+    """The time left for the peer, not the diagnosis's bound, stopped the command."""
+    collect, target = remote
+    fake = quiet(rc=_command.TIMED_OUT, stderr="Command timed out after 5 seconds and was killed.\n", timed_out=True)
+    with _command.deadline(5):
+        result = _tasks.stage(remote_params(collect, target, connect_timeout=30), False)
+    assert 0 < fake.left[0] <= 5
+    assert result["cause"] == "command-timeout", result
+
+
+def test_remote_connection_closed_while_ssh_reaches_the_peer_is_the_sftp_server(remote, quiet):
+    collect, target = remote
+    quiet(rc=0)
+    result = _tasks.stage(remote_params(collect, target), False)
+    assert result["cause"] == "remote-sftp-missing", result
+    assert result["hint"].startswith("the peer's SFTP server did not start: ssh reaches the peer, but the copy's connection "
+                                     "closed at once"), result
+    assert result["output"] == "scp: Connection closed"
+
+
+def test_remote_quiet_check_takes_the_cause_from_the_ssh_command(remote, quiet):
+    collect, target = remote
+    quiet(rc=255, stderr="Host key verification failed.\r\n")
+    result = _tasks.stage(remote_params(collect, target), False)
+    assert result["cause"] == "host-key-unknown", result
+    assert result["output"] == "scp: Connection closed; Host key verification failed."
+
+
+@pytest.mark.parametrize("connect_timeout, spent, seconds", [
+    (0, 0.0, None), (None, 5.0, None), (30, 0.2, 32.8), (30, 30.0, 3), (30, 45.0, 3), (5, 1.0, 7.0),
+])
+def test_probe_seconds(connect_timeout, spent, seconds):
+    assert _tasks._probe_seconds(connect_timeout, spent) == seconds
 
 
 def test_remote_unreachable_without_the_check_fails_with_seconds(remote, openssh):
@@ -1425,7 +1525,7 @@ def test_remote_check_mode_one_connection_for_check_and_listing(remote, openssh)
     fetch, listing = openssh.calls
     control_dir = os.path.dirname(fetch.control_path)
     assert listing.argv[:13] == ["/usr/bin/ssh"] + control_words(control_dir) + timeout_words(30)
-    assert listing.argv[13:15] == ["--", "backup@%s" % HOST]
+    assert listing.argv[13:17] == ["-o", "LogLevel=ERROR", "--", "backup@%s" % HOST]
     assert len(openssh.exits) == 1
     assert not os.path.exists(control_dir)
 

@@ -1463,6 +1463,78 @@ def test_ssh_options_left_out_for_other_shell_programs(rsh):
     assert p.remoteShellArgv("cmd") == peer.split_command_line(rsh) + ["backup@host", "cmd"]
 
 
+# ---------------------------------------------------------------------------
+# RemotePeer.sshErrors: ssh's own errors reach stderr, whatever -q the commands carry
+# ---------------------------------------------------------------------------
+
+LOG_WORDS = ["-o", "LogLevel=ERROR"]
+
+
+def test_ssh_errors_off_by_default():
+    p = backup_peer()
+    assert p.sshErrors is False
+    p.sshOptions = list(OPTIONS)
+    assert p.remoteShellArgv("cmd") == SSH + O_WORDS + ["--", "backup@host", "cmd"]
+
+
+@pytest.mark.parametrize(
+    "rcp, expected_head",
+    [
+        (None, ["/usr/bin/scp"] + O_WORDS + LOG_WORDS + ["-B", "-C"]),
+        ("scp -Bq -C", ["scp"] + O_WORDS + LOG_WORDS + ["-B", "-C"]),
+        ("scp -qBC", ["scp"] + O_WORDS + LOG_WORDS + ["-BC"]),
+        ("scp -q -q -F /etc/q -iq", ["scp"] + O_WORDS + LOG_WORDS + ["-F", "/etc/q", "-iq"]),
+        ("scp -Fq -q", ["scp"] + O_WORDS + LOG_WORDS + ["-Fq"]),  # -F's value, then the flag
+        ("scp -q -o LogLevel=VERBOSE", ["scp"] + O_WORDS + ["-o", "LogLevel=VERBOSE"]),  # the user's own LogLevel stays
+        ("scp -ologlevel=quiet -C", ["scp"] + O_WORDS + ["-ologlevel=quiet", "-C"]),
+        ("sftp -q -B 32768", ["sftp"] + O_WORDS + LOG_WORDS + ["-B", "32768"]),
+        ("/usr/local/bin/scp-wrapper -q", ["/usr/local/bin/scp-wrapper", "-q"]),  # not OpenSSH's: as given
+    ],
+)
+def test_ssh_errors_drop_quiet_and_add_log_level(cedar_runner, tmp_path, rcp, expected_head):
+    p = backup_peer(workingDir=str(tmp_path), rcpCommand=rcp)
+    p.sshOptions = list(OPTIONS)
+    p.sshErrors = True
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [expected_head + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+
+
+@pytest.mark.parametrize(
+    "rsh, expected_head",
+    [
+        ("/usr/bin/ssh -q -p 2222", ["/usr/bin/ssh"] + O_WORDS + LOG_WORDS + ["-p", "2222"]),
+        ("ssh -qv", ["ssh"] + O_WORDS + LOG_WORDS + ["-v"]),
+        ("ssh -O q -q", ["ssh"] + O_WORDS + LOG_WORDS + ["-O", "q"]),  # ssh's -O takes a value
+    ],
+)
+def test_ssh_errors_for_the_rsh_command(rsh, expected_head):
+    p = backup_peer(rshCommand=rsh)
+    p.sshOptions = list(OPTIONS)
+    p.sshErrors = True
+    assert p.remoteShellArgv("cmd") == expected_head + ["--", "backup@host", "cmd"]
+
+
+def test_ssh_errors_without_options_keep_the_command_as_given(cedar_runner, tmp_path):
+    """No ``sshOptions`` (connect_timeout 0 and no shared connection): Cedar Backup's argv."""
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshErrors = True
+    p.writeStageIndicator()
+    assert cedar_runner.argvs == [SCP + ["%s/cback.stage" % tmp_path, "backup@host:/coll/cback.stage"]]
+    assert p.remoteShellArgv("true") == SSH + ["--", "backup@host", "true"]
+
+
+def test_ssh_errors_in_the_sftp_listing_keep_its_own_quiet(cedar_runner, tmp_path):
+    """The listing's ``-q`` is the collection's own (its output is parsed, its stderr only
+    logged): the rcp command's -q goes, the listing's stays."""
+    p = backup_peer(workingDir=str(tmp_path))
+    p.sshOptions = list(OPTIONS)
+    p.sshErrors = True
+    p._sftpSizes()
+    argv = cedar_runner.argvs[0]
+    assert argv[:8] == ["/usr/bin/sftp"] + O_WORDS + LOG_WORDS + ["-C"], argv
+    assert argv[8:10] == ["-q", "-b"], argv
+
+
 def test_ssh_options_only_where_the_program_is_openssh(cedar_runner, tmp_path):
     # rcp is scp, rsh is rsh: options for the copies only
     p = backup_peer(workingDir=str(tmp_path), rshCommand="/usr/bin/rsh")
