@@ -36,6 +36,7 @@ from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
     public_data,
     setup_twice,
     shell_of,
+    this_machine_as_remote_peer,
     user_exists,
 )
 
@@ -60,11 +61,7 @@ def data():
 
 
 def _this_machine_as_remote_peer(tmp_path, data):
-    """A remote peer's variables for this machine over Ansible's local connection, with a host key of its own."""
-    host_key = tmp_path / "host_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
-    return dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=REMOTE_USER,
-                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
+    return this_machine_as_remote_peer(tmp_path, data, REMOTE_USER)
 
 
 def _fingerprint(public_key_file):
