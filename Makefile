@@ -12,7 +12,7 @@ BUILD       := .build
 COLLECTIONS := $(abspath $(BUILD)/collections)
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/cedarbackup-peer-$(VERSION).tar.gz
-APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd strace util-linux
+APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd strace util-linux systemd
 PYTEST_ARGS ?=
 # Oldest supported ansible-core: the playbook and ansible-doc tests run with it too.
 COMPAT_VENV := .venv-2.16
@@ -28,7 +28,8 @@ help:
 	@echo "make sanity - ansible-test sanity on the source tree (part of make test)"
 	@echo "make bench  - benchmark stage runs against cback3 and plain tools, as root (BENCH_ARGS=\"--quick --only c\")"
 
-# Debian packages the integration tests drive for real (sshd peers, cback3).
+# Debian packages the integration tests drive for real (sshd peers, cback3; systemd-analyze
+# verifies the systemd units of docs/migrate-from-cback3.md).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \

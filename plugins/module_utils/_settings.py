@@ -277,6 +277,7 @@ _NUMBERS = dict(
     port=(0, 65535, "a port number from 1 to 65535, 0 for ssh's default"),
 )
 
+
 def _plain_path(value):
     """An absolute path that goes into a command or an ssh configuration as one word."""
     return value.startswith("/") and not any(char.isspace() or char in "\"'" for char in value)

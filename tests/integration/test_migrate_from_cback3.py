@@ -39,14 +39,13 @@ import pwd
 import re
 import shutil
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support import stage_dataset as ds
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import public_dir, remove_tree
-from ansible_collections.cedarbackup.peer.tests.support.cback3_run import run_cback3
+from ansible_collections.cedarbackup.peer.tests.support.cback3_run import run_cback3, write_config
 from ansible_collections.cedarbackup.peer.tests.support.guide import Guide, PathMap, cron_jobs, run_shell, unit_command, unit_file, unit_values
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import fresh_accounts
@@ -82,35 +81,12 @@ DATASET = (
 STATUSES = {"lpeer1": "staged", "lpeer2": "ignored", "mp1": "staged", "mp2": "staged"}
 
 
-def _text(parent, tag, value):
-    element = ET.SubElement(parent, tag)
-    element.text = value
-    return element
-
-
 def write_cback3_conf(path, staging, work, collect_dirs):
-    top = ET.Element("cb_config")
-    reference = ET.SubElement(top, "reference")
-    _text(reference, "author", "cedarbackup.peer tests")
-    _text(reference, "revision", "1")
-    _text(reference, "description", "a cback3 master before the move to the stage playbook")
-    options = ET.SubElement(top, "options")
-    _text(options, "starting_day", "sunday")
-    _text(options, "working_dir", work)
-    _text(options, "backup_user", BACKUP_USER)
-    _text(options, "backup_group", BACKUP_USER)
-    _text(options, "rcp_command", "/usr/bin/scp -B -q -C")
-    _text(options, "rsh_command", "/usr/bin/ssh")
-    stage = ET.SubElement(top, "stage")
-    _text(stage, "staging_dir", staging)
-    for peer in DATASET:
-        element = ET.SubElement(stage, "peer")
-        _text(element, "name", peer.name)
-        _text(element, "type", peer.type)
-        _text(element, "collect_dir", collect_dirs[peer.name])
-        if peer.ignore_failure_mode:
-            _text(element, "ignore_failures", peer.ignore_failure_mode)
-    ET.ElementTree(top).write(path, encoding="utf-8", xml_declaration=True)
+    options = [("starting_day", "sunday"), ("working_dir", work), ("backup_user", BACKUP_USER), ("backup_group", BACKUP_USER),
+               ("rcp_command", "/usr/bin/scp -B -q -C"), ("rsh_command", "/usr/bin/ssh")]
+    peers = [[("name", peer.name), ("type", peer.type), ("collect_dir", collect_dirs[peer.name])]
+             + ([("ignore_failures", peer.ignore_failure_mode)] if peer.ignore_failure_mode else []) for peer in DATASET]
+    write_config(path, "a cback3 master before the move to the stage playbook", options, staging, peers)
 
 
 def master_cron_file():

@@ -25,36 +25,20 @@ import os
 import pwd
 import subprocess
 
-import pytest
-
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import mode_of, owner_of, write_inventory
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
     assert_no_change,
-    fresh_accounts,
     master_vars,
-    public_data,
     this_machine_as_remote_peer,
     user_exists,
 )
 
 BACKUP_USER = "cbexistbk"
 REMOTE_USER = "cbexistr"
+ACCOUNTS = (REMOTE_USER, BACKUP_USER)  # the accounts fixture: none before a test, none after it
 WRITE_CONFIG = "Write the ssh configuration of the rcp and rsh commands"
 MARKER = "# Written by the role cedarbackup.peer.setup: change its variables, not this file."
 FOREIGN_CONFIG = "# the administrator's own\nHost *\n    User nobody\n    Port 2222\n"
-
-
-@pytest.fixture
-def accounts():
-    """No ``cbexistbk``/``cbexistr`` (users or groups) before the test, none after it."""
-    with fresh_accounts((REMOTE_USER, BACKUP_USER), (REMOTE_USER, BACKUP_USER)):
-        yield
-
-
-@pytest.fixture
-def data():
-    with public_data("cbexist-") as path:
-        yield path
 
 
 def _pool(runner, tmp_path, data, name="pool.ini", ssh_dir=None, **master_extra):
