@@ -12,7 +12,7 @@ BUILD       := .build
 COLLECTIONS := $(abspath $(BUILD)/collections)
 VERSION     := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL     := $(BUILD)/cedarbackup-peer-$(VERSION).tar.gz
-APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd strace util-linux prometheus-node-exporter
+APT_PACKAGES := openssh-server openssh-client cedar-backup3 python3 passwd strace util-linux prometheus-node-exporter systemd
 PYTEST_ARGS ?=
 # Oldest supported ansible-core: the playbook and ansible-doc tests run with it too.
 COMPAT_VENV := .venv-2.16
@@ -28,7 +28,8 @@ help:
 	@echo "make sanity - ansible-test sanity on the source tree (part of make test)"
 	@echo "make bench  - benchmark stage runs against cback3 and plain tools, as root (BENCH_ARGS=\"--quick --only c\")"
 
-# Debian packages the integration tests drive for real (sshd peers, cback3, node_exporter).
+# Debian packages the integration tests drive for real (sshd peers, cback3, node_exporter;
+# systemd-analyze verifies the systemd units of docs/migrate-from-cback3.md).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -135,7 +136,8 @@ test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
 	CBACK_ANSIBLE_BIN=$(abspath $(COMPAT_VENV))/bin $(VPY) -m pytest \
 	  tests/integration/test_modules_ansible.py tests/integration/test_documentation.py \
 	  tests/integration/test_filter_docs.py tests/integration/test_stage_run.py tests/integration/test_managed_run.py \
-	  tests/integration/test_setup_role.py $(PYTEST_ARGS)
+	  tests/integration/test_setup_role.py tests/integration/test_setup_existing_files.py \
+	  tests/integration/test_migrate_from_cback3.py $(PYTEST_ARGS)
 
 test: system-deps collection changelog-lint docs-check lint sanity
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)

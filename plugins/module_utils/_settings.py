@@ -165,6 +165,8 @@ TABLE = (
     Setting("setup_shell", "plain_path", "/bin/sh", RUN, _U, None, (), "Login shell of the login users on the remote peers.",
             required=(SETUP,)),
     Setting("setup_manage_users", "bool", True, RUN, _U, None, (), "Create the backup users and groups where missing."),
+    Setting("setup_ssh_key", "opt_plain_path", "", RUN, _U, None, (),
+            "An existing private key of the master that the copies log in with, used as it is; empty for the role's own key."),
     Setting("setup_collect_owner", "user", "", PEER, _U, None, (), "Owner of the peer's collect directory."),
     Setting("setup_collect_group", "user", "", PEER, _U, None, (), "Group of the peer's collect directory."),
     Setting("setup_collect_mode", "mode", "0750", PEER, _U, None, (), "Mode of the peer's collect directory."),
@@ -203,7 +205,7 @@ def shown(value):
 
 # Kinds whose empty value means unset (the default, or none); for the others it is a bad value.
 _EMPTY_IS_UNSET = frozenset(("abs_path", "file_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type",
-                             "action", "group_name", "text", "host", "patterns", "line"))
+                             "action", "group_name", "text", "host", "patterns", "line", "opt_plain_path"))
 _HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
 
@@ -277,6 +279,12 @@ _NUMBERS = dict(
     port=(0, 65535, "a port number from 1 to 65535, 0 for ssh's default"),
 )
 
+
+def _plain_path(value):
+    """An absolute path that goes into a command or an ssh configuration as one word."""
+    return value.startswith("/") and not any(char.isspace() or char in "\"'" for char in value)
+
+
 # Kinds whose text is taken when it passes a test: (test, what it must be).
 _MATCHES = dict(
     weekday=(lambda value: value in WEEKDAYS, "a lowercase English weekday (%s)" % ", ".join(WEEKDAYS)),
@@ -284,8 +292,8 @@ _MATCHES = dict(
     peer_type=(lambda value: value in ("local", "remote"), "local or remote"),
     action=(spec.ACTION_PATTERN.fullmatch, "a bare action name such as collect or purge (lowercase letters, digits, _ and -, "
                                            "starting with a letter or digit)"),
-    plain_path=(lambda value: value.startswith("/") and not any(char.isspace() or char in "\"'" for char in value),
-                "an absolute path without spaces or quotes"),
+    plain_path=(_plain_path, "an absolute path without spaces or quotes"),
+    opt_plain_path=(_plain_path, "an absolute path without spaces or quotes, or empty"),
     mode=(_OCTAL_MODE.fullmatch, "an octal mode such as 0750"),
     host=(_HOST.fullmatch, "a host name or address"),
     patterns=(lambda value: not any(char.isspace() or char == '"' for char in value),

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import AnsibleRunner, public_dir, remove_tree
+from ansible_collections.cedarbackup.peer.tests.support.setup_run import fresh_accounts
 from ansible_collections.cedarbackup.peer.tests.support.sshd import SshPeerPool, ensure_local_user, remove_local_user
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
@@ -27,6 +28,14 @@ def data(request):
         yield path
     finally:
         remove_tree(path)
+
+
+@pytest.fixture
+def accounts(request):
+    """None of the users and groups the test module names in ``ACCOUNTS`` before the test (a fresh
+    pool), none after it: the accounts the setup role makes."""
+    with fresh_accounts(request.module.ACCOUNTS, request.module.ACCOUNTS):
+        yield
 
 
 @pytest.fixture(scope="session")

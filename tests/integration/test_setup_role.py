@@ -24,47 +24,27 @@ import pwd
 import stat
 import subprocess
 
-import pytest
-
 from ansible_collections.cedarbackup.peer.tests.support.ansible_run import fill, mode_of, owner_of, today, write_inventory
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool
 from ansible_collections.cedarbackup.peer.tests.support.proc_watch import ProcessWatcher
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import (
     assert_no_change,
-    fresh_accounts,
     master_vars,
-    public_data,
     setup_twice,
     shell_of,
+    this_machine_as_remote_peer,
     user_exists,
 )
 
 BACKUP_USER = "cbsetupbk"
 REMOTE_USER = "cbsetupr2"
+ACCOUNTS = (REMOTE_USER, BACKUP_USER)  # the accounts fixture: none before a test, none after it
 SHOW_COMMANDS = "Show the commands for the stage and managed runs"
 CREATE_BACKUP_USER = "Create the backup user on the master"
 
 
-@pytest.fixture
-def accounts():
-    """No ``cbsetupbk``/``cbsetupr2`` (users or groups) before the test (a fresh pool), none after it."""
-    with fresh_accounts((REMOTE_USER, BACKUP_USER), (REMOTE_USER, BACKUP_USER)):
-        yield
-
-
-@pytest.fixture
-def data():
-    """A directory under /tmp every local user can traverse: ssh directory, collect dirs, staging."""
-    with public_data("cbsetup-") as path:
-        yield path
-
-
 def _this_machine_as_remote_peer(tmp_path, data):
-    """A remote peer's variables for this machine over Ansible's local connection, with a host key of its own."""
-    host_key = tmp_path / "host_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
-    return dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=REMOTE_USER,
-                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
+    return this_machine_as_remote_peer(tmp_path, data, REMOTE_USER)
 
 
 def _fingerprint(public_key_file):

@@ -3,6 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Test support (private): run Debian's ``cback3`` on a cback3.conf and read what it did.
 
+``write_config(path, ...)`` writes a cback3.conf of the sections a stage run reads;
 ``run_cback3(config, workdir)`` runs ``cback3 --config CONFIG ... stage`` (as the calling user,
 root in the integration tests) with its log in ``workdir``; the returned ``Cback3Run`` tells,
 from cback3's log, what it decided for each peer in the stage run's vocabulary: ``staged``,
@@ -12,6 +13,7 @@ from cback3's log, what it decided for each peer in the stage run's vocabulary: 
 import os
 import re
 import subprocess
+import xml.etree.ElementTree as ET
 
 CBACK3 = "/usr/bin/cback3"
 TIMEOUT = 120
@@ -52,6 +54,25 @@ class Cback3Run(object):
     def __str__(self):
         return "%s\nrc=%s\n--- stdout ---\n%s\n--- stderr ---\n%s\n--- log ---\n%s" % (
             " ".join(self.argv), self.rc, self.stdout, self.stderr, self.log)
+
+
+def _elements(parent, values):
+    for tag, text in values:
+        ET.SubElement(parent, tag).text = text
+
+
+def write_config(path, description, options, staging_dir, peers):
+    """A cback3.conf: ``options`` (``[(element, text)]``, in order), the stage section's ``staging_dir``
+    and ``peers`` (each ``[(element, text)]``: name, type, collect_dir, ...)."""
+    top = ET.Element("cb_config")
+    _elements(ET.SubElement(top, "reference"), [("author", "cedarbackup.peer tests"), ("revision", "1"), ("description", description)])
+    _elements(ET.SubElement(top, "options"), options)
+    stage = ET.SubElement(top, "stage")
+    _elements(stage, [("staging_dir", staging_dir)])
+    for peer in peers:
+        _elements(ET.SubElement(stage, "peer"), peer)
+    ET.ElementTree(top).write(path, encoding="utf-8", xml_declaration=True)
+    return path
 
 
 def run_cback3(config, workdir, action="stage", full=False, umask=0o022):

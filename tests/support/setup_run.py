@@ -77,6 +77,16 @@ def master_vars(backup_user, ssh_dir, **extra):
     return dict(cback_backup_user=backup_user, cback_backup_group=backup_user, cback_setup_ssh_dir=str(ssh_dir), **extra)
 
 
+def this_machine_as_remote_peer(tmp_path, data, remote_user):
+    """A remote peer's variables for this machine over Ansible's local connection (no sshd), logging in as
+    ``remote_user``, collecting into ``data/collect``, with a host key of its own (under ``tmp_path``)."""
+    host_key = tmp_path / "host_ed25519"
+    if not host_key.exists():  # one host key per test, however many inventories
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
+    return dict(ansible_connection="local", ansible_python_interpreter="/usr/bin/python3", cback_remote_user=remote_user,
+                cback_collect_dir=str(data / "collect"), cback_setup_host_key_file="%s.pub" % host_key)
+
+
 def setup_twice(runner, inventory):
     """Run ``cedarbackup.peer.setup`` twice: the first run succeeds, the second changes nothing.  Both runs."""
     first = runner.run("setup", inventory)

@@ -888,7 +888,7 @@ def test_a_setup_run_without_settings_takes_the_defaults():
     result = setup({"web1": {"cback_collect_dir": "/c"}})
     assert result["error"] is None
     assert result["run"] == dict(backup_user="backup", backup_group="backup", copy_as_backup_user=True, master_group="cback_master",
-                                 setup_ssh_dir="/etc/cback", setup_shell="/bin/sh", setup_manage_users=True)
+                                 setup_ssh_dir="/etc/cback", setup_shell="/bin/sh", setup_manage_users=True, setup_ssh_key=None)
     assert result["module"] == {} and result["run_peers"] == []
     peer = result["peers"][0]
     assert dict((key, peer[key]) for key in SETUP_DEFAULTS) == SETUP_DEFAULTS

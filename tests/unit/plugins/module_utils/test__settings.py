@@ -35,12 +35,12 @@ KINDS = dict(
     abs_path="working_dir", collect_dir="collect_dir", user="backup_user", command="rsh_command", weekday="starting_day",
     failure_mode="ignore_failure_mode", peer_type="peer_type", peer_name="peer_name", file_name="stage_indicator",
     action="action", mode="setup_collect_mode", group_name="master_group", plain_path="setup_ssh_dir", host="setup_ssh_host",
-    patterns="setup_key_from", line="setup_key_command", file_path="metrics_file",
+    patterns="setup_key_from", line="setup_key_command", file_path="metrics_file", opt_plain_path="setup_ssh_key",
 )
 
 # The kinds whose empty string is unset, as a role's default of "" means: the default, or none.
 EMPTY_IS_UNSET = {"abs_path", "file_path", "collect_dir", "user", "command", "actions", "failure_mode", "peer_name", "peer_type", "action",
-                  "group_name", "host", "patterns", "line"}
+                  "group_name", "host", "patterns", "line", "opt_plain_path"}
 
 # What each other kind says of an empty string: a bad value, not the default.
 EMPTY_IS_BAD = dict(
@@ -415,6 +415,17 @@ def test_a_plain_path(value):
 @pytest.mark.parametrize("value", ["etc/cback", "/etc/c back", "/etc/\tx", "/etc/'x'", '/etc/"x"', "/etc/x\n"])
 def test_a_plain_path_that_is_not(value):
     assert problem("setup_shell", value) == "must be an absolute path without spaces or quotes, not %s" % settings.shown(value)
+
+
+@pytest.mark.parametrize("value", ["/var/backups/.ssh/id_rsa", "/etc/cback/id_ed25519"])
+def test_an_optional_plain_path(value):
+    assert check("setup_ssh_key", value) == value
+    assert check("setup_ssh_key", "") is None  # unset: the role's own key
+
+
+@pytest.mark.parametrize("value", ["id_rsa", "/var/backups/my key", "/x/'k'"])
+def test_an_optional_plain_path_that_is_not(value):
+    assert problem("setup_ssh_key", value) == "must be an absolute path without spaces or quotes, or empty, not %s" % settings.shown(value)
 
 
 @pytest.mark.parametrize("value", ["web1", "web1.example.org", "192.0.2.10", "2001:db8::1", "host_1-a"])
