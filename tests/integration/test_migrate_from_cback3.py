@@ -48,6 +48,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import publi
 from ansible_collections.cedarbackup.peer.tests.support.cback3_run import run_cback3, write_config
 from ansible_collections.cedarbackup.peer.tests.support.guide import Guide, PathMap, cron_jobs, run_shell, unit_command, unit_file, unit_values
 from ansible_collections.cedarbackup.peer.tests.support.managed_hosts import ManagedSshHostPool
+from ansible_collections.cedarbackup.peer.tests.support.run_summaries import run_reports
 from ansible_collections.cedarbackup.peer.tests.support.setup_run import fresh_accounts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,6 @@ DEBIAN_CRON = "/etc/cron.d/cedar-backup3"
 BACKUP_USER = "cbmigbk"
 REMOTE = ("mp1", "mp2")
 STEP_TIMEOUT = 300
-SUMMARY_SUFFIX = ".stage-summary.json"
 # A root shell's environment, and what cron gives a job; HOME is the test's (Ansible keeps ~/.ansible there).
 SHELL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CRON_PATH = "/usr/bin:/bin"
@@ -193,7 +193,7 @@ class Master(object):
     def staged(self, staging):
         """The daily directory below ``staging``: every entry's kind, size, sha256, mode and owner."""
         daily = self.daily(staging)
-        return ds.normalise_daily(ds.tree_snapshot(str(staging), exclude={daily + SUMMARY_SUFFIX}), daily)
+        return ds.normalise_daily(ds.tree_snapshot(str(staging), exclude=run_reports(daily)), daily)
 
     # -- the three ways the guide's commands run ----------------------------------------------
 
