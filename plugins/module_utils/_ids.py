@@ -70,20 +70,10 @@ def _user_ids(user):
         return None
 
 
-def give_to_user(path, user):
-    """Hand a private file or directory to the local user commands run as (root only).
-
-    ``None`` or a non-root process changes nothing.  A symlink at ``path`` is changed
-    itself, never its target: a path in a directory another user can write may have been
-    replaced by one since it was created.
-    """
-    ids = _user_ids(user)
-    if ids is not None:
-        os.chown(path, ids[0], ids[1], follow_symlinks=False)
-
-
 def give_fd_to_user(fd, user):
-    """``give_to_user`` for a file or directory open as ``fd``."""
+    """Hand a private file or directory, open as ``fd``, to the local user commands run as
+    (root only); ``None`` or a non-root process changes nothing.  Only descriptors: a path in
+    a directory another user can write may have been replaced since it was created."""
     ids = _user_ids(user)
     if ids is not None:
         os.fchown(fd, ids[0], ids[1])

@@ -298,7 +298,7 @@ def _peer_dirs(tree, peers, check_mode, outcomes, dirs_created):
     return target_fds
 
 
-def _usage(tree, peers, target_fds):
+def _usage(peers, target_fds):
     """``{peer name: (files, bytes)}`` of every peer's directory of the day that the run holds open."""
     usage = {}
     for (peer, _row), fd in zip(peers, target_fds):
@@ -403,7 +403,7 @@ def stage_run(params, check_mode=False):
                                        started=history.started_at(wall), staging_dir=staging_dir)
         if not check_mode and params.get("write_summary", True):
             run_file, summary_file, warnings = _write_history(tree, staging_dir, date, summary, wall, started)
-        usage = _usage(tree, peers, target_fds) if params.get("metrics_file") and not check_mode else {}
+        usage = _usage(peers, target_fds) if params.get("metrics_file") and not check_mode else {}
     metrics_written, notes = _write_metrics(params, check_mode, started,
                                             lambda series, seconds: metrics.stage_update(series, wall, seconds, rows, usage))
     warnings += notes
