@@ -375,6 +375,22 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
     started, such as closing a shared ssh connection).  A command
     that cannot be started gives ``rc`` ``EXEC_FAILED`` and the reason in ``stderr``.
     """
+    timeout = _bounded(timeout)
+    started = _start(argv, timeout, env, cwd, pass_fds, cleanup, user, subprocess.DEVNULL)
+    if isinstance(started, CommandResult):
+        return started
+    proc, argv = started
+    try:
+        return _wait(proc, argv, timeout, keep)
+    finally:
+        _forget(proc)
+
+
+def _start(argv, timeout, env, cwd, pass_fds, cleanup, user, stdin):
+    """Start ``argv`` as ``run_command`` does (its rules for ``user``, ``env``, ``cwd``,
+    ``pass_fds``, ``cleanup`` and cancellation), with ``stdin``, stdout and stderr pipes:
+    ``(proc, argv)`` (registered for ``cancel``; ``_forget`` it once it is reaped), or the
+    ``CommandResult`` of a command that did not start."""
     argv = [str(word) for word in argv]
     if not argv:
         raise ValueError("Cannot run an empty command.")
@@ -394,7 +410,6 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
             env = user_environment(account)
     elif env is None:
         env = sanitized_environment()
-    timeout = _bounded(timeout)
     if timeout is not None and timeout <= 0:
         return CommandResult(argv, TIMED_OUT, "", "Not started: the time for this peer had run out.\n", True)
     # Started and registered under the lock, so that a cancellation either finds the command
@@ -405,7 +420,7 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
         try:
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -422,11 +437,12 @@ def run_command(argv, timeout=None, env=None, cwd=None, keep=KEEP_BYTES, pass_fd
         _running[proc.pid] = cleanup
     if cancelled() and not cleanup:  # a cancellation that came in while it was being started
         kill_tree(proc.pid)
-    try:
-        return _wait(proc, argv, timeout, keep)
-    finally:
-        with _running_lock:
-            _running.pop(proc.pid, None)
+    return proc, argv
+
+
+def _forget(proc):
+    with _running_lock:
+        _running.pop(proc.pid, None)
 
 
 def _wait(proc, argv, timeout, keep):
@@ -466,6 +482,121 @@ def _wait(proc, argv, timeout, keep):
         message = err.text() + "Command timed out after %s seconds and was killed.\n" % _seconds(timeout)
         return CommandResult(argv, TIMED_OUT, out.text(), message, True, truncated)
     return CommandResult(argv, proc.returncode, out.text(), err.text(), False, truncated)
+
+
+class Conversation(object):
+    """A command kept running and given requests on its standard input, one after the other
+    (OpenSSH's ``sftp -b -``): ``start_conversation`` starts it.
+
+    ``ask`` writes a request (whole lines) and reads the command's standard output until a
+    line the caller expects after the answer (the echo of a marker line it sent after the
+    request); ``close`` ends its input and waits for it.  Every wait is bounded by its
+    ``timeout`` and the thread's ``deadline``: a command that does not answer in time is
+    killed with its tree, as ``run_command`` kills one, and so is every one on ``cancel``.
+    Of standard error the first and last ``keep`` bytes are kept.
+    """
+
+    def __init__(self, proc, argv, keep):
+        self.proc, self.argv = proc, argv
+        self.timeout = None  # the timeout that ran out, once one has
+        self._out = bytearray()
+        self._ended = False
+        self._changed = threading.Condition()
+        self._err = _Capture(proc.stderr, keep)
+        self._reader = threading.Thread(target=self._read, name="cback-conversation-output")
+        self._reader.daemon = True
+        self._reader.start()
+
+    def _read(self):
+        fd = self.proc.stdout.fileno()
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                with self._changed:
+                    self._out += chunk
+                    self._changed.notify_all()
+        except (OSError, ValueError):
+            pass
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def alive(self):
+        return self.timeout is None and self.proc.poll() is None and not self._ended
+
+    def ask(self, request, until, timeout=None, keep=KEEP_BYTES):
+        """Write ``request`` (text, whole lines) and read standard output up to ``until``:
+        the text before it (what came after stays for the next request), or ``None`` when
+        the command ended, ran out of time (it is then killed) or wrote more than ``keep``
+        bytes before ``until``."""
+        if not self.alive() or cancelled():
+            return None
+        timeout = _bounded(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        marker = until.encode("utf-8", "surrogateescape")
+        try:
+            self.proc.stdin.write(request.encode("utf-8", "surrogateescape"))
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            return None
+        with self._changed:
+            while True:
+                found = self._out.find(marker)
+                if found > keep:
+                    return None
+                if found >= 0:
+                    answer = bytes(self._out[:found])
+                    del self._out[:found + len(marker)]
+                    return _decode(answer)
+                if self._ended or len(self._out) > keep:
+                    return None
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._changed.wait(left)
+        self.timeout = timeout
+        kill_tree(self.proc.pid)
+        return None
+
+    def close(self, timeout=DRAIN_SECONDS):
+        """End the command's input and wait for it (killed with its tree after ``timeout``
+        seconds, or at once after a timeout of ``ask``): its ``CommandResult``, standard output
+        being what no ``ask`` read."""
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=_bounded(timeout))
+        except subprocess.TimeoutExpired:
+            kill_tree(self.proc.pid)
+            self.proc.wait()
+        finally:
+            _forget(self.proc)
+        self._reader.join(DRAIN_SECONDS)
+        self._err.finish(DRAIN_SECONDS)
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdout.close()
+        with self._changed:
+            out = _decode(bytes(self._out))
+        err = self._err.text()
+        if self.timeout is not None:
+            message = err + "Command timed out after %s seconds and was killed.\n" % _seconds(self.timeout)
+            return CommandResult(self.argv, TIMED_OUT, out, message, True)
+        if cancelled() and self.proc.returncode < 0:
+            message = err + "Command killed: the run was cancelled (%s).\n" % cancelled()
+            return CommandResult(self.argv, TIMED_OUT, out, message, True)
+        return CommandResult(self.argv, self.proc.returncode, out, err, False, self._err.dropped > 0)
+
+
+def start_conversation(argv, timeout=None, env=None, cwd=None, pass_fds=(), user=None, keep=KEEP_BYTES):
+    """Start ``argv`` (as ``run_command`` would start it) for a ``Conversation``; the
+    ``CommandResult`` of a command that could not start instead.  ``timeout`` only decides
+    whether it may start (a thread whose deadline has passed starts nothing)."""
+    started = _start(argv, _bounded(timeout), env, cwd, pass_fds, False, user, subprocess.PIPE)
+    if isinstance(started, CommandResult):
+        return started
+    return Conversation(started[0], started[1], keep)
 
 
 class _Capture(object):

@@ -7,7 +7,9 @@
 When the rcp/rsh commands are OpenSSH's ``scp``/``ssh``, the modules add ``-o`` options:
 a private ControlMaster socket, so that the readiness check, the copy and the stage
 indicator push share one ssh connection set-up, and ConnectTimeout/ServerAlive limits,
-so that a dead or hanging peer fails in bounded time.
+so that a dead or hanging peer fails in bounded time.  The connection is usually the one
+of the peer's SFTP session (``RemotePeer.conversation``), which ends with it; a master that
+a separate command left (``ControlPersist``) is closed when the session ends.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import contextlib
 import os
+import re
 import stat
 import time
 
@@ -160,7 +161,7 @@ def _not_ready_cause(peer, indicator, probe_seconds=None):
     reached = probe.rc in (0, 1) and not probe.stderr.strip()
     if reached and "Connection closed" in output:
         return diagnose.SFTP_DID_NOT_START._replace(output=cause.output)
-    if probe.rc == 0 and "No such file or directory" in output:
+    if probe.rc == 0 and _says_missing(output):
         return diagnose.Cause("not-collected", not_collected, cause.output)
     if probe.rc == 1 and reached:
         return diagnose.Cause(
@@ -169,6 +170,12 @@ def _not_ready_cause(peer, indicator, probe_seconds=None):
             cause.output,
         )
     return diagnose.Cause("unknown", "", both)
+
+
+def _says_missing(output):
+    """Whether a copy's output says the file it fetched is not there (scp's words, or those of a
+    ``get`` request of the peer's SFTP session)."""
+    return "No such file or directory" in output or re.search(r'^File ".*" not found\.', output, re.MULTILINE) is not None
 
 
 def _check(api, conduct, indicator, result):
@@ -285,6 +292,10 @@ def stage_peer(peer, conduct, staging, check_mode=False):
             if problem:
                 warnings.append("%s (the file sizes cannot be checked against the peer's listing)." % problem)
         with _session(peer, conduct, api) as api, contextlib.ExitStack() as stack:
+            if peer.remote:
+                # The readiness check, the listing after the copy and the stage indicator push
+                # in one SFTP session, whose connection the copy shares.
+                stack.enter_context(api.conversation())
             if staging.check_collect_indicator:
                 _check(api, conduct, staging.collect_indicator, result)
             if result["ready"]:

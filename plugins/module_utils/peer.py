@@ -51,7 +51,7 @@ Extensions used by the collection's modules (Cedar Backup has no equivalent): th
 ``LogLevel=ERROR``, so that ssh's own errors reach stderr), ``stageFiles`` (idempotent, atomic, durable staging with a detailed
 ``StageResult``), ``verifyFiles``, ``RemotePeer.remoteChecksums``,
 ``RemotePeer.effectiveRcpCommand``/``effectiveRshCommand``, ``target_fd``,
-``RemotePeer.collectCheckResult``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
+``RemotePeer.collectCheckResult``, ``RemotePeer.conversation``, ``RemotePeer.listCollectDir``, ``RemotePeer.remoteShellArgv``,
 ``RemotePeer.runRemoteCommand``, ``RemotePeer.managedActionCommand`` and
 ``build_cback_argv``.
 
@@ -73,11 +73,14 @@ import functools
 import hashlib
 import logging
 import os
+import secrets
 import stat
 import tempfile
 from collections import namedtuple
 
-from ._command import EXEC_FAILED, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, within
+from ._command import (
+    EXEC_FAILED, CommandResult, as_local_user, cancelled, join_command, run_command, split_command_line, start_conversation, within,
+)
 from ._failure import VALID_FAILURE_MODES
 from . import _fs
 from ._fs import TARGET_MISSING, PeerError, PeerFailure, PeerValueError, failure_of, target_fd
@@ -670,6 +673,7 @@ class RemotePeer(_Peer):
         self.sshOptions = []
         self.sshErrors = False
         self.collectCheckResult = None
+        self._talk = None
         self.name = name
         self.collectDir = collectDir
         self.workingDir = workingDir
@@ -830,6 +834,43 @@ class RemotePeer(_Peer):
                     os.rmdir(name, dir_fd=baseFd)
         finally:
             os.close(baseFd)
+
+    @contextlib.contextmanager
+    def conversation(self):
+        """One SFTP session for the small exchanges of a stage (collection extension).
+
+        While this is open, and when the rcp command is OpenSSH's ``scp`` in its SFTP mode
+        (with options ``sftp`` understands), the readiness check (``checkCollectIndicator``),
+        the listing after a copy (``stageFiles``) and the stage indicator push
+        (``writeStageIndicator``) are requests to one ``sftp -b -`` process, started at the
+        first of them (as ``localUser``, in a private directory of the working directory):
+        one session on the peer instead of one each.  With ``sshOptions`` naming a control
+        socket, that process's connection is the one the copy shares; it ends when this
+        closes.  A request is what the separate command would do (``get`` of the collect
+        indicator, ``ls -ln`` of the collect directory, ``put`` of the stage indicator), so a
+        failed one ends the session as it would end that command, with its output kept as
+        ``collectCheckResult``; whatever comes after it runs as a separate command again.
+        Otherwise nothing changes.
+        """
+        if self._talk is not None or not self._rcpIsSftp() or self._sftpArgv() is None or _unquotable(self.collectDir):
+            yield self
+            return
+        with self._workspace() as work:
+            self._talk = _SftpTalk(self, work)
+            try:
+                yield self
+            finally:
+                talk, self._talk = self._talk, None
+                talk.close()
+
+    def _sftpCommand(self, *args):
+        """The ``sftp`` argv for this peer (``sshOptions`` in it) with ``args`` before the
+        destination; ``None`` when the rcp command has no ``sftp`` counterpart."""
+        argv = self._sftpArgv()
+        if argv is None:
+            return None
+        host = "[%s]" % self.name if ":" in self.name else self.name
+        return self._withSshOptions(argv) + list(args) + ["%s@%s" % (self.remoteUser, host)]
 
     # ----- the backup peer interface -----
 
@@ -1050,24 +1091,27 @@ class RemotePeer(_Peer):
 
     def _sftpSizes(self):
         """``{name: size}`` of the regular files in the collect directory, from the peer's SFTP
-        server; ``None`` when that cannot be used or fails.  Symlinks are left out (the listing
-        shows the link, the copy fetches its target), as are names the listing cannot show on
-        one line."""
-        argv = self._sftpArgv()
-        if argv is None or any(char in self.collectDir for char in "\r\n"):
+        server (``ls -ln``: a request of the ``conversation`` when one is open, else one
+        ``sftp -b`` command); ``None`` when that cannot be used or fails.  Symlinks are left
+        out (the listing shows the link, the copy fetches its target), as are names the
+        listing cannot show on one line."""
+        if self._sftpArgv() is None or _unquotable(self.collectDir):
             return None
-        quoted = "".join("\\" + char if char in '"\\*?[]' else char for char in self.collectDir)
+        request = "ls -ln %s" % _sftp_quote(self.collectDir)
         try:
-            with self._workspace() as work:
-                fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW | _fs.CLOEXEC, 0o600, dir_fd=work.fd)
-                try:
-                    os.write(fd, ('ls -ln "%s"\n' % quoted).encode("utf-8", "surrogateescape"))
-                    _ids.give_fd_to_user(fd, self.localUser)
-                finally:
-                    os.close(fd)
-                host = "[%s]" % self.name if ":" in self.name else self.name
-                command = self._withSshOptions(argv) + ["-q", "-b", work.where("list.sftp"), "%s@%s" % (self.remoteUser, host)]
-                result = self._run(self._asLocalUser(command, "copy"), pass_fds=work.passed, keep=LISTING_BYTES)
+            result = None
+            if self._talk is not None and self._talk.alive():
+                result = self._talk.request(request, keep=LISTING_BYTES)
+            if result is None:  # no session: one sftp command
+                with self._workspace() as work:
+                    fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW | _fs.CLOEXEC, 0o600, dir_fd=work.fd)
+                    try:
+                        os.write(fd, (request + "\n").encode("utf-8", "surrogateescape"))
+                        _ids.give_fd_to_user(fd, self.localUser)
+                    finally:
+                        os.close(fd)
+                    command = self._sftpCommand("-q", "-b", work.where("list.sftp"))
+                    result = self._run(self._asLocalUser(command, "copy"), pass_fds=work.passed, keep=LISTING_BYTES)
         except (IOError, OSError) as exc:
             logger.info("Cannot list the collect directory over SFTP: %s", exc)
             return None
@@ -1089,15 +1133,17 @@ class RemotePeer(_Peer):
         """Whether the collect indicator exists on the peer.
 
         Fetches ``<collectDir>/<indicator>`` into a private directory with the rcp command
-        (it is removed afterwards); any failure to copy counts as ``False``.  The copy
-        command's ``CommandResult`` is kept as ``collectCheckResult`` (collection extension),
-        so that a caller can tell why the peer is not ready.
+        (it is removed afterwards), or, in a ``conversation``, with a ``get`` request of its
+        SFTP session; any failure to copy counts as ``False``.  The copy's ``CommandResult``
+        is kept as ``collectCheckResult`` (collection extension), so that a caller can tell
+        why the peer is not ready.
 
         :raises ValueError: if a path cannot be encoded properly
         """
         name = DEF_COLLECT_INDICATOR if collectIndicator is None else encode_path(collectIndicator)
         sourceFile = path_join(self.collectDir, name)
-        with self._workspace() as work:
+        talk = self._talk if self._talk is not None and self._talk.alive() and not _unquotable(sourceFile) else None
+        with _opened(talk.work if talk is not None else None, self._workspace) as work:
             if self.workingDir is not None:
                 # Cedar Backup fetches into the working directory and removes a stale copy
                 # first; the fetch goes to a private directory, the stale copy is still removed
@@ -1108,8 +1154,14 @@ class RemotePeer(_Peer):
                     if exc.errno != errno.ENOENT:
                         raise Exception("Error: collect indicator [%s] already exists!" % path_join(work.base, name))
             try:
-                argv = self._rcpArgv([self._remote(sourceFile.replace(" ", "\\ ")), work.where(name)])
-                result = self._run(argv, pass_fds=work.passed)
+                result = None
+                if talk is not None:
+                    local = "fetched-" + os.path.basename(name)  # beside the session's other files
+                    result = talk.request("get %s %s" % (_sftp_quote(sourceFile), _sftp_quote(work.where(local))))
+                if result is None:  # no session (sftp could not start): the rcp command
+                    local = os.path.basename(name)
+                    argv = self._rcpArgv([self._remote(sourceFile.replace(" ", "\\ ")), work.where(local)])
+                    result = self._run(argv, pass_fds=work.passed)
             except Exception as exc:  # any failure to fetch means "not ready", as in Cedar Backup
                 logger.info("Failed looking for collect indicator: %s", exc)
                 self.collectCheckResult = CommandResult(list(self._rcpCommandList), EXEC_FAILED, "", "%s\n" % exc, False)
@@ -1120,7 +1172,7 @@ class RemotePeer(_Peer):
                 logger.info("Failed looking for collect indicator: %s", message)
                 return False
             try:
-                os.stat(os.path.basename(name), dir_fd=work.fd, follow_symlinks=False)
+                os.stat(local, dir_fd=work.fd, follow_symlinks=False)
             except OSError:
                 logger.info("Failed looking for collect indicator: apparently unable to copy file from remote host.")
                 return False
@@ -1130,21 +1182,27 @@ class RemotePeer(_Peer):
     def writeStageIndicator(self, stageIndicator=None):
         """Write the (empty) stage indicator into the peer's collect directory.
 
-        An empty file is created in a private directory and pushed with the rcp command.
+        An empty file is created in a private directory and pushed with the rcp command, or,
+        in a ``conversation``, with a ``put`` request of its SFTP session.
 
         :raises ValueError: if a path cannot be encoded properly
         :raises IOError: the copy command failed
         """
         stageIndicator = encode_path(stageIndicator)
         targetFile = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
-        with self._workspace() as work:
+        talk = self._talk if self._talk is not None and self._talk.alive() and not _unquotable(targetFile) else None
+        with _opened(talk.work if talk is not None else None, self._workspace) as work:
+            with contextlib.suppress(OSError):
+                os.unlink(DEF_STAGE_INDICATOR, dir_fd=work.fd)  # pushed earlier in the same session
             _fs.new_empty_file(work.fd, DEF_STAGE_INDICATOR, self.localUser)
             sourceFile = work.where(DEF_STAGE_INDICATOR)
-            # Cedar Backup escapes spaces for the remote shell of legacy scp; OpenSSH's scp in
-            # its default SFTP mode takes an upload's destination literally.
-            remoteFile = targetFile if self._rcpIsSftp() else targetFile.replace(" ", "\\ ")
-            argv = self._rcpArgv([sourceFile, self._remote(remoteFile)])
-            result = self._run(argv, pass_fds=work.passed)
+            result = None if talk is None else talk.request("put %s %s" % (_sftp_quote(sourceFile), _sftp_quote(targetFile)))
+            if result is None:  # no session: the rcp command
+                # Cedar Backup escapes spaces for the remote shell of legacy scp; OpenSSH's scp in
+                # its default SFTP mode takes an upload's destination literally.
+                remoteFile = targetFile if self._rcpIsSftp() else targetFile.replace(" ", "\\ ")
+                argv = self._rcpArgv([sourceFile, self._remote(remoteFile)])
+                result = self._run(argv, pass_fds=work.passed)
             if result.rc != 0:
                 # Named as Cedar Backup names it: in the working directory.
                 shown = path_join(work.base if self.workingDir is not None else work.path, DEF_STAGE_INDICATOR)
@@ -1298,6 +1356,80 @@ class RemotePeer(_Peer):
         if not os.path.exists(targetDir) or not os.path.isdir(targetDir):
             logger.debug("Target directory [%s] is not a directory or does not exist on disk.", targetDir)
             raise PeerValueError("Target directory is not a directory or does not exist on disk.", option="target_dir")
+
+
+def _unquotable(path):
+    """Whether ``path`` cannot travel in an sftp request (a line of its own)."""
+    return "\n" in path or "\r" in path
+
+
+def _sftp_quote(path):
+    """``path`` as one argument of an sftp request: in double quotes, where sftp takes glob
+    characters literally, with ``"`` and ``\\`` escaped."""
+    return '"%s"' % "".join("\\" + char if char in '"\\' else char for char in path)
+
+
+@contextlib.contextmanager
+def _opened(work, make):
+    """``work`` when it is not ``None``, else a new one from ``make()`` for the duration."""
+    if work is not None:
+        yield work
+        return
+    with make() as made:
+        yield made
+
+
+class _SftpTalk(object):
+    """A peer's SFTP session in a ``RemotePeer.conversation``: one ``sftp -b -`` process,
+    started at the first request, in ``work`` (a private directory, as the separate commands
+    use).  ``result``: the session's ``CommandResult`` once it ended."""
+
+    def __init__(self, peer, work):
+        self.peer = peer
+        self.work = work
+        self.process = None
+        self.result = None
+
+    def alive(self):
+        return self.result is None and (self.process is None or self.process.alive())
+
+    def _start(self):
+        argv = self.peer._sftpCommand("-b", "-")
+        if any(option.startswith("ControlPath=") for option in self.peer.sshOptions or ()):
+            # This session's connection is the one the copy shares; it ends with the session
+            # (the first -o of an option wins in ssh), so no master is left to close.
+            argv[1:1] = ["-o", "ControlPersist=no"]
+        started = start_conversation(self.peer._asLocalUser(argv, "copy"), timeout=self.peer.commandTimeout,
+                                     pass_fds=self.work.passed, user=self.peer.localUser)
+        if isinstance(started, CommandResult):  # sftp could not start: the separate commands run
+            logger.info("No SFTP session for the peer: %s", started.stderr.strip())
+            self.result = started
+            return None
+        self.process = started
+        return started
+
+    def request(self, line, keep=LISTING_BYTES):
+        """Send one request line: the ``CommandResult`` of it (``rc`` 0 and its output), or of
+        the session when the request ended it (sftp stops at a request that fails); ``None``
+        when there is no session (it could not start, or ended before): the caller runs the
+        separate command instead."""
+        if not self.alive():
+            return None
+        process = self.process if self.process is not None else self._start()
+        if process is None:
+            return None
+        token = "cback-%s" % secrets.token_hex(16)
+        answer = process.ask("%s\n# %s\n" % (line, token), "sftp> # %s\n" % token, self.peer.commandTimeout, keep)
+        if answer is None:
+            self.close()
+            if self.result.rc == 0:  # ended at this request without saying why
+                return self.result._replace(rc=1)
+            return self.result
+        return CommandResult(process.argv, 0, answer, "", False)
+
+    def close(self):
+        if self.process is not None and self.result is None:
+            self.result = self.process.close()
 
 
 def _unescape_sum_name(name):

@@ -75,7 +75,11 @@ def test_files_then_directory_then_indicator(runner, data, ssh_pool):
     indicator = first(lines, lambda line: "openat(" in line and "%s/cback.stage" % local in line and "O_CREAT" in line,
                       what="the local peer's cback.stage")
     assert indicator > dir_syncs["lp"], (indicator, dir_syncs)
-    push = first(lines, lambda line: line.split()[1:2] == ['execve("/usr/bin/scp",'] and "%s/cback.stage" % remote in line,
+    # The push: the empty file to push is made in the peer's private directory right before it
+    # goes (a put request of the peer's SFTP session, or an scp without one); nothing can be
+    # pushed before it exists.
+    push = first(lines, lambda line: (line.split()[1:2] == ['execve("/usr/bin/scp",'] and "%s/cback.stage" % remote in line)
+                 or re.search(r'openat\(\d+<[^>]*/cback-peer-[^>/]+>, "cback\.stage", [^)]*O_CREAT', line) is not None,
                  what="the push of the remote peer's cback.stage")
     assert push > dir_syncs["peer1"], (push, dir_syncs)
     daily = first(lines, lambda line: "openat(" in line and "O_CREAT" in line and re.search(r'<%s>, "cback.stage"' % re.escape(day), line),

@@ -14,6 +14,7 @@ Two ways of running as root are covered: the run su's to a backup user with a sh
 files), and the run copies as root (``cback_copy_as_backup_user: false``, backup user root).
 """
 
+import glob
 import grp
 import json
 import os
@@ -508,11 +509,48 @@ def test_parallel_stage_is_faster_and_multiplexed(runner, data, rpool, capsys, t
     assert phase_parallel < 0.75 * phase_serial, (phase_parallel, phase_serial)
 
 
-def test_without_multiplexing_three_logins_per_peer(runner, data, rpool):
-    """``cback_ssh_multiplex: false``: readiness check, copy, indicator push are 3 connections (as cback3),
-    plus the listing that checks the copied sizes against the peer's."""
+TRACED_PYTHON = """#!/bin/sh
+# The master's interpreter under strace: every program the module starts, with its argv.
+exec /usr/bin/strace -f -qq -e trace=execve -e signal=none -s 256 -o {log}.$$ /usr/bin/python3 "$@"
+"""
+
+
+def _programs_started(log_prefix):
+    """``(program base name, argv text)`` of every successful execve in the strace logs."""
+    started = []
+    for path in glob.glob(str(log_prefix) + ".*"):
+        with open(path) as handle:
+            for line in handle:
+                match = re.search(r'execve\("([^"]+)", \[(.*)\], .*\) = 0$', line)
+                if match:
+                    started.append((os.path.basename(match.group(1)), match.group(2)))
+    return started
+
+
+def test_a_remote_peer_costs_one_connection_one_sftp_session_and_one_copy(runner, data, rpool, tmp_path):
+    """Per remote peer the module starts one ``sftp`` (the readiness check, the size listing and
+    the stage indicator push, as requests of one session) and one ``scp`` (the copy), each with
+    its ``ssh``, over one login; nothing closes a master afterwards (``ssh -O exit``): the
+    session's connection ends with it.  Programs start by absolute path."""
+    log = tmp_path / "exec.log"
+    python = script(tmp_path / "traced-python", TRACED_PYTHON.format(log=log))
+    names = ["r1", "r2", "r3"]
+    _run, logins = _remote_pool_run(runner, data, rpool, "chain", names, ansible_python_interpreter=python)
+    assert logins == dict((name, 1) for name in names), logins
+    started = _programs_started(log)
+    counts = dict((program, len([1 for name, _argv in started if name == program])) for program in ("sftp", "scp", "ssh", "su"))
+    assert counts == {"sftp": len(names), "scp": len(names), "ssh": 2 * len(names), "su": 0}, (counts, started)
+    assert not [argv for name, argv in started if name == "ssh" and '"-O"' in argv], started
+    assert all(argv.startswith('"/') for name, argv in started if name in ("sftp", "scp", "ssh")), started
+    assert wait_no_sessions(rpool, names) == {}
+
+
+def test_without_multiplexing_two_logins_per_peer(runner, data, rpool):
+    """``cback_ssh_multiplex: false``: the peer's SFTP session (readiness check, the listing that
+    checks the copied sizes against the peer's, the indicator push) and the copy are two
+    connections (cback3 makes three)."""
     run, logins = _remote_pool_run(runner, data, rpool, "nomux", ["r1", "r2"], cback_ssh_multiplex=False)
-    assert logins == {"r1": 4, "r2": 4}, (logins, run)
+    assert logins == {"r1": 2, "r2": 2}, (logins, run)
 
 
 # ---------------------------------------------------------------------------

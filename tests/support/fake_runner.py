@@ -5,7 +5,8 @@
 
 No ssh, scp, sftp or cback3 command runs: ``FakeRunner`` stands in for ``run_command``
 (``tests/unit/conftest.py``'s ``fake_runner`` fixture puts it in place), records every
-argv and answers with scripted results.
+argv and answers with scripted results; its ``converse`` stands in for
+``start_conversation`` (no conversation unless a subclass makes one).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,7 +15,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.cedarbackup.peer.plugins.module_utils._command import CommandResult
+from ansible_collections.cedarbackup.peer.plugins.module_utils._command import EXEC_FAILED, CommandResult
 
 
 class Call(object):
@@ -80,6 +81,11 @@ class FakeRunner(object):
         if raises is not None:
             raise raises
         return self.result(call, rc, stdout, stderr, timed_out)
+
+    def converse(self, argv, timeout=None, **kwargs):
+        """A fake ``start_conversation``: by default no conversation starts (what a missing
+        ``sftp`` gives), so the code under test runs its separate commands."""
+        return CommandResult(list(argv), EXEC_FAILED, "", "%s: no conversation in this test\n" % argv[0], False)
 
     @staticmethod
     def result(call, rc, stdout="", stderr="", timed_out=False):

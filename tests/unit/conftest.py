@@ -14,7 +14,8 @@ from ansible_collections.cedarbackup.peer.tests.support.fake_runner import FakeR
 
 @pytest.fixture
 def fake_runner(monkeypatch):
-    """Put a ``FakeRunner`` in place of ``run_command`` in each module given; return it.
+    """Put a ``FakeRunner`` in place of ``run_command`` (and its ``converse`` in place of
+    ``start_conversation``) in each module given; return it.
 
     ``fake_runner(peer, _tasks, rc=3, stderr="...")``: the keyword arguments go to
     ``FakeRunner``; ``runner=`` installs a runner made by the test (a subclass, say).
@@ -23,5 +24,7 @@ def fake_runner(monkeypatch):
         runner = options.pop("runner", None) or FakeRunner(**options)
         for module in modules:
             monkeypatch.setattr(module, "run_command", runner)
+            if hasattr(module, "start_conversation"):
+                monkeypatch.setattr(module, "start_conversation", runner.converse)
         return runner
     return install

@@ -651,3 +651,111 @@ def test_ancestors_stop_after_the_first_process_outside_the_session():
     session = os.getsid(0)
     inside = [pid for pid, _started in chain[:-1]]
     assert all(os.getsid(pid) == session for pid in inside)
+
+
+# ---------------------------------------------------------------------------
+# Conversation: one command kept running, fed request after request (sftp -b -)
+# ---------------------------------------------------------------------------
+
+# A stand-in for ``sftp -b -``: echoes each request line as "sftp> <line>", answers "ls" with a
+# line, "big" with 64 KiB, "sleep" by sleeping, "fail" by exiting 1 with a message on stderr.
+SFTP_LIKE = r"""
+import sys, time
+for line in iter(sys.stdin.readline, ""):
+    sys.stdout.write("sftp> " + line)
+    word = line.strip()
+    if word == "ls":
+        sys.stdout.write("answer of ls\n")
+    elif word == "big":
+        sys.stdout.write("x" * 65536 + "\n")
+    elif word == "sleep":
+        time.sleep(30)
+    elif word == "fail":
+        sys.stderr.write("no such thing\n")
+        sys.exit(1)
+    sys.stdout.flush()
+"""
+
+
+def _talker(**kwargs):
+    talk = _command.start_conversation([sys.executable, "-c", SFTP_LIKE], **kwargs)
+    assert isinstance(talk, _command.Conversation), talk
+    return talk
+
+
+def test_a_conversation_answers_request_after_request_up_to_each_marker():
+    talk = _talker()
+    try:
+        assert talk.ask("ls\n# m1\n", "sftp> # m1\n") == "sftp> ls\nanswer of ls\n"
+        assert talk.ask("noop\n# m2\n", "sftp> # m2\n") == "sftp> noop\n"
+        assert talk.alive()
+    finally:
+        result = talk.close()
+    assert result.rc == 0 and result.stderr == "" and not result.timed_out
+    assert not talk.alive()
+
+
+def test_a_request_that_ends_the_command_gives_none_and_close_gives_its_status_and_stderr():
+    talk = _talker()
+    assert talk.ask("fail\n# m\n", "sftp> # m\n") is None
+    result = talk.close()
+    assert result.rc == 1 and result.stderr == "no such thing\n" and not result.timed_out
+    assert talk.ask("ls\n# m\n", "sftp> # m\n") is None  # nothing more is asked of an ended command
+
+
+def test_a_request_that_does_not_answer_in_time_kills_the_command():
+    talk = _talker()
+    started = time.monotonic()
+    assert talk.ask("sleep\n# m\n", "sftp> # m\n", timeout=0.5) is None
+    assert time.monotonic() - started < 10
+    result = talk.close()
+    assert result.timed_out and result.rc == _command.TIMED_OUT
+    assert "timed out after 0.5 seconds" in result.stderr
+    with pytest.raises(OSError):
+        os.kill(talk.proc.pid, 0)  # reaped: nothing left running
+
+
+def test_a_request_is_bounded_by_the_threads_deadline_too():
+    talk = _talker()
+    with _command.deadline(0.5):
+        assert talk.ask("sleep\n# m\n", "sftp> # m\n", timeout=60) is None
+    assert talk.close().timed_out
+
+
+def test_an_answer_longer_than_keep_is_not_taken():
+    talk = _talker()
+    try:
+        assert talk.ask("big\n# m\n", "sftp> # m\n", keep=4096) is None
+    finally:
+        talk.close()
+
+
+def test_a_conversation_is_killed_on_cancel_and_none_starts_after():
+    talk = _talker()
+    try:
+        threading.Timer(0.3, _command.cancel, args=("test",)).start()
+        assert talk.ask("sleep\n# m\n", "sftp> # m\n", timeout=30) is None
+        result = talk.close()
+        assert result.timed_out and "the run was cancelled (test)" in result.stderr
+        late = _command.start_conversation([sys.executable, "-c", SFTP_LIKE])
+        assert isinstance(late, _command.CommandResult) and late.timed_out
+    finally:
+        _command._uncancel()
+
+
+def test_a_conversation_that_cannot_start_gives_the_result_of_a_command_that_did_not_run():
+    result = _command.start_conversation(["/nonexistent/sftp", "-b", "-"])
+    assert isinstance(result, _command.CommandResult) and result.rc == _command.EXEC_FAILED
+    result = _command.start_conversation(["sftp"], user="no-such-user-here")
+    assert result.rc == _command.EXEC_FAILED and "does not exist" in result.stderr
+
+
+@ROOT_ONLY
+def test_a_conversation_as_another_user_runs_as_that_user():
+    report = "import os, sys\nfor line in iter(sys.stdin.readline, ''):\n    print('sftp> ' + line.strip(), os.getuid(), os.getcwd(), flush=True)\n"
+    talk = _command.start_conversation(["python3", "-c", report], user="nobody")
+    try:
+        answer = talk.ask("# m\n", " %d /\n" % pwd.getpwnam("nobody").pw_uid)
+        assert answer == "sftp> # m"
+    finally:
+        talk.close()

@@ -1205,9 +1205,98 @@ class FakeOpenSSH(FakeRunner):
         return self._result(argv, 0, stdout="".join(records))
 
 
+class FakeSftpSession(object):
+    """A fake ``sftp -b -`` conversation on this filesystem: ``get``, ``put`` and ``ls -ln``
+    requests (sftp's double-quoted arguments), each echoed as sftp echoes it; a request that
+    fails ends the session with rc 1 and sftp's message on stderr.  With ``ControlPath`` in
+    its options its connection is the master: the socket exists while it runs."""
+
+    def __init__(self, fake, argv, kwargs):
+        self.fake, self.argv, self.kwargs = fake, list(argv), kwargs
+        self.call = OpenSSHCall(argv, kwargs.get("timeout"), kwargs)
+        self.requests = []
+        self.ended = None
+        if self.call.control_path and not os.path.exists(self.call.control_path):
+            with open(self.call.control_path, "w"):
+                pass
+
+    def alive(self):
+        return self.ended is None
+
+    def _end(self, rc, stderr=""):
+        self.ended = _command.CommandResult(list(self.argv), rc, "", stderr, False)
+        if self.call.control_path and os.path.exists(self.call.control_path):
+            os.unlink(self.call.control_path)  # the master's connection ends with the session
+
+    def ask(self, request, until, timeout=None, keep=None):
+        if self.ended is not None:
+            return None
+        lines = request.splitlines()
+        assert lines[-1].startswith("# cback-") and until == "sftp> %s\n" % lines[-1], (request, until)
+        answer = []
+        for line in lines[:-1]:
+            self.requests.append(line)
+            answer.append("sftp> %s" % line)
+            if self.fake.session_fails is not None and self.fake.session_fails in line:
+                self._end(1, "sftp: %s failed (test)\n" % line.split()[0])
+                return None
+            words = shlex.split(line)
+            if words[0] == "get":
+                source, destination = words[1], _proc_path(words[2])
+                if not os.path.isfile(source):
+                    self._end(1, 'File "%s" not found.\n' % source)
+                    return None
+                shutil.copyfile(source, destination)
+            elif words[0] == "put":
+                shutil.copyfile(_proc_path(words[1]), words[2])
+            else:
+                assert words[:2] == ["ls", "-ln"], words
+                if not os.path.isdir(words[2]):
+                    self._end(1, 'Can\'t ls: "%s" not found\n' % words[2])
+                    return None
+                for name in sorted(os.listdir(words[2])):
+                    path = os.path.join(words[2], name)
+                    perms = "drwxr-xr-x" if os.path.isdir(path) else "-rw-r--r--"
+                    answer.append("%s    ? 0 0 %d Dec  1 15:18 %s" % (perms, os.path.getsize(path), path))
+        return "".join(line + "\n" for line in answer)
+
+    def close(self, timeout=None):
+        if self.ended is None:
+            self._end(0)
+        return self.ended
+
+
+def _proc_path(path):
+    """A ``/proc/self/fd/N/name`` path of this process as the path it stands for."""
+    match = re.match(r"^/proc/self/fd/([0-9]+)/(.*)$", path)
+    return os.path.join(os.readlink("/proc/self/fd/%s" % match.group(1)), match.group(2)) if match else path
+
+
+class FakeOpenSSHWithSftp(FakeOpenSSH):
+    """``FakeOpenSSH`` whose ``sftp -b -`` conversations run (``sessions``); a request line
+    holding ``session_fails`` ends its session as a failed request."""
+
+    def __init__(self):
+        super(FakeOpenSSHWithSftp, self).__init__()
+        self.sessions = []
+        self.session_fails = None
+
+    def converse(self, argv, timeout=None, **kwargs):
+        session = FakeSftpSession(self, argv, dict(kwargs, timeout=timeout))
+        self.sessions.append(session)
+        return session
+
+
 @pytest.fixture
 def openssh(fake_runner):
     fake = fake_runner(peer_module, _tasks, runner=FakeOpenSSH())
+    fake_runner(_ssh, runner=fake.exit)
+    return fake
+
+
+@pytest.fixture
+def openssh_sftp(fake_runner):
+    fake = fake_runner(peer_module, _tasks, runner=FakeOpenSSHWithSftp())
     fake_runner(_ssh, runner=fake.exit)
     return fake
 
@@ -1259,6 +1348,74 @@ def test_remote_ready_one_connection_for_fetch_stage_and_push(remote, openssh):
     assert openssh.exit.argvs == [["/usr/bin/ssh", "-o", "ControlPath=%s/mux" % control_dir, "-O", "exit", "--", "backup@%s" % HOST]]
     assert openssh.exit.timeouts == [10]
     assert not os.path.exists(os.path.dirname(control_dir))
+
+
+def test_remote_stage_is_one_sftp_session_and_one_copy_over_its_connection(remote, openssh_sftp):
+    """The readiness check, the size listing and the stage indicator push are requests of one
+    sftp session; the copy is the rcp command, sharing that session's connection, which ends
+    with the session (ControlPersist=no): no master is left to close."""
+    collect, target = remote
+    result = _tasks.stage(remote_params(collect, target), False)
+    assert result["ready"] is True and sorted(result["files"]) == REMOTE_NAMES and result["stage_indicator_written"] is True
+    assert (collect / "cback.stage").read_bytes() == b""
+    (session,) = openssh_sftp.sessions
+    (copy,) = openssh_sftp.calls
+    assert copy.program == "scp" and copy.args[0] == "backup@%s:%s/*" % (HOST, collect)
+    assert [line.split()[0] for line in session.requests] == ["get", "ls", "put"]
+    assert session.requests[0].startswith('get "%s/cback.collect" ' % collect)
+    assert session.requests[1] == 'ls -ln "%s"' % collect
+    assert session.requests[2].endswith(' "%s/cback.stage"' % collect)
+    control_dir = os.path.dirname(copy.control_path)
+    assert session.argv[:3] == ["/usr/bin/sftp", "-o", "ControlPersist=no"]
+    assert session.argv[3:3 + 6 + 6] == control_words(control_dir) + timeout_words(30)
+    assert session.argv[-3:] == ["-b", "-", "backup@%s" % HOST]
+    assert session.call.control_path == copy.control_path
+    assert openssh_sftp.exits == []  # the session's end closed the shared connection
+    assert not os.path.exists(os.path.dirname(control_dir))
+
+
+def test_a_peer_not_collected_ends_its_session_at_the_get_and_says_why(remote, openssh_sftp):
+    collect, target = remote
+    (collect / "cback.collect").unlink()
+    result = _tasks.stage(remote_params(collect, target), False)
+    assert result["ready"] is False and result["cause"] == "not-collected", result
+    assert result["stderr"] == 'File "%s/cback.collect" not found.\n' % collect
+    (session,) = openssh_sftp.sessions
+    assert len(session.requests) == 1 and session.ended.rc == 1
+    # nothing was copied; the one command is the diagnosis (is the collect directory there?)
+    assert [call.program for call in openssh_sftp.calls] == ["ssh"]
+    assert not (collect / "cback.stage").exists()
+
+
+def test_a_failed_push_in_the_session_fails_the_peer_with_the_sessions_output(remote, openssh_sftp):
+    collect, target = remote
+    openssh_sftp.session_fails = "put "
+    with pytest.raises(_tasks.TaskFailure) as info:
+        _tasks.stage(remote_params(collect, target), False)
+    failure = info.value
+    assert failure.msg.startswith("Peer %s: Error (1) copying [" % HOST) and "cback.stage] to remote host." in failure.msg, failure.msg
+    assert failure.result["stderr"] == "sftp: put failed (test)\n" and failure.result["rc"] == 1
+    assert not (collect / "cback.stage").exists()
+
+
+def test_a_listing_that_ends_the_session_falls_back_to_separate_commands(remote, openssh_sftp):
+    """The session ends at a failed listing: the sizes come from the rsh listing, the push is
+    the rcp command."""
+    collect, target = remote
+    openssh_sftp.session_fails = "ls -ln"
+    result = _tasks.stage(remote_params(collect, target), False)
+    assert result["ready"] is True and sorted(result["files"]) == REMOTE_NAMES and result["stage_indicator_written"] is True
+    assert [call.program for call in openssh_sftp.calls] == ["scp", "ssh", "scp"]
+    assert openssh_sftp.calls[2].args[1] == "backup@%s:%s/cback.stage" % (HOST, collect)
+    assert (collect / "cback.stage").exists()
+
+
+@pytest.mark.parametrize("rcp", ["/usr/bin/scp -O -B -q", "/bin/cp"])
+def test_no_session_when_the_rcp_command_is_not_scp_over_sftp(remote, openssh_sftp, rcp):
+    collect, target = remote
+    result = _tasks.stage(remote_params(collect, target, rcp_command=rcp), False)
+    assert result["ready"] is True
+    assert openssh_sftp.sessions == []
 
 
 @pytest.mark.usefixtures("fixed_umask")

@@ -1672,7 +1672,8 @@ def test_sftp_listing_batch_quotes_the_collect_dir_and_parses_names(tmp_path, an
     answers.respond(stdout=out, effect=batch)
     checked = RemotePeer(name="2001:db8::5", collectDir=odd, remoteUser="root", workingDir=str(tmp_path))
     assert checked._sftpSizes() == {"a b": 5, "-x ": 7}
-    assert seen == ['ls -ln "/c d/\\"q\\"\\*x"\n']
+    # in double quotes sftp takes glob characters literally: only " and \\ are escaped
+    assert seen == ['ls -ln "/c d/\\"q\\"*x"\n']
     assert answers.argvs[0][-1] == "root@[2001:db8::5]"
     assert os.listdir(str(tmp_path)) == []  # the batch file's private directory is gone
 
