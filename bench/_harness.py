@@ -492,8 +492,8 @@ def check_stage_run(staging, collect, expected):
 
 
 class BackupUser(object):
-    """The local backup user the copies run as (the stage run drops to its ids; ``cback3`` and
-    the plain-scp side use ``su <name> -c ...``).
+    """The local backup user the copies run as (the stage run and the plain-scp sides drop to its
+    ids, the latter with ``setpriv``; ``cback3`` uses ``su <name> -c ...``).
 
     ``ensure`` creates it when missing; ``close`` removes it only if this benchmark created
     it.  The integration tests create and remove a user of the same name, so ``check`` says
