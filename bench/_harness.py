@@ -51,7 +51,7 @@ DEFAULT_COLLECTIONS = os.path.join(ROOT, ".build", "collections")
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
-from sshd import SshPeerPool, ensure_local_user, remove_local_user  # noqa: E402
+from sshd import SCP, SSH, SshPeerPool, ensure_local_user, remove_local_user  # noqa: E402
 
 TARGET_PYTHON = "/usr/bin/python3"
 CBACK3 = "/usr/bin/cback3"
@@ -492,8 +492,8 @@ def check_stage_run(staging, collect, expected):
 
 
 class BackupUser(object):
-    """The local backup user the copies run as (the stage run drops to its ids; ``cback3`` and
-    the plain-scp side use ``su <name> -c ...``).
+    """The local backup user the copies run as (the stage run and the plain-scp sides drop to its
+    ids, the latter with ``setpriv``; ``cback3`` uses ``su <name> -c ...``).
 
     ``ensure`` creates it when missing; ``close`` removes it only if this benchmark created
     it.  The integration tests create and remove a user of the same name, so ``check`` says
@@ -538,27 +538,98 @@ def backup_user(name=BACKUP_USER):
         user.close()
 
 
-def check_address_range(first_address, count):
-    """``count`` consecutive addresses from ``first_address`` stay in its loopback /24."""
-    first = ipaddress.IPv4Address(first_address)
-    last = first + (count - 1)
-    if not (first.is_loopback and last.is_loopback) or int(first) >> 8 != int(last) >> 8 or int(last) & 0xFF == 255:
-        raise ValueError("%d peers from %s do not fit in %s's loopback /24" % (count, first, first))
-    return str(last)
+def loopback_addresses(first_address, count, last_address):
+    """``count`` loopback addresses from ``first_address`` up to ``last_address`` at most,
+    skipping the ``.0`` and ``.255`` of every /24; ``ValueError`` when they do not fit."""
+    first, last = ipaddress.IPv4Address(first_address), ipaddress.IPv4Address(last_address)
+    if not (first.is_loopback and last.is_loopback) or last < first:
+        raise ValueError("%s to %s is not a loopback range" % (first, last))
+    addresses, address = [], first
+    while len(addresses) < count and address <= last:
+        if int(address) & 0xFF not in (0, 255):
+            addresses.append(address)
+        address += 1
+    if len(addresses) < count:
+        raise ValueError("%d peers do not fit in %s to %s (at most %d)" % (count, first, last, len(addresses)))
+    return addresses
+
+
+def address_blocks(addresses):
+    """``[(first address, count)]``: runs of consecutive ``addresses`` within one /24 each."""
+    blocks = []
+    for address in addresses:
+        if blocks and int(address) == int(blocks[-1][0]) + blocks[-1][1] and int(address) >> 8 == int(blocks[-1][0]) >> 8:
+            blocks[-1][1] += 1
+        else:
+            blocks.append([address, 1])
+    return [(str(first), count) for first, count in blocks]
+
+
+class PoolGroup(object):
+    """Several ``SshPeerPool`` seen as one: ``peers`` lists all of their peers."""
+
+    def __init__(self, pools):
+        self.pools = list(pools)
+
+    @property
+    def peers(self):
+        return [peer for pool in self.pools for peer in pool.peers]
+
+
+def _config_path(command):
+    """The ``-F`` file of an ssh/scp command line."""
+    words = shlex.split(command)
+    return words[words.index("-F") + 1]
+
+
+def _merged_client_config(configs, user):
+    """One ssh client config for ``user`` holding the ``Host`` blocks of every config in
+    ``configs`` (each block names its own key and known_hosts), in a fresh directory of that
+    user under the system temp dir; the directory's path."""
+    entry = pwd.getpwnam(user)
+    directory = tempfile.mkdtemp(prefix="sshpool-%s-all-" % user)
+    path = os.path.join(directory, "ssh_config")
+    with open(path, "w") as out:
+        for config in configs:
+            with open(config) as handle:
+                out.write(handle.read().rstrip("\n") + "\n\n")
+    os.chmod(path, 0o644)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chown(directory, entry.pw_uid, entry.pw_gid)
+    os.chmod(directory, 0o700)
+    return directory
 
 
 @contextlib.contextmanager
-def peer_pool(base_dir, names, first_address, user):
-    """Real sshd peers on loopback (one sshd per peer, consecutive addresses), stopped by pid
-    at the end.  Yields ``(pool, rcp_command, rsh_command)``: the commands of ``user``'s client
-    config (``scp -F <config> -B -q -C`` and ``ssh -F <config>``).
+def peer_pool(base_dir, names, first_address, user, last_address=None):
+    """Real sshd peers on loopback (one sshd per peer), stopped by pid at the end.
+
+    The peers get consecutive addresses from ``first_address`` (up to ``last_address``, by
+    default the end of its /24), skipping the ``.0`` and ``.255`` of every /24: one
+    ``SshPeerPool`` per /24 they span.  Yields ``(pool, rcp_command, rsh_command)``: the pool
+    (a ``PoolGroup`` over several) and the commands of ``user``'s client config (``scp -F
+    <config> -B -q -C`` and ``ssh -F <config>``), which reaches every peer.
     """
-    check_address_range(first_address, len(names))
-    pool_dir = os.path.join(base_dir, "pool-%s" % first_address)
-    with SshPeerPool(pool_dir, names=names, first_address=first_address) as pool:
-        rcp, rsh = pool.client_for_user(user)
-        _default_key_exchange(rcp.split()[rcp.split().index("-F") + 1])
-        yield pool, rcp, rsh
+    if last_address is None:
+        last_address = str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(first_address)) | 0xFE))
+    blocks = address_blocks(loopback_addresses(first_address, len(names), last_address))
+    with contextlib.ExitStack() as stack:
+        pools, configs, offset = [], [], 0
+        for first, count in blocks:
+            pool = stack.enter_context(SshPeerPool(os.path.join(base_dir, "pool-%s" % first),
+                                                   names=names[offset:offset + count], first_address=first))
+            offset += count
+            pools.append(pool)
+            configs.append(_config_path(pool.client_for_user(user)[0]))
+        if len(configs) == 1:
+            config = configs[0]
+        else:
+            directory = _merged_client_config(configs, user)
+            stack.callback(shutil.rmtree, directory, True)
+            config = os.path.join(directory, "ssh_config")
+        _default_key_exchange(config)
+        yield (pools[0] if len(pools) == 1 else PoolGroup(pools)), "%s -F %s -B -q -C" % (SCP, config), \
+            "%s -F %s" % (SSH, config)
 
 
 def _default_key_exchange(config):

@@ -9,10 +9,11 @@ are timed and the check of their output, so that a broken run can never give a t
 
 - ``StagePlaybook``: ``ansible-playbook -i INV cedarbackup.peer.stage`` (local or remote peers);
 - ``Cback3Stage``: ``cback3 --config CFG stage`` (remote peers);
-- ``ParallelScp``: one ``su <backup user> -c '<rcp command> root@peer:<collect>/* <dir>/'``
-  per peer, all started at once: the limit of fetching the same data with the same command;
+- ``ParallelScp``: one ``setpriv --reuid=<backup user> --regid=<backup user> --init-groups --
+  <rcp command> root@peer:<collect>/* <dir>/`` per peer, all started at once (or at most N at a
+  time): the limit of fetching the same data with the same command;
 - ``BareFetchPlaybook``: ``bench/bare_fetch.yml`` over the peers, one ``command`` task running
-  the ``ParallelScp`` commands at once, then one ``debug`` task per peer's host;
+  the ``ParallelScp`` commands (at most N at a time), then one ``debug`` task per peer's host;
 - ``BareCopyPlaybook``: ``bench/bare_copy.yml``, one ``command`` task running ``cp -R``;
 - ``LocalPeerApi``: ``LocalPeer.stagePeer`` for every peer in one plain ``/usr/bin/python3``;
 - ``CopyR``: one ``cp -R`` of every collect directory into the daily directory.
@@ -30,6 +31,7 @@ LOCALPEER_SCRIPT = os.path.join(BENCH_DIR, "_localpeer_stage.py")
 BARE_PLAYBOOK = os.path.join(BENCH_DIR, "bare_copy.yml")
 BARE_FETCH_PLAYBOOK = os.path.join(BENCH_DIR, "bare_fetch.yml")
 ALL_AT_ONCE_SCRIPT = os.path.join(BENCH_DIR, "_all_at_once.py")
+SETPRIV = "/usr/bin/setpriv"
 # The modules that copy the data (cback_stage per peer, or cback_stage_run for a whole run).
 STAGING_MODULE_PREFIX = "cback_stage"
 
@@ -118,7 +120,7 @@ class StagePlaybook(Side):
 
 class Cback3Stage(Side):
     """``cback3 --config CFG stage`` over remote ``peers``, as root with ``user`` as backup user,
-    so every copy runs as ``su <user> -c '<rcp> ...'``."""
+    so every copy runs as ``su <user> -c '<rcp> ...'`` (what cback3 does)."""
 
     def __init__(self, ctx, name, peers, user, rcp, logins=None):
         self.ctx, self.name, self.peers, self.user, self.rcp, self.logins = ctx, name, peers, user, rcp, logins
@@ -140,22 +142,31 @@ class Cback3Stage(Side):
         return Job([[CBACK3, "--config", config, "--logfile", os.path.join(run_dir, "cback3.log"), "stage"]], check)
 
 
+def as_user(user, argv):
+    """``argv`` run as ``user`` (its uid, gid and groups) without ``su`` or a shell: what the stage
+    run does in its child processes, with util-linux's ``setpriv``."""
+    return [SETPRIV, "--reuid=%s" % user, "--regid=%s" % user, "--init-groups", "--"] + list(argv)
+
+
 class ParallelScp(Side):
-    """One ``su <user> -c '<rcp> root@<peer>:<collect>/* <dir>/'`` per peer, all at once."""
+    """One ``setpriv --reuid=<user> --regid=<user> --init-groups -- <rcp> root@<peer>:<collect>/*
+    <dir>/`` per peer (an argv list, no shell), all at once; with ``at_most``, one
+    ``bench/_all_at_once.py --at-most N`` runs them, at most N at a time."""
 
-    def __init__(self, ctx, name, peers, user, rcp, logins=None):
+    def __init__(self, ctx, name, peers, user, rcp, logins=None, at_most=None):
         self.ctx, self.name, self.peers, self.user, self.rcp, self.logins = ctx, name, peers, user, rcp, logins
+        self.at_most = at_most
 
-    def prepare(self, run_dir):
+    def fetch_commands(self, run_dir):
+        """The per-peer commands, the target dir they fill, and the check of their output."""
         collect = self.peers.fresh_copy(run_dir)
         (target,) = _dirs(run_dir, "fetched")
-        rcp_words = [shlex.quote(word) for word in shlex.split(self.rcp)]
+        rcp_argv = shlex.split(self.rcp)
         commands = []
         for name in self.peers.names:
             os.makedirs(os.path.join(target, name))
-            line = " ".join(rcp_words + [shlex.quote("root@%s:%s/*" % (name, os.path.join(collect, name))),
-                                         shlex.quote(os.path.join(target, name) + "/")])
-            commands.append(["su", self.user, "-c", line])
+            commands.append(as_user(self.user, rcp_argv + ["root@%s:%s/*" % (name, os.path.join(collect, name)),
+                                                           os.path.join(target, name) + "/"]))
         chown_tree(self.user, target)
         expected = self.peers.expected
         mark = self.logins.mark() if self.logins else None
@@ -163,29 +174,41 @@ class ParallelScp(Side):
         def check(outcome):
             return dict(files=check_peer_dirs(target, expected), **_logins(self.logins, mark, expected))
 
+        return commands, check
+
+    def runner(self, run_dir, commands):
+        """One argv running ``commands`` through ``bench/_all_at_once.py`` (at most ``at_most`` at once)."""
+        path = os.path.join(run_dir, "commands.json")
+        with open(path, "w") as handle:
+            json.dump(commands, handle)
+        limit = ["--at-most", str(self.at_most)] if self.at_most else []
+        return [TARGET_PYTHON, ALL_AT_ONCE_SCRIPT] + limit + [path]
+
+    def prepare(self, run_dir):
+        commands, check = self.fetch_commands(run_dir)
+        if self.at_most:
+            commands = [self.runner(run_dir, commands)]
         return Job(commands, check)
 
 
 class BareFetchPlaybook(ParallelScp):
     """``ansible-playbook bench/bare_fetch.yml`` over the same inventory shape as the stage
     playbook (the peers as the play's hosts, the master): one task on the master runs the
-    ``ParallelScp`` commands at once (``bench/_all_at_once.py``), then every peer's host
-    reports.  The least an Ansible play over these peers can do for the same fetch."""
+    ``ParallelScp`` commands (``bench/_all_at_once.py``, at most ``at_most`` at once, all when
+    None), then every peer's host reports.  The least an Ansible play over these peers can do
+    for the same fetch."""
 
     playbook = True
 
     def prepare(self, run_dir):
-        fetch = ParallelScp.prepare(self, run_dir)
-        commands = os.path.join(run_dir, "commands.json")
-        with open(commands, "w") as handle:
-            json.dump(fetch.commands, handle)
+        commands, check = self.fetch_commands(run_dir)
         inventory = write_inventory(os.path.join(run_dir, "inventory.ini"), [(name, {}) for name in self.peers.names],
                                     {})
         variables = os.path.join(run_dir, "vars.json")
         with open(variables, "w") as handle:
-            json.dump({"bench_fetch_argv": [TARGET_PYTHON, ALL_AT_ONCE_SCRIPT, commands]}, handle)
+            json.dump({"bench_fetch_argv": self.runner(run_dir, commands)}, handle)
         return Job([[self.ctx.ansible_playbook, "-i", inventory, BARE_FETCH_PLAYBOOK, "-e", "@" + variables]],
-                   fetch.check, env=self.ctx.ansible_env)
+                   check, env=self.ctx.ansible_env)
 
 
 class BareCopyPlaybook(Side):

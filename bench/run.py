@@ -3,23 +3,29 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark: the stage run of cedarbackup.peer against cback3 and plain tools (`make bench`).
 
-Scenarios (all by default; pick some with --only a,c):
+Scenarios (all by default; pick some with --only a,c).  The targets are stated against the
+transport's limits, measured side by side in the same run, with Ansible's default settings;
+`cback3 stage` is timed in a and b for reference (its ratio is reported, no target):
 
-  a  8 remote peers x 16 files x 4 MiB: `ansible-playbook cedarbackup.peer.stage` vs
-     `cback3 stage` vs the limit, one `su <backup user> -c 'scp ...'` per peer, all at once.
-     Targets: playbook <= 0.5 x cback3, playbook <= 1.15 x parallel scp.
-  b  32 remote peers x 4 files x 64 KiB: playbook vs cback3.  Target: <= 0.2 x cback3.
-     a and b also time, for reference (no target), the parallel scp of b and the bare fetch
-     playbook (bench/bare_fetch.yml: the peers as the play's hosts, one task running the
-     parallel scp commands, one debug task per peer's host): the least an Ansible play over
-     these peers takes for the same fetch, so the lowest ratio to cback3 a playbook can reach.
+  a  8 remote peers x 16 files x 4 MiB: `ansible-playbook cedarbackup.peer.stage` vs the
+     limit, every peer's `scp -C` at once without Ansible (`scp xN parallel`).
+     Target: playbook <= 1.10 x parallel scp.  References: cback3, and the bare fetch
+     playbook (bench/bare_fetch.yml, cback_stage_parallel scp at a time; with 8 peers that
+     is all at once).
+  b  32 remote peers x 4 files x 64 KiB: playbook vs the bare fetch playbook: the peers as
+     the play's hosts, one task on the master running every peer's `scp -C`,
+     cback_stage_parallel (the stage role's default, read at run time) at a time, then one
+     debug task per peer's host.  Target: playbook <= 1.25 x bare fetch playbook.
+     References: cback3, and the same scp commands at the same concurrency without Ansible.
   c  8 local peers x 16 files x 4 MiB: playbook vs a one-task playbook running `cp -R`
-     (bench/bare_copy.yml), target <= 2.0 x; and `LocalPeer.stagePeer` in a plain
+     (bench/bare_copy.yml), target <= 1.5 x; and `LocalPeer.stagePeer` in a plain
      /usr/bin/python3 vs one `cp -R` of the 8 collect dirs, target <= 1.0 x.  One untimed
      warm-up run of each side first, so that all of them read from the page cache.
-  d  1, 4, 16, 64 remote peers x 2 files x 16 KiB: the playbook's wall time by peer count.
-     Target: flat up to cback_stage_parallel (the role's default, read at run time), then
-     linear: t(n) / t(1) <= 1.25 x max(1, n / parallel).
+  d  scaling: 8, 64 and 256 remote peers x 2 files x 16 KiB, the playbook by peer count,
+     the master's interpreter being the RSS wrapper of e.  Targets: time per peer flat or
+     falling, (t(n) / n) / (t(8) / 8) <= 1.10 for n = 64 and 256; the staging module's peak
+     RSS at 256 peers <= 1.25 x at 8 peers.  ansible-playbook's process-tree peak RSS is
+     reported per count (no target: the controller holds every host).
   e  one 2048 MiB file vs one 16 MiB file, local and remote peer: peak RSS of the module
      processes (the master's interpreter is a wrapper that records it).  Target: the
      difference stays within 4 MiB.
@@ -39,9 +45,11 @@ Ansible runs with its default settings (no -f, no ansible.cfg); only ANSIBLE_COL
 (PYTHONDONTWRITEBYTECODE, set in some CI images, is removed for every side) and ssh uses
 OpenSSH's default key exchange, as on a user's machine.  Run as root: the benchmark creates the
 backup user cbackpeer when missing (and removes it at the end), so that remote copies run
-as that user on all sides, as in production (`cback3` and the plain-scp side through
-`su cbackpeer -c 'scp ...'`, the stage run by dropping to its ids); the peers are real sshd
-servers on loopback addresses (127.0.5.x, 127.0.6.x, 127.0.7.x), stopped at the end.
+as that user on all sides, as in production: the stage run drops to its ids in the child
+process, the plain-scp sides likewise with `setpriv --reuid=cbackpeer --regid=cbackpeer
+--init-groups -- scp ...` (no su, no shell), `cback3` through its own `su cbackpeer -c 'scp ...'`.
+The peers are real sshd servers on loopback addresses (127.0.5.x and 127.0.7.x; the scaling
+scenario from 127.0.32.1 on, across /24s), stopped at the end.
 
 Exit status: 0 when every target is met, 3 when a target is missed, 1 when a run broke.
 """
@@ -59,9 +67,9 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _harness import (DEFAULT_COLLECTIONS, MIB, RESULTS_DIR, BenchError, Context, DataMaker,  # noqa: E402
-                      LoginCounter, PeerSet, alternate, backup_user, log, machine_info, markdown_table, measure,
-                      pair_ratios, peer_pool, role_default, seconds_of, shell_join, summary, temp_base, write_results,
-                      write_rss_interpreter)
+                      LoginCounter, PeerSet, alternate, backup_user, log, loopback_addresses, machine_info,
+                      markdown_table, measure, pair_ratios, peer_pool, role_default, seconds_of, shell_join, summary,
+                      temp_base, write_results, write_rss_interpreter)
 from _sides import BareCopyPlaybook, BareFetchPlaybook, Cback3Stage, CopyR, LocalPeerApi, ParallelScp, StagePlaybook  # noqa: E402
 
 SCENARIOS = "abcde"
@@ -71,28 +79,31 @@ SHAPES = {
     "a": dict(peers=8, files=16, size_kib=4096, repeat=3),
     "b": dict(peers=32, files=4, size_kib=64, repeat=5),
     "c": dict(peers=8, files=16, size_kib=4096, repeat=3),
-    "d": dict(counts=[1, 4, 16, 64], files=2, size_kib=16, repeat=5),
+    "d": dict(counts=[8, 64, 256], files=2, size_kib=16, repeat=5),
     "e": dict(small_mib=16, big_mib=2048, repeat=3),
 }
 QUICK_SHAPES = {
     "a": dict(peers=3, files=4, size_kib=1024, repeat=2),
-    "b": dict(peers=6, files=2, size_kib=64, repeat=2),
+    "b": dict(peers=12, files=2, size_kib=64, repeat=2),
     "c": dict(peers=4, files=4, size_kib=4096, repeat=2),
-    "d": dict(counts=[1, 4, 8], files=2, size_kib=16, repeat=2),
+    "d": dict(counts=[2, 8, 16], files=2, size_kib=16, repeat=2),
     "e": dict(small_mib=4, big_mib=128, repeat=1),
 }
 
-# First loopback address of each scenario's sshd pool (one sshd per peer, consecutive
-# addresses; the integration tests use 127.0.1.x to 127.0.4.x).
-ADDRESSES = {"a": "127.0.5.1", "b": "127.0.5.101", "d": "127.0.6.1", "e": "127.0.7.1"}
+# The loopback addresses of each scenario's sshd pool (one sshd per peer, consecutive
+# addresses from the first, skipping every /24's .0 and .255, up to the last).  The
+# integration tests use 127.0.1.x to 127.0.4.x, 127.0.8.x, 127.0.9.x, 127.0.14.x, 127.0.15.x
+# and 127.0.21.x.
+ADDRESSES = {"a": ("127.0.5.1", "127.0.5.100"), "b": ("127.0.5.101", "127.0.5.254"),
+             "d": ("127.0.32.1", "127.0.35.254"), "e": ("127.0.7.1", "127.0.7.254")}
 
-TARGET_A_CBACK3 = 0.5
-TARGET_A_SCP = 1.15
-TARGET_B_CBACK3 = 0.2
-TARGET_C_BARE = 2.0
-TARGET_C_CP = 1.0
+TARGET_A_SCP = 1.10  # playbook / every peer's scp at once
+TARGET_B_BARE = 1.25  # playbook / bare fetch playbook, cback_stage_parallel scp at a time
+TARGET_C_BARE = 1.5  # playbook / bare cp playbook
+TARGET_C_CP = 1.0  # LocalPeer.stagePeer / cp -R
+TARGET_D_PER_PEER = 1.10  # (t(n) / n) / (t(base) / base): time per peer flat or falling
+TARGET_D_RSS = 1.25  # staging module peak RSS at the largest count / at the base count
 DEFAULT_SETTLE = 3.0  # seconds; see _harness.measure
-SCALING_TOLERANCE = 1.25  # "flat": within 25 % of one peer's time
 RSS_TOLERANCE_MIB = 4.0
 
 PLAYBOOK = "playbook"
@@ -178,64 +189,83 @@ def drop_sources(ctx, key):
 # ---------------------------------------------------------------------------
 
 
+def scenario_pool(ctx, key, names, user):
+    """``peer_pool`` of scenario ``key``'s addresses."""
+    first, last = ADDRESSES[key]
+    return peer_pool(ctx.base_dir, names, first, user, last)
+
+
+def stage_parallel(ctx):
+    """The stage role's default ``cback_stage_parallel`` in the measured collection."""
+    return int(role_default(ctx.collections, "cback_stage_parallel"))
+
+
+def at_once_text(peers, at_most):
+    return "all at once" if at_most is None or at_most >= peers else "%d at a time" % at_most
+
+
 def scenario_a(ctx, shape, data, options):
     user = ctx.user.ensure()
     n, files, kib = shape["peers"], shape["files"], shape["size_kib"]
-    result = Scenario("a", "%d remote peers x %d files x %s" % (n, files, size_text(kib)), shape)
-    with peer_pool(ctx.base_dir, peer_names("apeer", n), ADDRESSES["a"], user) as (pool, rcp, rsh):
+    parallel = stage_parallel(ctx)
+    result = Scenario("a", "%d remote peers x %d files x %s" % (n, files, size_text(kib)),
+                      dict(shape, cback_stage_parallel=parallel))
+    with scenario_pool(ctx, "a", peer_names("apeer", n), user) as (pool, rcp, rsh):
         peers = PeerSet.generate(data, source_dir(ctx, "a"), peer_names("apeer", n), files, kib * 1024)
         result.notes.append("input %s; rcp command `%s` on every side" % (gib_text(peers.total_bytes), rcp))
         scp = "scp x%d parallel" % n
         logins = LoginCounter(pool)
         sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
-                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
                  ParallelScp(ctx, scp, peers, user, rcp, logins=logins),
-                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins)]
+                 Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
+                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins, at_most=parallel)]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="a"))
-    result.ratio_check(PLAYBOOK, "cback3", TARGET_A_CBACK3)
     result.ratio_check(PLAYBOOK, scp, TARGET_A_SCP)
-    _floor_references(result, scp)
-    result.notes.append("`%s`: one `su %s -c '<rcp command> root@<peer>:<collect>/* <dir>/'` per peer, all "
-                        "started at once, into fresh directories" % (scp, user))
-    result.notes.append(BARE_FETCH_NOTE % scp)
+    result.reference(PLAYBOOK, "cback3", "the stage run against cback3")
+    result.reference(scp, "cback3", "the fetch alone, every peer at once (no Ansible)")
+    result.reference(BARE_FETCH, scp, "what Ansible's own run costs on top of the fetch")
+    result.reference(PLAYBOOK, BARE_FETCH, "the stage run against the bare fetch playbook")
+    result.notes.append("`%s` (the limit): one `%s` per peer, all started at once, into fresh directories "
+                        "(argv lists, no shell)" % (scp, SCP_ARGV_TEXT % (user, user)))
+    result.notes.append(BARE_FETCH_NOTE % (scp, at_once_text(n, parallel), parallel))
     return result
 
 
 def scenario_b(ctx, shape, data, options):
     user = ctx.user.ensure()
     n, files, kib = shape["peers"], shape["files"], shape["size_kib"]
-    result = Scenario("b", "%d remote peers x %d files x %s" % (n, files, size_text(kib)), shape)
-    with peer_pool(ctx.base_dir, peer_names("bpeer", n), ADDRESSES["b"], user) as (pool, rcp, rsh):
+    parallel = stage_parallel(ctx)
+    result = Scenario("b", "%d remote peers x %d files x %s" % (n, files, size_text(kib)),
+                      dict(shape, cback_stage_parallel=parallel))
+    with scenario_pool(ctx, "b", peer_names("bpeer", n), user) as (pool, rcp, rsh):
         peers = PeerSet.generate(data, source_dir(ctx, "b"), peer_names("bpeer", n), files, kib * 1024)
-        result.notes.append("input %s; rcp command `%s` on both sides" % (gib_text(peers.total_bytes), rcp))
+        result.notes.append("input %s; rcp command `%s` on every side" % (gib_text(peers.total_bytes), rcp))
         logins = LoginCounter(pool)
-        scp = "scp x%d parallel" % n
+        scp = "scp x%d, %s" % (n, at_once_text(n, parallel))
         sides = [StagePlaybook(ctx, PLAYBOOK, peers, "remote", user, rcp, rsh, logins=logins),
+                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins, at_most=parallel),
                  Cback3Stage(ctx, "cback3", peers, user, rcp, logins=logins),
-                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins),
-                 BareFetchPlaybook(ctx, BARE_FETCH, peers, user, rcp, logins=logins)]
+                 ParallelScp(ctx, scp, peers, user, rcp, logins=logins, at_most=parallel)]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="b"))
-    result.ratio_check(PLAYBOOK, "cback3", TARGET_B_CBACK3)
-    _floor_references(result, scp)
-    result.notes.append(BARE_FETCH_NOTE % scp)
+    result.ratio_check(PLAYBOOK, BARE_FETCH, TARGET_B_BARE)
+    result.reference(PLAYBOOK, "cback3", "the stage run against cback3")
+    result.reference(BARE_FETCH, "cback3", "the least an Ansible play over the peers reaches for the same fetch")
+    result.reference(scp, "cback3", "the fetch alone, %s (no Ansible)" % at_once_text(n, parallel))
+    result.reference(BARE_FETCH, scp, "what Ansible's own run costs on top of the fetch")
+    result.notes.append(BARE_FETCH_NOTE % (scp, at_once_text(n, parallel), parallel) + "; the limit of this scenario")
+    result.notes.append("`%s`: the same commands without Ansible, one `python3 bench/_all_at_once.py --at-most %d` "
+                        "running them" % (scp, parallel))
     return result
 
 
 BARE_FETCH = "bare fetch playbook"
+SCP_ARGV_TEXT = "setpriv --reuid=%s --regid=%s --init-groups -- <rcp command> root@<peer>:<collect>/* <dir>/"
 BARE_FETCH_NOTE = ("`" + BARE_FETCH + "`: bench/bare_fetch.yml over the same inventory shape (the peers as the "
-                   "play's hosts, the master): one `command` task on the master running the `%s` commands at "
-                   "once, then one `debug` task per peer's host. It does none of the stage run's work (no "
-                   "readiness check, no indicators, no size check, no fsync, no ownership): the least an Ansible "
-                   "play over these peers takes for the same fetch, so its ratio to cback3 is the lowest a "
-                   "playbook can reach here")
-
-
-def _floor_references(result, scp):
-    """Scenarios a and b: where the limits are (reported, no target)."""
-    result.reference(scp, "cback3", "the fetch alone, every peer at once (no Ansible)")
-    result.reference(BARE_FETCH, "cback3", "the least an Ansible play over the peers reaches for the same fetch")
-    result.reference(BARE_FETCH, scp, "what Ansible's own run costs on top of the fetch")
-    result.reference(PLAYBOOK, BARE_FETCH, "the stage run against the bare fetch playbook")
+                   "play's hosts, the master): one `command` task on the master running the commands of `%s`, "
+                   "%s (`bench/_all_at_once.py --at-most %d`, the stage role's default cback_stage_parallel), "
+                   "then one `debug` task per peer's host. It does none of the stage run's work (no readiness "
+                   "check, no indicators, no size check, no fsync, no ownership): the least an Ansible play over "
+                   "these peers takes for the same fetch with the stage run's concurrency")
 
 
 def scenario_c(ctx, shape, data, options):
@@ -267,42 +297,68 @@ def scenario_c(ctx, shape, data, options):
 def scenario_d(ctx, shape, data, options):
     user = ctx.user.ensure()
     counts, files, kib = sorted(set(shape["counts"])), shape["files"], shape["size_kib"]
-    parallel = int(role_default(ctx.collections, "cback_stage_parallel"))
-    result = Scenario("d", "1..%d remote peers x %d files x %s (scaling)" % (max(counts), files, size_text(kib)),
-                      dict(shape, counts=counts, cback_stage_parallel=parallel))
-    names = peer_names("dpeer", max(counts))
-    with peer_pool(ctx.base_dir, names, ADDRESSES["d"], user) as (pool, rcp, rsh):
+    parallel = stage_parallel(ctx)
+    base, top = counts[0], counts[-1]
+    title = "%s remote peers x %d files x %s (scaling)" % (", ".join(str(c) for c in counts), files, size_text(kib))
+    result = Scenario("d", title, dict(shape, counts=counts, cback_stage_parallel=parallel))
+    wrapper = write_rss_interpreter(os.path.join(ctx.base_dir, "rss-python-d"))
+    names = peer_names("dpeer", top)
+    with scenario_pool(ctx, "d", names, user) as (pool, rcp, rsh):
         peers = PeerSet.generate(data, source_dir(ctx, "d"), names, files, kib * 1024)
         label = dict((count, "playbook n=%d" % count) for count in counts)
         logins = LoginCounter(pool)
-        sides = [StagePlaybook(ctx, label[count], peers.subset(count), "remote", user, rcp, rsh, logins=logins)
+        sides = [StagePlaybook(ctx, label[count], peers.subset(count), "remote", user, rcp, rsh, rss_python=wrapper,
+                               logins=logins)
                  for count in counts]
-        if options.scaling_cback3:
-            sides += [Cback3Stage(ctx, "cback3 n=%d" % count, peers.subset(count), user, rcp, logins=logins)
-                      for count in counts if count <= 4]
         result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="d"))
-    base = seconds_of(result.samples[label[counts[0]]])
+
+    def staging_peaks(count):
+        return [sample.extra["staging_module_peak_kib"] / 1024.0 for sample in result.samples[label[count]]]
+
+    base_times, base_peaks = seconds_of(result.samples[label[base]]), staging_peaks(base)
     rows = []
     for count in counts:
-        times = seconds_of(result.samples[label[count]])
-        ratios = pair_ratios(times, base)
-        ratio = statistics.median(ratios)
-        limit = SCALING_TOLERANCE * max(1.0, count / float(parallel)) / max(1.0, counts[0] / float(parallel))
-        ok = ratio <= limit
-        rows.append([count, "%.2f" % statistics.median(times), "%.2f" % min(times), "%.2f" % max(times),
-                     "%.2f" % (statistics.median(times) / count), "%.2f" % ratio, "<= %.2f" % limit,
-                     "pass" if ok else "FAIL"])
-        if count != counts[0]:
+        samples = result.samples[label[count]]
+        times, peaks = seconds_of(samples), staging_peaks(count)
+        per_peer = [value * base / count for value in pair_ratios(times, base_times)]
+        per_peer_ratio = statistics.median(per_peer)
+        rss_ratios = pair_ratios(peaks, base_peaks)
+        rss_ratio = statistics.median(rss_ratios)
+        time_check = rss_check = "-"
+        if count != base:
+            ok = per_peer_ratio <= TARGET_D_PER_PEER
+            time_check = "<= %.2f: %s" % (TARGET_D_PER_PEER, "pass" if ok else "FAIL")
             result.checks.append(dict(
-                scenario="d", sides="n=%d vs n=%d" % (count, counts[0]), unit="s",
-                ours=statistics.median(times), other=statistics.median(base),
-                ratios=[round(value, 4) for value in ratios], measured=ratio, measured_text="%.3f x" % ratio,
-                target="<= %.2f x" % limit, passed=ok))
-    result.tables.append(("wall time by peer count (cback_stage_parallel = %d)" % parallel,
-                          ["peers", "median s", "min s", "max s", "s per peer", "t(n) / t(%d)" % counts[0],
-                           "target", "result"], rows))
-    result.notes.append("target: t(n) / t(1) <= %.2f x max(1, n / %d): flat up to cback_stage_parallel, "
-                        "then linear at most" % (SCALING_TOLERANCE, parallel))
+                scenario="d", sides="s per peer, n=%d vs n=%d" % (count, base), unit="s/peer",
+                ours=statistics.median(times) / count, other=statistics.median(base_times) / base,
+                ratios=[round(value, 4) for value in per_peer], measured=per_peer_ratio,
+                measured_text="%.3f x" % per_peer_ratio, target="<= %.2f x" % TARGET_D_PER_PEER, passed=ok))
+        if count == top and count != base:
+            ok = rss_ratio <= TARGET_D_RSS
+            rss_check = "<= %.2f: %s" % (TARGET_D_RSS, "pass" if ok else "FAIL")
+            result.checks.append(dict(
+                scenario="d", sides="staging module peak RSS, n=%d vs n=%d" % (count, base), unit="MiB",
+                ours=statistics.median(peaks), other=statistics.median(base_peaks),
+                ratios=[round(value, 4) for value in rss_ratios], measured=rss_ratio,
+                measured_text="%.3f x" % rss_ratio, target="<= %.2f x" % TARGET_D_RSS, passed=ok))
+        rows.append([count, "%.2f" % statistics.median(times), "%.4f" % (statistics.median(times) / count),
+                     "%.3f" % per_peer_ratio, time_check, "%.1f" % statistics.median(peaks), "%.3f" % rss_ratio,
+                     rss_check, "%.1f" % statistics.median(sample.maxrss_kib / 1024.0 for sample in samples)])
+    result.tables.append(("wall time and peak RSS by peer count (cback_stage_parallel = %d)" % parallel,
+                          ["peers", "median s", "s per peer", "per-peer ratio to n=%d" % base, "target",
+                           "staging module peak RSS, MiB", "ratio to n=%d" % base, "target",
+                           "ansible-playbook tree peak RSS, MiB"], rows))
+    result.notes += [
+        "time per peer: per pair of adjacent runs (t(n) / n) / (t(%d) / %d), then the median; target <= %.2f x "
+        "for every n > %d (flat or falling)" % (base, base, TARGET_D_PER_PEER, base),
+        "staging module peak RSS: the largest ru_maxrss of the run's cback_stage* module processes, recorded by "
+        "the master's interpreter wrapper (as in scenario e); target at n=%d <= %.2f x n=%d, per pair, median"
+        % (top, TARGET_D_RSS, base),
+        "ansible-playbook tree peak RSS: ru_maxrss of ansible-playbook and every process it waited for (no "
+        "target: the controller holds every host)",
+        "the peers' sshd servers listen on %s onwards (one per peer, skipping every /24's .0 and .255)"
+        % ADDRESSES["d"][0],
+    ]
     if len(counts) >= 2 and counts[-2] >= parallel:
         low, high = (statistics.median(seconds_of(result.samples[label[count]])) for count in counts[-2:])
         step = (high - low) / (counts[-1] - counts[-2])
@@ -318,7 +374,7 @@ def scenario_e(ctx, shape, data, options):
     result = Scenario("e", "one %d MiB file vs one %d MiB file: peak RSS of the staging module" % (big, small), shape)
     wrapper = write_rss_interpreter(os.path.join(ctx.base_dir, "rss-python"))
     name = "epeer01"
-    with peer_pool(ctx.base_dir, [name], ADDRESSES["e"], user) as (pool, rcp, rsh):
+    with scenario_pool(ctx, "e", [name], user) as (pool, rcp, rsh):
         sources = dict((size, PeerSet.generate(data, source_dir(ctx, "e%d" % size), [name], 1, size * MIB, "big"))
                        for size in (small, big))
         labels = dict(((kind, size), "%s %d MiB" % (kind, size))
@@ -386,6 +442,8 @@ def prime(ctx, data):
 
 
 def format_value(value, unit):
+    if unit == "s/peer":
+        return "%.3f s/peer" % value
     return "%.2f s" % value if unit == "s" else "%.1f MiB" % value
 
 
@@ -508,10 +566,10 @@ def parse_args(argv):
     parser.add_argument("--peers", type=int, help="peers of scenarios a, b, c")
     parser.add_argument("--files", type=int, help="files per peer in scenarios a, b, c")
     parser.add_argument("--size-kib", type=int, help="file size in scenarios a, b, c")
-    parser.add_argument("--counts", type=int_list, help="peer counts of scenario d (default 1,4,16,64)")
+    parser.add_argument("--counts", type=int_list, help="peer counts of scenario d, the scaling scenario (default "
+                        "8,64,256; 2,8,16 with --quick; the smallest is the base of the ratios)")
     parser.add_argument("--small-mib", type=int, help="small file of scenario e (default 16)")
     parser.add_argument("--big-mib", type=int, help="big file of scenario e (default 2048)")
-    parser.add_argument("--scaling-cback3", action="store_true", help="scenario d: time cback3 with 1 and 4 peers too")
     parser.add_argument("--collections", default=DEFAULT_COLLECTIONS,
                         help="collections path holding cedarbackup.peer (default .build/collections)")
     parser.add_argument("--description", help="short description in the result file name")
@@ -543,8 +601,12 @@ def parse_args(argv):
     for key, shape in shapes.items():
         if any(value < 1 for value in shape.values() if isinstance(value, int)) or min(shape.get("counts", [1])) < 1:
             parser.error("scenario %s: sizes, counts and repetitions must be at least 1: %s" % (key, shape))
-    if shapes["d"]["counts"] and max(shapes["d"]["counts"]) > 250:
-        parser.error("scenario d: at most 250 peers (one loopback /24)")
+    for key in "abde":
+        peers = max(shapes[key]["counts"]) if key == "d" else shapes[key].get("peers", 1)
+        try:
+            loopback_addresses(ADDRESSES[key][0], peers, ADDRESSES[key][1])
+        except ValueError as exc:
+            parser.error("scenario %s: %s" % (key, exc))
     args.shapes = shapes
     if args.settle is None:
         args.settle = 0.0 if args.quick else DEFAULT_SETTLE
@@ -604,9 +666,9 @@ def main(argv=None):
     if not args.no_results:
         document = dict(description=args.description, command=["bench/run.py"] + argv, machine=machine,
                         shapes=args.shapes, collections=args.collections, settle_seconds=args.settle,
-                        targets=dict(a_vs_cback3=TARGET_A_CBACK3, a_vs_parallel_scp=TARGET_A_SCP,
-                                     b_vs_cback3=TARGET_B_CBACK3, c_vs_bare_playbook=TARGET_C_BARE,
-                                     c_localpeer_vs_cp=TARGET_C_CP, d_scaling_tolerance=SCALING_TOLERANCE,
+                        targets=dict(a_vs_parallel_scp=TARGET_A_SCP, b_vs_bare_fetch_playbook=TARGET_B_BARE,
+                                     c_vs_bare_playbook=TARGET_C_BARE, c_localpeer_vs_cp=TARGET_C_CP,
+                                     d_time_per_peer=TARGET_D_PER_PEER, d_staging_module_rss=TARGET_D_RSS,
                                      e_rss_tolerance_mib=RSS_TOLERANCE_MIB),
                         scenarios=[scenario.as_dict() for scenario in scenarios])
         markdown = markdown_report(args.description, machine, ["bench/run.py"] + argv, scenarios, args.settle)
