@@ -445,16 +445,29 @@ def _forget(proc):
         _running.pop(proc.pid, None)
 
 
+def _exited(proc, timeout):
+    """Wait for ``proc`` to end, at most ``timeout`` seconds (``None``: no bound): whether it
+    ended.  A blocking ``waitpid`` in a thread, so that the end is seen at once (``Popen.wait``
+    with a timeout polls, up to 50 ms late each time)."""
+    if timeout is None:
+        proc.wait()
+        return True
+    waiter = threading.Thread(target=proc.wait, name="cback-command-wait")
+    waiter.daemon = True
+    waiter.start()
+    waiter.join(max(0.0, timeout))
+    return not waiter.is_alive()
+
+
 def _wait(proc, argv, timeout, keep):
     out, err = _Capture(proc.stdout, keep), _Capture(proc.stderr, keep)
     started = time.monotonic()
     timed_out = False
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_tree(proc.pid)
-        proc.wait()
+        if not _exited(proc, timeout):
+            timed_out = True
+            kill_tree(proc.pid)
+            proc.wait()
     except BaseException:
         kill_tree(proc.pid)
         proc.wait()
@@ -567,10 +580,9 @@ class Conversation(object):
         with contextlib.suppress(OSError, ValueError):
             self.proc.stdin.close()
         try:
-            self.proc.wait(timeout=_bounded(timeout))
-        except subprocess.TimeoutExpired:
-            kill_tree(self.proc.pid)
-            self.proc.wait()
+            if not _exited(self.proc, _bounded(timeout)):
+                kill_tree(self.proc.pid)
+                self.proc.wait()
         finally:
             _forget(self.proc)
         self._reader.join(DRAIN_SECONDS)
