@@ -361,7 +361,7 @@ REFUSED_OPTIONS = [
 LITERAL_OPTIONS = [
     "stage-remote-hostile-file-names",
     "stage-remote-hostile-file-names-legacy-scp",
-    "stage-remote-glob-and-quotes-in-dirs",
+    "stage-remote-sftp-request-paths",
     "stage-local-hostile-paths-and-indicator",
     "indicator-remote-collect-dir-with-spaces",
     "action-remote-cback-command-words",
@@ -436,15 +436,16 @@ def literal_cases(world):
                                      working_dir=str(work), target_dir=str(target), check_collect_indicator=True,
                                      connect_timeout=10))
         expect[case] = dict(files=files, collect=collect, target=target, work=work)
-    # Over SFTP (the peer's session takes paths in its requests): glob characters, quotes and
-    # backslashes in the collect and working directories' names are taken literally.
-    case = "stage-remote-glob-and-quotes-in-dirs"
+    # Over SFTP (the peer's session takes local and remote paths in its requests): a collect
+    # directory with every character a remote one may hold, and a working directory (local, in
+    # get and put requests) with glob characters and quotes, taken literally.
+    case = "stage-remote-sftp-request-paths"
     fields = world.fields(case)
     files = hostile_files(world, case)
-    collect = ready(world.root / "remote" / ('%s *?[ab] "q" \\b' % case), files)
-    (world.root / "remote" / ("%s aa \"q\" \\b" % case)).mkdir()  # what the pattern would match
+    collect = ready(world.root / "remote" / ("%s a b %%+=:,~@-x" % case), files)
     target = world.empty_dir("targets", case)
-    work = world.empty_dir("work", '{case} *?[w] "q" \\b'.format(**fields))
+    work = world.empty_dir("work", '{case} *?[w] "q"'.format(**fields))
+    world.empty_dir("work", '{case} aw "q"'.format(**fields))  # what the pattern would match
     cases[case] = ("stage", dict(name="hx-" + case, type="remote", collect_dir=str(collect), remote_user="root",
                                  local_user=world.user, rcp_command=world.rcp, rsh_command=world.rsh,
                                  working_dir=str(work), target_dir=str(target), check_collect_indicator=True,
@@ -612,7 +613,7 @@ def check_rcp_words(outcome, case):
 LITERAL_CHECKS = {
     "stage-remote-hostile-file-names": check_stage_remote,
     "stage-remote-hostile-file-names-legacy-scp": check_stage_remote,
-    "stage-remote-glob-and-quotes-in-dirs": check_stage_remote,
+    "stage-remote-sftp-request-paths": check_stage_remote,
     "stage-local-hostile-paths-and-indicator": check_stage_local,
     "indicator-remote-collect-dir-with-spaces": check_indicator_spaces,
     "action-remote-cback-command-words": check_action_words,
