@@ -32,6 +32,11 @@ def peers(data, **extra):
     return found
 
 
+# A run-wide failure (a missing master, a bad run-wide value, a run that cannot start) fails
+# every peer's host at the roles' one task per host.
+REPORT = "Report the peer"
+
+
 def failure(run, task):
     records = [record for record in run.find(task) if record["status"] == "failed"]
     assert records, run
@@ -52,7 +57,7 @@ def test_a_missing_staging_dir_names_the_variable_and_where_to_set_it(runner, da
     inventory = write_inventory(runner.base / "nostage.ini", {}, peers(data))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    message = failure(run, "Check the run-wide settings")
+    message = failure(run, REPORT)
     assert message.endswith("cback_staging_dir is not set (the staging directory, <stage><staging_dir> of cback3.conf); "
                             + WHERE), message
     assert not (data / "stage").exists()
@@ -66,7 +71,7 @@ def test_a_run_wide_variable_on_a_peer_is_ignored_whichever_peer_it_is(runner, d
                                 peers(data, **{peer: dict(cback_staging_dir=str(data / "stage"))}))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    assert "cback_staging_dir is not set" in failure(run, "Check the run-wide settings")
+    assert "cback_staging_dir is not set" in failure(run, REPORT)
     text = " ".join((run.stdout + run.stderr).split())
     assert ("cback_staging_dir is set for the peer %s, but run-wide settings are read from the master (localhost) only: "
             "ignored there; set it in the master's variables" % peer) in text, run
@@ -83,7 +88,7 @@ def test_a_bad_run_wide_value_has_its_own_message(runner, data, variable, value,
     inventory = write_inventory(runner.base / "bad.ini", {"cback_staging_dir": str(data / "stage"), variable: value}, peers(data))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    assert failure(run, "Check the run-wide settings").endswith(message)
+    assert failure(run, REPORT).endswith(message)
     assert not (data / "stage").exists()
 
 
@@ -106,7 +111,7 @@ def test_a_type_error_given_with_e_is_one_short_line_on_every_peer(runner, data,
     inventory = write_inventory(runner.base / "typed.ini", {"cback_staging_dir": str(data / "stage")}, peers(data))
     run = runner.run("stage", inventory, extra=["%s=%s" % (variable, value)])
     assert run.rc != 0, run
-    failures = peer_failures(run, "Check the run-wide settings")
+    failures = peer_failures(run, REPORT)
     assert sorted(failures) == ["p1", "p2"], run
     for message in failures.values():
         assert message == expected + WHERE, message
@@ -124,7 +129,7 @@ def test_a_run_that_cannot_start_fails_every_peers_host(runner, data):
     inventory = write_inventory(runner.base / "nostart.ini", {"cback_staging_dir": str(blocker / "stage")}, peers(data))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    failures = peer_failures(run, "Check that the run started")
+    failures = peer_failures(run, REPORT)
     assert sorted(failures) == ["p1", "p2"], run
     assert len(set(failures.values())) == 1 and str(blocker) in failures["p1"], failures
     recap = run.recap()
@@ -135,7 +140,7 @@ def test_a_missing_managed_action_fails_every_peer(runner, data):
     inventory = write_inventory(runner.base / "noaction.ini", {}, peers(data, p1=dict(cback_managed=True)))
     run = runner.run("managed", inventory)
     assert run.rc != 0, run
-    failures = peer_failures(run, "Check the run-wide settings")
+    failures = peer_failures(run, REPORT)
     assert sorted(failures) == ["p1", "p2"], run
     assert failures["p2"].startswith("cback_action is not set"), failures
 
@@ -175,7 +180,7 @@ def test_the_master_group_must_hold_one_host(runner, data):
     inventory.write_text(text)
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    failures = peer_failures(run, "Check the run-wide settings")
+    failures = peer_failures(run, REPORT)
     assert sorted(failures) == ["p1", "p2"], run
     assert failures["p1"].startswith("The inventory needs exactly one host in the group cback_master"), failures
 
@@ -187,7 +192,7 @@ def test_a_backup_user_the_master_lacks_names_the_inventory_variable(runner, dat
     inventory = write_inventory(runner.base / "nouser.ini", master, peers(data))
     run = runner.run("stage", inventory)
     assert run.rc != 0, run
-    failures = peer_failures(run, "Check that the run started")
+    failures = peer_failures(run, REPORT)
     assert sorted(failures) == ["p1", "p2"], run
     assert failures["p1"].startswith("cback_backup_user: no such user 'cbnosuchuser' on the master"), failures
 

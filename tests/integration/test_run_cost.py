@@ -98,3 +98,63 @@ def test_pool_run_is_two_module_executions(runner, data):
     run = runner.run("pool", pool_inventory(runner, data, 5, log))
     assert run.rc == 0, run
     assert executions(log) == 2, run
+
+
+# ---------------------------------------------------------------------------
+# What a run costs in Ansible tasks: each task that runs for every peer's host goes through
+# a worker process per host, even when skipped; the roles' run has one such task
+# ---------------------------------------------------------------------------
+
+VALIDATION = "Validating arguments against arg spec"
+
+
+def per_host_tasks(run):
+    """The names of the tasks with a result (ok, changed, failed or skipped) for more than one host."""
+    hosts = {}
+    for record in run.records:
+        hosts.setdefault(run.short_name(record["task"]), set()).add(record["host"])
+    return sorted(name for name, names in hosts.items() if len(names) > 1)
+
+
+@pytest.mark.parametrize("playbook", ["stage", "managed"])
+def test_the_playbooks_have_one_task_per_peer_host(runner, data, playbook):
+    """The run's work is one task run once; each peer's host has one task of its own, "Report
+    the peer"; the playbooks leave out Ansible's check of the role's argument specs (a task per
+    host), as the role's resolution step checks the same variables."""
+    run = runner.run(playbook, pool_inventory(runner, data, 4, data / "executions.log"), extra=["cback_action=collect"])
+    assert run.rc == 0, run
+    assert per_host_tasks(run) == ["Report the peer"], run
+    assert not run.find(VALIDATION, prefix=True), run
+
+
+def test_the_pool_playbook_leaves_out_the_argument_spec_checks(runner, data):
+    run = runner.run("pool", pool_inventory(runner, data, 3, data / "executions.log"))
+    assert run.rc == 0, run
+    assert not run.find(VALIDATION, prefix=True), run
+    assert per_host_tasks(run) == ["Collect on the managed peers", "Fail when a peer failed", "Report the peer", "Stage the pool"], run
+
+
+@pytest.mark.parametrize("playbook", ["stage", "managed"])
+def test_a_run_wide_failure_is_the_one_task_per_peer_host_too(runner, data, playbook):
+    """A bad run-wide value fails every peer's host at "Report the peer", where its own result
+    would be; nothing else runs for each host."""
+    run = runner.run(playbook, pool_inventory(runner, data, 3, data / "executions.log"),
+                     extra=["cback_action=collect", "cback_peer_timeout=0"])
+    assert run.rc != 0, run
+    assert per_host_tasks(run) == ["Report the peer"], run
+    failed = dict((record["host"], record["result"]["msg"]) for record in run.find("Report the peer") if record["status"] == "failed")
+    assert sorted(failed) == ["p00", "p01", "p02"], run
+    assert set(failed.values()) == {"cback_peer_timeout must be a whole number of at least 1, not '0'; set it in the master's "
+                                    "variables (host_vars/localhost, the group_vars of its group, or group_vars/all), or with -e."}
+    assert executions(data / "executions.log") == 0, run
+
+
+def test_the_role_by_name_still_checks_its_argument_specs(runner, data):
+    """Only the playbooks enter the role at run.yml: a play that names the role gets Ansible's
+    check of its argument specs (meta/argument_specs.yml, entry point main), then the run."""
+    inventory = pool_inventory(runner, data, 2, data / "executions.log")
+    play = [{"name": "Stage the pool", "hosts": "cback_peers", "gather_facts": False, "roles": ["cedarbackup.peer.stage"]}]
+    run = runner.run_play(play, inventory)
+    assert run.rc == 0, run
+    assert [record["status"] for record in run.find(VALIDATION, prefix=True)] == ["ok", "ok"], run
+    assert per_host_tasks(run) == sorted([run.short_name(run.find(VALIDATION, prefix=True)[0]["task"]), "Report the peer"]), run

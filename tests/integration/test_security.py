@@ -164,7 +164,7 @@ def test_a_symlink_planted_in_the_staging_tree_is_never_followed_for_a_remote_pe
     assert run.rc != 0, run
     assert not (data / "peer1" / "cback.stage").exists(), run
     if where == "month":
-        assert run.status("Check that the run started") == "failed" and "symlink" in run.result("Check that the run started")["msg"], run
+        assert run.status("Report the peer") == "failed" and "symlink" in run.result("Report the peer")["msg"], run
         assert not (data / "l2" / "cback.stage").exists()
     else:
         rows = stage_rows(run)

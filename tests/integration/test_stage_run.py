@@ -651,7 +651,7 @@ def test_a_symlink_planted_in_the_staging_tree_is_never_followed(runner, data, b
     assert owner_of(victim) == ROOT_IDS and mode_of(victim) == 0o700
     if where == "daily":
         # the run stops before anything is staged, and says why
-        failed = [record for record in run.find("Check that the run started") if record["status"] == "failed"]
+        failed = [record for record in run.find("Report the peer") if record["status"] == "failed"]
         assert sorted(record["host"] for record in failed) == ["l1", "l2"], run
         assert "symlink" in failed[0]["result"]["msg"], run
         assert not (data / "l1" / "cback.stage").exists() and not (data / "l2" / "cback.stage").exists()
