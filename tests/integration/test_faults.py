@@ -26,7 +26,7 @@ The faults:
 4. one run over 64 remote peers (64 sshd servers on 127.0.9.1 to 127.0.9.64).
 
 Addresses: 127.0.9.x belongs to this file (the other tests use 127.0.1.x to 127.0.4.x, the
-benchmark 127.0.5.x to 127.0.7.x).
+benchmark 127.0.5.x to 127.0.7.x and 127.0.32.x to 127.0.35.x).
 """
 
 import os
