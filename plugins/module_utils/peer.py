@@ -747,9 +747,13 @@ class RemotePeer(_Peer):
 
     # ----- command construction (argv lists; remote command lines fully quoted) -----
 
-    def _remote(self, path):
+    def _destination(self):
+        """``<remoteUser>@<name>``, an IPv6 address in brackets (as scp and sftp take it)."""
         host = "[%s]" % self.name if ":" in self.name else self.name
-        return "%s@%s:%s" % (self.remoteUser, host, path)
+        return "%s@%s" % (self.remoteUser, host)
+
+    def _remote(self, path):
+        return "%s:%s" % (self._destination(), path)
 
     def _asLocalUser(self, argv, what):
         return as_local_user(argv, self.localUser, what)
@@ -869,8 +873,14 @@ class RemotePeer(_Peer):
         argv = self._sftpArgv()
         if argv is None:
             return None
-        host = "[%s]" % self.name if ":" in self.name else self.name
-        return self._withSshOptions(argv) + list(args) + ["%s@%s" % (self.remoteUser, host)]
+        return self._withSshOptions(argv) + list(args) + [self._destination()]
+
+    def _session(self, *paths):
+        """The ``conversation``'s SFTP session while it runs and every one of ``paths`` can
+        travel in its requests; else ``None`` (the separate command runs)."""
+        if self._talk is None or not self._talk.alive() or any(_unquotable(path) for path in paths):
+            return None
+        return self._talk
 
     # ----- the backup peer interface -----
 
@@ -1099,9 +1109,8 @@ class RemotePeer(_Peer):
             return None
         request = "ls -ln %s" % _sftp_quote(self.collectDir)
         try:
-            result = None
-            if self._talk is not None and self._talk.alive():
-                result = self._talk.request(request, keep=LISTING_BYTES)
+            talk = self._session()
+            result = None if talk is None else talk.request(request, keep=LISTING_BYTES)
             if result is None:  # no session: one sftp command
                 with self._workspace() as work:
                     fd = os.open("list.sftp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW | _fs.CLOEXEC, 0o600, dir_fd=work.fd)
@@ -1142,7 +1151,7 @@ class RemotePeer(_Peer):
         """
         name = DEF_COLLECT_INDICATOR if collectIndicator is None else encode_path(collectIndicator)
         sourceFile = path_join(self.collectDir, name)
-        talk = self._talk if self._talk is not None and self._talk.alive() and not _unquotable(sourceFile) else None
+        talk = self._session(sourceFile)
         with _opened(talk.work if talk is not None else None, self._workspace) as work:
             if self.workingDir is not None:
                 # Cedar Backup fetches into the working directory and removes a stale copy
@@ -1190,7 +1199,7 @@ class RemotePeer(_Peer):
         """
         stageIndicator = encode_path(stageIndicator)
         targetFile = path_join(self.collectDir, DEF_STAGE_INDICATOR if stageIndicator is None else stageIndicator)
-        talk = self._talk if self._talk is not None and self._talk.alive() and not _unquotable(targetFile) else None
+        talk = self._session(targetFile)
         with _opened(talk.work if talk is not None else None, self._workspace) as work:
             with contextlib.suppress(OSError):
                 os.unlink(DEF_STAGE_INDICATOR, dir_fd=work.fd)  # pushed earlier in the same session
