@@ -72,7 +72,10 @@ def test_files_then_directory_then_indicator(runner, data, ssh_pool):
             last_rename = max(last_rename, renamed)
         dir_syncs[peer] = first(lines, lambda line: re.search(r"\bfsync\(\d+<%s>[) ]" % re.escape(peer_dir), line),
                                 after=last_rename, what="fsync of %s after its renames" % peer_dir)
-    indicator = first(lines, lambda line: "openat(" in line and "%s/cback.stage" % local in line and "O_CREAT" in line,
+    # Matched on the call's own line (its directory descriptor and name): strace may print the
+    # returned descriptor's path on a later "resumed" line when threads interleave.
+    indicator = first(lines, lambda line: "openat(" in line and "O_CREAT" in line
+                      and re.search(r'<%s>, "cback\.stage"' % re.escape(str(local)), line) is not None,
                       what="the local peer's cback.stage")
     assert indicator > dir_syncs["lp"], (indicator, dir_syncs)
     # The push: the empty file to push is made in the peer's private directory right before it
