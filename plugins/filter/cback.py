@@ -26,9 +26,10 @@ from ansible.utils.display import Display
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _argspec as spec
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _report as report
 from ansible_collections.cedarbackup.peer.plugins.module_utils import _settings as settings
+from ansible_collections.cedarbackup.peer.plugins.module_utils._settings import shown
 
 # Variables the roles set for the caller (not inventory variables).
-_PRODUCED = ("cback_stage_summary", "cback_managed_summary")
+_PRODUCED = ("cback_stage_summary", "cback_managed_summary", "cback_stage_summaries", "cback_managed_summaries")
 
 _WHERE = ("set it in the master's variables (host_vars/%s, the group_vars of its group, or group_vars/all), "
           "or with -e")
@@ -200,17 +201,12 @@ def _run_peer_entry(peer, role):
     return entry
 
 
-def _warnings(hosts, hostvars, master, role):
-    """Warnings about the inventory's ``cback_*`` variables, each also shown as an Ansible warning.
-
-    - A ``cback_*`` variable that no role knows (a typo, or a cback3.conf element name such as
-      ``cback_ignore_failures``), with the closest known name.
-    - A run-wide variable that a peer's variables set to another value than the master's: run-wide
-      settings are read from the master only, so it is ignored there.
-    """
+def _unknown_variables(hosts, hostvars):
+    """Warnings about ``cback_*`` variables that no role knows (a typo, or a cback3.conf element name
+    such as ``cback_ignore_failures``), with the closest known name."""
     known = set(settings.BY_VARIABLE) | set(_PRODUCED)
     warnings, unknown = [], {}
-    for host in [master] + [host for host in hosts if host != master]:
+    for host in hosts:
         values = hostvars[host] if host in hostvars else {}
         for name in sorted(name for name in values if to_text(name).startswith("cback_")):
             if name not in known:
@@ -219,6 +215,13 @@ def _warnings(hosts, hostvars, master, role):
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
         hint = "; did you mean %s?" % close[0] if close else ""
         warnings.append("Unknown variable %s (set for %s) is ignored%s" % (name, ", ".join(where), hint))
+    return warnings
+
+
+def _peer_run_wide(hosts, hostvars, master, role):
+    """Warnings about run-wide variables that a peer's variables set to another value than its master's:
+    run-wide settings are read from the master only, so it is ignored there."""
+    warnings = []
     master_vars = hostvars[master] if master in hostvars else {}
     for name in settings.variables_of(role, (settings.RUN,)):
         peers = [host for host in hosts if host != master and name in hostvars[host]
@@ -226,6 +229,10 @@ def _warnings(hosts, hostvars, master, role):
         if peers:
             warnings.append("%s is set for the peer%s %s, but run-wide settings are read from the master (%s) only: "
                             "ignored there; set it in the master's variables" % (name, "s" if len(peers) > 1 else "", ", ".join(peers), master))
+    return warnings
+
+
+def _show(warnings):
     display = Display()
     for warning in warnings:
         display.warning(warning)
@@ -255,31 +262,31 @@ def _run_values(role, current, master_vars, host_vars):
     return values
 
 
-def cback_resolve(hosts, hostvars, role, current, masters, host=None):
-    """The one resolution step of a role run: the run's settings and peers, checked, or the error.
+def _master_of(values, masters, group):
+    """The master a peer's variables name (``cback_master_host``), else the one master; raises
+    ``OptionError`` naming ``cback_master_host`` when it names none of the group's hosts, or is not
+    set while the group holds several."""
+    setting = settings.BY_KEY["master_host"]
+    try:
+        named = settings.check(setting, _get(values, setting.variable))
+    except settings.SettingError as exc:
+        raise spec.OptionError(setting.variable, "%s." % exc)
+    if named is None:
+        if len(masters) == 1:
+            return masters[0]
+        raise spec.OptionError(setting.variable, "not set, while the group %s holds several masters (%s); set it to the "
+                               "inventory host of this peer's master." % (group, ", ".join(masters)))
+    if named not in masters:
+        raise spec.OptionError(setting.variable, "must be a host of the group %s (%s), not %s." % (group, ", ".join(masters), shown(named)))
+    return named
 
-    ``hosts`` are the play's peer hosts, ``hostvars`` Ansible's ``hostvars``, ``role`` ``stage`` or
-    ``managed``, ``current`` the role's variables as the role sees them (``{name: value}`` for
-    ``cback_role_variables``), ``masters`` the hosts of the master group, ``host`` the host the
-    task runs for.  Returns ``error`` (a one-line message, for every peer host, or ``None``),
-    ``master``, ``run`` (typed run-wide values by short key), ``module`` (the run module's
-    options), ``peers`` (each peer resolved as ``cback_peers`` does) and ``run_peers`` (the run
-    module's ``peers`` option: for a managed run only those that take part in the action).
-    """
-    if role not in settings.ROLES:
-        raise AnsibleFilterError("cback_resolve: role must be one of %s, not %r." % (", ".join(settings.ROLES), role))
-    hosts = list(hosts or [])
-    masters = list(masters or [])
-    result = dict(error=None, master=None, run={}, module={}, peers=[], run_peers=[], warnings=[])
-    group = to_text(current.get("cback_master_group") or "cback_master")
-    if len(masters) != 1:
-        result["error"] = ("The inventory needs exactly one host in the group %s (the master, where the run's work happens); "
-                           "it has %s.%s" % (group, "none" if not masters else ", ".join(masters),
-                                             " " + _NO_INVENTORY if not masters else ""))
-        return result
-    master = result["master"] = masters[0]
+
+def _pool(role, master, peer_hosts, hostvars, current, host):
+    """One pool's resolution: its master's run-wide settings and its peers, as a single-master run
+    had them (``error``, ``master``, ``run``, ``module``, ``peers``, ``run_peers``, ``warnings``)."""
+    pool = dict(error=None, master=master, run={}, module={}, peers=[], run_peers=[], warnings=[])
     master_vars = hostvars[master] if master in hostvars else {}
-    result["warnings"] = _warnings(hosts, hostvars, master, role)
+    pool["warnings"] = _peer_run_wide(peer_hosts, hostvars, master, role)
     values = _run_values(role, current, master_vars, hostvars[host] if host in hostvars else {})
     try:
         run = _typed_run(values, _WHERE % master)
@@ -290,12 +297,97 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None):
                                              "or purge; pass it with -e cback_action=collect.")
                 raise AnsibleFilterError("%s is not set (%s); %s." % (setting.variable, _MISSING[setting.key], _WHERE % master))
     except AnsibleFilterError as exc:
-        result["error"] = to_text(exc)
+        pool["error"] = to_text(exc)
+        return pool
+    peers = spec.mark_duplicate_names([_peer(peer, hostvars[peer] if peer in hostvars else {}, run, role) for peer in peer_hosts])
+    pool.update(run=run, module=_module_options(role, run), peers=peers)
+    pool["run_peers"] = [_run_peer_entry(peer, role) for peer in peers
+                         if role == settings.STAGE or runs_action(peer, run.get("action"))]
+    return pool
+
+
+def cback_resolve(hosts, hostvars, role, current, masters, host=None, hosts_all=None, peers_group=None):
+    """The one resolution step of a role run: each pool's settings and peers, checked, or the errors.
+
+    ``hosts`` are the play's hosts (those still in the play: ``ansible_play_hosts``), ``hostvars``
+    Ansible's ``hostvars``, ``role`` ``stage``, ``managed`` or ``setup``, ``current`` the role's
+    variables as the role sees them (``{name: value}`` for ``cback_role_variables``), ``masters`` the
+    hosts of the master group, ``host`` the host the task runs for.  With ``peers_group`` (the hosts of
+    the group ``cback_peers``), a host of ``hosts`` that is a master and no peer stands for the peers of
+    its pool that are not among ``hosts_all`` (``ansible_play_hosts_all``: a ``--limit`` that names
+    the master); without it every host of ``hosts`` is a peer.
+
+    A pool is a master and the peers that name it (``cback_master_host``; with one master, every
+    peer).  Returns:
+
+    - ``pools``: one per master with peers in the run (with one master, always its pool), in the
+      master group's order: ``master``,
+      ``error`` (a run-wide value of that master that cannot be used: the message for each of its
+      peers' hosts, or ``None``), ``run`` (typed run-wide values by short key), ``module`` (the run
+      module's options), ``peers`` (resolved as ``cback_peers`` resolves them), ``run_peers`` (the run
+      module's ``peers`` option: for a managed run those that take part), ``warnings``, ``hosts`` (its
+      hosts in the play), ``stands_for`` (the peers its master's host reports for) and ``leader`` (the
+      host of the play its run module task runs for: its first host, or with one pool the play's
+      first host; ``None`` for a pool in error);
+    - ``leaders``: the pools' leaders, ``delegates`` (``{leader: master}``), ``leader_pools``
+      (``{leader: index in pools}``); ``fleet``: whether several pools run;
+    - ``orphans``: peers whose ``cback_master_host`` names no master (``host``, ``name``, ``error``);
+    - ``error``, ``master``, ``run``, ``module``, ``peers``, ``run_peers``, ``warnings``: those of the
+      one pool when one runs; ``error`` is also the message of an inventory without a master.
+    """
+    if role not in settings.ROLES:
+        raise AnsibleFilterError("cback_resolve: role must be one of %s, not %r." % (", ".join(settings.ROLES), role))
+    hosts = list(hosts or [])
+    hosts_all = set(hosts if hosts_all is None else hosts_all)
+    masters = list(masters or [])
+    result = dict(error=None, master=None, run={}, module={}, peers=[], run_peers=[], warnings=[], pools=[], leaders=[],
+                  delegates={}, leader_pools={}, fleet=False, orphans=[])
+    group = to_text(current.get("cback_master_group") or "cback_master")
+    if not masters:
+        result["error"] = ("The inventory needs a host in the group %s (the master, where the run's work happens); it has none. %s"
+                           % (group, _NO_INVENTORY))
         return result
-    peers = spec.mark_duplicate_names([_peer(peer, hostvars[peer] if peer in hostvars else {}, run, role) for peer in hosts])
-    result.update(run=run, module=_module_options(role, run), peers=peers)
-    result["run_peers"] = [_run_peer_entry(peer, role) for peer in peers
-                           if role == settings.STAGE or runs_action(peer, run.get("action"))]
+    in_group = None if peers_group is None else set(peers_group)
+    standing = [name for name in hosts if in_group is not None and name in masters and name not in in_group]
+    members = [name for name in hosts if name not in standing]
+    stands_for = dict((master, []) for master in standing)
+    for name in (peers_group or []) if standing else []:
+        if name not in hosts_all and name not in standing:
+            try:
+                master = _master_of(hostvars[name] if name in hostvars else {}, masters, group)
+            except spec.OptionError:
+                continue
+            if master in stands_for:
+                stands_for[master].append(name)
+                members.append(name)
+    by_master = dict((master, []) for master in masters)
+    for name in members:
+        values = hostvars[name] if name in hostvars else {}
+        try:
+            by_master[_master_of(values, masters, group)].append(name)
+        except spec.OptionError as exc:
+            result["orphans"].append(dict(host=name, name=_peer(name, values, {}).get("name") or name,
+                                          error="invalid settings: %s" % exc))
+    warnings = _unknown_variables([master for master in masters if by_master[master]] + members, hostvars)
+    for master in masters:
+        if not by_master[master] and len(masters) > 1:
+            continue
+        pool = _pool(role, master, by_master[master], hostvars, current, host)
+        pool["stands_for"] = stands_for.get(master, [])
+        pool["hosts"] = [name for name in hosts if name in by_master[master] or (name == master and pool["stands_for"])]
+        pool["leader"] = None if pool["error"] else (pool["hosts"] or [None])[0]
+        warnings.extend(pool["warnings"])
+        result["pools"].append(pool)
+    if len(result["pools"]) == 1 and not result["pools"][0]["error"] and hosts:
+        # One pool: its run is the first host's (a role's run_once include of the run task runs for it).
+        result["pools"][0]["leader"] = hosts[0]
+    result["leaders"] = [pool["leader"] for pool in result["pools"] if pool["leader"]]
+    result["delegates"] = dict((pool["leader"], pool["master"]) for pool in result["pools"] if pool["leader"])
+    result["leader_pools"] = dict((pool["leader"], index) for index, pool in enumerate(result["pools"]) if pool["leader"])
+    result["fleet"] = len(result["pools"]) > 1
+    if len(result["pools"]) == 1:
+        result.update((key, result["pools"][0][key]) for key in ("error", "master", "run", "module", "peers", "run_peers"))
+    result["warnings"] = _show(warnings)
     return result
 
 
@@ -313,6 +405,83 @@ def cback_run_failure(result, role):
         if option and module + option in setting.options and message.startswith(option + ":"):
             return setting.variable + message[len(option):]
     return message
+
+
+def _pool_result(pool, role, hostvars, register):
+    """A pool's run module result and its failure as a whole (``""`` when it ran)."""
+    if pool["error"]:
+        return None, pool["error"]
+    values = hostvars[pool["leader"]] if pool["leader"] in hostvars else {}
+    result = _get(values, register) or {}
+    if result.get("unreachable"):
+        return None, "The master %s could not be reached: %s" % (pool["master"], to_text(result.get("msg") or "no message").strip())
+    if result.get("skipped") or not result:
+        return None, "The %s run on the master %s gave no result." % (role, pool["master"])
+    if not isinstance(result.get("hosts"), dict):
+        return None, cback_run_failure(result, role)
+    return result, ""
+
+
+def _stood_for(pool, result, fail_on_peer_error):
+    """The report of a master's host that stands for the peers of its pool outside the play."""
+    entries = [result["hosts"][name] for name in pool["stands_for"] if name in result["hosts"]]
+    failures = [entry["failure"] for entry in entries if entry["failure"]]
+    reasons = " ".join(failures)
+    message = "%s of the pool of %s: %d failed%s" % (_count(len(entries), "peer"), pool["master"], len(failures),
+                                                     (": " + reasons) if failures else "")
+    return dict(msg=message, changed=any(entry["changed"] for entry in entries), failed=bool(fail_on_peer_error and failures),
+                reasons=reasons)
+
+
+def _titled(pool, lines):
+    """A pool's summary lines under its master's name, for a run of several pools."""
+    where = pool["run"].get("staging_dir")
+    return ["Pool of %s%s:" % (pool["master"], " (staging directory %s)" % where if where else "")] + ["  " + line for line in lines]
+
+
+def cback_run_outcome(resolved, role, hostvars, register, hosts=()):
+    """What a role run shows, from its resolution (``cback_resolve``) and the run module's result
+    of each pool (the variable ``register`` of the pool's leader host).
+
+    Returns ``reports`` (``{host: {msg, changed, failed, reasons}}``: the one task of each host that
+    has something to report; ``reasons`` are its peers' failures whatever ``cback_fail_on_peer_error``
+    says), ``summaries`` (``{master: summary}`` of the pools that ran), ``summary`` (the summary when
+    one pool ran, else ``None``) and ``lines`` (the summary tables on screen: one per pool when several
+    pools ran, each under its master's name, then the peers that are in no pool).
+
+    A pool that failed as a whole (a bad run-wide value, its master unreachable, a run that could not
+    start) fails each of its hosts with that message; another pool's hosts are not touched.  An
+    inventory without a master (the resolution's ``error`` and no pool) fails each of ``hosts``.
+    """
+    reports, summaries, lines = {}, {}, []
+    pools = resolved.get("pools") or []
+    for pool in pools:
+        result, failure = _pool_result(pool, role, hostvars, register)
+        fail_on_peer_error = pool["run"].get("fail_on_peer_error", True) is not False
+        if failure:
+            for name in pool["hosts"]:
+                reports[name] = dict(msg=failure, changed=False, failed=True, reasons=failure)
+            if len(pools) > 1:
+                lines.extend(["Pool of %s: %s" % (pool["master"], failure)])
+            continue
+        summaries[pool["master"]] = result["summary"]
+        for name in pool["hosts"]:
+            if name == pool["master"] and pool["stands_for"] and name not in result["hosts"]:
+                reports[name] = _stood_for(pool, result, fail_on_peer_error)
+            elif name in result["hosts"]:
+                entry = result["hosts"][name]
+                reports[name] = dict(msg=entry["failure"] or entry["report"], changed=bool(entry["changed"]),
+                                     failed=bool(fail_on_peer_error and entry["failure"]), reasons=entry["failure"])
+        table = cback_summary_table(result["summary"])
+        lines.extend(_titled(pool, table) if len(pools) > 1 else table)
+    for orphan in resolved.get("orphans") or []:
+        failure = report.peer_message(orphan["name"], "failed, %s" % orphan["error"])
+        reports[orphan["host"]] = dict(msg=failure, changed=False, failed=True, reasons=failure)
+        lines.append("In no pool: %s" % failure)
+    if resolved.get("error") and not pools:
+        reports = dict((name, dict(msg=resolved["error"], changed=False, failed=True, reasons=resolved["error"])) for name in hosts)
+    only = list(summaries.values())
+    return dict(reports=reports, summaries=summaries, summary=only[0] if len(pools) == 1 and only else None, lines=lines)
 
 
 def cback_inventory_problem(groups, master_group="cback_master", peers_group="cback_peers"):
@@ -412,4 +581,5 @@ class FilterModule(object):
             "cback_run_failure": cback_run_failure,
             "cback_peer_failure": cback_peer_failure,
             "cback_summary_table": cback_summary_table,
+            "cback_run_outcome": cback_run_outcome,
         }

@@ -159,6 +159,8 @@ TABLE = (
             "When a peer that is not ready does not fail the run: none, all, daily or weekly."),
     Setting("managed", "bool", False, PEER, _SM, "peer/managed", (),
             "Whether managed runs run actions on the peer."),
+    Setting("master_host", "group_name", None, PEER, _ALL, None, (),
+            "The inventory host of the peer's master, a host of the master group; required when that group holds several."),
     # -- the setup role's own settings -------------------------------------------------------------
     Setting("setup_ssh_dir", "plain_path", "/etc/cback", RUN, _U, None, (),
             "Directory on the master for the backup user's ssh key, known_hosts and ssh configuration.", required=(SETUP,)),

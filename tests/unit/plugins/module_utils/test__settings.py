@@ -503,7 +503,8 @@ def test_the_run_wide_variables_of_each_role():
     # a setting a peer's value may win over is read run-wide too; a peer-only one is not
     assert "cback_rcp_command" in settings.variables_of("stage") and "cback_collect_dir" not in settings.variables_of("stage")
     assert settings.variables_of("stage", (settings.PEER,)) == [
-        "cback_peer_type", "cback_peer_name", "cback_collect_dir", "cback_remote_user", "cback_ignore_failure_mode", "cback_managed"]
+        "cback_peer_type", "cback_peer_name", "cback_collect_dir", "cback_remote_user", "cback_ignore_failure_mode", "cback_managed",
+        "cback_master_host"]
 
 
 def test_the_roles_that_cannot_go_without_a_setting():

@@ -108,7 +108,7 @@ def test_module_options_are_the_tables(setting, module_docs):
 @pytest.mark.parametrize("role", [settings.STAGE, settings.MANAGED])
 def test_the_roles_module_task_passes_every_run_option_of_the_table(role):
     module = "cback_%s_run" % role
-    tasks = _load(ROOT / "roles" / role / "tasks" / "run.yml")
+    tasks = _load(ROOT / "roles" / role / "tasks" / "execute.yml")
     args = [task["cedarbackup.peer." + module] for task in tasks if "cedarbackup.peer." + module in task][0]
     table = {option.split(".")[1] for setting in settings.settings_of(role) for option in setting.options
              if option.startswith(module + ".") and option.count(".") == 1}
