@@ -293,6 +293,25 @@ def write_inventory(path, master_vars=None, peers=None, all_vars=None, fmt="ini"
     return path
 
 
+def write_fleet_inventory(path, masters, peers, all_vars=None):
+    """A YAML inventory with several masters: ``masters`` maps each master's inventory name to its
+    variables (a local connection and the test's python unless they say otherwise), ``peers`` each
+    peer's (its ``cback_master_host`` among them); order kept."""
+    path = Path(path)
+    if not path.name.endswith((".yml", ".yaml", ".json")):
+        raise ValueError("a YAML inventory needs a .yml name")
+    hosts = {}
+    for name, values in masters.items():
+        hosts[name] = dict(dict(ansible_connection="local", ansible_python_interpreter=TARGET_PYTHON), **values)
+    data = {
+        "all": {"vars": dict(all_vars or {})},
+        "cback_master": {"hosts": hosts},
+        "cback_peers": {"hosts": dict((name, dict(values)) for name, values in peers.items())},
+    }
+    path.write_text(json.dumps(data, indent=2))  # JSON is YAML
+    return path
+
+
 # ---------------------------------------------------------------------------
 # Files and trees
 # ---------------------------------------------------------------------------
