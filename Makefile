@@ -137,7 +137,7 @@ test-compat: system-deps collection $(COMPAT_VENV)/bin/ansible-playbook
 	  tests/integration/test_modules_ansible.py tests/integration/test_documentation.py \
 	  tests/integration/test_filter_docs.py tests/integration/test_stage_run.py tests/integration/test_managed_run.py \
 	  tests/integration/test_setup_role.py tests/integration/test_setup_existing_files.py \
-	  tests/integration/test_migrate_from_cback3.py $(PYTEST_ARGS)
+	  tests/integration/test_migrate_from_cback3.py tests/integration/test_fleet.py $(PYTEST_ARGS)
 
 test: system-deps collection changelog-lint docs-check lint sanity
 	$(VPY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)

@@ -439,7 +439,7 @@ def _titled(pool, lines):
     return ["Pool of %s%s:" % (pool["master"], " (staging directory %s)" % where if where else "")] + ["  " + line for line in lines]
 
 
-def cback_run_outcome(resolved, role, hostvars, register, hosts=()):
+def cback_run_outcome(resolved, role, hostvars, register, hosts=None):
     """What a role run shows, from its resolution (``cback_resolve``) and the run module's result
     of each pool (the variable ``register`` of the pool's leader host).
 
@@ -479,7 +479,7 @@ def cback_run_outcome(resolved, role, hostvars, register, hosts=()):
         reports[orphan["host"]] = dict(msg=failure, changed=False, failed=True, reasons=failure)
         lines.append("In no pool: %s" % failure)
     if resolved.get("error") and not pools:
-        reports = dict((name, dict(msg=resolved["error"], changed=False, failed=True, reasons=resolved["error"])) for name in hosts)
+        reports = dict((name, dict(msg=resolved["error"], changed=False, failed=True, reasons=resolved["error"])) for name in hosts or [])
     only = list(summaries.values())
     return dict(reports=reports, summaries=summaries, summary=only[0] if len(pools) == 1 and only else None, lines=lines)
 

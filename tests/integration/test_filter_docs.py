@@ -21,7 +21,7 @@ VENV_BIN = Path(os.environ.get("CBACK_ANSIBLE_BIN") or ROOT / ".venv" / "bin")
 FILTERS = sorted(cback.FilterModule().filters())
 INTERNAL = "its interface may change without notice"  # every filter is a helper, not a stable API
 # The filters of the settings model (0.2.0); the others came with 0.1.0.
-ADDED_IN_0_2_0 = {"cback_inventory_problem", "cback_resolve", "cback_role_variables", "cback_run_failure"}
+ADDED_IN_0_2_0 = {"cback_inventory_problem", "cback_resolve", "cback_role_variables", "cback_run_failure", "cback_run_outcome"}
 PROBLEMS = ("[WARNING]", "[ERROR]", "[DEPRECATION WARNING]")
 
 

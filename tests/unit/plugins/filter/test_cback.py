@@ -1214,3 +1214,180 @@ def test_a_managed_table_in_check_mode_says_so_first():
 
 
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# Fleets: several masters, each with the pool of peers that name it
+# ---------------------------------------------------------------------------
+
+def fleet(peers, masters=None, hosts=None, **kwargs):
+    """A stage run's resolution over masters ``bk1`` and ``bk2`` (staging dirs /srv/bk1, /srv/bk2)."""
+    masters = masters or {"bk1": {"cback_staging_dir": "/srv/bk1"}, "bk2": {"cback_staging_dir": "/srv/bk2"}}
+    hostvars = dict((name, dict(values)) for name, values in masters.items())
+    hostvars.update(peers)
+    return run("stage", hostvars, hosts=list(peers) if hosts is None else hosts, masters=list(masters), **kwargs)
+
+
+def peer_of(master, **extra):
+    return dict(cback_collect_dir="/c", cback_master_host=master, **extra)
+
+
+def test_each_pool_is_a_master_and_the_peers_that_name_it():
+    result = fleet({"a1": peer_of("bk1"), "b1": peer_of("bk2"), "a2": peer_of("bk1")})
+    assert [pool["master"] for pool in result["pools"]] == ["bk1", "bk2"]
+    bk1, bk2 = result["pools"]
+    assert [peer["host"] for peer in bk1["peers"]] == ["a1", "a2"] and [peer["host"] for peer in bk2["peers"]] == ["b1"]
+    assert bk1["module"]["staging_dir"] == "/srv/bk1" and bk2["module"]["staging_dir"] == "/srv/bk2"
+    assert (bk1["leader"], bk2["leader"]) == ("a1", "b1")
+    assert result["leaders"] == ["a1", "b1"] and result["delegates"] == {"a1": "bk1", "b1": "bk2"}
+    assert result["leader_pools"] == {"a1": 0, "b1": 1} and result["fleet"] is True
+    # the top-level keys of a one-pool run are not those of any pool
+    assert (result["error"], result["master"], result["run_peers"]) == (None, None, [])
+
+
+def test_each_pool_reads_its_own_masters_run_wide_values():
+    masters = {"bk1": {"cback_staging_dir": "/srv/bk1", "cback_stage_parallel": 2},
+               "bk2": {"cback_staging_dir": "/srv/bk2", "cback_backup_user": "bkp"}}
+    result = fleet({"a1": peer_of("bk1"), "b1": peer_of("bk2")}, masters=masters)
+    bk1, bk2 = result["pools"]
+    assert (bk1["module"]["parallel"], bk2["module"]["parallel"]) == (2, 8)
+    assert (bk1["run"]["backup_user"], bk2["run"]["backup_user"]) == ("backup", "bkp")
+    assert bk2["run_peers"][0]["remote_user"] == "bkp"
+
+
+def test_a_bad_run_wide_value_is_its_pools_error_only():
+    masters = {"bk1": {"cback_staging_dir": "/srv/bk1"}, "bk2": {"cback_staging_dir": "/srv/bk2", "cback_stage_parallel": "eight"}}
+    result = fleet({"a1": peer_of("bk1"), "b1": peer_of("bk2")}, masters=masters)
+    bk1, bk2 = result["pools"]
+    assert bk1["error"] is None and bk2["error"].startswith("cback_stage_parallel must be a whole number of at least 1, not 'eight'; ")
+    assert "host_vars/bk2" in bk2["error"]
+    assert bk2["leader"] is None and result["leaders"] == ["a1"] and result["fleet"] is True
+
+
+def test_with_several_masters_a_peer_must_name_one_of_them():
+    result = fleet({"a1": peer_of("bk1"), "x": {"cback_collect_dir": "/c"}, "y": peer_of("bk9"), "z": peer_of(["bk1"])})
+    assert [pool["master"] for pool in result["pools"]] == ["bk1"] and result["fleet"] is False
+    orphans = dict((orphan["host"], orphan["error"]) for orphan in result["orphans"])
+    assert orphans["x"] == ("invalid settings: cback_master_host: not set, while the group cback_master holds several masters "
+                            "(bk1, bk2); set it to the inventory host of this peer's master.")
+    assert orphans["y"] == "invalid settings: cback_master_host: must be a host of the group cback_master (bk1, bk2), not 'bk9'."
+    assert orphans["z"] == "invalid settings: cback_master_host: must be a string, not ['bk1']."
+
+
+def test_with_one_master_cback_master_host_may_be_left_out_or_name_it():
+    result = stage({"a": {"cback_collect_dir": "/c"}, "b": peer_of("bk"), "c": peer_of("other")})
+    assert [peer["host"] for peer in result["peers"]] == ["a", "b"] and result["master"] == "bk"
+    assert [orphan["host"] for orphan in result["orphans"]] == ["c"]
+
+
+def test_one_pool_is_led_by_the_plays_first_host():
+    """The role includes the run module task once (run_once): for the play's first host."""
+    result = fleet({"y": peer_of("bk9"), "a1": peer_of("bk1")})
+    assert result["pools"][0]["leader"] == "y" and result["delegates"] == {"y": "bk1"}
+
+
+def test_peer_names_may_repeat_across_pools_but_not_within_one():
+    result = fleet({"a1": peer_of("bk1", cback_peer_name="web"), "b1": peer_of("bk2", cback_peer_name="web"),
+                    "b2": peer_of("bk2", cback_peer_name="web")})
+    bk1, bk2 = result["pools"]
+    assert bk1["peers"][0]["error"] is None
+    assert all(peer["error"] and "web" in peer["error"] for peer in bk2["peers"])
+
+
+def test_a_master_in_the_play_stands_for_its_peers_a_limit_left_out():
+    peers = {"a1": peer_of("bk1"), "a2": peer_of("bk1"), "b1": peer_of("bk2")}
+    hostvars = dict(bk1={"cback_staging_dir": "/srv/bk1"}, bk2={"cback_staging_dir": "/srv/bk2"}, **peers)
+    # --limit bk1: the play holds the master alone
+    result = cback.cback_resolve(["bk1"], hostvars, "stage", {}, ["bk1", "bk2"], "bk1", ["bk1"], ["a1", "a2", "b1"])
+    assert [pool["master"] for pool in result["pools"]] == ["bk1"]
+    pool = result["pools"][0]
+    assert [peer["host"] for peer in pool["peers"]] == ["a1", "a2"] and pool["stands_for"] == ["a1", "a2"]
+    assert pool["hosts"] == ["bk1"] and pool["leader"] == "bk1"
+    # no limit: the masters are in the play, their peers report for themselves
+    every = ["a1", "a2", "b1", "bk1", "bk2"]
+    result = cback.cback_resolve(every, hostvars, "stage", {}, ["bk1", "bk2"], "a1", every, ["a1", "a2", "b1"])
+    assert [(pool["hosts"], pool["stands_for"], pool["leader"]) for pool in result["pools"]] == [
+        (["a1", "a2"], [], "a1"), (["b1"], [], "b1")]
+    # a peer that failed earlier in the play is no longer in it, and its master does not bring it back
+    result = cback.cback_resolve(["a1", "b1", "bk1", "bk2"], hostvars, "stage", {}, ["bk1", "bk2"], "a1", every, ["a1", "a2", "b1"])
+    assert [peer["host"] for peer in result["pools"][0]["peers"]] == ["a1"]
+
+
+def test_without_the_peers_group_every_host_is_a_peer():
+    """A play of one's own whose hosts hold the master as a local peer."""
+    hostvars = dict(bk={"cback_staging_dir": "/s", "cback_collect_dir": "/c", "cback_peer_type": "local"}, web={"cback_collect_dir": "/c"})
+    result = cback.cback_resolve(["bk", "web"], hostvars, "stage", {}, ["bk"], "bk")
+    assert [peer["host"] for peer in result["peers"]] == ["bk", "web"]
+
+
+# ---------------------------------------------------------------------------
+# cback_run_outcome: what each host reports, pool by pool
+# ---------------------------------------------------------------------------
+
+def module_result(master, rows):
+    """A cback_stage_run result with ``rows`` (host, status, message)."""
+    table = [dict(name=host, host=host, type="local", status=status, files=1, bytes=10, seconds=0.1, message=message)
+             for host, status, message in rows]
+    from ansible_collections.cedarbackup.peer.plugins.module_utils import _report as report
+    summary = report.stage_summary(table, False, "monday", "2026/12/07", "/srv/%s/2026/12/07" % master, False, staging_dir="/srv/" + master)
+    return dict(changed=True, summary=summary, hosts=report.host_reports(table, [status == "staged" for _h, status, _m in rows]))
+
+
+def test_each_host_reports_its_own_pools_result():
+    resolved = fleet({"a1": peer_of("bk1"), "a2": peer_of("bk1"), "b1": peer_of("bk2")})
+    hostvars = dict(a1={"r": module_result("bk1", [("a1", "staged", ""), ("a2", "not ready", "no collect indicator")])},
+                    b1={"r": module_result("bk2", [("b1", "staged", "")])})
+    outcome = cback.cback_run_outcome(resolved, "stage", hostvars, "r")
+    reports = outcome["reports"]
+    assert sorted(reports) == ["a1", "a2", "b1"]
+    assert reports["a1"] == dict(msg="staged", changed=True, failed=False, reasons="")
+    assert reports["a2"]["failed"] is True and reports["a2"]["msg"] == "Peer a2: not ready, no collect indicator"
+    assert sorted(outcome["summaries"]) == ["bk1", "bk2"] and outcome["summary"] is None
+    assert outcome["lines"][0] == "Pool of bk1 (staging directory /srv/bk1):"
+    assert "Pool of bk2 (staging directory /srv/bk2):" in outcome["lines"]
+
+
+def test_a_pool_that_failed_as_a_whole_fails_its_hosts_only():
+    masters = {"bk1": {"cback_staging_dir": "/srv/bk1"}, "bk2": {"cback_staging_dir": "/srv/bk2"},
+               "bk3": {"cback_staging_dir": "/srv/bk3", "cback_verify": "perhaps"}}
+    resolved = fleet({"a1": peer_of("bk1"), "b1": peer_of("bk2"), "b2": peer_of("bk2"), "c1": peer_of("bk3"), "x": {}}, masters=masters)
+    hostvars = dict(a1={"r": module_result("bk1", [("a1", "staged", "")])},
+                    b1={"r": {"unreachable": True, "msg": "Failed to connect to the host via ssh: refused\n"}})
+    reports = cback.cback_run_outcome(resolved, "stage", hostvars, "r")["reports"]
+    assert reports["a1"]["failed"] is False
+    assert reports["b1"] == reports["b2"] == dict(
+        msg="The master bk2 could not be reached: Failed to connect to the host via ssh: refused", changed=False, failed=True,
+        reasons="The master bk2 could not be reached: Failed to connect to the host via ssh: refused")
+    assert reports["c1"]["failed"] and reports["c1"]["msg"].startswith("cback_verify must be true or false, not 'perhaps'; ")
+    assert reports["x"]["failed"] and reports["x"]["msg"].startswith("Peer x: failed, invalid settings: cback_master_host: not set")
+
+
+def test_a_run_that_could_not_start_names_the_inventory_variable():
+    resolved = stage({"a": {"cback_collect_dir": "/c"}}, hosts=["a"])
+    hostvars = dict(a={"r": {"failed": True, "option": "backup_user", "msg": "backup_user: no such user: nobody2"}})
+    outcome = cback.cback_run_outcome(resolved, "stage", hostvars, "r")
+    assert outcome["reports"]["a"]["msg"] == "cback_backup_user: no such user: nobody2" and outcome["lines"] == []
+
+
+def test_one_pool_shows_its_table_as_a_single_master_run_did():
+    resolved = stage({"a": {"cback_collect_dir": "/c"}}, hosts=["a"])
+    result = module_result("bk", [("a", "staged", "")])
+    outcome = cback.cback_run_outcome(resolved, "stage", {"a": {"r": result}}, "r")
+    assert outcome["lines"] == cback.cback_summary_table(result["summary"]) and outcome["summary"] == result["summary"]
+    assert outcome["summaries"] == {"bk": result["summary"]}
+
+
+def test_a_master_that_stands_for_its_peers_reports_for_them():
+    peers = {"a1": peer_of("bk1"), "a2": peer_of("bk1")}
+    hostvars = dict(bk1={"cback_staging_dir": "/srv/bk1"}, bk2={}, **peers)
+    resolved = cback.cback_resolve(["bk1"], hostvars, "stage", {}, ["bk1", "bk2"], "bk1", ["bk1"], ["a1", "a2"])
+    hostvars["bk1"]["r"] = module_result("bk1", [("a1", "staged", ""), ("a2", "failed", "copy failed")])
+    report = cback.cback_run_outcome(resolved, "stage", hostvars, "r")["reports"]["bk1"]
+    assert report == dict(msg="2 peers of the pool of bk1: 1 failed: Peer a2: failed, copy failed", changed=True, failed=True,
+                          reasons="Peer a2: failed, copy failed")
+
+
+def test_no_master_fails_every_host():
+    resolved = cback.cback_resolve(["a", "b"], {"a": {}, "b": {}}, "stage", {}, [])
+    reports = cback.cback_run_outcome(resolved, "stage", {}, "r", ["a", "b"])["reports"]
+    assert sorted(reports) == ["a", "b"] and reports["a"]["msg"].startswith("The inventory needs a host in the group cback_master")
