@@ -314,8 +314,8 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None, hosts_all=
     variables as the role sees them (``{name: value}`` for ``cback_role_variables``), ``masters`` the
     hosts of the master group, ``host`` the host the task runs for.  With ``peers_group`` (the hosts of
     the group ``cback_peers``), a host of ``hosts`` that is a master and no peer stands for the peers of
-    its pool that are not among ``hosts_all`` (``ansible_play_hosts_all``: a ``--limit`` that names
-    the master); without it every host of ``hosts`` is a peer.
+    its pool when none of them is among ``hosts_all`` (``ansible_play_hosts_all``: a ``--limit`` that
+    names the master, not its peers); without it every host of ``hosts`` is a peer.
 
     A pool is a master and the peers that name it (``cback_master_host``; with one master, every
     peer).  Returns:
@@ -352,14 +352,18 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None, hosts_all=
     members = [name for name in hosts if name not in standing]
     stands_for = dict((master, []) for master in standing)
     for name in (peers_group or []) if standing else []:
-        if name not in hosts_all and name not in standing:
+        if name not in standing:
             try:
                 master = _master_of(hostvars[name] if name in hostvars else {}, masters, group)
             except spec.OptionError:
                 continue
             if master in stands_for:
                 stands_for[master].append(name)
-                members.append(name)
+    for master, peers in stands_for.items():
+        # A master stands for its pool when none of the pool's peers is in the play (a --limit
+        # that names the master); a pool with peers in the play is those peers only.
+        stands_for[master] = [] if any(name in hosts_all for name in peers) else peers
+        members.extend(stands_for[master])
     by_master = dict((master, []) for master in masters)
     for name in members:
         values = hostvars[name] if name in hostvars else {}

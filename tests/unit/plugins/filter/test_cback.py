@@ -1308,6 +1308,10 @@ def test_a_master_in_the_play_stands_for_its_peers_a_limit_left_out():
     result = cback.cback_resolve(every, hostvars, "stage", {}, ["bk1", "bk2"], "a1", every, ["a1", "a2", "b1"])
     assert [(pool["hosts"], pool["stands_for"], pool["leader"]) for pool in result["pools"]] == [
         (["a1", "a2"], [], "a1"), (["b1"], [], "b1")]
+    # --limit 'all:!a2': the masters are in the play, and a2 stays out of it
+    limited = ["a1", "b1", "bk1", "bk2"]
+    result = cback.cback_resolve(limited, hostvars, "stage", {}, ["bk1", "bk2"], "a1", limited, ["a1", "a2", "b1"])
+    assert [peer["host"] for peer in result["pools"][0]["peers"]] == ["a1"] and result["pools"][0]["stands_for"] == []
     # a peer that failed earlier in the play is no longer in it, and its master does not bring it back
     result = cback.cback_resolve(["a1", "b1", "bk1", "bk2"], hostvars, "stage", {}, ["bk1", "bk2"], "a1", every, ["a1", "a2", "b1"])
     assert [peer["host"] for peer in result["pools"][0]["peers"]] == ["a1"]
