@@ -16,8 +16,9 @@ description:
     configuration drives them unchanged.
   - "The source is a YAML file whose name ends in C(cback3_conf.yml) or C(cback3_conf.yaml) and holds
     C(plugin: cedarbackup.peer.cback3_conf)."
-  - "The group C(cback_master) holds one host, the master (O(master)). Everything the plugin sets for the master is a
-    variable of the B(group) C(cback_master): C(ansible_connection=local), then the run-wide settings, from the
+  - "The group C(cback_master) holds the master (O(master)). Everything the plugin sets for the master is a
+    variable of the B(group) C(cback_master) (of the master's own group when there are several sources, see below):
+    C(ansible_connection=local), then the run-wide settings, from the
     C(options) section C(cback_starting_day), C(cback_working_dir), C(cback_backup_user), C(cback_backup_group),
     C(cback_rcp_command), C(cback_rsh_command), C(cback_cback_command) and C(cback_managed_actions) (a list), and from
     the C(stage) section C(cback_staging_dir), each only when the element is in the file (the roles' defaults apply
@@ -40,6 +41,24 @@ description:
     remote-only elements of a local peer, and unknown elements of the C(options), C(stage) and C(peers) sections and
     their peers (with a suggestion, for example C(did you mean collect_dir?))."
   - Peers need no connection variables (Ansible never connects to them) and get none.
+  - "Several sources, one per master (C(-i a.cback3_conf.yml -i b.cback3_conf.yml), or a directory holding
+    them), compose one inventory, a fleet: C(cback_master) holds every source's master and C(cback_peers) every
+    source's peers. Each master's values are then variables of its own group C(cback_master_<master>) (characters
+    other than letters, digits and C(_) of the master's name as C(_), for example C(cback_master_backup1_example_com);
+    numbered C(_2), ... past an existing group of that name), which holds that master alone and has the
+    C(ansible_group_priority) C(0), below the default C(1) of C(cback_master), so that C(cback_master)'s variables
+    win over them as over a single source's; the group C(cback_master) has none of the plugin's values. Each peer
+    host gets the host variable C(cback_master_host), its source's master (not with a single source: one master
+    is every peer's master). The first source's values move to its own group, and its peers get
+    C(cback_master_host), when a second source is read."
+  - "With several sources, each must name its own master, and an inventory host is the peer of one source only and
+    is not a master: a peer host in two sources (two masters back up a host of that name), a master that is the
+    host of another source's peer, and two sources with the same master fail, naming both sources, the peer and
+    both masters. O(peer_host_suffix) names a source's peer hosts apart: with V(@backup2), the peer C(web1) is
+    the host C(web1@backup2), its C(cback_peer_name) C(web1) (the name the rcp and rsh commands connect to, and
+    its staging directory). A source given twice is read once, with a warning."
+  - The options C(compose), C(groups) and C(keyed_groups) see each peer's C(cback_master_host), with one source too;
+    for example C(keyed_groups) with the key C(cback_master_host) groups the peers by master.
   - The other sections (C(reference), C(extensions), C(collect), C(store), C(purge), extension sections) and the
     command overrides and hooks of C(options) are not read; the C(collect), C(store), C(purge) and C(extensions)
     sections are not checked.
@@ -72,8 +91,10 @@ options:
     default: /etc/cback3.conf
   master:
     description:
-      - Inventory name of the master, the one host of the group C(cback_master), where the run's work happens.
+      - Inventory name of the master, the host of the group C(cback_master) where the run's work for this source's
+        peers happens.
       - A peer of this name becomes the host C(<name>-self).
+      - With several sources, each names its own master, and no master is the host of another source's peer.
     type: str
     default: localhost
   master_vars:
@@ -81,15 +102,31 @@ options:
       - Extra variables of the master, for example its connection variables (C(ansible_connection),
         C(ansible_host), C(ansible_python_interpreter)) or run settings without a C(cback3.conf) element
         (C(cback_stage_parallel), C(cback_verify)).
-      - They are variables of the group C(cback_master), set over C(ansible_connection=local) and over the run-wide
-        values read from the file.
+      - They are variables of the group C(cback_master) (of the master's own group C(cback_master_<master>) when
+        there are several sources), set over C(ansible_connection=local) and over the run-wide values read from the
+        file.
     type: dict
     default: {}
+  peer_host_suffix:
+    description:
+      - Appended to the inventory host name of every peer of this source, for example V(@backup2) to name the
+        peer C(web1) C(web1@backup2); C(cback_peer_name) is then set to the peer's name (V(web1)), which stays the
+        host the rcp and rsh commands connect to and the name of its staging directory.
+      - For a fleet whose masters back up hosts of the same name, or where a master is also another master's peer,
+        since an inventory host is the peer of one source only, and not a master.
+      - Letters, digits, C(@), C(.), C(_) and C(-) only.
+    type: str
+    default: ""
+    version_added: 0.2.0
 notes:
   - "Ansible's variable precedence applies: C(group_vars/cback_master) and C(host_vars/<master>) beside the source
     win over every value the plugin sets for the master (C(ansible_connection) and O(master_vars) included),
-    C(host_vars/<peer>) over a peer's, and C(-e) over all. C(group_vars/all) does not override the file's run-wide
-    values, nor C(group_vars/cback_peers) a peer's (host variables win over group variables)."
+    C(host_vars/<peer>) over a peer's, and C(-e) over all. So does C(group_vars/all) beside the source or the
+    playbook (Ansible applies C(group_vars) files after the groups' inventory variables), but not the variables
+    of the group C(all) of another inventory source; C(group_vars/cback_peers) does not override a peer's value
+    (host variables win over group variables)."
+  - "With several sources the same holds for each master: C(group_vars/cback_master) wins over every master's
+    values, C(host_vars/<master>) and the C(group_vars) of the master's other groups over that master's."
 """
 
 EXAMPLES = r"""
@@ -117,6 +154,27 @@ keyed_groups:
 #   ansible-inventory -i master.cback3_conf.yml --graph --vars
 #   ansible-playbook -i master.cback3_conf.yml cedarbackup.peer.stage
 #   ansible-playbook -i master.cback3_conf.yml cedarbackup.peer.managed -e cback_action=collect
+---
+# A fleet of two masters: fleet/backup1.cback3_conf.yml and fleet/backup2.cback3_conf.yml, each
+# reading a copy of its master's cback3.conf; each peer host gets cback_master_host, each master
+# its own staging_dir, backup_user, ... from its own file (in the groups cback_master_backup1 and
+# cback_master_backup2). Both files list a peer web1: backup2's is named web1@backup2.
+plugin: cedarbackup.peer.cback3_conf
+path: backup1-cback3.conf
+master: backup1
+master_vars:
+  ansible_connection: ssh
+---
+plugin: cedarbackup.peer.cback3_conf
+path: backup2-cback3.conf
+master: backup2
+peer_host_suffix: "@backup2"
+master_vars:
+  ansible_connection: ssh
+
+# Then, for example:
+#   ansible-inventory -i fleet/ --graph
+#   ansible-inventory -i fleet/backup1.cback3_conf.yml -i fleet/backup2.cback3_conf.yml --host web1@backup2
 """
 
 import difflib
@@ -136,6 +194,15 @@ display = Display()
 MASTER_GROUP = "cback_master"
 PEERS_GROUP = "cback_peers"
 SOURCE_SUFFIXES = ("cback3_conf.yml", "cback3_conf.yaml")
+# With several sources, each master's values are variables of its own group, cback_master_<master>,
+# whose priority (below the default 1) lets the group cback_master's variables win over them.
+MASTER_GROUP_PRIORITY = 0
+MASTER_HOST_VAR = "cback_master_host"
+# peer_host_suffix: characters that keep an inventory host name one word of a host pattern.
+SUFFIX_RE = re.compile(r"[A-Za-z0-9@._-]*")
+# The cback3_conf sources read into an InventoryData (one Ansible inventory), in the order read:
+# an attribute of that object, since each source may be read by another instance of the plugin.
+SOURCES_ATTR = "_cedarbackup_peer_cback3_conf_sources"
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 FAILURE_MODES = ("none", "all", "daily", "weekly")
@@ -487,14 +554,15 @@ def peer_variables(peer):
     return dict((var, peer[tag]) for tag, var in elements if tag in peer)
 
 
-def peer_hosts(peers, master):
-    """``[(inventory host, peer)]``: a peer named like the master becomes ``<name>-self`` (then -self-2, ...)."""
-    taken = set(peer["name"] for peer in peers) | set([master])
+def peer_hosts(peers, master, suffix=""):
+    """``[(inventory host, peer)]``: a peer's host is its name and ``suffix``; one named like the master
+    becomes ``<host>-self`` (then -self-2, ...)."""
+    taken = set(peer["name"] + suffix for peer in peers) | set([master])
     hosts = []
     for peer in peers:
-        host = peer["name"]
+        host = peer["name"] + suffix
         if host == master:
-            host = candidate = "%s-self" % peer["name"]
+            host = candidate = "%s-self" % host
             number = 1
             while host in taken:
                 number += 1
@@ -502,6 +570,87 @@ def peer_hosts(peers, master):
             taken.add(host)
         hosts.append((host, peer))
     return hosts
+
+
+class Source(object):
+    """One source read into an inventory: its ``path``, the cback3.conf it reads (``conf``), its ``master``
+    and ``hosts`` ({inventory host: peer name}, in the file's order).
+
+    Where the master's values are: while the source is the inventory's only one, variables of the group
+    cback_master, ``values`` being them as stored there and ``replaced`` the values of cback_master they
+    replaced (from a source read before); once there are several, variables of its own group ``group``.
+    """
+
+    def __init__(self, path, conf, master, hosts):
+        self.path = path
+        self.conf = conf
+        self.master = master
+        self.hosts = hosts
+        self.values = {}
+        self.replaced = {}
+        self.group = None
+
+    def describe(self):
+        return "%s (master %s, reading %s)" % (self.path, self.master, self.conf)
+
+    def peer(self, host):
+        """The peer of inventory host ``host``, for messages."""
+        name = self.hosts[host]
+        return "the peer %s (%smaster %s, in %s)" % (name, "" if host == name else "host %s, " % host, self.master, self.conf)
+
+
+def sources_of(inventory):
+    """The list of ``Source`` read into ``inventory`` (an InventoryData, or Ansible's proxy of one)."""
+    data = getattr(inventory, "__wrapped__", inventory)
+    sources = getattr(data, SOURCES_ATTR, None)
+    if sources is None:
+        sources = []
+        setattr(data, SOURCES_ATTR, sources)
+    return sources
+
+
+def _suffix_hint(where, source, host):
+    """How to name ``source``'s peer hosts apart, for its peer host ``host``; ``where``: which sources."""
+    suffix = "@" + re.sub(r"[^A-Za-z0-9._-]", "_", source.master)
+    name = source.hosts[host]
+    return ("set peer_host_suffix in %s to name its peer hosts apart, for example peer_host_suffix: '%s' in %s makes "
+            "this peer the host %s%s (its cback_peer_name stays %s)" % (where, suffix, source.path, name, suffix, name))
+
+
+def composition_error(sources, new):
+    """Why the ``Source`` ``new`` cannot join an inventory of the ``sources`` read before it, or None.
+
+    One source per master; a host is the peer of one source, or a master, never both.
+    """
+    for old in sources:
+        if new.master == old.master:
+            return ("%s: the master %s is also the master of %s: each source names its own master (one source per "
+                    "master: the peers of one master belong in its one cback3.conf)" % (new.path, new.master, old.describe()))
+    for old in sources:
+        if new.master in old.hosts:
+            return ("%s: the master %s is also a peer host of %s, %s: a host cannot be both a master and a peer; %s" % (
+                new.path, new.master, old.describe(), old.peer(new.master), _suffix_hint(old.path, old, new.master)))
+    for host in new.hosts:
+        for old in sources:
+            if host == old.master:
+                return ("%s: %s is the master of %s: a host cannot be both a master and a peer; %s" % (
+                    new.path, new.peer(host), old.describe(), _suffix_hint(new.path, new, host)))
+            if host in old.hosts:
+                return ("%s: %s is also %s of %s: an inventory host has one master, so two masters cannot back up hosts "
+                        "of one name; %s" % (new.path, new.peer(host), old.peer(host), old.path,
+                                             _suffix_hint("one of the two sources", new, host)))
+    return None
+
+
+def master_group_name(master, taken):
+    """The name of ``master``'s own group, ``cback_master_<master>`` (other characters than letters, digits and _ as _),
+    numbered (``_2``, ...) past the names in ``taken``."""
+    base = "%s_%s" % (MASTER_GROUP, re.sub(r"[^A-Za-z0-9_]", "_", master))
+    for number in range(1, len(taken) + 2):
+        name = base if number == 1 else "%s_%d" % (base, number)
+        if name not in taken:
+            return name
+    raise AssertionError("unreachable: %d names cannot take %d" % (len(taken), len(taken) + 1))
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable):
@@ -523,35 +672,89 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         master_vars = self.get_option("master_vars") or {}
         if not isinstance(master_vars, dict):
             raise AnsibleParserError("%s: master_vars must be a dict" % to_native(path))
+        suffix = self.get_option("peer_host_suffix") or ""
+        if not SUFFIX_RE.fullmatch(suffix):
+            raise AnsibleParserError("%s: peer_host_suffix must be letters, digits, @, ., _ and - only, not %r" % (
+                to_native(path), suffix))
         try:
             conf = read_cback3_conf(conf_path)
         except Cback3ConfError as exc:
             raise AnsibleParserError("%s: %s" % (conf_path, exc))
         except (IOError, OSError) as exc:
             raise AnsibleParserError("%s: cannot read the cback3.conf: %s" % (conf_path, to_native(exc.strerror or exc)))
+        hosts = peer_hosts(conf["peers"], master, suffix)
+        sources = sources_of(self.inventory)
+        new = Source(to_native(path), conf_path, master, dict((host, peer["name"]) for host, peer in hosts))
+        if any(os.path.realpath(old.path) == os.path.realpath(new.path) for old in sources):
+            display.warning("%s: this inventory source is given twice; it is read once" % new.path)
+            return
+        error = composition_error(sources, new)
+        if error:
+            raise AnsibleParserError(error)
 
         strict = self.get_option("strict")
         self.inventory.add_group(MASTER_GROUP)
         self.inventory.add_group(PEERS_GROUP)
         self.inventory.add_host(master, group=MASTER_GROUP)
-        # Every value of the master is a variable of its group, so that group_vars/cback_master,
-        # host_vars/<master> and -e win over it in Ansible's precedence.
+        # Every value of the master is a variable of a group, so that group_vars/cback_master,
+        # host_vars/<master> and -e win over it in Ansible's precedence: of cback_master while this
+        # is the only source, else of the master's own group.
         variables = dict(ansible_connection="local")
         variables.update(wrap_var(master_variables(conf)))
         variables.update(master_vars)
+        if len(sources) == 1 and sources[0].group is None:
+            self._move_to_own_group(sources[0])
+        if sources:
+            new.group = self._master_group(master)
+        group = self.inventory.groups[MASTER_GROUP]
         for key, value in variables.items():
-            self.inventory.set_variable(MASTER_GROUP, key, value)
+            if new.group is None and key in group.vars:
+                new.replaced[key] = group.vars[key]
+            self.inventory.set_variable(new.group or MASTER_GROUP, key, value)
+            if new.group is None:
+                new.values[key] = group.vars.get(key)  # as stored (Group.vars may be a new dict after a merge)
         self._construct(master, variables, strict)
-        for host, peer in peer_hosts(conf["peers"], master):
+        for host, peer in hosts:
             self.inventory.add_host(host, group=PEERS_GROUP)
             variables = wrap_var(peer_variables(peer))
             if host != peer["name"]:
                 variables["cback_peer_name"] = wrap_var(peer["name"])
+            if sources:
+                variables[MASTER_HOST_VAR] = master
             for key, value in variables.items():
                 self.inventory.set_variable(host, key, value)
-            self._construct(host, variables, strict)
+            self._construct(host, dict(variables, **{MASTER_HOST_VAR: master}), strict)
+        sources.append(new)
         for warning in conf["warnings"]:
             display.warning("%s: %s" % (conf_path, warning))
+
+    def _master_group(self, master):
+        """A new group holding ``master`` alone, for its values, below cback_master in priority."""
+        name = master_group_name(master, set(self.inventory.groups))
+        self.inventory.add_group(name)
+        self.inventory.set_variable(name, "ansible_group_priority", MASTER_GROUP_PRIORITY)
+        self.inventory.add_host(master, group=name)
+        return name
+
+    def _move_to_own_group(self, source):
+        """The first source, once a second is read: its master's values to its own group, its peers' cback_master_host.
+
+        cback_master gets back the values the first source replaced; a value of cback_master that another
+        source set over the first source's stays there, as does a cback_master_host a peer host has already.
+        """
+        source.group = self._master_group(source.master)
+        group_vars = self.inventory.groups[MASTER_GROUP].vars
+        for key, value in source.values.items():
+            self.inventory.set_variable(source.group, key, value)
+            if key in group_vars and group_vars[key] is value:
+                if key in source.replaced:
+                    group_vars[key] = source.replaced[key]
+                else:
+                    del group_vars[key]
+        source.values, source.replaced = {}, {}
+        for host in source.hosts:
+            if host in self.inventory.hosts and MASTER_HOST_VAR not in self.inventory.hosts[host].vars:
+                self.inventory.set_variable(host, MASTER_HOST_VAR, source.master)
 
     def _construct(self, host, variables, strict):
         """compose, groups and keyed_groups of Ansible's constructed inventories, over ``variables``."""

@@ -365,3 +365,148 @@ def test_group_and_host_vars_beside_the_source_override_the_file(installed_colle
     host = run(inventory + ["--host", master], env, base)
     values = plain(json.loads(host.stdout))
     assert (values["ansible_connection"], values["cback_staging_dir"]) == ("ssh", "/srv/other"), host.text
+
+
+# ---------------------------------------------------------------------------
+# A fleet: one source per master, composed by ansible-inventory
+# ---------------------------------------------------------------------------
+
+# {master: (its cback3.conf's staging dir and backup user, its stage section's peers)}
+FLEET = {
+    "backup1": ("/srv/backup1/stage", "bk1", (("backup1", "local"), ("web1", "remote"), ("db1", "remote"))),
+    "backup2": ("/srv/backup2/stage", "bk2", (("mail1", "remote"), ("files", "local"))),
+}
+
+
+def write_fleet_config(path, staging_dir, backup_user, peers):
+    """A cback3.conf of the master whose staging dir, backup user and peers are ``staging_dir``, ``backup_user``, ``peers``."""
+    top = ET.Element("cb_config")
+    options = ET.SubElement(top, "options")
+    for tag, value in (("starting_day", "monday"), ("working_dir", "/var/tmp"), ("backup_user", backup_user),
+                       ("backup_group", backup_user), ("rcp_command", "/usr/bin/scp -B")):
+        _text(options, tag, value)
+    stage = ET.SubElement(top, "stage")
+    _text(stage, "staging_dir", staging_dir)
+    for name, peer_type in peers:
+        _peer(stage, name, peer_type, "/var/backups/%s/collect" % name)
+    ET.ElementTree(top).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def write_fleet_source(base, master, staging_dir, backup_user, peers, **options):
+    """``<base>/fleet/<master>.cback3_conf.yml`` reading ``<base>/confs/<master>.conf``, written from the arguments."""
+    for directory in ("confs", "fleet"):
+        os.makedirs(os.path.join(base, directory), exist_ok=True)
+    conf = write_fleet_config(os.path.join(base, "confs", master + ".conf"), staging_dir, backup_user, peers)
+    data = dict(plugin="cedarbackup.peer.cback3_conf", path=conf, master=master,
+                master_vars=dict(ansible_python_interpreter=TARGET_PYTHON))
+    data.update(options)
+    path = os.path.join(base, "fleet", master + ".cback3_conf.yml")
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+@pytest.fixture
+def fleet(installed_collections, tmp_path):
+    """The sources of FLEET in ``<tmp>/fleet``; ``inventory(sources, *arguments)`` runs ansible-inventory in ``<tmp>``."""
+    base = str(tmp_path)
+    sources = [write_fleet_source(base, master, *FLEET[master]) for master in sorted(FLEET)]
+    env = ansible_env(os.path.join(base, "ansible"), installed_collections)
+
+    def inventory(sources, *arguments, **more_env):
+        argv = [os.path.join(VENV_BIN, "ansible-inventory")]
+        for path in sources:
+            argv += ["-i", path]
+        return run(argv + list(arguments), dict(env, **more_env), base)
+
+    return types.SimpleNamespace(base=base, sources=sources, inventory=inventory)
+
+
+def listed(result):
+    assert result.rc == 0, result.text
+    return plain(json.loads(result.stdout))
+
+
+def test_fleet_inventory_of_two_sources(fleet):
+    data = listed(fleet.inventory(fleet.sources, "--list"))
+    assert sorted(data["cback_master"]["hosts"]) == ["backup1", "backup2"]
+    assert data["cback_master_backup1"]["hosts"] == ["backup1"] and data["cback_master_backup2"]["hosts"] == ["backup2"]
+    assert data["cback_peers"]["hosts"] == ["backup1-self", "web1", "db1", "mail1", "files"]
+    hostvars = data["_meta"]["hostvars"]
+    for master, (staging_dir, backup_user, peers) in FLEET.items():
+        values = hostvars[master]
+        assert (values["cback_staging_dir"], values["cback_backup_user"], values["cback_backup_group"]) == (
+            staging_dir, backup_user, backup_user), master
+        assert (values["ansible_connection"], values["ansible_python_interpreter"]) == ("local", TARGET_PYTHON), master
+        for name, peer_type in peers:
+            host = name + "-self" if name == master else name
+            assert hostvars[host]["cback_master_host"] == master, host
+            assert hostvars[host]["cback_peer_type"] == peer_type, host
+            assert hostvars[host].get("cback_peer_name", host) == name, host
+            assert "cback_staging_dir" not in hostvars[host], host
+    # A directory holding both sources yields the same inventory; so do the sources in the other order.
+    assert listed(fleet.inventory([os.path.join(fleet.base, "fleet")], "--list"))["_meta"] == data["_meta"]
+    assert listed(fleet.inventory(fleet.sources[::-1], "--list"))["_meta"] == data["_meta"]
+
+
+def test_fleet_precedence_of_the_files_beside_the_sources(fleet):
+    """Per master: group_vars/all < group_vars/cback_master < host_vars/<master> beside the sources < -e; each master
+    keeps its own file's values where nothing overrides them."""
+    beside = os.path.join(fleet.base, "fleet")
+    files = {
+        "group_vars/all.yml": "cback_working_dir: /all/work\ncback_backup_group: everyone\n",
+        "group_vars/cback_master.yml": "cback_working_dir: /masters/work\ncback_stage_parallel: 3\n",
+        "host_vars/backup2.yml": "cback_staging_dir: /srv/other2\nansible_connection: ssh\n",
+    }
+    for name, text in files.items():
+        os.makedirs(os.path.join(beside, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(beside, name), "w") as handle:
+            handle.write(text)
+
+    def host(master, *extra):
+        return listed(fleet.inventory(fleet.sources, "--host", master, *extra))
+
+    one, two = host("backup1"), host("backup2")
+    keys = ("cback_working_dir", "cback_backup_group", "cback_stage_parallel", "cback_staging_dir", "cback_backup_user",
+            "ansible_connection")
+    assert [one[key] for key in keys] == ["/masters/work", "everyone", 3, "/srv/backup1/stage", "bk1", "local"]
+    assert [two[key] for key in keys] == ["/masters/work", "everyone", 3, "/srv/other2", "bk2", "ssh"]
+    for master in FLEET:
+        values = host(master, "-e", "cback_staging_dir=/mnt/stage", "-e", "cback_working_dir=/mnt/work")
+        assert (values["cback_staging_dir"], values["cback_working_dir"]) == ("/mnt/stage", "/mnt/work"), master
+    # A peer's own values and its master: host_vars/<peer> beside the sources wins.
+    with open(os.path.join(beside, "host_vars", "mail1.yml"), "w") as handle:
+        handle.write("cback_master_host: backup1\ncback_collect_dir: /srv/mail1\n")
+    mail1 = host("mail1")
+    assert (mail1["cback_master_host"], mail1["cback_collect_dir"]) == ("backup1", "/srv/mail1")
+
+
+def test_fleet_peer_in_two_sources_fails_unless_named_apart(fleet):
+    base = fleet.base
+    third = write_fleet_source(base, "backup3", "/srv/backup3/stage", "bk3", (("app1", "remote"), ("web1", "remote")))
+    conf1, conf3 = os.path.join(base, "confs", "backup1.conf"), os.path.join(base, "confs", "backup3.conf")
+    expected = (
+        "%s: the peer web1 (master backup3, in %s) is also the peer web1 (master backup1, in %s) of %s: an inventory host "
+        "has one master, so two masters cannot back up hosts of one name; set peer_host_suffix in one of the two sources to "
+        "name its peer hosts apart, for example peer_host_suffix: '@backup3' in %s makes this peer the host web1@backup3 "
+        "(its cback_peer_name stays web1)" % (third, conf3, conf1, fleet.sources[0], third))
+
+    failed = fleet.inventory(fleet.sources + [third], "--list", ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="true")
+    assert failed.rc != 0, failed.text
+    assert expected in " ".join(failed.stderr.split()), failed.text
+    # By default Ansible goes on without the source that failed: the fleet of the other two is as it was.
+    warned = fleet.inventory(fleet.sources + [third], "--list")
+    assert expected in " ".join(warned.stderr.split()), warned.text
+    data = listed(warned)
+    assert data["_meta"] == listed(fleet.inventory(fleet.sources, "--list"))["_meta"]
+
+    third = write_fleet_source(base, "backup3", "/srv/backup3/stage", "bk3", (("app1", "remote"), ("web1", "remote")),
+                               peer_host_suffix="@backup3")
+    data = listed(fleet.inventory(fleet.sources + [third], "--list"))
+    hostvars = data["_meta"]["hostvars"]
+    assert sorted(data["cback_master"]["hosts"]) == ["backup1", "backup2", "backup3"]
+    assert (hostvars["web1"]["cback_master_host"], hostvars["web1"].get("cback_peer_name", "web1")) == ("backup1", "web1")
+    assert (hostvars["web1@backup3"]["cback_master_host"], hostvars["web1@backup3"]["cback_peer_name"]) == ("backup3", "web1")
+    assert hostvars["app1@backup3"]["cback_peer_name"] == "app1"
+    assert hostvars["backup3"]["cback_staging_dir"] == "/srv/backup3/stage"

@@ -54,7 +54,7 @@ def config(directory, text, name="cback3.conf"):
 
 
 class Inventory(object):
-    """What a source yields: ``groups`` ({group: sorted hosts}), ``hostvars`` ({host: its variables from the
+    """What a source (or a list of sources) yields: ``groups`` ({group: sorted hosts}), ``hostvars`` ({host: its variables from the
     source, its groups' and its own, as Ansible combines them}), ``own`` ({host: its host variables}) and
     ``groupvars`` ({group: its variables})."""
 
@@ -65,7 +65,7 @@ class Inventory(object):
         from ansible.utils.vars import combine_vars
 
         self.loader = DataLoader()
-        self.manager = InventoryManager(loader=self.loader, sources=[path])
+        self.manager = InventoryManager(loader=self.loader, sources=path if isinstance(path, list) else [path])
         self.groups = dict((name, sorted(host.name for host in group.get_hosts()))
                            for name, group in self.manager.groups.items())
         self.own = dict((host.name, plain(dict((key, value) for key, value in host.vars.items()
@@ -970,3 +970,289 @@ def test_group_and_host_vars_files_beside_the_source_win(tmp_path, pool_source):
     assert master["cback_staging_dir"] == "/srv/stage" and master["ansible_connection"] == "ssh"
     assert master["cback_working_dir"] == POOL_MASTER["cback_working_dir"]
     assert peer["cback_collect_dir"] == "/srv/web1/collect" and peer["cback_peer_type"] == "remote"
+
+
+# ---------------------------------------------------------------------------
+# A fleet: one source per master, composed into one inventory
+# ---------------------------------------------------------------------------
+
+
+def fleet_conf(staging_dir, backup_user, *peers):
+    options = GOOD_OPTIONS.replace("<backup_user>backup</backup_user>", "<backup_user>%s</backup_user>" % backup_user)
+    return stage_conf(*peers, options=options, staging="<staging_dir>%s</staging_dir>" % staging_dir)
+
+
+def fleet_peer(name, peer_type="remote"):
+    return "<peer><name>%s</name><type>%s</type><collect_dir>/c/%s</collect_dir></peer>" % (name, peer_type, name)
+
+
+def fleet_source(tmp_path, name, master, *peers, **options):
+    """``<tmp>/sources/<name>.cback3_conf.yml`` reading ``<tmp>/confs/<name>.conf`` (staging dir /<name>/stage,
+    backup user <name>-user), its master ``master``."""
+    confs, sources = tmp_path / "confs", tmp_path / "sources"
+    confs.mkdir(exist_ok=True)
+    sources.mkdir(exist_ok=True)
+    conf = config(confs, fleet_conf("/%s/stage" % name, "%s-user" % name, *peers), name=name + ".conf")
+    return source(sources, conf, name="%s.cback3_conf.yml" % name, master=master, **options)
+
+
+def master_values(name, **more):
+    """The plugin's values of the master of ``fleet_source(..., name, ...)``."""
+    values = dict(ansible_connection="local", cback_starting_day="monday", cback_working_dir="/tmp",
+                  cback_backup_user="%s-user" % name, cback_backup_group="backup", cback_rcp_command="/usr/bin/scp -B",
+                  cback_rsh_command="/usr/bin/ssh", cback_cback_command="/usr/bin/cback3", cback_managed_actions=["collect"],
+                  cback_staging_dir="/%s/stage" % name)
+    values.update(more)
+    return values
+
+
+def remote_peer(name, master, **more):
+    values = dict(cback_peer_type="remote", cback_collect_dir="/c/" + name, cback_managed=False, cback_master_host=master)
+    values.update(more)
+    return values
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Two sources: ``one`` (master backup1: peers backup1, its local peer, and web1, db1) and ``two``
+    (master backup2: peers mail1, files)."""
+    one = fleet_source(tmp_path, "one", "backup1", fleet_peer("backup1", "local"), fleet_peer("web1"), fleet_peer("db1"),
+                       master_vars=dict(cback_stage_parallel=4))
+    two = fleet_source(tmp_path, "two", "backup2", fleet_peer("mail1"), fleet_peer("files", "local"))
+    return one, two
+
+
+FLEET_GROUPS = {
+    "all": ["backup1", "backup1-self", "backup2", "db1", "files", "mail1", "web1"],
+    "ungrouped": [],
+    "cback_master": ["backup1", "backup2"],
+    "cback_master_backup1": ["backup1"],
+    "cback_master_backup2": ["backup2"],
+    "cback_peers": ["backup1-self", "db1", "files", "mail1", "web1"],
+}
+
+
+def fleet_hostvars():
+    return {
+        "backup1": master_values("one", cback_stage_parallel=4),
+        "backup2": master_values("two"),
+        "backup1-self": dict(cback_peer_type="local", cback_peer_name="backup1", cback_collect_dir="/c/backup1",
+                             cback_master_host="backup1"),
+        "web1": remote_peer("web1", "backup1"),
+        "db1": remote_peer("db1", "backup1"),
+        "mail1": remote_peer("mail1", "backup2"),
+        "files": dict(cback_peer_type="local", cback_collect_dir="/c/files", cback_master_host="backup2"),
+    }
+
+
+def test_fleet_one_source_per_master(fleet):
+    inventory = Inventory(list(fleet))
+    assert inventory.groups == FLEET_GROUPS
+    assert inventory.hostvars == fleet_hostvars()
+    # Each master's values are its own group's; cback_master has none of them, the hosts none of their own.
+    assert inventory.groupvars["cback_master"] == {}
+    assert inventory.groupvars["cback_master_backup1"] == master_values("one", cback_stage_parallel=4)
+    assert inventory.groupvars["cback_master_backup2"] == master_values("two")
+    assert inventory.own["backup1"] == inventory.own["backup2"] == {}
+    for name in ("cback_master_backup1", "cback_master_backup2"):
+        assert inventory.manager.groups[name].priority == 0 < inventory.manager.groups["cback_master"].priority, name
+    # The peers keep the order of the files, the first source's first.
+    assert [host.name for host in inventory.manager.groups["cback_peers"].get_hosts()] == [
+        "backup1-self", "web1", "db1", "mail1", "files"]
+
+
+def test_fleet_in_the_other_order_and_from_a_directory(fleet, tmp_path):
+    one, two = fleet
+    for sources in ([two, one], [str(tmp_path / "sources")]):
+        inventory = Inventory(sources)
+        assert inventory.groups == FLEET_GROUPS, sources
+        assert inventory.hostvars == fleet_hostvars(), sources
+
+
+def test_a_single_source_has_no_master_group_and_no_master_host(fleet):
+    inventory = Inventory(fleet[0])
+    assert sorted(inventory.groups) == ["all", "cback_master", "cback_peers", "ungrouped"]
+    assert inventory.groupvars["cback_master"] == master_values("one", cback_stage_parallel=4)
+    assert [host for host, values in inventory.hostvars.items() if "cback_master_host" in values] == []
+
+
+def test_three_sources(fleet, tmp_path):
+    three = fleet_source(tmp_path, "three", "backup3.example.com", fleet_peer("app1"))
+    inventory = Inventory(list(fleet) + [three])
+    assert inventory.groups["cback_master"] == ["backup1", "backup2", "backup3.example.com"]
+    assert inventory.groups["cback_master_backup3_example_com"] == ["backup3.example.com"]
+    assert inventory.hostvars["backup3.example.com"] == master_values("three")
+    assert inventory.hostvars["app1"] == remote_peer("app1", "backup3.example.com")
+    assert inventory.hostvars["web1"] == remote_peer("web1", "backup1")
+
+
+def test_master_groups_of_names_alike_are_numbered(tmp_path):
+    one = fleet_source(tmp_path, "one", "backup-1", fleet_peer("web1"))
+    two = fleet_source(tmp_path, "two", "backup_1", fleet_peer("web2"))
+    inventory = Inventory([one, two])
+    assert inventory.groups["cback_master_backup_1"] == ["backup-1"]
+    assert inventory.groups["cback_master_backup_1_2"] == ["backup_1"]
+    assert inventory.hostvars["backup_1"]["cback_staging_dir"] == "/two/stage"
+    assert plugin_module().master_group_name("a.b", set(["cback_master_a_b", "cback_master_a_b_2"])) == "cback_master_a_b_3"
+
+
+def test_keyed_groups_see_the_master_host_with_one_source_too(tmp_path):
+    keyed = [dict(key="cback_master_host", prefix="pool")]
+    one = fleet_source(tmp_path, "one", "backup1", fleet_peer("web1"), keyed_groups=keyed)
+    two = fleet_source(tmp_path, "two", "backup2", fleet_peer("mail1"), fleet_peer("db1"), keyed_groups=keyed)
+    alone = Inventory(one)
+    assert alone.groups["pool_backup1"] == ["web1"] and "cback_master_host" not in alone.hostvars["web1"]
+    both = Inventory([one, two])
+    assert both.groups["pool_backup1"] == ["web1"] and both.groups["pool_backup2"] == ["db1", "mail1"]
+
+
+def test_fleet_precedence_cback_master_and_host_vars_win_per_master(fleet, tmp_path):
+    """group_vars/cback_master.yml beside the sources wins over both masters' values, host_vars/<master>.yml over one's."""
+    from ansible.vars.manager import VariableManager
+
+    sources = tmp_path / "sources"
+    (sources / "group_vars").mkdir()
+    (sources / "host_vars").mkdir()
+    write(sources / "group_vars" / "cback_master.yml", "cback_working_dir: /srv/work\nansible_connection: ssh\n")
+    write(sources / "host_vars" / "backup2.yml", "cback_staging_dir: /srv/stage2\n")
+    inventory = Inventory(list(fleet))
+    manager = VariableManager(loader=inventory.loader, inventory=inventory.manager)
+    found = dict((master, manager.get_vars(host=inventory.manager.get_host(master))) for master in ("backup1", "backup2"))
+    assert [(found[master]["cback_working_dir"], found[master]["ansible_connection"]) for master in found] == [
+        ("/srv/work", "ssh"), ("/srv/work", "ssh")]
+    assert [found[master]["cback_staging_dir"] for master in found] == ["/one/stage", "/srv/stage2"]
+    assert [found[master]["cback_backup_user"] for master in found] == ["one-user", "two-user"]
+
+
+def test_fleet_precedence_the_master_group_s_inventory_variables_win(fleet, tmp_path):
+    """Variables of the group cback_master from another source win over each master's own group, read before or after."""
+    inline = write(tmp_path / "inline.yml", "all:\n  children:\n    cback_master:\n      vars:\n        cback_working_dir: /inline\n")
+    for sources in ([fleet[0], fleet[1], inline], [inline, fleet[0], fleet[1]], [fleet[0], inline, fleet[1]]):
+        inventory = Inventory(list(sources))
+        assert inventory.groupvars["cback_master"] == dict(cback_working_dir="/inline"), sources
+        assert [inventory.hostvars[master]["cback_working_dir"] for master in ("backup1", "backup2")] == ["/inline"] * 2
+        assert inventory.groupvars["cback_master_backup1"] == master_values("one", cback_stage_parallel=4)
+
+
+def test_a_peer_host_keeps_the_master_host_it_has(fleet, tmp_path):
+    one = fleet_source(tmp_path, "one", "backup1", fleet_peer("web1"), compose=dict(cback_master_host="'elsewhere'"))
+    inventory = Inventory([one, fleet[1]])
+    assert inventory.hostvars["web1"]["cback_master_host"] == "elsewhere"
+
+
+def test_a_source_given_twice_is_read_once(fleet, warnings):
+    inventory = Inventory([fleet[0], fleet[0]])
+    assert sorted(inventory.groups) == ["all", "cback_master", "cback_peers", "ungrouped"]
+    assert inventory.groupvars["cback_master"] == master_values("one", cback_stage_parallel=4)
+    assert warnings == ["%s: this inventory source is given twice; it is read once" % fleet[0]]
+
+
+def inventory_state(data):
+    """Everything an InventoryData holds: its groups (hosts, children, vars, priority) and hosts (vars)."""
+    return plain(dict(
+        groups=dict((name, [[host.name for host in group.hosts], sorted(child.name for child in group.child_groups), group.vars,
+                            group.priority]) for name, group in data.groups.items()),
+        hosts=dict((name, host.vars) for name, host in data.hosts.items())))
+
+
+def compose_error(*paths):
+    """The message of the AnsibleParserError for the last of ``paths``, read after the others into one inventory;
+    the failure changes nothing of the inventory."""
+    from ansible.errors import AnsibleParserError
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import inventory_loader
+
+    data, loader = InventoryData(), DataLoader()
+    for path in paths[:-1]:
+        inventory_loader.get(PLUGIN).parse(data, loader, path, cache=False)
+    before = inventory_state(data)
+    with pytest.raises(AnsibleParserError) as info:
+        inventory_loader.get(PLUGIN).parse(data, loader, paths[-1], cache=False)
+    assert inventory_state(data) == before
+    return getattr(info.value, "message", None) or str(info.value)
+
+
+def test_a_peer_in_two_sources_fails_naming_both(fleet, tmp_path):
+    one = fleet[0]
+    three = fleet_source(tmp_path, "three", "backup3", fleet_peer("mail2"), fleet_peer("web1"))
+    conf_one, conf_three = str(tmp_path / "confs" / "one.conf"), str(tmp_path / "confs" / "three.conf")
+    assert compose_error(one, three) == (
+        "%s: the peer web1 (master backup3, in %s) is also the peer web1 (master backup1, in %s) of %s: an inventory host "
+        "has one master, so two masters cannot back up hosts of one name; set peer_host_suffix in one of the two sources to "
+        "name its peer hosts apart, for example peer_host_suffix: '@backup3' in %s makes this peer the host web1@backup3 "
+        "(its cback_peer_name stays web1)" % (three, conf_three, conf_one, one, three))
+
+
+def test_a_failing_second_source_leaves_the_first_as_it_was(fleet, tmp_path):
+    three = fleet_source(tmp_path, "three", "backup3", fleet_peer("web1"))
+    inventory = Inventory([fleet[0], three])
+    assert sorted(inventory.groups) == ["all", "cback_master", "cback_peers", "ungrouped"]
+    assert inventory.groups["cback_master"] == ["backup1"]
+    assert inventory.groupvars["cback_master"] == master_values("one", cback_stage_parallel=4)
+    assert "cback_master_host" not in inventory.hostvars["web1"]
+
+
+def test_peer_host_suffix_names_a_source_s_peers_apart(fleet, tmp_path):
+    three = fleet_source(tmp_path, "three", "backup3", fleet_peer("web1"), fleet_peer("backup3", "local"),
+                         peer_host_suffix="@backup3")
+    inventory = Inventory([fleet[0], three])
+    assert inventory.groups["cback_peers"] == ["backup1-self", "backup3@backup3", "db1", "web1", "web1@backup3"]
+    assert inventory.hostvars["web1"] == remote_peer("web1", "backup1")
+    assert inventory.hostvars["web1@backup3"] == remote_peer("web1", "backup3", cback_peer_name="web1")
+    assert inventory.hostvars["backup3@backup3"] == dict(cback_peer_type="local", cback_collect_dir="/c/backup3",
+                                                         cback_peer_name="backup3", cback_master_host="backup3")
+    alone = Inventory(three)  # one source: the suffix applies all the same
+    assert alone.groups["cback_peers"] == ["backup3@backup3", "web1@backup3"]
+    assert alone.hostvars["web1@backup3"] == dict(cback_peer_type="remote", cback_collect_dir="/c/web1", cback_managed=False,
+                                                  cback_peer_name="web1")
+
+
+def test_peer_host_suffix_that_makes_the_master_s_name(tmp_path):
+    one = fleet_source(tmp_path, "one", "web1.b1", fleet_peer("web1"), peer_host_suffix=".b1")
+    inventory = Inventory(one)
+    assert inventory.groups["cback_peers"] == ["web1.b1-self"]
+    assert inventory.hostvars["web1.b1-self"]["cback_peer_name"] == "web1"
+
+
+@pytest.mark.parametrize("suffix", ["@b 2", "web:2", "a,b", "[1]", "{{ x }}", "@b2\n"])
+def test_a_bad_peer_host_suffix_fails(tmp_path, suffix):
+    one = fleet_source(tmp_path, "one", "backup1", fleet_peer("web1"), peer_host_suffix=suffix)
+    assert parse_error(one) == "%s: peer_host_suffix must be letters, digits, @, ., _ and - only, not %r" % (one, suffix)
+
+
+def test_a_master_that_is_a_peer_of_another_source_fails(fleet, tmp_path):
+    """backup1 backs up backup2, which is the master of another source: in either order, a clear error."""
+    one = fleet_source(tmp_path, "one", "backup1", fleet_peer("web1"), fleet_peer("backup2"))
+    two = fleet[1]
+    conf_one, conf_two = str(tmp_path / "confs" / "one.conf"), str(tmp_path / "confs" / "two.conf")
+    assert compose_error(one, two) == (
+        "%s: the master backup2 is also a peer host of %s (master backup1, reading %s), the peer backup2 (master backup1, "
+        "in %s): a host cannot be both a master and a peer; set peer_host_suffix in %s to name its peer hosts apart, for "
+        "example peer_host_suffix: '@backup1' in %s makes this peer the host backup2@backup1 (its cback_peer_name stays "
+        "backup2)" % (two, one, conf_one, conf_one, one, one))
+    assert compose_error(two, one) == (
+        "%s: the peer backup2 (master backup1, in %s) is the master of %s (master backup2, reading %s): a host cannot be "
+        "both a master and a peer; set peer_host_suffix in %s to name its peer hosts apart, for example peer_host_suffix: "
+        "'@backup1' in %s makes this peer the host backup2@backup1 (its cback_peer_name stays backup2)" % (
+            one, conf_one, two, conf_two, one, one))
+    suffixed = fleet_source(tmp_path, "one", "backup1", fleet_peer("web1"), fleet_peer("backup2"), peer_host_suffix="@backup1")
+    inventory = Inventory([suffixed, two])
+    assert inventory.groups["cback_master"] == ["backup1", "backup2"]
+    assert inventory.hostvars["backup2@backup1"] == remote_peer("backup2", "backup1", cback_peer_name="backup2")
+
+
+def test_two_sources_with_one_master_fail(fleet, tmp_path):
+    three = fleet_source(tmp_path, "three", "backup1", fleet_peer("app1"))
+    assert compose_error(fleet[0], three) == (
+        "%s: the master backup1 is also the master of %s (master backup1, reading %s): each source names its own master "
+        "(one source per master: the peers of one master belong in its one cback3.conf)" % (
+            three, fleet[0], tmp_path / "confs" / "one.conf"))
+
+
+def test_the_renamed_local_peer_of_a_master_clashes_by_its_host_name(fleet, tmp_path):
+    """backup1's local peer is the host backup1-self; another source's peer backup1-self clashes with it."""
+    three = fleet_source(tmp_path, "three", "backup3", fleet_peer("backup1-self"))
+    message = compose_error(fleet[0], three)
+    assert "the peer backup1-self (master backup3, in " in message
+    assert "is also the peer backup1 (host backup1-self, master backup1, in " in message
