@@ -24,6 +24,7 @@ from ansible_collections.cedarbackup.peer.tests.support.ansible_run import (
     write_fleet_inventory,
     write_ssh_config,
 )
+from ansible_collections.cedarbackup.peer.tests.support.cback3_run import write_config
 from ansible_collections.cedarbackup.peer.tests.support.sshd import free_port
 
 REPORT = "Report the peer"
@@ -174,7 +175,8 @@ def test_a_pool_that_fails_as_a_whole_fails_its_own_hosts_only(runner, data):
     assert entries(data / "stage1") == ["cback.stage", "l1a"]
     assert not (data / "stage2").exists() and not (data / "stage3").exists()
     recap = run.recap()
-    assert not any(recap[host].get("failed") or recap[host].get("unreachable") for host in ("l1a", "master1", "master2", "master3")), recap
+    assert sorted(host for host, counts in recap.items() if counts.get("failed") or counts.get("unreachable")) == [
+        "l2a", "l2b", "l3a", "lost"], recap
     assert sorted(summaries(run)) == ["master1"]
     lines = table_lines(run)
     assert any(line.startswith("Pool of master2: The master master2 could not be reached") for line in lines), lines
@@ -247,3 +249,33 @@ def test_a_play_that_names_the_role_runs_every_pool(runner, data):
     assert entries(stage1) == ["cback.stage", "l1a", "l1b"] and entries(stage2) == ["cback.stage", "l2a"]
     assert sorted(record["host"] for record in run.find("Stage every peer")) == ["l1a", "l2a"], run
     assert json.loads(json.dumps(summaries(run)))["master2"]["staging_dir"] == str(stage2)
+
+
+def test_two_cback3_conf_sources_are_one_fleet_staged_in_one_run(runner, data):
+    """One ``*.cback3_conf.yml`` per master, in one inventory directory: every pool is staged into
+    its own master's staging directory, each master's run-wide values from its own cback3.conf; a
+    peer name both files use is told apart with ``peer_host_suffix``."""
+    fleet = data / "fleet"
+    fleet.mkdir()
+    (data / "work").mkdir()
+    for master, names in (("master1", ["web", "db"]), ("master2", ["web", "mail"])):
+        peers = []
+        for name in names:
+            collect = ready(data / "collect" / master / name, {"%s-%s.tar" % (master, name): (os.urandom(1500), 0o640)})
+            peers.append([("name", name), ("type", "local"), ("collect_dir", str(collect))])
+        conf = write_config(str(data / ("%s.conf" % master)), master,
+                            [("starting_day", "monday"), ("working_dir", str(data / "work")), ("backup_user", "root"),
+                             ("backup_group", "root"), ("rcp_command", "/usr/bin/scp -B")],
+                            str(data / ("stage-" + master)), peers)
+        source = ["plugin: cedarbackup.peer.cback3_conf", "path: %s" % conf, "master: %s" % master,
+                  "master_vars:", "  ansible_python_interpreter: /usr/bin/python3"]
+        if master == "master2":
+            source.append("peer_host_suffix: '@master2'")
+        (fleet / ("%s.cback3_conf.yml" % master)).write_text("\n".join(source) + "\n")
+    run = runner.run("stage", fleet)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert entries(data / "stage-master1") == ["cback.stage", "db", "web"]
+    assert entries(data / "stage-master2") == ["cback.stage", "mail", "web"]
+    assert file_sums(day_dir(data / "stage-master2") / "web") == file_sums(data / "collect" / "master2" / "web")
+    assert sorted(summaries(run)) == ["master1", "master2"]
+    assert sorted(record["host"] for record in run.find(REPORT)) == ["db", "mail@master2", "web", "web@master2"], run
