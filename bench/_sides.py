@@ -8,6 +8,8 @@ fresh staging directory, its configuration) and returns a ``Job``: the command l
 are timed and the check of their output, so that a broken run can never give a time.
 
 - ``StagePlaybook``: ``ansible-playbook -i INV cedarbackup.peer.stage`` (local or remote peers);
+- ``FleetPlaybooks``: the peers split into pools, one master each: one ``ansible-playbook`` over
+  an inventory of every pool, or one per pool's own inventory, all started at once;
 - ``Cback3Stage``: ``cback3 --config CFG stage`` (remote peers);
 - ``ParallelScp``: one ``setpriv --reuid=<backup user> --regid=<backup user> --init-groups --
   <rcp command> root@peer:<collect>/* <dir>/`` per peer, all started at once (or at most N at a
@@ -116,6 +118,69 @@ class StagePlaybook(Side):
             return extra
 
         return Job([[self.ctx.ansible_playbook, "-i", inventory, "cedarbackup.peer.stage"]], check, env=env)
+
+
+def pools_of(names, count):
+    """``names`` split into ``count`` pools of consecutive names (as even as can be)."""
+    size, rest = divmod(len(names), count)
+    pools, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < rest else 0)
+        pools.append(names[start:end])
+        start = end
+    return pools
+
+
+class FleetPlaybooks(Side):
+    """The peers (remote) split into ``pools`` pools, the masters ``master1``, ``master2``, ...
+    (inventory hosts of this machine, local connection), each with its own staging directory.
+
+    ``separate=False``: one ``ansible-playbook -i FLEET cedarbackup.peer.stage`` over an inventory
+    of every pool (each peer naming its master with ``cback_master_host``).  ``separate=True``:
+    one ``ansible-playbook -i POOL cedarbackup.peer.stage`` per pool, with that pool's own
+    single-master inventory, all started at once (what one job per master does).  ``only``
+    keeps the first ``only`` pools.
+    """
+
+    playbook = True
+
+    def __init__(self, ctx, name, peers, user, rcp, rsh, pools, separate=False, only=None, logins=None):
+        self.ctx, self.name, self.peers, self.user = ctx, name, peers, user
+        self.rcp, self.rsh, self.pools, self.separate, self.only, self.logins = rcp, rsh, pools, separate, only, logins
+
+    def prepare(self, run_dir):
+        collect = self.peers.fresh_copy(run_dir)
+        work, = _dirs(run_dir, "work")
+        chown_tree(self.user, work)
+        pools = pools_of(self.peers.names, self.pools)[:self.only]
+        commands, masters, fleet, staged = [], {}, {}, []
+        for index, names in enumerate(pools, 1):
+            staging, = _dirs(run_dir, "stage-%d" % index)
+            chown_tree(self.user, staging)
+            run_vars = {"cback_staging_dir": staging, "cback_working_dir": work, "cback_backup_user": self.user,
+                        "cback_backup_group": self.user, "cback_rcp_command": self.rcp, "cback_rsh_command": self.rsh}
+            hosts = [(name, {"cback_collect_dir": os.path.join(collect, name), "cback_remote_user": "root"}) for name in names]
+            staged.append((staging, dict((name, self.peers.expected[name]) for name in names)))
+            if self.separate:
+                inventory = write_inventory(os.path.join(run_dir, "pool-%d.ini" % index), hosts, run_vars)
+                commands.append([self.ctx.ansible_playbook, "-i", inventory, "cedarbackup.peer.stage"])
+                continue
+            master = "master%d" % index
+            masters[master] = dict(run_vars, ansible_connection="local", ansible_python_interpreter=TARGET_PYTHON)
+            fleet.update((name, dict(hostvars, cback_master_host=master)) for name, hostvars in hosts)
+        if not self.separate:
+            inventory = os.path.join(run_dir, "fleet.yml")
+            with open(inventory, "w") as handle:
+                json.dump({"cback_master": {"hosts": masters}, "cback_peers": {"hosts": fleet}}, handle, indent=1)
+            commands.append([self.ctx.ansible_playbook, "-i", inventory, "cedarbackup.peer.stage"])
+        mark = self.logins.mark() if self.logins else None
+
+        def check(outcome):
+            extra = {"files": sum(check_stage_run(staging, collect, expected) for staging, expected in staged)}
+            extra.update(_logins(self.logins, mark, dict(item for _staging, expected in staged for item in expected.items())))
+            return extra
+
+        return Job(commands, check, env=self.ctx.ansible_env)
 
 
 class Cback3Stage(Side):

@@ -29,6 +29,10 @@ transport's limits, measured side by side in the same run, with Ansible's defaul
   e  one 2048 MiB file vs one 16 MiB file, local and remote peer: peak RSS of the module
      processes (the master's interpreter is a wrapper that records it).  Target: the
      difference stays within 4 MiB.
+  f  a fleet: 32 remote peers in 4 pools, one master each (inventory hosts of this machine):
+     one playbook run over an inventory of every pool vs one playbook run per master's own
+     inventory, all four started at once (what one job per master does), target <= 1.10 x;
+     and against the first pool's run alone, for reference.
 
 Every run gets a fresh copy of the input and a fresh staging directory, then `sync` and a
 pause (--settle) before it is timed; the sides of a scenario alternate (A, B, A, B, ...);
@@ -48,7 +52,7 @@ backup user cbackpeer when missing (and removes it at the end), so that remote c
 as that user on all sides, as in production: the stage run drops to its ids in the child
 process, the plain-scp sides likewise with `setpriv --reuid=cbackpeer --regid=cbackpeer
 --init-groups -- scp ...` (no su, no shell), `cback3` through its own `su cbackpeer -c 'scp ...'`.
-The peers are real sshd servers on loopback addresses (127.0.5.x and 127.0.7.x; the scaling
+The peers are real sshd servers on loopback addresses (127.0.5.x to 127.0.7.x; the scaling
 scenario from 127.0.32.1 on, across /24s), stopped at the end.
 
 Exit status: 0 when every target is met, 3 when a target is missed, 1 when a run broke.
@@ -70,9 +74,10 @@ from _harness import (DEFAULT_COLLECTIONS, MIB, RESULTS_DIR, BenchError, Context
                       LoginCounter, PeerSet, alternate, backup_user, log, loopback_addresses, machine_info,
                       markdown_table, measure, pair_ratios, peer_pool, role_default, seconds_of, shell_join, summary,
                       temp_base, write_results, write_rss_interpreter)
-from _sides import BareCopyPlaybook, BareFetchPlaybook, Cback3Stage, CopyR, LocalPeerApi, ParallelScp, StagePlaybook  # noqa: E402
+from _sides import (BareCopyPlaybook, BareFetchPlaybook, Cback3Stage, CopyR, FleetPlaybooks, LocalPeerApi, ParallelScp,  # noqa: E402
+                    StagePlaybook)
 
-SCENARIOS = "abcde"
+SCENARIOS = "abcdef"
 
 # Full-size shapes, and the shrunk ones of --quick (a whole run in about two minutes).
 SHAPES = {
@@ -81,6 +86,7 @@ SHAPES = {
     "c": dict(peers=8, files=16, size_kib=4096, repeat=3),
     "d": dict(counts=[8, 64, 256], files=2, size_kib=16, repeat=5),
     "e": dict(small_mib=16, big_mib=2048, repeat=3),
+    "f": dict(pools=4, peers=32, files=4, size_kib=64, repeat=5),
 }
 QUICK_SHAPES = {
     "a": dict(peers=3, files=4, size_kib=1024, repeat=2),
@@ -88,6 +94,7 @@ QUICK_SHAPES = {
     "c": dict(peers=4, files=4, size_kib=4096, repeat=2),
     "d": dict(counts=[2, 8, 16], files=2, size_kib=16, repeat=2),
     "e": dict(small_mib=4, big_mib=128, repeat=1),
+    "f": dict(pools=2, peers=6, files=2, size_kib=64, repeat=2),
 }
 
 # The loopback addresses of each scenario's sshd pool (one sshd per peer, consecutive
@@ -95,7 +102,7 @@ QUICK_SHAPES = {
 # integration tests use 127.0.1.x to 127.0.4.x, 127.0.8.x, 127.0.9.x, 127.0.14.x, 127.0.15.x
 # and 127.0.21.x.
 ADDRESSES = {"a": ("127.0.5.1", "127.0.5.100"), "b": ("127.0.5.101", "127.0.5.254"),
-             "d": ("127.0.32.1", "127.0.35.254"), "e": ("127.0.7.1", "127.0.7.254")}
+             "d": ("127.0.32.1", "127.0.35.254"), "e": ("127.0.7.1", "127.0.7.254"), "f": ("127.0.6.1", "127.0.6.254")}
 
 TARGET_A_SCP = 1.10  # playbook / every peer's scp at once
 TARGET_B_BARE = 1.25  # playbook / bare fetch playbook, cback_stage_parallel scp at a time
@@ -103,6 +110,7 @@ TARGET_C_BARE = 1.5  # playbook / bare cp playbook
 TARGET_C_CP = 1.0  # LocalPeer.stagePeer / cp -R
 TARGET_D_PER_PEER = 1.10  # (t(n) / n) / (t(base) / base): time per peer flat or falling
 TARGET_D_RSS = 1.25  # staging module peak RSS at the largest count / at the base count
+TARGET_F_SEPARATE = 1.10  # one playbook over every pool / one playbook per pool, all at once
 DEFAULT_SETTLE = 3.0  # seconds; see _harness.measure
 RSS_TOLERANCE_MIB = 4.0
 
@@ -420,7 +428,38 @@ def scenario_e(ctx, shape, data, options):
     return result
 
 
-RUNNERS = dict(a=scenario_a, b=scenario_b, c=scenario_c, d=scenario_d, e=scenario_e)
+FLEET = "fleet playbook"
+SEPARATE = "a playbook per master, at once"
+ONE_POOL = "one pool's playbook"
+
+
+def scenario_f(ctx, shape, data, options):
+    user = ctx.user.ensure()
+    pools, n, files, kib = shape["pools"], shape["peers"], shape["files"], shape["size_kib"]
+    result = Scenario("f", "%d pools (masters) x %d remote peers x %d files x %s" % (pools, n // pools, files, size_text(kib)), shape)
+    with scenario_pool(ctx, "f", peer_names("fpeer", n), user) as (pool, rcp, rsh):
+        peers = PeerSet.generate(data, source_dir(ctx, "f"), peer_names("fpeer", n), files, kib * 1024)
+        logins = LoginCounter(pool)
+        sides = [FleetPlaybooks(ctx, FLEET, peers, user, rcp, rsh, pools, logins=logins),
+                 FleetPlaybooks(ctx, SEPARATE, peers, user, rcp, rsh, pools, separate=True, logins=logins),
+                 FleetPlaybooks(ctx, ONE_POOL, peers, user, rcp, rsh, pools, only=1, logins=logins)]
+        result.add_samples(sides, *alternate(ctx, sides, shape["repeat"], tag="f"))
+    result.ratio_check(FLEET, SEPARATE, TARGET_F_SEPARATE)
+    result.reference(FLEET, ONE_POOL, "every pool in one run against one pool alone (%d x its peers)" % pools)
+    result.reference(SEPARATE, ONE_POOL, "one job per master, at once, against one pool alone")
+    result.notes += [
+        "input %s; rcp command `%s` on every side; every master is an inventory host of this machine "
+        "(`ansible_connection=local`), so the pools share its %s" % (gib_text(peers.total_bytes), rcp, "cores"),
+        "`%s`: `ansible-playbook -i FLEET cedarbackup.peer.stage` over one inventory of %d masters, each peer "
+        "naming its master with `cback_master_host`" % (FLEET, pools),
+        "`%s`: %d `ansible-playbook -i POOL cedarbackup.peer.stage`, one per master with that pool's own "
+        "inventory, started together (what one cron job or one AWX job per master does)" % (SEPARATE, pools),
+        "`%s`: the first pool's own inventory alone, one `ansible-playbook`" % ONE_POOL,
+    ]
+    return result
+
+
+RUNNERS = dict(a=scenario_a, b=scenario_b, c=scenario_c, d=scenario_d, e=scenario_e, f=scenario_f)
 
 
 def prime(ctx, data):
