@@ -6,17 +6,19 @@
 ``cedarbackup.peer.setup`` runs for real, as root, on this machine: the master and the peers
 share its local users.  ``fresh_accounts`` removes the test's users and groups (by name)
 before and after a test, ``public_data`` gives a directory under ``/tmp`` that those users
-can traverse, ``master_vars`` the master's variables of a setup run, and ``setup_twice``
-runs the playbook twice, the second run changing nothing.
+can traverse, ``master_vars`` the master's variables of a setup run, ``fleet_inventory`` an
+inventory of several masters, and ``setup_twice`` runs the playbook twice, the second run
+changing nothing.
 """
 
 import contextlib
 import grp
+import json
 import pwd
 import shutil
 import subprocess
 
-from ansible_collections.cedarbackup.peer.tests.support.ansible_run import public_dir, remove_tree
+from ansible_collections.cedarbackup.peer.tests.support.ansible_run import TARGET_PYTHON, public_dir, remove_tree
 from ansible_collections.cedarbackup.peer.tests.support.sshd import remove_local_user
 
 
@@ -75,6 +77,18 @@ def public_data(prefix):
 def master_vars(backup_user, ssh_dir, **extra):
     """The master's variables: ``backup_user``, a group of the same name, the ssh directory, and ``extra``."""
     return dict(cback_backup_user=backup_user, cback_backup_group=backup_user, cback_setup_ssh_dir=str(ssh_dir), **extra)
+
+
+def fleet_inventory(path, masters, peers):
+    """A YAML inventory (``path`` ends in ``.yml``) of several masters: ``{master host: its variables}``, each
+    reached over a local connection, and ``peers``, ``{peer host: its variables}`` (``cback_master_host`` among them)."""
+    def local(values):
+        return dict(dict(ansible_connection="local", ansible_python_interpreter=TARGET_PYTHON), **values)
+
+    data = {"cback_master": {"hosts": dict((name, local(values)) for name, values in masters.items())},
+            "cback_peers": {"hosts": dict((name, dict(values)) for name, values in peers.items())}}
+    path.write_text(json.dumps(data, indent=2))  # JSON is YAML
+    return path
 
 
 def this_machine_as_remote_peer(tmp_path, data, remote_user):
