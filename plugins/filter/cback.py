@@ -347,18 +347,24 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None, hosts_all=
         result["error"] = ("The inventory needs a host in the group %s (the master, where the run's work happens); it has none. %s"
                            % (group, _NO_INVENTORY))
         return result
+    owners = {}
+
+    def owner(name):
+        """``(master, None)`` of a peer host, or ``(None, the OptionError)``; each host checked once."""
+        if name not in owners:
+            try:
+                owners[name] = (_master_of(hostvars[name] if name in hostvars else {}, masters, group), None)
+            except spec.OptionError as exc:
+                owners[name] = (None, exc)
+        return owners[name]
+
     in_group = None if peers_group is None else set(peers_group)
     standing = [name for name in hosts if in_group is not None and name in masters and name not in in_group]
     members = [name for name in hosts if name not in standing]
     stands_for = dict((master, []) for master in standing)
     for name in (peers_group or []) if standing else []:
-        if name not in standing:
-            try:
-                master = _master_of(hostvars[name] if name in hostvars else {}, masters, group)
-            except spec.OptionError:
-                continue
-            if master in stands_for:
-                stands_for[master].append(name)
+        if name not in standing and owner(name)[0] in stands_for:
+            stands_for[owner(name)[0]].append(name)
     for master, peers in stands_for.items():
         # A master stands for its pool when none of the pool's peers is in the play (a --limit
         # that names the master); a pool with peers in the play is those peers only.
@@ -366,12 +372,13 @@ def cback_resolve(hosts, hostvars, role, current, masters, host=None, hosts_all=
         members.extend(stands_for[master])
     by_master = dict((master, []) for master in masters)
     for name in members:
-        values = hostvars[name] if name in hostvars else {}
-        try:
-            by_master[_master_of(values, masters, group)].append(name)
-        except spec.OptionError as exc:
+        master, problem = owner(name)
+        if problem is None:
+            by_master[master].append(name)
+        else:
+            values = hostvars[name] if name in hostvars else {}
             result["orphans"].append(dict(host=name, name=_peer(name, values, {}).get("name") or name,
-                                          error="invalid settings: %s" % exc))
+                                          error="invalid settings: %s" % problem))
     warnings = _unknown_variables([master for master in masters if by_master[master]] + members, hostvars)
     for master in masters:
         if not by_master[master] and len(masters) > 1:
@@ -466,7 +473,7 @@ def cback_run_outcome(resolved, role, hostvars, register, hosts=None):
             for name in pool["hosts"]:
                 reports[name] = dict(msg=failure, changed=False, failed=True, reasons=failure)
             if len(pools) > 1:
-                lines.extend(["Pool of %s: %s" % (pool["master"], failure)])
+                lines.append("Pool of %s: %s" % (pool["master"], failure))
             continue
         summaries[pool["master"]] = result["summary"]
         for name in pool["hosts"]:
