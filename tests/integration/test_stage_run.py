@@ -510,8 +510,9 @@ def test_parallel_stage_is_faster_and_multiplexed(runner, data, rpool, capsys, t
 
 
 TRACED_PYTHON = """#!/bin/sh
-# The master's interpreter under strace: every program the module starts, with its argv.
-exec /usr/bin/strace -f -qq -e trace=execve -e signal=none -s 256 -o {log}.$$ /usr/bin/python3 "$@"
+# The master's interpreter under strace: every program the module starts, with its argv; one
+# log per process (-ff), so that threads' execve calls never split across lines of one log.
+exec /usr/bin/strace -ff -qq -e trace=execve -e signal=none -s 256 -o {log}.$$ /usr/bin/python3 "$@"
 """
 
 
